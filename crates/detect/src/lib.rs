@@ -1,0 +1,341 @@
+//! Injection detection engine (see issue 5). Pure functions, no I/O, no async.
+//!
+//! Pipeline per value: [`decode`] (bounded layers, output never larger than the input)
+//! → a one-pass prefilter over a byte-class table that lets clean values leave at once
+//! → family detectors that read the grammar of the value in its context (`Place`).
+#![forbid(unsafe_code)]
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod cmdi;
+mod decode;
+mod markers;
+mod nosql;
+mod paths;
+mod prefilter;
+mod sqli;
+mod ssrf;
+mod template;
+mod text;
+mod xml;
+mod xss;
+
+pub use decode::{decode, decode_base64_text, decode_into, DecodeLimits};
+pub use prefilter::{classify, ByteClasses};
+pub use sqli::{sql_fingerprint, SqlContext};
+
+/// Sensitivity: how aggressive the rules are. L1 keeps false positives lowest and is the default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub enum Level {
+    /// Default: only grammar-level evidence of an attack.
+    #[default]
+    L1,
+    /// Adds weaker signals (lone tautologies, bare hosts, risky markers).
+    L2,
+    /// Paranoid: flags suspicious syntax even without a full attack shape.
+    L3,
+}
+
+/// Where in the request a value was found; detectors weigh evidence by place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Place {
+    /// A query-string parameter value.
+    Query,
+    /// A query-string parameter name.
+    QueryKey,
+    /// A path segment (or the whole path).
+    Path,
+    /// A string value inside a JSON body.
+    JsonString,
+    /// An object key inside a JSON body.
+    JsonKey,
+    /// A form field value (urlencoded or multipart).
+    Form,
+    /// A request header value.
+    Header,
+    /// A cookie value.
+    Cookie,
+    /// A raw body that is not parsed further (XML, text).
+    Body,
+}
+
+impl Place {
+    /// True for places that name a field rather than hold its value.
+    pub fn is_key(self) -> bool {
+        matches!(self, Place::QueryKey | Place::JsonKey)
+    }
+}
+
+/// Where a value was found and under which name; passed by value to [`Detector::scan`].
+#[derive(Debug, Clone, Copy)]
+pub struct Context<'a> {
+    /// Placement of the value in the request.
+    pub place: Place,
+    /// Parameter, field or header name, when known.
+    pub key: Option<&'a str>,
+}
+
+impl<'a> Context<'a> {
+    /// A context with a place and no key name.
+    pub fn new(place: Place) -> Self {
+        Context { place, key: None }
+    }
+    /// A context with a place and a key name.
+    pub fn with_key(place: Place, key: &'a str) -> Self {
+        Context {
+            place,
+            key: Some(key),
+        }
+    }
+}
+
+/// Attack family of a finding; each has a stable rejection code and OWASP category.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Family {
+    /// SQL injection.
+    Sqli,
+    /// NoSQL (MongoDB operator / server-side JavaScript) injection.
+    Nosqli,
+    /// Cross-site scripting in HTML or URL contexts.
+    Xss,
+    /// OS command injection (also SSI and mail/IMAP command injection).
+    Cmdi,
+    /// Path traversal and local file inclusion.
+    PathTraversal,
+    /// Server-side request forgery.
+    Ssrf,
+    /// XML external entities and entity expansion.
+    Xxe,
+    /// Server-side template injection.
+    Ssti,
+    /// JNDI lookups (Log4Shell).
+    Jndi,
+    /// LDAP filter injection.
+    Ldap,
+    /// XPath injection.
+    Xpath,
+    /// CR/LF header or mail injection.
+    Crlf,
+    /// JavaScript prototype pollution.
+    ProtoPollution,
+    /// Serialized-object gadget markers.
+    Deserialization,
+}
+
+impl Family {
+    /// All families, for reporting loops.
+    pub const ALL: [Family; 14] = [
+        Family::Sqli,
+        Family::Nosqli,
+        Family::Xss,
+        Family::Cmdi,
+        Family::PathTraversal,
+        Family::Ssrf,
+        Family::Xxe,
+        Family::Ssti,
+        Family::Jndi,
+        Family::Ldap,
+        Family::Xpath,
+        Family::Crlf,
+        Family::ProtoPollution,
+        Family::Deserialization,
+    ];
+
+    /// Stable rejection code used in problem+json bodies, logs and metrics.
+    pub fn code(self) -> &'static str {
+        match self {
+            Family::Sqli => "inspect.sqli",
+            Family::Nosqli => "inspect.nosqli",
+            Family::Xss => "inspect.xss",
+            Family::Cmdi => "inspect.cmdi",
+            Family::PathTraversal => "inspect.path_traversal",
+            Family::Ssrf => "inspect.ssrf",
+            Family::Xxe => "inspect.xxe",
+            Family::Ssti => "inspect.ssti",
+            Family::Jndi => "inspect.jndi",
+            Family::Ldap => "inspect.ldap",
+            Family::Xpath => "inspect.xpath",
+            Family::Crlf => "inspect.crlf",
+            Family::ProtoPollution => "inspect.proto_pollution",
+            Family::Deserialization => "inspect.deserialization",
+        }
+    }
+
+    /// OWASP API Security Top 10 (2023) category reported with a rejection.
+    pub fn owasp(self) -> &'static str {
+        match self {
+            Family::Ssrf => "API7:2023 Server Side Request Forgery",
+            Family::ProtoPollution => "API3:2023 Broken Object Property Level Authorization",
+            _ => "API8:2023 Security Misconfiguration",
+        }
+    }
+}
+
+/// What a detector found: the family and a short excerpt of the matched evidence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// Attack family.
+    pub family: Family,
+    /// Short (≤ 64 bytes) description of what matched; never the whole value.
+    pub evidence: String,
+}
+
+/// Longest evidence string a finding carries.
+pub const MAX_EVIDENCE: usize = 64;
+
+impl Finding {
+    pub(crate) fn new(family: Family, evidence: &[u8]) -> Self {
+        Finding {
+            family,
+            evidence: text::evidence(evidence),
+        }
+    }
+}
+
+/// The compiled detector for one sensitivity level: immutable, `Send + Sync`, cheap to share.
+#[derive(Debug, Clone)]
+pub struct Detector {
+    level: Level,
+    limits: DecodeLimits,
+}
+
+/// Per-scan view of a value: the bytes and the classes of bytes they contain.
+pub(crate) struct View<'v> {
+    pub bytes: &'v [u8],
+    pub classes: ByteClasses,
+    pub ctx: Context<'v>,
+    pub level: Level,
+}
+
+impl Detector {
+    /// Builds a detector for `level` with default decoding limits.
+    pub fn new(level: Level) -> Self {
+        Detector {
+            level,
+            limits: DecodeLimits::default(),
+        }
+    }
+
+    /// Builds a detector with explicit decoding limits.
+    pub fn with_limits(level: Level, limits: DecodeLimits) -> Self {
+        Detector { level, limits }
+    }
+
+    /// The sensitivity this detector was built for.
+    pub fn level(&self) -> Level {
+        self.level
+    }
+
+    /// Scans one value (already percent-decoded once by the gateway, as for query strings).
+    /// Returns the first finding, or `None` when the value looks clean.
+    pub fn scan(&self, value: &[u8], ctx: Context<'_>) -> Option<Finding> {
+        let value = &value[..value.len().min(self.limits.max_input)];
+        let classes = classify(value);
+        if let Some(f) = self.scan_view(value, classes, ctx) {
+            return Some(f);
+        }
+        let mut decoded = Vec::new();
+        if classes.decodable() {
+            decode_into(value, &self.limits, &mut decoded);
+            if decoded != value {
+                let dc = classify(&decoded);
+                if let Some(f) = self.scan_view(&decoded, dc, ctx) {
+                    return Some(f);
+                }
+            }
+        }
+        if let Some(text) = decode_base64_text(value, &self.limits) {
+            let tc = classify(&text);
+            if let Some(f) = self.scan_view(&text, tc, ctx) {
+                return Some(f);
+            }
+            let mut d2 = Vec::new();
+            if tc.decodable() {
+                decode_into(&text, &self.limits, &mut d2);
+                if d2 != text {
+                    let dc = classify(&d2);
+                    return self.scan_view(&d2, dc, ctx);
+                }
+            }
+        }
+        None
+    }
+
+    fn scan_view(&self, bytes: &[u8], classes: ByteClasses, ctx: Context<'_>) -> Option<Finding> {
+        let v = View {
+            bytes,
+            classes,
+            ctx,
+            level: self.level,
+        };
+        if classes.is_clean() && !ctx.place.is_key() {
+            // keyword-only SQL ("1 union select a from b") is the one attack without punctuation
+            if classes.any(prefilter::SPACE) && sqli::has_bare_keyword_attack(bytes) {
+                return sqli::scan(&v).or_else(|| cmdi::scan(&v));
+            }
+            if ssrf::host_key(ctx) {
+                return ssrf::scan(&v);
+            }
+            return None;
+        }
+        markers::scan_keys(&v)
+            .or_else(|| markers::scan_deserialization(&v))
+            .or_else(|| template::scan_jndi(&v))
+            .or_else(|| xml::scan_xxe(&v))
+            .or_else(|| markers::scan_crlf(&v))
+            .or_else(|| nosql::scan(&v))
+            .or_else(|| template::scan_ssti(&v))
+            .or_else(|| sqli::scan(&v))
+            .or_else(|| cmdi::scan(&v))
+            .or_else(|| xss::scan(&v))
+            .or_else(|| paths::scan(&v))
+            .or_else(|| ssrf::scan(&v))
+            .or_else(|| markers::scan_ldap(&v))
+            .or_else(|| markers::scan_xpath(&v))
+    }
+}
+
+impl Default for Detector {
+    fn default() -> Self {
+        Detector::new(Level::L1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detector_is_send_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Detector>();
+    }
+
+    #[test]
+    fn codes_are_stable_and_unique() {
+        let mut codes: Vec<&str> = Family::ALL.iter().map(|f| f.code()).collect();
+        codes.sort_unstable();
+        codes.dedup();
+        assert_eq!(codes.len(), Family::ALL.len());
+        assert_eq!(Family::Sqli.code(), "inspect.sqli");
+        assert!(Family::Ssrf.owasp().starts_with("API7:2023"));
+    }
+
+    #[test]
+    fn clean_values_pass() {
+        let d = Detector::new(Level::L1);
+        for v in ["hello world", "O'Brien", "2024-01-02", "john@example.com", "42"] {
+            assert_eq!(d.scan(v.as_bytes(), Context::new(Place::JsonString)), None, "{v}");
+        }
+    }
+
+    #[test]
+    fn evidence_is_short() {
+        let d = Detector::new(Level::L1);
+        let mut v = String::from("1' union select ");
+        v.push_str(&"a,".repeat(500));
+        v.push('1');
+        let f = d.scan(v.as_bytes(), Context::new(Place::Query));
+        let f = f.map(|f| f.evidence.len());
+        assert!(matches!(f, Some(n) if n <= MAX_EVIDENCE));
+    }
+}

@@ -1,0 +1,171 @@
+//! Path traversal and local file inclusion: `../` runs (after all decodings), sensitive
+//! system files, PHP/Java stream wrappers, and UNC administrative shares.
+
+use crate::prefilter::{BACKSLASH, COLON, DOT, SLASH};
+use crate::text::{excerpt, find_ci, is_word, lower, starts_ci};
+use crate::{Family, Finding, Level, Place, View};
+
+/// Files and directories whose access is the point of an LFI attack.
+const SENSITIVE: &[&str] = &[
+    "etc/passwd",
+    "etc/shadow",
+    "etc/group",
+    "etc/hosts",
+    "etc/issue",
+    "etc/hostname",
+    "etc/sudoers",
+    "etc/crontab",
+    "etc/mysql/",
+    "etc/ssh/",
+    "proc/self/",
+    "proc/version",
+    "proc/1/",
+    "/.ssh/",
+    ".bash_history",
+    ".htaccess",
+    ".htpasswd",
+    "boot.ini",
+    "win.ini",
+    "system.ini",
+    "windows/system32",
+    "winnt/system32",
+    "ntuser.dat",
+    "web.config",
+    "web-inf/web.xml",
+    "/.env",
+    "/.git/config",
+    "var/log/",
+    "inetpub/",
+    "etc/./passwd",
+];
+
+/// Stream wrappers used for file inclusion.
+const WRAPPERS: &[&str] = &[
+    "php://filter",
+    "php://input",
+    "php://fd",
+    "php://memory",
+    "zip://",
+    "phar://",
+    "expect://",
+    "data://",
+    "glob://",
+    "jar:file:",
+    "file:/",
+    "netdoc:/",
+];
+
+/// Detector entry point.
+pub(crate) fn scan(v: &View<'_>) -> Option<Finding> {
+    if !v.classes.any(SLASH | BACKSLASH | DOT | COLON) {
+        return None;
+    }
+    let s = v.bytes;
+    let f = |at: usize| Some(Finding::new(Family::PathTraversal, excerpt(s, at)));
+    // normalise separators and case into a small bounded buffer
+    let mut norm = Vec::with_capacity(s.len().min(1 << 16));
+    for &b in s.iter().take(1 << 16) {
+        norm.push(if b == b'\\' { b'/' } else { lower(b) });
+    }
+    // traversal runs: ../ ..\ ....// ..;/
+    let mut depth = 0u32;
+    let mut first = None;
+    let mut i = 0;
+    while i + 2 < norm.len() + 1 {
+        if norm[i] == b'.' && norm.get(i + 1) == Some(&b'.') {
+            let mut j = i + 2;
+            while j < norm.len() && (norm[j] == b'.' || norm[j] == b';') {
+                j += 1;
+            }
+            let at_seg_start = i == 0 || matches!(norm[i - 1], b'/' | b'=' | b'.' | b' ' | b'"' | b'\'' | b':');
+            if at_seg_start && (j == norm.len() || norm[j] == b'/') {
+                depth += 1;
+                first.get_or_insert(i);
+                i = j + 1;
+                continue;
+            }
+        }
+        i += 1;
+    }
+    let sensitive = SENSITIVE.iter().find_map(|n| find_ci(&norm, n.as_bytes()));
+    if let Some(p) = first {
+        if depth >= 2 || sensitive.is_some() || (v.ctx.place == Place::Path && depth >= 1) || v.level >= Level::L2 {
+            return f(p);
+        }
+        if p == 0 && matches!(v.ctx.place, Place::Query | Place::Form | Place::Header | Place::Cookie) {
+            return f(p);
+        }
+    }
+    if let Some(p) = sensitive {
+        // absolute or drive-rooted reference to a sensitive file
+        let abs = p == 0 || matches!(norm[p - 1], b'/' | b':' | b'=' | b' ' | b'"' | b'\'' | b'.');
+        if abs && !norm[..p].windows(3).any(|w| w == b"://") || find_ci(&norm, b"file:").is_some() {
+            return f(p);
+        }
+        if norm[..p].windows(3).any(|w| w == b"://") && v.level >= Level::L2 {
+            return f(p);
+        }
+    }
+    for w in WRAPPERS {
+        if let Some(p) = find_ci(&norm, w.as_bytes()) {
+            if p == 0 || !is_word(norm[p - 1]) {
+                return f(p);
+            }
+        }
+    }
+    // UNC administrative share: \\host\c$\…
+    if let Some(p) = find_ci(s, b"\\\\") {
+        let rest = &s[p + 2..];
+        if let Some(q) = rest.iter().position(|&b| b == b'\\') {
+            let share = &rest[q + 1..];
+            if share.len() >= 2 && share[0].is_ascii_alphabetic() && share[1] == b'$' || starts_ci(share, 0, b"admin$") {
+                return f(p);
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Context, Detector, Family, Level, Place};
+
+    fn fam(s: &str, place: Place) -> Option<Family> {
+        Detector::new(Level::L1).scan(s.as_bytes(), Context::new(place)).map(|f| f.family)
+    }
+
+    #[test]
+    fn traversal() {
+        for a in [
+            "../../etc/passwd",
+            "/static/img/../../etc/passwd",
+            "..\\..\\windows\\win.ini",
+            "%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+            "%252e%252e%252f%252e%252e%252f",
+            "%C0%AE%C0%AE%C0%AF%C0%AE%C0%AE%C0%AFetc%C0%AFpasswd",
+            "....//....//etc/hosts",
+            "/etc/passwd",
+            "C:\\boot.ini",
+            "php://filter/convert.base64-encode/resource=index.php",
+            "file:///etc/./passwd",
+            "/proc/self/environ",
+            "\\\\::1\\c$\\users\\default\\ntuser.dat",
+        ] {
+            assert_eq!(fam(a, Place::Query), Some(Family::PathTraversal), "{a}");
+        }
+    }
+
+    #[test]
+    fn benign() {
+        for b in [
+            "see ../images/logo.png",
+            "report_2024.pdf",
+            "https://example.com/docs/passwd-reset",
+            "Wait... what?",
+            "v1.2.3",
+            "https://en.wikipedia.org/wiki/Passwd",
+        ] {
+            assert_eq!(fam(b, Place::JsonString), None, "{b}");
+        }
+    }
+}

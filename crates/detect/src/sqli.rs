@@ -1,0 +1,1208 @@
+//! SQL injection: a tokenizer into typed tokens and a small tolerant grammar over them.
+//!
+//! Like libinjection, the value is read in three quoting contexts: as-is (numeric position),
+//! as if it sat inside `'…'` and inside `"…"`. In a quoted context the text up to the first
+//! quote is the string the application opened; what follows must then *parse as SQL* that
+//! changes the query: a boolean tail with a comparison, a clause, UNION SELECT, a stacked
+//! statement, a time/error-based function, or a comment that truncates the query.
+//! Prose fails the grammar (two barewords in a row, a keyword out of place) and passes.
+
+use crate::prefilter::{DQUOTE, SQUOTE};
+use crate::text::{eq_ci, in_list, is_space, lower};
+use crate::{Family, Finding, Level, View};
+
+/// The quoting context a value is read in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SqlContext {
+    /// The value is inserted without quotes (numeric position).
+    AsIs,
+    /// The value is inserted inside single quotes.
+    Single,
+    /// The value is inserted inside double quotes.
+    Double,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kw {
+    Union,
+    Select,
+    From,
+    Where,
+    Order,
+    Group,
+    By,
+    Having,
+    Limit,
+    Into,
+    Insert,
+    Update,
+    Delete,
+    Drop,
+    Create,
+    Alter,
+    Truncate,
+    Exec,
+    Declare,
+    Waitfor,
+    Shutdown,
+    Case,
+    End,
+    All,
+    Distinct,
+    Set,
+    Procedure,
+    Exists,
+    Is,
+    In,
+    Between,
+    Like,
+    Sounds,
+    Outfile,
+    Other,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum K {
+    Str,
+    Num,
+    /// NULL, TRUE, FALSE
+    Lit,
+    Word,
+    Kw(Kw),
+    Func,
+    Var,
+    LParen,
+    RParen,
+    Comma,
+    Semi,
+    Cmp,
+    Logic,
+    Arith,
+    Not,
+    Star,
+    Comment,
+    Unknown,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Tok {
+    k: K,
+    s: u32,
+    e: u32,
+    /// string not closed before end of input
+    open: bool,
+}
+
+const MAX_TOKENS: usize = 1024;
+const MAX_DEPTH: u32 = 24;
+
+fn keyword(w: &[u8]) -> Option<K> {
+    if w.len() > 10 || w.len() < 2 {
+        return None;
+    }
+    let mut b = [0u8; 10];
+    for (d, s) in b.iter_mut().zip(w) {
+        *d = lower(*s);
+    }
+    let l = &b[..w.len()];
+    Some(match l {
+        b"and" | b"or" | b"xor" => K::Logic,
+        b"not" => K::Not,
+        b"div" | b"mod" => K::Arith,
+        b"rlike" | b"regexp" | b"glob" | b"ilike" => K::Cmp,
+        b"like" => K::Kw(Kw::Like),
+        b"sounds" => K::Kw(Kw::Sounds),
+        b"is" => K::Kw(Kw::Is),
+        b"in" => K::Kw(Kw::In),
+        b"between" => K::Kw(Kw::Between),
+        b"null" | b"true" | b"false" | b"unknown" => K::Lit,
+        b"union" | b"except" | b"intersect" | b"minus" => K::Kw(Kw::Union),
+        b"select" => K::Kw(Kw::Select),
+        b"from" => K::Kw(Kw::From),
+        b"where" => K::Kw(Kw::Where),
+        b"order" => K::Kw(Kw::Order),
+        b"group" => K::Kw(Kw::Group),
+        b"by" => K::Kw(Kw::By),
+        b"having" => K::Kw(Kw::Having),
+        b"limit" | b"offset" => K::Kw(Kw::Limit),
+        b"into" => K::Kw(Kw::Into),
+        b"insert" | b"replace" => K::Kw(Kw::Insert),
+        b"update" => K::Kw(Kw::Update),
+        b"delete" => K::Kw(Kw::Delete),
+        b"drop" => K::Kw(Kw::Drop),
+        b"create" => K::Kw(Kw::Create),
+        b"alter" => K::Kw(Kw::Alter),
+        b"truncate" => K::Kw(Kw::Truncate),
+        b"exec" | b"execute" => K::Kw(Kw::Exec),
+        b"declare" => K::Kw(Kw::Declare),
+        b"waitfor" => K::Kw(Kw::Waitfor),
+        b"shutdown" => K::Kw(Kw::Shutdown),
+        b"case" => K::Kw(Kw::Case),
+        b"end" => K::Kw(Kw::End),
+        b"all" | b"any" | b"some" => K::Kw(Kw::All),
+        b"distinct" | b"top" => K::Kw(Kw::Distinct),
+        b"set" => K::Kw(Kw::Set),
+        b"procedure" => K::Kw(Kw::Procedure),
+        b"exists" => K::Kw(Kw::Exists),
+        b"outfile" | b"dumpfile" => K::Kw(Kw::Outfile),
+        b"when" | b"then" | b"else" | b"as" | b"on" | b"join" | b"values" | b"table"
+        | b"asc" | b"desc" | b"using" | b"with" | b"for" | b"to" | b"delay" | b"binary"
+        | b"collate" | b"escape" | b"interval" | b"if" | b"begin" => K::Kw(Kw::Other),
+        _ => return None,
+    })
+}
+
+/// Functions whose mere call in SQL position is an attack (time-based, error-based, OS).
+const DANGER_FUNCS: &[&str] = &[
+    "sleep",
+    "benchmark",
+    "pg_sleep",
+    "extractvalue",
+    "updatexml",
+    "load_file",
+    "xp_cmdshell",
+    "sp_executesql",
+    "sp_oacreate",
+    "sp_makewebtask",
+    "xp_dirtree",
+    "xp_fileexist",
+    "receive_message",
+    "get_host_address",
+    "get_host_name",
+    "utl_http",
+    "name_const",
+    "geometrycollection",
+    "multipoint",
+    "multilinestring",
+    "multipolygon",
+    "polygon",
+    "linestring",
+    "gtid_subset",
+    "exp",
+    "json_keys",
+    "randomblob",
+    "dbms_lock",
+    "xmltype",
+    "ctxsys",
+    "drithsx",
+    "openrowset",
+    "opendatasource",
+    "lo_import",
+    "lo_export",
+    "pg_read_file",
+    "pg_ls_dir",
+    "copy_from",
+    "sys_eval",
+    "sys_exec",
+];
+
+/// Identifiers that only appear in SQL reconnaissance.
+const SQL_SYSTEM_NAMES: &[&str] = &[
+    "information_schema",
+    "@@version",
+    "mysql",
+    "sysobjects",
+    "syscolumns",
+    "sys",
+    "pg_catalog",
+    "pg_shadow",
+    "all_tables",
+    "user_tables",
+    "sqlite_master",
+    "dual",
+    "msysobjects",
+    "master",
+];
+
+fn is_word_start(b: u8) -> bool {
+    b.is_ascii_alphabetic() || b == b'_' || b == b'$' || b >= 0x80
+}
+fn is_word_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80
+}
+
+fn tokenize(s: &[u8], ctx: SqlContext, out: &mut Vec<Tok>) -> bool {
+    out.clear();
+    let n = s.len();
+    let mut i = 0usize;
+    if let Some(q) = match ctx {
+        SqlContext::AsIs => None,
+        SqlContext::Single => Some(b'\''),
+        SqlContext::Double => Some(b'"'),
+    } {
+        match s.iter().position(|&b| b == q) {
+            Some(p) => {
+                out.push(Tok {
+                    k: K::Str,
+                    s: 0,
+                    e: p as u32,
+                    open: false,
+                });
+                i = p + 1;
+            }
+            None => return false,
+        }
+    }
+    while i < n && out.len() < MAX_TOKENS {
+        let b = s[i];
+        if is_space(b) || b == 0 || b == 0xa0 {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        let push = |out: &mut Vec<Tok>, k: K, e: usize| {
+            out.push(Tok {
+                k,
+                s: start as u32,
+                e: e as u32,
+                open: false,
+            })
+        };
+        match b {
+            b'\'' | b'"' => {
+                let mut j = i + 1;
+                let mut closed = false;
+                while j < n {
+                    if s[j] == b'\\' {
+                        j += 2;
+                        continue;
+                    }
+                    if s[j] == b {
+                        if s.get(j + 1) == Some(&b) {
+                            j += 2;
+                            continue;
+                        }
+                        closed = true;
+                        break;
+                    }
+                    j += 1;
+                }
+                let e = j.min(n);
+                out.push(Tok {
+                    k: K::Str,
+                    s: start as u32,
+                    e: e as u32,
+                    open: !closed,
+                });
+                i = if closed { e + 1 } else { n };
+            }
+            b'`' => {
+                let e = s[i + 1..]
+                    .iter()
+                    .position(|&c| c == b'`')
+                    .map_or(n, |p| i + 1 + p);
+                push(out, K::Word, e);
+                i = (e + 1).min(n);
+            }
+            b'[' => {
+                let e = s[i + 1..]
+                    .iter()
+                    .take(128)
+                    .position(|&c| c == b']')
+                    .map(|p| i + 1 + p);
+                match e {
+                    Some(e) if e > i + 1 => {
+                        push(out, K::Word, e);
+                        i = e + 1;
+                    }
+                    _ => {
+                        push(out, K::Unknown, i + 1);
+                        i += 1;
+                    }
+                }
+            }
+            b'0'..=b'9' => {
+                let mut j = i;
+                if b == b'0' && matches!(s.get(i + 1), Some(b'x' | b'X' | b'b' | b'B')) {
+                    j += 2;
+                    while j < n && s[j].is_ascii_hexdigit() {
+                        j += 1;
+                    }
+                } else {
+                    while j < n && s[j].is_ascii_digit() {
+                        j += 1;
+                    }
+                    if j < n && s[j] == b'.' {
+                        j += 1;
+                        while j < n && s[j].is_ascii_digit() {
+                            j += 1;
+                        }
+                    }
+                    if j < n && (s[j] == b'e' || s[j] == b'E') {
+                        let mut k = j + 1;
+                        if k < n && (s[k] == b'+' || s[k] == b'-') {
+                            k += 1;
+                        }
+                        if k < n && s[k].is_ascii_digit() {
+                            while k < n && s[k].is_ascii_digit() {
+                                k += 1;
+                            }
+                            j = k;
+                        }
+                    }
+                }
+                if j < n && is_word_start(s[j]) {
+                    // "1union" splits before a keyword, "1st" / "70S" is one bareword
+                    let we = word_end(s, j);
+                    let glued_kw = keyword(&s[j..we]).is_some_and(|k| {
+                        matches!(k, K::Logic | K::Kw(Kw::Union | Kw::Order | Kw::Group | Kw::Limit | Kw::Into | Kw::From))
+                    });
+                    if !glued_kw {
+                        push(out, K::Word, we);
+                        i = we;
+                        continue;
+                    }
+                }
+                push(out, K::Num, j);
+                i = j;
+            }
+            b'.' if s.get(i + 1).is_some_and(u8::is_ascii_digit) => {
+                let mut j = i + 1;
+                while j < n && s[j].is_ascii_digit() {
+                    j += 1;
+                }
+                push(out, K::Num, j);
+                i = j;
+            }
+            b'@' => {
+                let mut j = i + 1;
+                if s.get(j) == Some(&b'@') {
+                    j += 1;
+                }
+                let e = word_end(s, j);
+                if e > j {
+                    push(out, K::Var, e);
+                    i = e;
+                } else if matches!(s.get(j), Some(b'\'' | b'"' | b'`')) {
+                    push(out, K::Var, j);
+                    i = j;
+                } else {
+                    push(out, K::Unknown, j);
+                    i = j;
+                }
+            }
+            b'-' if s.get(i + 1) == Some(&b'-') => {
+                let e = s[i..].iter().position(|&c| c == b'\n').map_or(n, |p| i + p);
+                push(out, K::Comment, e);
+                i = e;
+            }
+            b'#' => {
+                let e = s[i..].iter().position(|&c| c == b'\n').map_or(n, |p| i + p);
+                push(out, K::Comment, e);
+                i = e;
+            }
+            b'/' if s.get(i + 1) == Some(&b'*') => {
+                if s.get(i + 2) == Some(&b'!') {
+                    // MySQL executable comment: the content is code
+                    let mut j = i + 3;
+                    while j < n && s[j].is_ascii_digit() {
+                        j += 1;
+                    }
+                    i = j;
+                    continue;
+                }
+                match find2(s, i + 2, b'*', b'/') {
+                    Some(e) => i = e + 2,
+                    None => {
+                        push(out, K::Comment, n);
+                        i = n;
+                    }
+                }
+            }
+            b'*' if s.get(i + 1) == Some(&b'/') => {
+                i += 2;
+            }
+            b'(' => {
+                push(out, K::LParen, i + 1);
+                i += 1;
+            }
+            b')' => {
+                push(out, K::RParen, i + 1);
+                i += 1;
+            }
+            b',' => {
+                push(out, K::Comma, i + 1);
+                i += 1;
+            }
+            b';' => {
+                push(out, K::Semi, i + 1);
+                i += 1;
+            }
+            b'*' => {
+                push(out, K::Star, i + 1);
+                i += 1;
+            }
+            b'=' => {
+                let e = if s.get(i + 1) == Some(&b'=') { i + 2 } else { i + 1 };
+                push(out, if e == i + 2 { K::Unknown } else { K::Cmp }, e);
+                i = e;
+            }
+            b'<' | b'>' | b'!' => {
+                let nb = s.get(i + 1).copied();
+                let (k, e) = match (b, nb) {
+                    (b'<', Some(b'=')) if s.get(i + 2) == Some(&b'>') => (K::Cmp, i + 3),
+                    (b'<', Some(b'=' | b'>')) | (b'>', Some(b'=')) | (b'!', Some(b'=' | b'<' | b'>')) => {
+                        (K::Cmp, i + 2)
+                    }
+                    (b'<', Some(b'<')) | (b'>', Some(b'>')) => (K::Arith, i + 2),
+                    (b'!', _) => (K::Not, i + 1),
+                    _ => (K::Cmp, i + 1),
+                };
+                push(out, k, e);
+                i = e;
+            }
+            b'|' | b'&' => {
+                if s.get(i + 1) == Some(&b) {
+                    push(out, K::Logic, i + 2);
+                    i += 2;
+                } else {
+                    push(out, K::Arith, i + 1);
+                    i += 1;
+                }
+            }
+            b'+' | b'-' | b'/' | b'%' | b'^' | b'~' => {
+                push(out, K::Arith, i + 1);
+                i += 1;
+            }
+            b':' if matches!(s.get(i + 1), Some(b':' | b'=')) => {
+                push(out, if s[i + 1] == b'=' { K::Cmp } else { K::Arith }, i + 2);
+                i += 2;
+            }
+            _ if is_word_start(b) => {
+                let e = word_end(s, i);
+                // string prefixes: N'..', X'..', _utf8'..', E'..'
+                if matches!(s.get(e), Some(b'\'')) && (e - i == 1 && matches!(lower(b), b'n' | b'x' | b'b' | b'e') || b == b'_') {
+                    i = e;
+                    continue;
+                }
+                let w = &s[i..e];
+                let mut k = keyword(w).unwrap_or(K::Word);
+                let mut j = e;
+                while j < n && (s[j] == b' ' || s[j] == b'\t') {
+                    j += 1;
+                }
+                if j < n && s[j] == b'(' {
+                    let glued = j == e;
+                    k = match k {
+                        K::Word if glued || in_list(w, DANGER_FUNCS) => K::Func,
+                        K::Word => K::Word,
+                        K::Kw(Kw::Other | Kw::Insert | Kw::Like | Kw::Set) | K::Lit if glued => K::Func,
+                        other => other,
+                    };
+                }
+                push(out, k, e);
+                i = e;
+            }
+            _ => {
+                push(out, K::Unknown, i + 1);
+                i += 1;
+            }
+        }
+    }
+    true
+}
+
+fn word_end(s: &[u8], mut i: usize) -> usize {
+    let n = s.len();
+    loop {
+        while i < n && is_word_char(s[i]) {
+            i += 1;
+        }
+        // qualified names: a.b, master..xp_cmdshell
+        let mut j = i;
+        while j < n && s[j] == b'.' && j - i < 2 {
+            j += 1;
+        }
+        if j > i && j < n && is_word_start(s[j]) {
+            i = j;
+            continue;
+        }
+        return i;
+    }
+}
+
+fn find2(s: &[u8], from: usize, a: u8, b: u8) -> Option<usize> {
+    let mut i = from;
+    while i + 1 < s.len() {
+        if s[i] == a && s[i + 1] == b {
+            return Some(i);
+        }
+        i += 1;
+    }
+    None
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Info {
+    atoms: u16,
+    words: u16,
+    logic: bool,
+    cmp: bool,
+    cmp_nonword: bool,
+    func: bool,
+    danger: bool,
+    subq: bool,
+    var: bool,
+    case_: bool,
+    since_logic_atoms: u16,
+    since_logic_lit: bool,
+    sysname: bool,
+}
+
+struct Parser<'a> {
+    t: &'a [Tok],
+    s: &'a [u8],
+}
+
+impl Parser<'_> {
+    fn k(&self, i: usize) -> Option<K> {
+        self.t.get(i).map(|t| t.k)
+    }
+    fn text(&self, i: usize) -> &[u8] {
+        match self.t.get(i) {
+            Some(t) => &self.s[t.s as usize..(t.e as usize).min(self.s.len())],
+            None => &[],
+        }
+    }
+    fn at_end(&self, i: usize) -> bool {
+        matches!(self.k(i), None | Some(K::Comment))
+    }
+
+    /// Skips to the matching `)` of the `(` at `i`, collecting info. Returns index after it.
+    fn skip_parens(&self, i: usize, info: &mut Info) -> usize {
+        let mut depth = 0u32;
+        let mut j = i;
+        while j < self.t.len() {
+            match self.t[j].k {
+                K::LParen => depth += 1,
+                K::RParen => {
+                    depth = depth.saturating_sub(1);
+                    if depth == 0 {
+                        return j + 1;
+                    }
+                }
+                K::Kw(Kw::Select) => info.subq = true,
+                K::Func => {
+                    info.func = true;
+                    if in_list(self.text(j), DANGER_FUNCS) {
+                        info.danger = true;
+                    }
+                }
+                K::Var => info.var = true,
+                K::Word if in_list(self.text(j), SQL_SYSTEM_NAMES) || self.text(j).starts_with(b"information_schema") => {
+                    info.sysname = true
+                }
+                K::Comment => return self.t.len(),
+                _ => {}
+            }
+            j += 1;
+        }
+        j
+    }
+
+    /// primary := unary* (literal | word | var | func(...) | (...) | CASE ... END)
+    fn primary(&self, mut i: usize, info: &mut Info, depth: u32) -> Option<(usize, K)> {
+        if depth > MAX_DEPTH {
+            return None;
+        }
+        while matches!(self.k(i), Some(K::Not | K::Arith)) {
+            match self.k(i) {
+                Some(K::Arith) if !matches!(self.text(i), b"-" | b"+" | b"~") => return None,
+                _ => i += 1,
+            }
+        }
+        if matches!(self.k(i), Some(K::Kw(Kw::Other))) && in_list(self.text(i), &["binary", "interval"]) {
+            i += 1;
+        }
+        let k = self.k(i)?;
+        info.atoms += 1;
+        info.since_logic_atoms += 1;
+        info.since_logic_lit = matches!(k, K::Num | K::Str | K::Lit);
+        match k {
+            K::Num | K::Str | K::Lit => Some((i + 1, k)),
+            K::Var => {
+                info.var = true;
+                Some((i + 1, k))
+            }
+            K::Word => {
+                info.words += 1;
+                let w = self.text(i);
+                if in_list(w, SQL_SYSTEM_NAMES) || crate::text::contains_ci(w, b"information_schema") {
+                    info.sysname = true;
+                }
+                Some((i + 1, k))
+            }
+            K::Func | K::Kw(Kw::Exists) => {
+                info.func = true;
+                if in_list(self.text(i), DANGER_FUNCS) {
+                    info.danger = true;
+                }
+                if self.k(i + 1) == Some(K::LParen) {
+                    Some((self.skip_parens(i + 1, info), K::Func))
+                } else {
+                    Some((i + 1, K::Func))
+                }
+            }
+            K::LParen => {
+                if matches!(self.k(i + 1), Some(K::Kw(Kw::Select))) {
+                    info.subq = true;
+                    return Some((self.skip_parens(i, info), K::Func));
+                }
+                let mut j = i + 1;
+                loop {
+                    let (e, _) = self.expr(j, info, depth + 1)?;
+                    j = e;
+                    match self.k(j) {
+                        Some(K::Comma) => j += 1,
+                        Some(K::RParen) => return Some((j + 1, K::Num)),
+                        None | Some(K::Comment) => return Some((j, K::Num)),
+                        _ => return None,
+                    }
+                }
+            }
+            K::Kw(Kw::Case) => {
+                info.case_ = true;
+                let mut j = i + 1;
+                let mut nest = 1u32;
+                while j < self.t.len() {
+                    match self.t[j].k {
+                        K::Kw(Kw::Case) => nest += 1,
+                        K::Kw(Kw::End) => {
+                            nest -= 1;
+                            if nest == 0 {
+                                return Some((j + 1, K::Func));
+                            }
+                        }
+                        K::Comment => break,
+                        _ => {}
+                    }
+                    j += 1;
+                }
+                Some((j, K::Func))
+            }
+            _ => {
+                info.atoms -= 1;
+                None
+            }
+        }
+    }
+
+    /// expr := primary (binop primary | IS [NOT] lit | [NOT] IN (...) | [NOT] BETWEEN a AND b)*
+    fn expr(&self, i: usize, info: &mut Info, depth: u32) -> Option<(usize, K)> {
+        let (mut j, mut last) = self.primary(i, info, depth)?;
+        loop {
+            let mut k = match self.k(j) {
+                Some(k) => k,
+                None => return Some((j, last)),
+            };
+            let mut negated = false;
+            if k == K::Not {
+                if let Some(nk @ K::Kw(Kw::Like | Kw::In | Kw::Between) | nk @ K::Cmp) = self.k(j + 1) {
+                    negated = true;
+                    k = nk;
+                }
+            }
+            let op = j + usize::from(negated);
+            match k {
+                K::Logic => {
+                    info.logic = true;
+                    info.since_logic_atoms = 0;
+                    let (e, kk) = self.primary(op + 1, info, depth)?;
+                    j = e;
+                    last = kk;
+                }
+                K::Cmp | K::Kw(Kw::Like) => {
+                    info.cmp = true;
+                    let (e, kk) = self.primary(op + 1, info, depth)?;
+                    if !(last == K::Word && kk == K::Word) {
+                        info.cmp_nonword = true;
+                    }
+                    j = e;
+                    last = kk;
+                }
+                K::Kw(Kw::Sounds) if self.k(op + 1) == Some(K::Kw(Kw::Like)) => {
+                    info.cmp = true;
+                    let (e, kk) = self.primary(op + 2, info, depth)?;
+                    info.cmp_nonword |= !(last == K::Word && kk == K::Word);
+                    j = e;
+                    last = kk;
+                }
+                K::Arith | K::Star => {
+                    let (e, kk) = self.primary(op + 1, info, depth)?;
+                    j = e;
+                    last = kk;
+                }
+                K::Kw(Kw::Is) => {
+                    let mut e = op + 1;
+                    if self.k(e) == Some(K::Not) {
+                        e += 1;
+                    }
+                    if self.k(e) != Some(K::Lit) {
+                        return Some((j, last));
+                    }
+                    info.cmp = true;
+                    info.cmp_nonword = true;
+                    j = e + 1;
+                    last = K::Lit;
+                }
+                K::Kw(Kw::In) => {
+                    if self.k(op + 1) != Some(K::LParen) {
+                        return Some((j, last));
+                    }
+                    info.cmp = true;
+                    info.cmp_nonword = true;
+                    j = self.skip_parens(op + 1, info);
+                    last = K::Func;
+                }
+                K::Kw(Kw::Between) => {
+                    let (e, _) = self.primary(op + 1, info, depth)?;
+                    if !matches!(self.k(e), Some(K::Logic)) {
+                        return None;
+                    }
+                    let (e, kk) = self.primary(e + 1, info, depth)?;
+                    info.cmp = true;
+                    info.cmp_nonword = true;
+                    j = e;
+                    last = kk;
+                }
+                _ => return Some((j, last)),
+            }
+        }
+    }
+
+    /// A plausible statement starts at `i` (after `;`, UNION, or at the start of a value).
+    fn statement(&self, i: usize, strict: bool) -> bool {
+        let Some(K::Kw(kw)) = self.k(i) else {
+            return false;
+        };
+        let next = self.k(i + 1);
+        let next_text = self.text(i + 1);
+        match kw {
+            Kw::Select => self.select_list(i + 1, strict),
+            Kw::Insert => next == Some(K::Kw(Kw::Into)),
+            Kw::Update => {
+                matches!(next, Some(K::Word)) && matches!(self.k(i + 2), Some(K::Kw(Kw::Set)))
+            }
+            Kw::Delete => next == Some(K::Kw(Kw::From)) && matches!(self.k(i + 2), Some(K::Word)),
+            Kw::Drop | Kw::Create | Kw::Alter | Kw::Truncate => {
+                matches!(next, Some(K::Kw(Kw::Other)) if eq_ci(next_text, b"table"))
+                    || matches!(next, Some(K::Word) | Some(K::Kw(Kw::Procedure)))
+                        && in_list(
+                            next_text,
+                            &["database", "schema", "user", "view", "index", "trigger", "login", "function", "procedure", "column"],
+                        )
+            }
+            Kw::Exec => match next {
+                Some(K::Var) => true,
+                Some(K::Word | K::Func) => {
+                    let w = next_text;
+                    !strict
+                        || w.len() > 3 && (w[..3].eq_ignore_ascii_case(b"xp_") || w[..3].eq_ignore_ascii_case(b"sp_"))
+                        || crate::text::contains_ci(w, b"master.")
+                        || crate::text::contains_ci(w, b"dbo.")
+                        || crate::text::contains_ci(w, b"xp_cmdshell")
+                }
+                Some(K::LParen) => true,
+                _ => false,
+            },
+            Kw::Declare => next == Some(K::Var),
+            Kw::Shutdown => matches!(next, None | Some(K::Comment | K::Semi)) || eq_ci(next_text, b"with"),
+            Kw::Waitfor => {
+                matches!(next, Some(K::Kw(Kw::Other) | K::Word))
+                    && (eq_ci(next_text, b"delay") || eq_ci(next_text, b"time"))
+                    && matches!(self.k(i + 2), Some(K::Str))
+            }
+            Kw::Set => next == Some(K::Var) && self.k(i + 2) == Some(K::Cmp),
+            _ => false,
+        }
+    }
+
+    fn select_list(&self, mut i: usize, strict: bool) -> bool {
+        while matches!(self.k(i), Some(K::Kw(Kw::All | Kw::Distinct))) {
+            i += 1;
+        }
+        if matches!(self.k(i), Some(K::Star)) {
+            return true;
+        }
+        let mut info = Info::default();
+        let Some((e, _)) = self.expr(i, &mut info, 0) else {
+            return false;
+        };
+        let single_word = info.atoms == 1 && info.words == 1;
+        match self.k(e) {
+            Some(K::Comma) => true,
+            Some(K::Kw(Kw::From | Kw::Into)) => true,
+            None | Some(K::Comment | K::Semi | K::RParen) => !strict || !single_word,
+            Some(K::Kw(Kw::Other)) if eq_ci(self.text(e), b"as") => true,
+            _ => !single_word && !strict,
+        }
+    }
+}
+
+/// Why a value was classified as SQL injection.
+fn analyze(s: &[u8], t: &[Tok], ctx: SqlContext, level: Level) -> Option<&'static str> {
+    let p = Parser { t, s };
+    let n = t.len();
+    let breakout = ctx != SqlContext::AsIs;
+
+    // anywhere: UNION SELECT, stacked statements, dangerous calls
+    for i in 0..n {
+        match t[i].k {
+            K::Kw(Kw::Union) => {
+                let mut j = i + 1;
+                while matches!(p.k(j), Some(K::Kw(Kw::All | Kw::Distinct)) | Some(K::LParen)) {
+                    j += 1;
+                }
+                if p.k(j) == Some(K::Kw(Kw::Select)) {
+                    let positioned = i == 0
+                        || matches!(t[i - 1].k, K::Num | K::Str | K::RParen | K::Var | K::Lit | K::Func)
+                        || (i == 1 && breakout);
+                    if positioned && p.select_list(j + 1, false) || p.select_list(j + 1, true) {
+                        return Some("union select");
+                    }
+                }
+            }
+            K::Semi if p.statement(i + 1, true) => return Some("stacked query"),
+            K::Func => {
+                if in_list(p.text(i), DANGER_FUNCS) && p.k(i + 1) == Some(K::LParen) {
+                    let arg = p.k(i + 2);
+                    if matches!(arg, Some(K::Num | K::Var | K::Func | K::LParen | K::Str | K::Kw(Kw::Select) | K::Arith | K::Not))
+                        && (n > 4 || i == 0 || breakout)
+                    {
+                        return Some("time/error-based function");
+                    }
+                }
+            }
+            K::Kw(Kw::Waitfor) if p.statement(i, true) => return Some("waitfor delay"),
+            _ => {}
+        }
+    }
+
+    // the value as a statement of its own
+    if !breakout {
+        let mut j = 0;
+        while p.k(j) == Some(K::LParen) {
+            j += 1;
+        }
+        if p.statement(j, true) {
+            let marks = t.iter().any(|x| {
+                matches!(x.k, K::Star | K::Comma | K::LParen | K::Var | K::Semi | K::Comment | K::Cmp | K::Str | K::Num)
+            });
+            if marks || !matches!(p.k(j), Some(K::Kw(Kw::Select))) {
+                return Some("sql statement");
+            }
+        }
+    }
+
+    // the value as an expression, then its tail
+    let mut info = Info::default();
+    let first_end = match p.expr(0, &mut info, 0) {
+        Some((e, _)) => e,
+        None if breakout => 1,
+        None => 0,
+    };
+    if !breakout && first_end == 0 && !matches!(p.k(0), Some(K::RParen)) {
+        return None;
+    }
+    let mut i = first_end;
+    let mut valid = false;
+    let mut comment = false;
+    let mut clause = false;
+    let mut parens = 0u32;
+    loop {
+        match p.k(i) {
+            None => {
+                valid = true;
+                break;
+            }
+            Some(K::Comment) => {
+                valid = true;
+                comment = true;
+                break;
+            }
+            Some(K::RParen) => {
+                parens += 1;
+                i += 1;
+            }
+            Some(K::Logic | K::Cmp | K::Arith) if parens > 0 || first_end == 0 => {
+                let is_logic = matches!(p.k(i), Some(K::Logic));
+                if is_logic {
+                    info.logic = true;
+                    info.since_logic_atoms = 0;
+                } else {
+                    info.cmp |= matches!(p.k(i), Some(K::Cmp));
+                }
+                match p.expr(i + 1, &mut info, 0) {
+                    Some((e, _)) => i = e,
+                    None => break,
+                }
+            }
+            Some(K::Kw(Kw::Order | Kw::Group)) if p.k(i + 1) == Some(K::Kw(Kw::By)) => {
+                let mut ci = Info::default();
+                match p.expr(i + 2, &mut ci, 0) {
+                    Some((e, k)) if breakout || k != K::Word => {
+                        clause = true;
+                        i = e;
+                        while p.k(i) == Some(K::Comma) {
+                            match p.expr(i + 1, &mut ci, 0) {
+                                Some((e, _)) => i = e,
+                                None => break,
+                            }
+                        }
+                        while matches!(p.k(i), Some(K::Kw(Kw::Other))) && in_list(p.text(i), &["asc", "desc"]) {
+                            i += 1;
+                        }
+                    }
+                    _ => break,
+                }
+            }
+            Some(K::Kw(Kw::Having)) => match p.expr(i + 1, &mut info, 0) {
+                Some((e, _)) if info.cmp => {
+                    clause = true;
+                    i = e;
+                }
+                _ => break,
+            },
+            Some(K::Kw(Kw::Limit)) if p.k(i + 1) == Some(K::Num) => {
+                clause = true;
+                i += 2;
+                if p.k(i) == Some(K::Comma) && p.k(i + 1) == Some(K::Num) {
+                    i += 2;
+                }
+            }
+            Some(K::Kw(Kw::Into)) if matches!(p.k(i + 1), Some(K::Kw(Kw::Outfile))) => return Some("into outfile"),
+            Some(K::Kw(Kw::Procedure)) if breakout => return Some("procedure analyse"),
+            Some(K::Semi) if p.at_end(i + 1) => {
+                i += 1;
+            }
+            _ => break,
+        }
+    }
+
+    let compact = breakout && {
+        let b = &s[t[0].s as usize..(t[0].e as usize).min(s.len())];
+        let trimmed: &[u8] = {
+            let st = b.iter().position(|c| !is_space(*c)).unwrap_or(b.len());
+            let en = b.iter().rposition(|c| !is_space(*c)).map_or(st, |p| p + 1);
+            &b[st..en.max(st)]
+        };
+        trimmed.len() <= 40 && !trimmed.iter().any(|c| is_space(*c))
+    };
+    let strong_logic = info.logic && (info.cmp_nonword || info.func || info.subq || info.var || info.case_);
+    if (info.danger || info.subq) && (breakout || info.logic || info.cmp) && (valid || info.danger) {
+        return Some("subquery or function in boolean context");
+    }
+    if !valid {
+        return None;
+    }
+    if strong_logic && (breakout || parens > 0 || info.atoms >= 3) {
+        return Some("boolean tautology");
+    }
+    if clause && (breakout || parens > 0 || t.first().is_some_and(|x| matches!(x.k, K::Num | K::Var))) {
+        return Some("clause after value");
+    }
+    if info.sysname && (breakout || parens > 0) && (info.logic || info.cmp) {
+        return Some("system table");
+    }
+    if breakout {
+        let last_open = t.last().is_some_and(|x| x.k == K::Str && x.open);
+        if info.logic && info.since_logic_atoms == 1 && info.since_logic_lit && (comment || last_open) && compact {
+            return Some("boolean literal tail");
+        }
+        if info.cmp && info.cmp_nonword && !info.logic && info.words == 0 && compact && (comment || last_open) {
+            return Some("quoted comparison");
+        }
+        if comment && first_end == 1 && compact {
+            return Some("comment truncation");
+        }
+        if level >= Level::L2 && comment && compact {
+            return Some("comment after breakout");
+        }
+        if level >= Level::L2 && info.logic && compact && info.cmp {
+            return Some("boolean comparison");
+        }
+    } else if level >= Level::L2 && info.logic && info.cmp_nonword {
+        return Some("boolean comparison");
+    }
+    if level >= Level::L3 && breakout && (info.logic || comment) {
+        return Some("quote breakout");
+    }
+    None
+}
+
+/// A libinjection-style fingerprint of the first tokens (for logs and debugging).
+pub fn sql_fingerprint(value: &[u8], ctx: SqlContext) -> String {
+    let mut t = Vec::new();
+    if !tokenize(value, ctx, &mut t) {
+        return String::new();
+    }
+    t.iter()
+        .take(8)
+        .map(|x| match x.k {
+            K::Str => 's',
+            K::Num => '1',
+            K::Lit => 'v',
+            K::Word => 'n',
+            K::Kw(Kw::Union) => 'U',
+            K::Kw(_) => 'k',
+            K::Func => 'f',
+            K::Var => 'v',
+            K::LParen => '(',
+            K::RParen => ')',
+            K::Comma => ',',
+            K::Semi => ';',
+            K::Cmp => 'o',
+            K::Logic => '&',
+            K::Arith => 'o',
+            K::Not => '!',
+            K::Star => '*',
+            K::Comment => 'c',
+            K::Unknown => '?',
+        })
+        .collect()
+}
+
+/// Removes empty or ordinary `/*…*/` comments glued inside words (`UN/**/ION`).
+fn strip_inline_comments(s: &[u8]) -> Option<Vec<u8>> {
+    crate::text::find_ci(s, b"/*")?;
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    let mut changed = false;
+    while i < s.len() {
+        if s[i] == b'/' && s.get(i + 1) == Some(&b'*') && s.get(i + 2) != Some(&b'!') {
+            if let Some(e) = find2(s, i + 2, b'*', b'/') {
+                let before = out.last().copied().unwrap_or(b' ');
+                let after = s.get(e + 2).copied().unwrap_or(b' ');
+                if before.is_ascii_alphabetic() && after.is_ascii_alphabetic() {
+                    i = e + 2;
+                    changed = true;
+                    continue;
+                }
+            }
+        }
+        out.push(s[i]);
+        i += 1;
+    }
+    changed.then_some(out)
+}
+
+/// True when a value without punctuation names SQL verbs that can attack alone.
+pub(crate) fn has_bare_keyword_attack(s: &[u8]) -> bool {
+    crate::text::contains_ci(s, b"union") && crate::text::contains_ci(s, b"select")
+        || crate::text::contains_ci(s, b"waitfor")
+        || crate::text::contains_ci(s, b"powershell")
+}
+
+fn classify_one(s: &[u8], level: Level, toks: &mut Vec<Tok>, classes: crate::ByteClasses) -> Option<(&'static str, SqlContext)> {
+    for ctx in [SqlContext::AsIs, SqlContext::Single, SqlContext::Double] {
+        match ctx {
+            SqlContext::Single if !classes.any(SQUOTE) => continue,
+            SqlContext::Double if !classes.any(DQUOTE) => continue,
+            _ => {}
+        }
+        if !tokenize(s, ctx, toks) {
+            continue;
+        }
+        if let Some(r) = analyze(s, toks, ctx, level) {
+            return Some((r, ctx));
+        }
+    }
+    None
+}
+
+/// Detector entry point.
+pub(crate) fn scan(v: &View<'_>) -> Option<Finding> {
+    if v.ctx.place == crate::Place::JsonKey {
+        return None;
+    }
+    let s = v.bytes;
+    let mut toks = Vec::new();
+    let hit = classify_one(s, v.level, &mut toks, v.classes).or_else(|| {
+        let stripped = strip_inline_comments(s)?;
+        let c = crate::classify(&stripped);
+        classify_one(&stripped, v.level, &mut toks, c)
+    });
+    hit.map(|(reason, ctx)| {
+        let fp = sql_fingerprint(s, ctx);
+        Finding::new(Family::Sqli, format!("{reason} [{fp}]").as_bytes())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Context, Detector, Place};
+
+    fn sqli(s: &str) -> bool {
+        let d = Detector::new(Level::L1);
+        d.scan(s.as_bytes(), Context::new(Place::Query))
+            .is_some_and(|f| f.family == Family::Sqli)
+    }
+
+    #[test]
+    fn attacks() {
+        for a in [
+            "' or 1=1--",
+            "1' or '1'='1",
+            "' or 'a'='a",
+            "1 or 1=1",
+            "admin'--",
+            "admin'#",
+            "1' and sleep(5)#",
+            "1 union select 1,2,3",
+            "-1' union all select null,version()--",
+            "1; drop table users",
+            "'; exec master..xp_cmdshell 'dir'--",
+            "1' and extractvalue(1,concat(0x7e,version()))--",
+            "1' waitfor delay '0:0:5'--",
+            "1) and (1=1",
+            "180' order by 1",
+            "1 and 1=@@version--",
+            "select * from users",
+            "1' and pg_sleep(5)--",
+            "UN/**/ION SEL/**/ECT 1,2",
+            "1 /*!50000union*/ select 1,2",
+            "'='",
+            "x' AND 'a'='a",
+            "1e1 union select users from password",
+        ] {
+            assert!(sqli(a), "missed: {a}");
+        }
+    }
+
+    #[test]
+    fn prose() {
+        for b in [
+            "O'Brien",
+            "D'Angelo or Smith",
+            "union was a great select",
+            "D'or 1st parfume",
+            "Please select one from the list",
+            "drop me a line or call",
+            "It's 5 o'clock somewhere",
+            "\"SWEATER DRESS\" AND \"CHRISTMAS\"",
+            "10 OR LESS",
+            "00 AND 3",
+            "Rock 'n' roll",
+            "DEAR FINN,--I think it would do; copy should reach us second post",
+            "1) a-b=c",
+            "BLUE BROWN -BABY -CCBCUSTOMDRESSES' --INFANT -CHILD",
+        ] {
+            assert!(!sqli(b), "false positive: {b}");
+        }
+    }
+
+    #[test]
+    fn fingerprint_shape() {
+        assert_eq!(sql_fingerprint(b"1' or 1=1--", SqlContext::Single), "s&1o1c");
+        assert_eq!(sql_fingerprint(b"abc", SqlContext::Single), "");
+    }
+
+    #[test]
+    fn adversarial_is_bounded() {
+        let d = Detector::new(Level::L3);
+        for s in ["(".repeat(65536), "'".repeat(65536), "'or(".repeat(16384)] {
+            let _ = d.scan(s.as_bytes(), Context::new(Place::Query));
+        }
+    }
+}

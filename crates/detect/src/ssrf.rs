@@ -1,0 +1,262 @@
+//! Server-side request forgery: URLs (or, with a host-like key, bare hosts) that point at
+//! loopback, unspecified, link-local / cloud metadata or private addresses, in any of the
+//! numeric spellings `inet_aton` accepts, or that use non-HTTP schemes.
+
+use crate::prefilter::{COLON, SLASH};
+use crate::text::{contains_ci, eq_ci, excerpt, find_ci, lower};
+use crate::{Family, Finding, Level, View};
+
+/// Schemes that reach internal services when a server fetches a URL.
+const DANGEROUS_SCHEMES: &[&str] = &["gopher", "dict", "file", "ldap", "ldaps", "tftp", "jar", "netdoc", "sftp", "ftp", "smb", "telnet"];
+
+/// Host names that resolve to the server itself or to cloud metadata services.
+const INTERNAL_NAMES: &[&str] = &[
+    "localhost",
+    "metadata.google.internal",
+    "metadata",
+    "instance-data",
+    "metadata.azure.com",
+    "kubernetes.default",
+    "kubernetes.default.svc",
+];
+
+/// Key names under which a value is a host or URL.
+const HOST_KEYS: &[&str] = &["url", "uri", "host", "callback", "webhook", "endpoint", "redirect", "link", "src", "dest", "target", "proxy", "server", "domain", "feed", "image", "avatar"];
+
+/// True when the key name says the value is a URL or host.
+pub(crate) fn host_key(ctx: crate::Context<'_>) -> bool {
+    ctx.key.is_some_and(|k| HOST_KEYS.iter().any(|h| contains_ci(k.as_bytes(), h.as_bytes())))
+}
+
+/// Detector entry point.
+pub(crate) fn scan(v: &View<'_>) -> Option<Finding> {
+    let s = v.bytes;
+    let keyed = host_key(v.ctx);
+    if !v.classes.any(COLON | SLASH) && !keyed {
+        return None;
+    }
+    let f = |at: usize| Some(Finding::new(Family::Ssrf, excerpt(s, at)));
+    // every "scheme://" occurrence (URLs can be embedded: url=http://…)
+    let mut from = 0;
+    let mut checked = 0;
+    while let Some(p) = find_ci(&s[from..], b"://").map(|p| p + from) {
+        from = p + 3;
+        checked += 1;
+        if checked > 16 {
+            break;
+        }
+        let mut st = p;
+        while st > 0 && (s[st - 1].is_ascii_alphanumeric() || matches!(s[st - 1], b'+' | b'-' | b'.')) {
+            st -= 1;
+        }
+        let scheme = &s[st..p];
+        if scheme.is_empty() {
+            continue;
+        }
+        let strong_position = st == 0 || matches!(s[st - 1], b'=' | b'"' | b'\'' | b' ' | b'(' | b'<' | b'`');
+        if DANGEROUS_SCHEMES.iter().any(|d| eq_ci(scheme, d.as_bytes())) {
+            if eq_ci(scheme, b"ftp") || eq_ci(scheme, b"sftp") {
+                if v.level < Level::L2 {
+                    continue;
+                }
+            }
+            if strong_position {
+                return f(st);
+            }
+        }
+        if let Some(reason) = internal_authority(&s[p + 3..], v.level) {
+            let _ = reason;
+            return f(st);
+        }
+    }
+    // scheme-relative //host or bare host under a host-like key
+    if keyed {
+        let t = if s.starts_with(b"//") { &s[2..] } else { s };
+        if internal_authority(t, v.level).is_some() && (s.starts_with(b"//") || v.level >= Level::L1) {
+            return f(0);
+        }
+    }
+    None
+}
+
+/// Why the authority at the start of `rest` is internal, if it is.
+fn internal_authority(rest: &[u8], level: Level) -> Option<&'static str> {
+    let end = rest
+        .iter()
+        .position(|&b| matches!(b, b'/' | b'?' | b'#' | b'\\' | b' ' | b'"' | b'\'' | b'<' | b'>'))
+        .unwrap_or(rest.len());
+    let auth = &rest[..end.min(256)];
+    // strip userinfo
+    let host_port = match auth.iter().rposition(|&b| b == b'@') {
+        Some(p) => &auth[p + 1..],
+        None => auth,
+    };
+    let host: &[u8] = if host_port.first() == Some(&b'[') {
+        let e = host_port.iter().position(|&b| b == b']')?;
+        return ipv6_internal(&host_port[1..e]);
+    } else {
+        match host_port.iter().rposition(|&b| b == b':') {
+            Some(p) => &host_port[..p],
+            None => host_port,
+        }
+    };
+    let host = host.strip_suffix(b".").unwrap_or(host);
+    if host.is_empty() {
+        return None;
+    }
+    if INTERNAL_NAMES.iter().any(|n| eq_ci(host, n.as_bytes())) {
+        return Some("internal name");
+    }
+    let lh: Vec<u8> = host.iter().map(|b| lower(*b)).collect();
+    if lh.ends_with(b".localhost") || lh.ends_with(b".internal") && level >= Level::L1 {
+        return Some("internal name");
+    }
+    if let Some(ip) = parse_ipv4(host) {
+        if v4_internal(ip, level) {
+            return Some("internal address");
+        }
+    }
+    if level >= Level::L2 {
+        // 127.0.0.1.nip.io style rebinding helpers
+        for svc in [&b".nip.io"[..], b".sslip.io", b".xip.io", b".localtest.me"] {
+            if lh.ends_with(svc) {
+                return Some("rebinding name");
+            }
+        }
+    }
+    None
+}
+
+/// Parses IPv4 in every form `inet_aton` accepts: 1–4 parts, decimal, octal (0…), hex (0x…).
+pub(crate) fn parse_ipv4(h: &[u8]) -> Option<u32> {
+    if h.is_empty() || h.len() > 64 || !h[0].is_ascii_digit() {
+        return None;
+    }
+    let mut parts = [0u64; 4];
+    let mut n = 0;
+    for part in h.split(|&b| b == b'.') {
+        if n == 4 || part.is_empty() {
+            return None;
+        }
+        let (digits, radix) = if part.len() > 2 && part[0] == b'0' && matches!(part[1], b'x' | b'X') {
+            (&part[2..], 16)
+        } else if part.len() > 1 && part[0] == b'0' {
+            (&part[1..], 8)
+        } else {
+            (part, 10)
+        };
+        let mut val: u64 = 0;
+        for &c in digits {
+            let d = (c as char).to_digit(radix)?;
+            val = val.checked_mul(u64::from(radix))?.checked_add(u64::from(d))?;
+            if val > u64::from(u32::MAX) {
+                return None;
+            }
+        }
+        parts[n] = val;
+        n += 1;
+    }
+    let ip = match n {
+        1 => parts[0],
+        2 if parts[0] <= 255 && parts[1] <= 0xFF_FFFF => (parts[0] << 24) | parts[1],
+        3 if parts[0] <= 255 && parts[1] <= 255 && parts[2] <= 0xFFFF => (parts[0] << 24) | (parts[1] << 16) | parts[2],
+        4 if parts.iter().all(|&p| p <= 255) => (parts[0] << 24) | (parts[1] << 16) | (parts[2] << 8) | parts[3],
+        _ => return None,
+    };
+    u32::try_from(ip).ok()
+}
+
+fn v4_internal(ip: u32, level: Level) -> bool {
+    let a = ip >> 24;
+    let b = (ip >> 16) & 0xFF;
+    a == 127
+        || a == 0
+        || a == 10
+        || (a == 172 && (16..32).contains(&b))
+        || (a == 192 && b == 168)
+        || (a == 169 && b == 254)
+        || (level >= Level::L2 && a == 100 && (64..128).contains(&b))
+        || (level >= Level::L2 && a >= 224)
+}
+
+fn ipv6_internal(h: &[u8]) -> Option<&'static str> {
+    let l: Vec<u8> = h.iter().map(|b| lower(*b)).collect();
+    let l = match l.iter().position(|&b| b == b'%') {
+        Some(p) => l[..p].to_vec(),
+        None => l,
+    };
+    if l == b"::1" || l == b"::" || l.starts_with(b"fe80:") || l.starts_with(b"fc") || l.starts_with(b"fd") {
+        return Some("internal v6");
+    }
+    if l.iter().all(|&b| b == b'0' || b == b':') && !l.is_empty() {
+        return Some("unspecified v6");
+    }
+    if l.starts_with(b"0:0:0:0:0:0:0:1") || l.starts_with(b"0000:") {
+        return Some("loopback v6");
+    }
+    // v4-mapped: ::ffff:127.0.0.1
+    if let Some(p) = l.windows(5).position(|w| w == b"ffff:") {
+        if let Some(ip) = parse_ipv4(&l[p + 5..]) {
+            if v4_internal(ip, Level::L1) {
+                return Some("mapped v4");
+            }
+        }
+    }
+    let _ = find_ci;
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_ipv4;
+    use crate::{Context, Detector, Family, Level, Place};
+
+    fn fam(s: &str, ctx: Context<'_>) -> Option<Family> {
+        Detector::new(Level::L1).scan(s.as_bytes(), ctx).map(|f| f.family)
+    }
+
+    #[test]
+    fn ipv4_forms() {
+        assert_eq!(parse_ipv4(b"2130706433"), Some(0x7f000001));
+        assert_eq!(parse_ipv4(b"0x7f.1"), Some(0x7f000001));
+        assert_eq!(parse_ipv4(b"0177.0.0.1"), Some(0x7f000001));
+        assert_eq!(parse_ipv4(b"127.1"), Some(0x7f000001));
+        assert_eq!(parse_ipv4(b"256.1.1.1"), None);
+        assert_eq!(parse_ipv4(b"example.com"), None);
+    }
+
+    #[test]
+    fn internal_urls() {
+        let q = Context::new(Place::Query);
+        for a in [
+            "http://127.0.0.1/admin",
+            "http://169.254.169.254/latest/meta-data/",
+            "http://metadata.google.internal/computeMetadata/v1/",
+            "http://2130706433/",
+            "http://0x7f.1/",
+            "http://[::1]:8080/",
+            "http://evil.com@127.0.0.1/",
+            "gopher://127.0.0.1:6379/_INFO",
+            "dict://localhost:11211/stat",
+            "url=http://localhost:8080",
+            "http://[::ffff:127.0.0.1]/",
+        ] {
+            assert_eq!(fam(a, q), Some(Family::Ssrf), "{a}");
+        }
+        assert_eq!(fam("127.0.0.1", Context::with_key(Place::JsonString, "webhook_url")), Some(Family::Ssrf));
+    }
+
+    #[test]
+    fn public_urls() {
+        let q = Context::new(Place::JsonString);
+        for b in [
+            "https://www.example.com/a?b=c",
+            "http://8.8.8.8/",
+            "https://api.twitter.com/1.1/statuses/user_timeline.json",
+            "Meet at 10:30",
+            "192.168.1.1 is my router",
+        ] {
+            assert_eq!(fam(b, q), None, "{b}");
+        }
+    }
+}

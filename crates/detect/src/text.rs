@@ -1,0 +1,135 @@
+//! Small byte-string helpers shared by the detectors (ASCII case folding, word scanning).
+
+use crate::MAX_EVIDENCE;
+
+/// Lowercases an ASCII byte.
+#[inline]
+pub(crate) fn lower(b: u8) -> u8 {
+    b.to_ascii_lowercase()
+}
+
+/// True when `hay[at..]` starts with `needle` (needle must be lowercase ASCII).
+#[inline]
+pub(crate) fn starts_ci(hay: &[u8], at: usize, needle: &[u8]) -> bool {
+    match hay.get(at..at + needle.len()) {
+        Some(s) => s.iter().zip(needle).all(|(a, b)| lower(*a) == *b),
+        None => false,
+    }
+}
+
+/// Finds `needle` (lowercase ASCII) in `hay` ignoring ASCII case, from `from`.
+pub(crate) fn find_ci_from(hay: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
+    let first = *needle.first()?;
+    if hay.len() < needle.len() {
+        return None;
+    }
+    let last = hay.len() - needle.len();
+    let mut i = from;
+    while i <= last {
+        if lower(hay[i]) == first && starts_ci(hay, i, needle) {
+            return Some(i);
+        }
+        i += 1;
+    }
+    None
+}
+
+/// Finds `needle` (lowercase ASCII) in `hay` ignoring ASCII case.
+pub(crate) fn find_ci(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    find_ci_from(hay, 0, needle)
+}
+
+/// True when `hay` contains `needle` ignoring ASCII case.
+pub(crate) fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
+    find_ci(hay, needle).is_some()
+}
+
+/// Word characters for identifiers and commands.
+#[inline]
+pub(crate) fn is_word(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_'
+}
+
+/// ASCII whitespace including vertical tab and form feed.
+#[inline]
+pub(crate) fn is_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c)
+}
+
+/// Skips whitespace from `i`.
+#[inline]
+pub(crate) fn skip_space(s: &[u8], mut i: usize) -> usize {
+    while i < s.len() && is_space(s[i]) {
+        i += 1;
+    }
+    i
+}
+
+/// End of the run of word characters starting at `i`.
+#[inline]
+pub(crate) fn word_end(s: &[u8], mut i: usize) -> usize {
+    while i < s.len() && is_word(s[i]) {
+        i += 1;
+    }
+    i
+}
+
+/// True if the byte before `i` is not a word character (or `i` is the start).
+#[inline]
+pub(crate) fn boundary_before(s: &[u8], i: usize) -> bool {
+    i == 0 || !is_word(s[i - 1])
+}
+
+/// Equality of an ASCII word with a lowercase needle ignoring case.
+#[inline]
+pub(crate) fn eq_ci(word: &[u8], needle: &[u8]) -> bool {
+    word.len() == needle.len() && word.iter().zip(needle).all(|(a, b)| lower(*a) == *b)
+}
+
+/// True if `word` equals (ignoring case) one of `list`.
+pub(crate) fn in_list(word: &[u8], list: &[&str]) -> bool {
+    list.iter().any(|w| eq_ci(word, w.as_bytes()))
+}
+
+/// Builds a printable, bounded evidence string.
+pub(crate) fn evidence(b: &[u8]) -> String {
+    let mut out = String::with_capacity(MAX_EVIDENCE);
+    for &c in b {
+        if out.len() + 4 > MAX_EVIDENCE {
+            break;
+        }
+        if (0x20..0x7f).contains(&c) {
+            out.push(c as char);
+        } else {
+            out.push_str(&format!("\\x{c:02x}"));
+        }
+    }
+    out
+}
+
+/// Evidence excerpt around `at`, at most 48 bytes.
+pub(crate) fn excerpt(s: &[u8], at: usize) -> &[u8] {
+    let start = at.min(s.len());
+    let end = (start + 48).min(s.len());
+    &s[start..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn case_insensitive_search() {
+        assert_eq!(find_ci(b"xxUnIoN", b"union"), Some(2));
+        assert_eq!(find_ci(b"uni", b"union"), None);
+        assert!(starts_ci(b"SELECT", 0, b"select"));
+        assert!(!starts_ci(b"SEL", 0, b"select"));
+    }
+
+    #[test]
+    fn evidence_is_bounded_and_printable() {
+        let e = evidence(&[0u8; 200]);
+        assert!(e.len() <= MAX_EVIDENCE);
+        assert!(e.starts_with("\\x00"));
+    }
+}

@@ -1,0 +1,355 @@
+//! Cross-site scripting: an HTML-aware tag/attribute tokenizer (dangerous elements, event
+//! handlers, script-bearing URLs and styles), plus the attribute-breakout and JavaScript
+//! sink forms that work without a new tag (`" onfocus=…`, `javascript:…`, `alert(1)`).
+
+use crate::prefilter::{BACKTICK, COLON, EQ, LT, PAREN};
+use crate::text::{eq_ci, excerpt, in_list, is_space, lower, starts_ci};
+use crate::{Family, Finding, Level, Place, View};
+
+/// Elements that run script or load active content by themselves.
+const DANGEROUS_TAGS: &[&str] = &[
+    "script", "iframe", "frame", "frameset", "object", "embed", "applet", "base", "meta", "style", "xml", "import",
+    "vmlframe", "isindex", "handler", "listener", "xss", "portal", "svg:script", "xmp", "plaintext",
+];
+
+/// Attributes whose value is fetched or executed as a URL.
+const SCRIPT_SCHEMES: &[&str] = &["javascript:", "vbscript:", "livescript:", "mocha:", "data:text/html", "data:image/svg", "data:application/", "data:text/xml", "data:text/javascript"];
+
+/// Functions whose call is the usual proof of an XSS.
+const SINKS: &[&str] = &[
+    "alert", "prompt", "confirm", "eval", "settimeout", "setinterval", "function", "fetch", "atob", "execscript",
+    "print", "open",
+];
+
+/// Detector entry point.
+pub(crate) fn scan(v: &View<'_>) -> Option<Finding> {
+    if !v.classes.any(LT | COLON | EQ | PAREN | BACKTICK) {
+        return None;
+    }
+    if v.ctx.place == Place::JsonKey {
+        return None;
+    }
+    let s = v.bytes;
+    let f = |at: usize, _why: &str| Some(Finding::new(Family::Xss, excerpt(s, at)));
+    if v.classes.any(LT) {
+        if let Some((at, why)) = scan_tags(s, v.level) {
+            return f(at, why);
+        }
+    }
+    if v.classes.any(COLON) {
+        if let Some(at) = script_url(s) {
+            return f(at, "script url");
+        }
+    }
+    if v.classes.any(EQ) {
+        if let Some(at) = handler_breakout(s) {
+            return f(at, "event handler");
+        }
+    }
+    if v.classes.any(PAREN | BACKTICK) {
+        if let Some(at) = sink_call(s) {
+            return f(at, "sink call");
+        }
+    }
+    None
+}
+
+fn is_tag_name_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b':' | b'_' | b'.')
+}
+
+/// Walks every `<tag …>`; returns the position and reason of a dangerous one.
+fn scan_tags(s: &[u8], level: Level) -> Option<(usize, &'static str)> {
+    let n = s.len();
+    let mut i = 0;
+    while i < n {
+        if s[i] != b'<' {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        let mut j = i + 1;
+        if s.get(j) == Some(&b'!') && starts_ci(s, j + 1, b"--#") {
+            i = j;
+            continue;
+        }
+        while j < n && s[j] == b'<' {
+            j += 1;
+        }
+        if s.get(j) == Some(&b'/') {
+            i = j + 1;
+            continue;
+        }
+        let ns = j;
+        while j < n && is_tag_name_char(s[j]) {
+            j += 1;
+        }
+        if j == ns || !s[ns].is_ascii_alphabetic() {
+            i = ns.max(i + 1);
+            continue;
+        }
+        let name = &s[ns..j];
+        if in_list(name, DANGEROUS_TAGS) && (j == n || matches!(s[j], b' ' | b'/' | b'>' | b'\t' | b'\n' | b'\r' | 0x0c)) {
+            if !eq_ci(name, b"style") && !eq_ci(name, b"meta") && !eq_ci(name, b"base") || level >= Level::L2 {
+                return Some((start, "dangerous element"));
+            }
+        }
+        // attributes
+        loop {
+            while j < n && (is_space(s[j]) || matches!(s[j], b'/' | b'"' | b'\'' | b',')) {
+                j += 1;
+            }
+            if j >= n || s[j] == b'>' || s[j] == b'<' {
+                break;
+            }
+            let an = j;
+            while j < n && !is_space(s[j]) && !matches!(s[j], b'/' | b'>' | b'=' | b'<') {
+                j += 1;
+            }
+            let attr = &s[an..j];
+            let mut k = j;
+            while k < n && is_space(s[k]) {
+                k += 1;
+            }
+            let mut value: &[u8] = &[];
+            if k < n && s[k] == b'=' {
+                k += 1;
+                while k < n && is_space(s[k]) {
+                    k += 1;
+                }
+                if k < n && matches!(s[k], b'"' | b'\'' | b'`') {
+                    let q = s[k];
+                    let e = s[k + 1..].iter().position(|&c| c == q).map_or(n, |p| k + 1 + p);
+                    value = &s[k + 1..e];
+                    j = (e + 1).min(n);
+                } else {
+                    let e = s[k..].iter().position(|&c| is_space(c) || c == b'>').map_or(n, |p| k + p);
+                    value = &s[k..e];
+                    j = e;
+                }
+            } else if j == an {
+                j += 1;
+            }
+            if is_handler_name(attr) && (!value.is_empty() || level >= Level::L2) {
+                return Some((an, "event handler"));
+            }
+            if eq_ci(attr, b"srcdoc") || (eq_ci(attr, b"style") && style_is_active(value)) {
+                return Some((an, "active attribute"));
+            }
+            if script_scheme_at(value).is_some() {
+                return Some((an, "script url"));
+            }
+            if (eq_ci(name, b"link") && eq_ci(attr, b"rel") && eq_ci(value, b"import"))
+                || (eq_ci(name, b"meta") && eq_ci(attr, b"http-equiv") && eq_ci(value, b"refresh"))
+            {
+                return Some((an, "active element"));
+            }
+        }
+        if eq_ci(name, b"style") || eq_ci(name, b"meta") || eq_ci(name, b"base") {
+            // <style> with active CSS, <meta>/<base> with URLs
+            let body_end = (j + 512).min(n);
+            if style_is_active(&s[j.min(n)..body_end]) {
+                return Some((start, "active style"));
+            }
+        }
+        i = j.max(start + 1);
+    }
+    None
+}
+
+fn is_handler_name(attr: &[u8]) -> bool {
+    attr.len() >= 5 && lower(attr[0]) == b'o' && lower(attr[1]) == b'n' && attr[2..].iter().all(u8::is_ascii_alphabetic)
+}
+
+fn style_is_active(v: &[u8]) -> bool {
+    let compact: Vec<u8> = v.iter().filter(|c| !is_space(**c)).map(|c| lower(*c)).take(2048).collect();
+    ["expression(", "javascript:", "vbscript:", "behavior:", "-moz-binding", "@import", "url(javascript", "url(\"javascript", "url('javascript"]
+        .iter()
+        .any(|p| crate::text::find_ci(&compact, p.as_bytes()).is_some())
+}
+
+/// If `v` (an attribute value or value tail) begins with a script scheme, its length.
+fn script_scheme_at(v: &[u8]) -> Option<usize> {
+    // skip leading whitespace/control and quotes, then match ignoring embedded tabs/newlines
+    let mut i = 0;
+    while i < v.len() && (v[i] <= 0x20 || matches!(v[i], b'"' | b'\'' | b'`')) {
+        i += 1;
+    }
+    for scheme in SCRIPT_SCHEMES {
+        let mut j = i;
+        let mut ok = true;
+        for &c in scheme.as_bytes() {
+            while j < v.len() && matches!(v[j], b'\t' | b'\n' | b'\r' | b' ') && c != b':' {
+                j += 1;
+            }
+            if j < v.len() && lower(v[j]) == c {
+                j += 1;
+            } else {
+                ok = false;
+                break;
+            }
+        }
+        if ok {
+            return Some(j);
+        }
+    }
+    None
+}
+
+/// `javascript:` etc. at the start of the value or right after `=`, `(`, a quote,
+/// followed by something that runs (a call, an assignment, a template literal).
+fn script_url(s: &[u8]) -> Option<usize> {
+    let n = s.len();
+    let mut i = 0;
+    while i < n {
+        let c = lower(s[i]);
+        if matches!(c, b'j' | b'v' | b'l' | b'd' | b'm') {
+            let before_ok = i == 0
+                || matches!(s[i - 1], b'=' | b'(' | b'"' | b'\'' | b'`' | b' ' | b'\t' | b'\n' | b'>' | b',' | b':')
+                || s[..i].iter().all(|b| *b <= 0x20);
+            if before_ok {
+                if let Some(len) = script_scheme_at(&s[i..]) {
+                    let rest = &s[i + len..(i + len + 512).min(n)];
+                    let is_data = lower(s[i]) == b'd';
+                    if is_data || rest.iter().any(|b| matches!(b, b'(' | b'`' | b'=')) {
+                        return Some(i);
+                    }
+                }
+            }
+        }
+        i += 1;
+    }
+    None
+}
+
+/// An event-handler attribute injected after a quote: `" onfocus=alert(1) x="`.
+fn handler_breakout(s: &[u8]) -> Option<usize> {
+    let n = s.len();
+    let first_quote = s.iter().position(|&b| matches!(b, b'"' | b'\'' | b'`'))?;
+    let mut i = first_quote;
+    while i + 5 < n {
+        if lower(s[i]) == b'o' && lower(s[i + 1]) == b'n' && (i == 0 || !s[i - 1].is_ascii_alphanumeric()) {
+            let mut j = i + 2;
+            while j < n && s[j].is_ascii_alphabetic() {
+                j += 1;
+            }
+            let name = &s[i..j];
+            let mut k = j;
+            while k < n && is_space(s[k]) {
+                k += 1;
+            }
+            if is_handler_name(name) && s.get(k) == Some(&b'=') {
+                let prev = s[..i].iter().rposition(|b| !is_space(*b) && *b != b'/');
+                let after_quote = prev.is_some_and(|p| matches!(s[p], b'"' | b'\'' | b'`' | b')' | b'>'));
+                let rest = &s[k + 1..(k + 256).min(n)];
+                let runs = rest.iter().any(|b| matches!(b, b'(' | b'`' | b'=' | b'.'));
+                if (after_quote || prev.is_some()) && runs {
+                    return Some(i);
+                }
+            }
+            i = j;
+            continue;
+        }
+        i += 1;
+    }
+    None
+}
+
+/// `alert(1)`, `confirm.call(…)`, `(alert)(1)`, `prompt\`1\``, `alert?.(…)`.
+fn sink_call(s: &[u8]) -> Option<usize> {
+    let n = s.len();
+    let mut i = 0;
+    while i < n {
+        if !s[i].is_ascii_alphabetic() || (i > 0 && (s[i - 1].is_ascii_alphanumeric() || s[i - 1] == b'_' || s[i - 1] == b'.')) {
+            i += 1;
+            continue;
+        }
+        let mut e = i;
+        while e < n && (s[e].is_ascii_alphanumeric() || s[e] == b'_') {
+            e += 1;
+        }
+        let w = &s[i..e];
+        if in_list(w, SINKS) {
+            let strong = !in_list(w, &["print", "open", "function", "fetch", "atob"]);
+            let rest = &s[e..];
+            let called = rest.first() == Some(&b'(')
+                || rest.first() == Some(&b'`')
+                || rest.starts_with(b"?.(")
+                || rest.starts_with(b")(")
+                || rest.starts_with(b").call(")
+                || starts_ci(rest, 0, b".call(")
+                || starts_ci(rest, 0, b".apply(")
+                || starts_ci(rest, 0, b".bind(");
+            if called && strong {
+                // arguments must look like code, not prose: "(1)", "(document.domain)", "`1`"
+                return Some(i);
+            }
+            if called && rest.first() == Some(&b'(') && (eq_ci(w, b"fetch") || eq_ci(w, b"atob") || eq_ci(w, b"function")) {
+                let arg = rest.get(1).copied();
+                if matches!(arg, Some(b'"' | b'\'' | b'`' | b')')) && s[..i].iter().any(|b| matches!(b, b'(' | b'=' | b';' | b'"' | b'\'')) {
+                    return Some(i);
+                }
+            }
+            // confirm as a value of a handler or array method: [1].some(confirm)
+            if i > 0 && matches!(s[i - 1], b'(' | b'=') && matches!(rest.first(), Some(b')' | b'}' | b';')) && strong && s[..i].ends_with(b"some(") {
+                return Some(i);
+            }
+        }
+        if starts_ci(s, i, b"document.cookie") || starts_ci(s, i, b"document.domain") || starts_ci(s, i, b"document[") || starts_ci(s, i, b"string.fromcharcode(") || starts_ci(s, i, b"document.write(") {
+            return Some(i);
+        }
+        i = e;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Context, Detector, Family, Level, Place};
+
+    fn xss(s: &str) -> bool {
+        Detector::new(Level::L1)
+            .scan(s.as_bytes(), Context::new(Place::Query))
+            .is_some_and(|f| f.family == Family::Xss)
+    }
+
+    #[test]
+    fn attacks() {
+        for a in [
+            "<script>alert(1)</script>",
+            "<img src=x onerror=alert(1)>",
+            "<svg/onload=alert(1)>",
+            "<body onload=alert('test1')>",
+            "<IMG SRC=j&#X41vascript:alert('test')>",
+            "\"onwheel=ead(111)",
+            "javascript:setInterval('ale'+'rt(document.domain)')",
+            "confirm.call(null,1)",
+            "(alert)(1)",
+            "'-alert(1)//",
+            "&lt;svg/onload&equals;alert(1)&gt;",
+            "<a href=\"jav\tascript:alert(1)\">x</a>",
+            "<div style=\"width:expression(alert(1))\">",
+            "\" autofocus onfocus=alert(1) x=\"",
+            "<iframe src=\"data:text/html,<script>alert(1)</script>\">",
+            "<svg%0Aonauxclick=0;[1].some(confirm)//",
+        ] {
+            assert!(xss(a), "missed: {a}");
+        }
+    }
+
+    #[test]
+    fn benign() {
+        for b in [
+            "BLAH <A HREF=\"/PATH1/PATH2/PATH3\">FOO</A>",
+            "<SPAN CLASS=\"SHOW-TEXT\">REGARDEZ</SPAN>",
+            "h2<h1",
+            "JavaScript: Basics of JavaScript Language",
+            "Please confirm your order",
+            "a < b and c > d",
+            "<b>bold</b> and <i>italic</i>",
+            "Online shopping = fun",
+        ] {
+            assert!(!xss(b), "false positive: {b}");
+        }
+    }
+}

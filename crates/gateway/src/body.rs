@@ -1,0 +1,187 @@
+//! Body types of the request path. Bodies stream both ways; these wrappers only count bytes, enforce a route's
+//! size cap without buffering, apply an upstream deadline, and fire the access-log record when the response ends.
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use tokio::time::Sleep;
+
+/// Why a streamed body stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("request body exceeds the route's limit of {0} bytes")]
+    TooLarge(u64),
+    #[error("upstream body did not finish before the deadline")]
+    Deadline,
+    #[error(transparent)]
+    Hyper(#[from] hyper::Error),
+}
+
+/// A request body on its way upstream: either empty (retries, bodiless methods) or the client's stream capped
+/// at the route's limit. Hitting the cap sets a shared flag so the proxy answers 413 instead of 502.
+pub struct RequestBody {
+    inner: Option<Incoming>,
+    remaining: u64,
+    limit: u64,
+    over_limit: Option<Arc<AtomicBool>>,
+}
+
+impl RequestBody {
+    pub fn empty() -> Self {
+        RequestBody { inner: None, remaining: 0, limit: 0, over_limit: None }
+    }
+
+    pub fn limited(inner: Incoming, limit: u64, over_limit: Arc<AtomicBool>) -> Self {
+        RequestBody { inner: Some(inner), remaining: limit, limit, over_limit: Some(over_limit) }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = &mut *self;
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match ready!(Pin::new(inner).poll_frame(cx)) {
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    let len = data.len() as u64;
+                    if len > this.remaining {
+                        if let Some(flag) = &this.over_limit {
+                            flag.store(true, Ordering::Relaxed);
+                        }
+                        this.inner = None;
+                        return Poll::Ready(Some(Err(BodyError::TooLarge(this.limit))));
+                    }
+                    this.remaining -= len;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Some(Err(e)) => Poll::Ready(Some(Err(BodyError::Hyper(e)))),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Some(b) => b.size_hint(),
+            None => SizeHint::with_exact(0),
+        }
+    }
+}
+
+/// Called once when a response body is finished or dropped, with the bytes that went out; the record stage
+/// uses it to write the access-log line with the true byte count.
+pub trait OnBodyEnd: Send + Sync {
+    fn finish(self: Box<Self>, bytes_sent: u64, completed: bool);
+}
+
+enum Kind {
+    Full(Option<Bytes>),
+    Upstream { inner: Incoming, deadline: Option<Pin<Box<Sleep>>> },
+}
+
+/// The body of every response the gateway sends: its own (problem+json, redirects, admin) or the upstream's,
+/// streamed through.
+pub struct ResponseBody {
+    kind: Kind,
+    sent: u64,
+    done: bool,
+    on_end: Option<Box<dyn OnBodyEnd>>,
+}
+
+impl ResponseBody {
+    pub fn full(bytes: Bytes) -> Self {
+        ResponseBody { kind: Kind::Full(Some(bytes)), sent: 0, done: false, on_end: None }
+    }
+
+    pub fn empty() -> Self {
+        ResponseBody { kind: Kind::Full(None), sent: 0, done: false, on_end: None }
+    }
+
+    pub fn upstream(inner: Incoming, deadline: Option<tokio::time::Instant>) -> Self {
+        let deadline = deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
+        ResponseBody { kind: Kind::Upstream { inner, deadline }, sent: 0, done: false, on_end: None }
+    }
+
+    pub fn set_on_end(&mut self, on_end: Box<dyn OnBodyEnd>) {
+        self.on_end = Some(on_end);
+    }
+
+    fn finish(&mut self, completed: bool) {
+        if let Some(cb) = self.on_end.take() {
+            cb.finish(self.sent, completed);
+        }
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        let completed = self.done || self.is_end_stream();
+        self.finish(completed);
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = &mut *self;
+        let res = match &mut this.kind {
+            Kind::Full(slot) => Poll::Ready(slot.take().map(|b| Ok(Frame::data(b)))),
+            Kind::Upstream { inner, deadline } => {
+                if let Some(d) = deadline.as_mut() {
+                    if d.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Some(Err(BodyError::Deadline)));
+                    }
+                }
+                match ready!(Pin::new(inner).poll_frame(cx)) {
+                    Some(Ok(f)) => Poll::Ready(Some(Ok(f))),
+                    Some(Err(e)) => Poll::Ready(Some(Err(BodyError::Hyper(e)))),
+                    None => Poll::Ready(None),
+                }
+            }
+        };
+        match &res {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref() {
+                    this.sent += d.len() as u64;
+                }
+            }
+            Poll::Ready(None) => {
+                this.done = true;
+                this.finish(true);
+            }
+            _ => {}
+        }
+        res
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Full(slot) => slot.is_none(),
+            Kind::Upstream { inner, .. } => inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            Kind::Full(None) => SizeHint::with_exact(0),
+            Kind::Upstream { inner, .. } => inner.size_hint(),
+        }
+    }
+}
+
+use std::future::Future;

@@ -1,0 +1,483 @@
+//! Raw config → runtime form: addresses parsed, files loaded, templates inserted into the router, pools built,
+//! metric handles resolved. Nothing on the request path parses configuration.
+
+use super::raw::{self, RawConfig, RawModes, RawUpstream};
+use super::{ConfigError, ConfigErrors, Source};
+use crate::metrics::{Metrics, RouteCounters};
+use crate::pipeline::{Mode, StageName};
+use crate::server::tls::{MinVersion, TlsSpec};
+use crate::stages::admit::{AdmitPolicy, TrustedProxies};
+use crate::stages::route::{RouteSpec, Router};
+use crate::upstream::circuit::{CircuitBreaker, CircuitPolicy};
+use crate::upstream::{self, HealthPolicy, PassivePolicy, Target, Timeouts, Upstream};
+use http::{HeaderValue, Method};
+use ipnet::IpNet;
+use serde_saphyr::Spanned;
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub struct Ctx<'a> {
+    pub file: &'a str,
+    pub base_dir: &'a Path,
+    pub source: Source,
+    pub metrics: &'a Metrics,
+}
+
+/// Per-stage modes of a route, after inheritance.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Modes {
+    pub admit: Mode,
+    pub identify: Mode,
+    pub authorize: Mode,
+    pub throttle: Mode,
+    pub inspect: Mode,
+    pub respond: Mode,
+}
+
+impl Modes {
+    pub fn get(&self, stage: StageName) -> Mode {
+        match stage {
+            StageName::Admit => self.admit,
+            StageName::Identify => self.identify,
+            StageName::Authorize => self.authorize,
+            StageName::Throttle => self.throttle,
+            StageName::Inspect => self.inspect,
+            StageName::Respond => self.respond,
+            StageName::Route | StageName::Forward => Mode::Enforce,
+        }
+    }
+
+    fn overlay(self, raw: &RawModes) -> Modes {
+        Modes {
+            admit: raw.admit.unwrap_or(self.admit),
+            identify: raw.identify.unwrap_or(self.identify),
+            authorize: raw.authorize.unwrap_or(self.authorize),
+            throttle: raw.throttle.unwrap_or(self.throttle),
+            inspect: raw.inspect.unwrap_or(self.inspect),
+            respond: raw.respond.unwrap_or(self.respond),
+        }
+    }
+}
+
+/// A compiled route.
+pub struct Route {
+    pub id: Arc<str>,
+    pub upstream: usize,
+    pub max_body_bytes: u64,
+    pub modes: Modes,
+    pub counters: RouteCounters,
+}
+
+/// A compiled listener.
+pub struct ListenerSpec {
+    pub addr: SocketAddr,
+    pub tls: Option<TlsSpec>,
+    /// Built from `tls` at load; rebuilt (re-reading the files) on reload.
+    pub tls_config: Option<Arc<rustls::ServerConfig>>,
+    /// Answer every request with a redirect to HTTPS on this port.
+    pub redirect_https: Option<u16>,
+    pub h2c: bool,
+    pub hsts: Option<HeaderValue>,
+}
+
+pub struct AdminSpec {
+    pub addr: SocketAddr,
+    pub token: Option<String>,
+}
+
+/// Connection-level limits applied by the listeners.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnLimits {
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_header_bytes: usize,
+}
+
+/// Everything the request path needs, immutable once built; swapped whole on reload.
+pub struct Runtime {
+    pub source: Source,
+    pub watch_files: Vec<PathBuf>,
+    pub listeners: Vec<ListenerSpec>,
+    pub admin: Option<AdminSpec>,
+    pub workers: usize,
+    pub limits: ConnLimits,
+    pub admit: AdmitPolicy,
+    pub trusted: TrustedProxies,
+    pub router: Router,
+    pub routes: Vec<Route>,
+    pub upstreams: Vec<Arc<Upstream>>,
+    pub upstream_tls: Vec<Arc<rustls::ClientConfig>>,
+    pub access_log: String,
+    pub base_dir: PathBuf,
+    pub shutdown_timeout: Duration,
+    pub modes: Modes,
+}
+
+struct Errs<'a> {
+    file: &'a str,
+    list: Vec<ConfigError>,
+}
+
+impl Errs<'_> {
+    fn at<T>(&mut self, s: &Spanned<T>, msg: impl Into<String>, hint: Option<&str>) {
+        self.list.push(ConfigError::at(self.file, s.referenced.line(), s.referenced.column(), msg, hint));
+    }
+    fn top(&mut self, msg: impl Into<String>, hint: Option<&str>) {
+        self.list.push(ConfigError::at(self.file, 1, 1, msg, hint));
+    }
+}
+
+fn resolve(base: &Path, p: &str) -> PathBuf {
+    let p = PathBuf::from(p);
+    if p.is_relative() {
+        base.join(p)
+    } else {
+        p
+    }
+}
+
+fn parse_net(s: &str) -> Option<IpNet> {
+    s.parse::<IpNet>().ok().or_else(|| s.parse::<IpAddr>().ok().map(IpNet::from))
+}
+
+fn nets(errs: &mut Errs<'_>, list: &[Spanned<String>], what: &str) -> Vec<IpNet> {
+    let mut out = Vec::new();
+    for s in list {
+        match parse_net(s.value.trim()) {
+            Some(n) => out.push(n),
+            None => errs.at(s, format!("invalid {what} `{}`", s.value), Some("write an IP or CIDR: `10.0.0.0/8`, `192.0.2.7`, `2001:db8::/32`")),
+        }
+    }
+    out
+}
+
+fn parse_addr(errs: &mut Errs<'_>, s: &Spanned<String>) -> Option<SocketAddr> {
+    match s.value.trim().parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            errs.at(s, format!("invalid address `{}`", s.value), Some("write IP:port, e.g. `0.0.0.0:8443` or `[::]:8443`"));
+            None
+        }
+    }
+}
+
+pub fn compile(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Runtime, ConfigErrors> {
+    let mut errs = Errs { file: ctx.file, list: Vec::new() };
+    let base = ctx.base_dir;
+    let mut watch_files = Vec::new();
+    if let Source::File(p) = &ctx.source {
+        watch_files.push(p.clone());
+    }
+
+    // Listeners.
+    if raw.listen.is_empty() {
+        errs.top("no listener", Some("add `listen: [{ addr: 127.0.0.1:8080 }]`"));
+    }
+    let first_tls_port = raw
+        .listen
+        .iter()
+        .find(|l| l.tls.is_some())
+        .and_then(|l| l.addr.value.trim().parse::<SocketAddr>().ok())
+        .map(|a| a.port());
+    let mut listeners = Vec::new();
+    let mut seen_addrs = HashSet::new();
+    for l in &raw.listen {
+        let Some(addr) = parse_addr(&mut errs, &l.addr) else { continue };
+        if addr.port() != 0 && !seen_addrs.insert(addr) {
+            errs.at(&l.addr, format!("{addr} is listed twice"), None);
+        }
+        let redirect_https = match &l.redirect_https {
+            None | Some(raw::RawRedirect::Enabled(false)) => None,
+            Some(raw::RawRedirect::Enabled(true)) => Some(first_tls_port.unwrap_or(443)),
+            Some(raw::RawRedirect::Port { port }) => Some(*port),
+        };
+        if redirect_https.is_some() && l.tls.is_some() {
+            errs.at(&l.addr, "a TLS listener cannot also redirect to HTTPS", Some("put `redirect_https` on a plain HTTP listener"));
+        }
+        let mut spec = ListenerSpec { addr, tls: None, tls_config: None, redirect_https, h2c: l.h2c, hsts: None };
+        if let Some(t) = &l.tls {
+            let min_version = match t.min_version.as_ref().map(|s| s.value.trim().to_string()).as_deref() {
+                None | Some("1.2") => MinVersion::Tls12,
+                Some("1.3") => MinVersion::Tls13,
+                Some(other) => {
+                    if let Some(s) = &t.min_version {
+                        errs.at(s, format!("unsupported TLS version `{other}`"), Some("use \"1.2\" or \"1.3\"; older versions are not offered"));
+                    }
+                    MinVersion::Tls12
+                }
+            };
+            let tls = TlsSpec {
+                cert: resolve(base, &t.cert.value),
+                key: resolve(base, &t.key.value),
+                sni: t
+                    .sni
+                    .iter()
+                    .map(|s| (s.hosts.iter().map(|h| h.value.clone()).collect(), resolve(base, &s.cert.value), resolve(base, &s.key.value)))
+                    .collect(),
+                min_version,
+                client_ca: t.client_auth.as_ref().map(|c| resolve(base, &c.ca.value)),
+                client_required: t.client_auth.as_ref().is_none_or(|c| c.required),
+            };
+            match tls.build() {
+                Ok(cfg) => spec.tls_config = Some(cfg),
+                Err(e) => errs.at(&t.cert, e.to_string(), Some("cert and key are PEM files; the key must match the first certificate")),
+            }
+            watch_files.extend(tls.files());
+            let max_age = t.hsts_max_age.map_or(Duration::from_secs(31_536_000), |d| d.0);
+            if !max_age.is_zero() {
+                spec.hsts = HeaderValue::from_str(&format!("max-age={}; includeSubDomains", max_age.as_secs())).ok();
+            }
+            spec.tls = Some(tls);
+        }
+        listeners.push(spec);
+    }
+
+    // Admin.
+    let admin = raw.admin.as_ref().and_then(|a| {
+        let addr = parse_addr(&mut errs, &a.addr)?;
+        let token = match &a.token_env {
+            Some(var) => match std::env::var(var.value.trim()) {
+                Ok(t) if t.len() >= 16 => Some(t),
+                Ok(_) => {
+                    errs.at(var, format!("admin token in `{}` is shorter than 16 characters", var.value), Some("use a long random token, e.g. `openssl rand -hex 32`"));
+                    None
+                }
+                Err(_) => {
+                    errs.at(var, format!("environment variable `{}` is not set", var.value), Some("export it before starting rampart"));
+                    None
+                }
+            },
+            None => None,
+        };
+        if token.is_none() && !addr.ip().is_loopback() {
+            errs.at(&a.addr, "the admin API listens beyond loopback without a token", Some("bind it to 127.0.0.1 or set `token_env`"));
+        }
+        Some(AdminSpec { addr, token })
+    });
+
+    let workers = if raw.workers == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        raw.workers.min(256)
+    };
+
+    // Limits.
+    let lim = &raw.limits;
+    let limits = ConnLimits {
+        max_connections: lim.max_connections.max(1),
+        max_connections_per_ip: lim.max_connections_per_ip.max(1),
+        header_read_timeout: lim.header_read_timeout.0,
+        idle_timeout: lim.idle_timeout.0,
+        max_header_bytes: lim.max_header_bytes.0 as usize,
+    };
+    let admit = AdmitPolicy {
+        max_uri_bytes: lim.max_uri_bytes.0 as usize,
+        max_header_bytes: lim.max_header_bytes.0 as usize,
+        ip_allow: nets(&mut errs, &lim.ip_allow, "allowed network"),
+        ip_deny: nets(&mut errs, &lim.ip_deny, "denied network"),
+    };
+    let trusted = TrustedProxies::new(nets(&mut errs, &raw.trusted_proxies, "trusted proxy"));
+
+    // Upstreams.
+    let mut upstream_index = HashMap::new();
+    let mut upstreams = Vec::new();
+    let mut upstream_tls = Vec::new();
+    for (name, u) in &raw.upstreams {
+        if let Some((up, tls)) = compile_upstream(&mut errs, base, name, u, workers, &mut watch_files) {
+            upstream_index.insert(name.clone(), upstreams.len());
+            upstreams.push(Arc::new(up));
+            upstream_tls.push(tls);
+        }
+    }
+
+    // Routes.
+    let global_modes = Modes::default().overlay(&raw.modes);
+    let mut router = Router::new(raw.case_insensitive_paths);
+    let mut routes = Vec::new();
+    let mut ids = HashSet::new();
+    for r in &raw.routes {
+        let mut methods = Vec::new();
+        let mut any = false;
+        for m in &r.methods {
+            let name = m.value.trim().to_ascii_uppercase();
+            if name == "ANY" {
+                any = true;
+                continue;
+            }
+            match Method::from_bytes(name.as_bytes()) {
+                Ok(method) if name.bytes().all(|b| b.is_ascii_uppercase()) => methods.push(method),
+                _ => errs.at(m, format!("invalid method `{}`", m.value), Some("use GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS … or ANY")),
+            }
+        }
+        if r.methods.is_empty() {
+            errs.at(&r.path, format!("route `{}` lists no methods", r.path.value), Some("list them, e.g. `methods: [GET, POST]`, or `methods: [ANY]` to accept every method"));
+        }
+        if any {
+            methods.clear();
+        }
+        let Some(&up) = upstream_index.get(r.upstream.value.trim()) else {
+            if !raw.upstreams.contains_key(r.upstream.value.trim()) {
+                let known: Vec<&str> = raw.upstreams.keys().map(String::as_str).collect();
+                errs.at(&r.upstream, format!("unknown upstream `{}`", r.upstream.value), Some(&format!("declared upstreams: {}", known.join(", "))));
+            }
+            continue;
+        };
+        let mut id = r.id.as_ref().map_or_else(|| r.path.value.clone(), |s| s.value.clone());
+        if r.id.is_none() {
+            let mut n = 2;
+            let base_id = id.clone();
+            while ids.contains(&id) {
+                id = format!("{base_id}#{n}");
+                n += 1;
+            }
+        } else if ids.contains(&id) {
+            if let Some(s) = &r.id {
+                errs.at(s, format!("route id `{id}` is used twice"), None);
+            }
+        }
+        ids.insert(id.clone());
+        let hosts: Vec<String> = r.hosts.iter().map(|h| h.value.trim().to_ascii_lowercase()).collect();
+        let route_id = routes.len();
+        if let Err(e) = router.add(&RouteSpec { id: route_id, hosts: &hosts, path: r.path.value.trim(), methods: &methods }) {
+            errs.at(&r.path, e.to_string(), Some("templates look like `/users/{id}` or `/static/*`"));
+            continue;
+        }
+        routes.push(Route {
+            counters: ctx.metrics.route_counters(&id),
+            id: Arc::from(id.as_str()),
+            upstream: up,
+            max_body_bytes: r.max_body_bytes.map_or(lim.max_body_bytes.0, |b| b.0),
+            modes: global_modes.overlay(&r.modes),
+        });
+    }
+
+    let access_log = raw.access_log.as_ref().map_or_else(|| "stdout".to_string(), |s| s.value.trim().to_string());
+    if let Err(e) = crate::stages::record::LogSink::open(&access_log, Some(base)) {
+        if let Some(s) = &raw.access_log {
+            errs.at(s, format!("cannot open access log `{access_log}`: {e}"), Some("use stdout, stderr, off, or a writable file path"));
+        }
+    }
+
+    if !errs.list.is_empty() {
+        return Err(ConfigErrors(errs.list));
+    }
+    Ok(Runtime {
+        source: ctx.source.clone(),
+        watch_files,
+        listeners,
+        admin,
+        workers,
+        limits,
+        admit,
+        trusted,
+        router,
+        routes,
+        upstreams,
+        upstream_tls,
+        access_log,
+        base_dir: base.to_path_buf(),
+        shutdown_timeout: raw.shutdown_timeout.map_or(Duration::from_secs(30), |d| d.0),
+        modes: global_modes,
+    })
+}
+
+fn compile_upstream(
+    errs: &mut Errs<'_>,
+    base: &Path,
+    name: &str,
+    u: &RawUpstream,
+    workers: usize,
+    watch: &mut Vec<PathBuf>,
+) -> Option<(Upstream, Arc<rustls::ClientConfig>)> {
+    let before = errs.list.len();
+    if u.targets.is_empty() {
+        errs.top(format!("upstream `{name}` has no targets"), Some("add `targets: [\"http://127.0.0.1:9000\"]`"));
+    }
+    if u.targets.len() > 64 {
+        errs.at(&u.targets[64], format!("upstream `{name}` has more than 64 targets"), None);
+    }
+    let mut targets = Vec::new();
+    for t in &u.targets {
+        match Target::new(t.value.trim()) {
+            Ok(target) => targets.push(Arc::new(target)),
+            Err(e) => errs.at(t, e, Some("write e.g. `http://10.0.0.5:8080` or `https://api.internal`")),
+        }
+    }
+    let c = &u.circuit_breaker;
+    if !(c.failure_ratio > 0.0 && c.failure_ratio <= 1.0) {
+        errs.top(format!("upstream `{name}`: circuit_breaker.failure_ratio must be in (0, 1]"), None);
+    }
+    let need_roots = targets.iter().any(|t| t.scheme == http::uri::Scheme::HTTPS);
+    let (ca, cc) = match &u.tls {
+        Some(t) => {
+            let ca = t.ca.as_ref().map(|c| resolve(base, &c.value));
+            let cc = match (&t.client_cert, &t.client_key) {
+                (Some(c), Some(k)) => Some((resolve(base, &c.value), resolve(base, &k.value))),
+                (None, None) => None,
+                (Some(s), None) | (None, Some(s)) => {
+                    errs.at(s, "client_cert and client_key go together", None);
+                    None
+                }
+            };
+            (ca, cc)
+        }
+        None => (None, None),
+    };
+    watch.extend(ca.clone());
+    if let Some((c, k)) = &cc {
+        watch.push(c.clone());
+        watch.push(k.clone());
+    }
+    let tls = match upstream::client_tls(ca.as_deref(), cc.as_ref().map(|(c, k)| (c.as_path(), k.as_path())), need_roots) {
+        Ok(t) => t,
+        Err(e) => {
+            errs.top(format!("upstream `{name}`: {e}"), None);
+            return None;
+        }
+    };
+    if errs.list.len() > before {
+        return None;
+    }
+    let settings = upstream::ClientSettings {
+        tls: tls.clone(),
+        connect_timeout: u.timeouts.connect.0,
+        pool_idle: u.pool.idle_timeout.0,
+        pool_max_idle: u.pool.max_idle_per_target,
+    };
+    let clients = (0..workers.max(1)).map(|_| upstream::build_client(&settings)).collect();
+    let circuit = c.enabled.then(|| {
+        CircuitBreaker::new(CircuitPolicy {
+            failure_ratio: c.failure_ratio,
+            min_requests: c.min_requests.max(1),
+            window_ms: c.window.0.as_millis() as u64,
+            open_ms: c.open_for.0.as_millis() as u64,
+        })
+    });
+    let health = u.health_check.as_ref().map(|h| HealthPolicy {
+        path: if h.path.starts_with('/') { h.path.clone() } else { format!("/{}", h.path) },
+        interval: h.interval.0.max(Duration::from_millis(100)),
+        timeout: h.timeout.0,
+        healthy_after: h.healthy_after,
+        unhealthy_after: h.unhealthy_after,
+    });
+    Some((
+        Upstream::new(
+            name.to_string(),
+            targets,
+            u.balance,
+            clients,
+            Timeouts { connect: u.timeouts.connect.0, response: u.timeouts.response.0, total: u.timeouts.total.map(|d| d.0) },
+            u.retries.min(5),
+            PassivePolicy { failures: u.passive_ejection.failures, eject_ms: u.passive_ejection.eject_for.0.as_millis() as u64 },
+            circuit,
+            u.preserve_host,
+            health,
+        ),
+        tls,
+    ))
+}

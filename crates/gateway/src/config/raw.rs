@@ -1,0 +1,466 @@
+//! The configuration exactly as the operator writes it (YAML). Unknown fields are refused; the fields that later
+//! checks may complain about are `Spanned` so the error can point at their line and column.
+
+use crate::pipeline::Mode;
+use serde::{Deserialize, Deserializer};
+use serde_saphyr::Spanned;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub listen: Vec<RawListener>,
+    #[serde(default)]
+    pub admin: Option<RawAdmin>,
+    /// Worker threads, each with its own accept loop (`SO_REUSEPORT`) and upstream pool; 0 = one per core.
+    #[serde(default)]
+    pub workers: usize,
+    #[serde(default)]
+    pub limits: RawLimits,
+    #[serde(default)]
+    pub trusted_proxies: Vec<Spanned<String>>,
+    pub upstreams: BTreeMap<String, RawUpstream>,
+    pub routes: Vec<RawRoute>,
+    #[serde(default)]
+    pub access_log: Option<Spanned<String>>,
+    #[serde(default)]
+    pub modes: RawModes,
+    #[serde(default)]
+    pub shutdown_timeout: Option<Dur>,
+    /// Match literal path segments case-insensitively (default), so `/Login` cannot dodge `/login`'s protections.
+    #[serde(default = "yes")]
+    pub case_insensitive_paths: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListener {
+    pub addr: Spanned<String>,
+    #[serde(default)]
+    pub tls: Option<RawTls>,
+    #[serde(default)]
+    pub redirect_https: Option<RawRedirect>,
+    /// Accept HTTP/2 without TLS (prior knowledge). Off by default.
+    #[serde(default)]
+    pub h2c: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawRedirect {
+    Enabled(bool),
+    Port { port: u16 },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub cert: Spanned<String>,
+    pub key: Spanned<String>,
+    /// Extra certificates chosen by SNI; `cert`/`key` above is the default.
+    #[serde(default)]
+    pub sni: Vec<RawSniCert>,
+    #[serde(default)]
+    pub min_version: Option<Spanned<String>>,
+    #[serde(default)]
+    pub client_auth: Option<RawClientAuth>,
+    /// `Strict-Transport-Security` max-age; `0s` turns HSTS off.
+    #[serde(default)]
+    pub hsts_max_age: Option<Dur>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSniCert {
+    pub hosts: Vec<Spanned<String>>,
+    pub cert: Spanned<String>,
+    pub key: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClientAuth {
+    pub ca: Spanned<String>,
+    #[serde(default = "yes")]
+    pub required: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub addr: Spanned<String>,
+    /// Environment variable holding the bearer token the admin API requires. Mandatory when `addr` is not loopback.
+    #[serde(default)]
+    pub token_env: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    #[serde(default = "d_max_conn")]
+    pub max_connections: usize,
+    #[serde(default = "d_max_conn_ip")]
+    pub max_connections_per_ip: usize,
+    #[serde(default = "d_header_timeout")]
+    pub header_read_timeout: Dur,
+    #[serde(default = "d_idle")]
+    pub idle_timeout: Dur,
+    #[serde(default = "d_header_bytes")]
+    pub max_header_bytes: ByteSize,
+    #[serde(default = "d_uri_bytes")]
+    pub max_uri_bytes: ByteSize,
+    #[serde(default = "d_body_bytes")]
+    pub max_body_bytes: ByteSize,
+    #[serde(default)]
+    pub ip_allow: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub ip_deny: Vec<Spanned<String>>,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        RawLimits {
+            max_connections: d_max_conn(),
+            max_connections_per_ip: d_max_conn_ip(),
+            header_read_timeout: d_header_timeout(),
+            idle_timeout: d_idle(),
+            max_header_bytes: d_header_bytes(),
+            max_uri_bytes: d_uri_bytes(),
+            max_body_bytes: d_body_bytes(),
+            ip_allow: Vec::new(),
+            ip_deny: Vec::new(),
+        }
+    }
+}
+
+fn d_max_conn() -> usize {
+    10_000
+}
+fn d_max_conn_ip() -> usize {
+    512
+}
+fn d_header_timeout() -> Dur {
+    Dur(Duration::from_secs(10))
+}
+fn d_idle() -> Dur {
+    Dur(Duration::from_secs(60))
+}
+fn d_header_bytes() -> ByteSize {
+    ByteSize(16 * 1024)
+}
+fn d_uri_bytes() -> ByteSize {
+    ByteSize(8 * 1024)
+}
+fn d_body_bytes() -> ByteSize {
+    ByteSize(1024 * 1024)
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    #[default]
+    RoundRobin,
+    LeastInFlight,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    pub targets: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub balance: Balance,
+    #[serde(default)]
+    pub timeouts: RawTimeouts,
+    /// Extra attempts on another target when connecting fails, for idempotent requests without a body.
+    #[serde(default = "d_retries")]
+    pub retries: u32,
+    #[serde(default)]
+    pub health_check: Option<RawHealthCheck>,
+    #[serde(default)]
+    pub passive_ejection: RawPassive,
+    #[serde(default)]
+    pub circuit_breaker: RawCircuit,
+    #[serde(default)]
+    pub tls: Option<RawUpstreamTls>,
+    /// Send the client's `Host` upstream instead of the target's authority.
+    #[serde(default)]
+    pub preserve_host: bool,
+    #[serde(default)]
+    pub pool: RawPool,
+}
+
+fn d_retries() -> u32 {
+    1
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTimeouts {
+    #[serde(default = "d_connect")]
+    pub connect: Dur,
+    /// Until the upstream's response headers arrive.
+    #[serde(default = "d_response")]
+    pub response: Dur,
+    /// Whole exchange including the response body; unset = no limit beyond `response` (streams may be long).
+    #[serde(default)]
+    pub total: Option<Dur>,
+}
+
+impl Default for RawTimeouts {
+    fn default() -> Self {
+        RawTimeouts { connect: d_connect(), response: d_response(), total: None }
+    }
+}
+
+fn d_connect() -> Dur {
+    Dur(Duration::from_secs(3))
+}
+fn d_response() -> Dur {
+    Dur(Duration::from_secs(30))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealthCheck {
+    #[serde(default = "d_hc_path")]
+    pub path: String,
+    #[serde(default = "d_hc_interval")]
+    pub interval: Dur,
+    #[serde(default = "d_hc_timeout")]
+    pub timeout: Dur,
+    /// Consecutive successes before an unhealthy target serves again.
+    #[serde(default = "d_two")]
+    pub healthy_after: u32,
+    /// Consecutive failures before a target is taken out.
+    #[serde(default = "d_two")]
+    pub unhealthy_after: u32,
+}
+
+fn d_hc_path() -> String {
+    "/".into()
+}
+fn d_hc_interval() -> Dur {
+    Dur(Duration::from_secs(5))
+}
+fn d_hc_timeout() -> Dur {
+    Dur(Duration::from_secs(2))
+}
+fn d_two() -> u32 {
+    2
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPassive {
+    /// Consecutive connect failures or 5xx-free transport errors before a target is ejected; 0 disables.
+    #[serde(default = "d_passive_failures")]
+    pub failures: u32,
+    #[serde(default = "d_eject")]
+    pub eject_for: Dur,
+}
+
+impl Default for RawPassive {
+    fn default() -> Self {
+        RawPassive { failures: d_passive_failures(), eject_for: d_eject() }
+    }
+}
+
+fn d_passive_failures() -> u32 {
+    3
+}
+fn d_eject() -> Dur {
+    Dur(Duration::from_secs(10))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCircuit {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Share of failed exchanges (transport errors, timeouts, 5xx) in a window that opens the circuit.
+    #[serde(default = "d_ratio")]
+    pub failure_ratio: f64,
+    /// Fewest exchanges in a window before the ratio is trusted.
+    #[serde(default = "d_min_requests")]
+    pub min_requests: u32,
+    #[serde(default = "d_window")]
+    pub window: Dur,
+    #[serde(default = "d_open_for")]
+    pub open_for: Dur,
+}
+
+impl Default for RawCircuit {
+    fn default() -> Self {
+        RawCircuit {
+            enabled: true,
+            failure_ratio: d_ratio(),
+            min_requests: d_min_requests(),
+            window: d_window(),
+            open_for: d_open_for(),
+        }
+    }
+}
+
+fn d_ratio() -> f64 {
+    0.5
+}
+fn d_min_requests() -> u32 {
+    20
+}
+fn d_window() -> Dur {
+    Dur(Duration::from_secs(10))
+}
+fn d_open_for() -> Dur {
+    Dur(Duration::from_secs(15))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstreamTls {
+    /// CA bundle that signs the upstream's certificate; default: the system roots.
+    #[serde(default)]
+    pub ca: Option<Spanned<String>>,
+    #[serde(default)]
+    pub client_cert: Option<Spanned<String>>,
+    #[serde(default)]
+    pub client_key: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPool {
+    #[serde(default = "d_pool_idle")]
+    pub idle_timeout: Dur,
+    #[serde(default = "d_pool_max")]
+    pub max_idle_per_target: usize,
+}
+
+impl Default for RawPool {
+    fn default() -> Self {
+        RawPool { idle_timeout: d_pool_idle(), max_idle_per_target: d_pool_max() }
+    }
+}
+
+fn d_pool_idle() -> Dur {
+    Dur(Duration::from_secs(60))
+}
+fn d_pool_max() -> usize {
+    256
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    #[serde(default)]
+    pub id: Option<Spanned<String>>,
+    #[serde(default)]
+    pub hosts: Vec<Spanned<String>>,
+    pub path: Spanned<String>,
+    #[serde(default)]
+    pub methods: Vec<Spanned<String>>,
+    pub upstream: Spanned<String>,
+    #[serde(default)]
+    pub max_body_bytes: Option<ByteSize>,
+    #[serde(default)]
+    pub modes: RawModes,
+}
+
+/// Per-stage enforce/monitor switches; unset stages inherit (route → global → enforce).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawModes {
+    #[serde(default)]
+    pub admit: Option<Mode>,
+    #[serde(default)]
+    pub identify: Option<Mode>,
+    #[serde(default)]
+    pub authorize: Option<Mode>,
+    #[serde(default)]
+    pub throttle: Option<Mode>,
+    #[serde(default)]
+    pub inspect: Option<Mode>,
+    #[serde(default)]
+    pub respond: Option<Mode>,
+}
+
+/// A duration written as `250ms`, `10s`, `5m`, or a bare number of seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Repr {
+            Secs(u64),
+            Text(String),
+        }
+        match Repr::deserialize(d)? {
+            Repr::Secs(s) => Ok(Dur(Duration::from_secs(s))),
+            Repr::Text(t) => humantime::parse_duration(t.trim()).map(Dur).map_err(|e| {
+                serde::de::Error::custom(format!("invalid duration `{t}` ({e}); write e.g. `250ms`, `10s`, `5m`"))
+            }),
+        }
+    }
+}
+
+/// A size written as a number of bytes or with a unit: `512`, `16KiB`, `1MiB`, `10MB`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    pub fn parse(text: &str) -> Option<u64> {
+        let t = text.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let n: u64 = num.parse().ok()?;
+        let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "kb" => 1000,
+            "kib" | "k" => 1024,
+            "mb" => 1_000_000,
+            "mib" | "m" => 1024 * 1024,
+            "gb" => 1_000_000_000,
+            "gib" | "g" => 1024 * 1024 * 1024,
+            _ => return None,
+        };
+        n.checked_mul(mult)
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Repr {
+            Bytes(u64),
+            Text(String),
+        }
+        match Repr::deserialize(d)? {
+            Repr::Bytes(b) => Ok(ByteSize(b)),
+            Repr::Text(t) => ByteSize::parse(&t).map(ByteSize).ok_or_else(|| {
+                serde::de::Error::custom(format!("invalid size `{t}`; write e.g. `512`, `16KiB`, `1MiB`"))
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_units() {
+        assert_eq!(ByteSize::parse("512"), Some(512));
+        assert_eq!(ByteSize::parse("16KiB"), Some(16384));
+        assert_eq!(ByteSize::parse("1 MiB"), Some(1 << 20));
+        assert_eq!(ByteSize::parse("10MB"), Some(10_000_000));
+        assert_eq!(ByteSize::parse("lots"), None);
+        assert_eq!(ByteSize::parse("99999999999999999999GiB"), None);
+    }
+}

@@ -1,0 +1,227 @@
+//! The vocabulary every stage speaks: a stage either lets the request continue or rejects it with a
+//! [`Rejection`] that carries a stable code, an HTTP status and an OWASP API Security Top 10 category.
+
+use http::StatusCode;
+use serde::Deserialize;
+use std::fmt;
+
+/// What a stage decided about a request.
+#[derive(Debug)]
+pub enum Verdict {
+    /// The request may go on to the next stage.
+    Continue,
+    /// The request must stop here (or, in monitor mode, be recorded as if it had).
+    Reject(Rejection),
+}
+
+/// The stages of the pipeline, in the order a request meets them. Used to pick a stage's mode and to label
+/// rejections in the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StageName {
+    Admit,
+    Route,
+    Identify,
+    Authorize,
+    Throttle,
+    Inspect,
+    Forward,
+    Respond,
+}
+
+impl StageName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StageName::Admit => "admit",
+            StageName::Route => "route",
+            StageName::Identify => "identify",
+            StageName::Authorize => "authorize",
+            StageName::Throttle => "throttle",
+            StageName::Inspect => "inspect",
+            StageName::Forward => "forward",
+            StageName::Respond => "respond",
+        }
+    }
+}
+
+/// Whether a stage's rejections stop the request (`enforce`) or are only recorded (`monitor`), so a policy can
+/// be rolled out safely before it bites.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Enforce,
+    Monitor,
+}
+
+/// OWASP API Security Top 10 (2023): the category every rejection is filed under, so security events can be
+/// grouped the way auditors think.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owasp {
+    Api1BrokenObjectLevelAuthorization,
+    Api2BrokenAuthentication,
+    Api3BrokenObjectPropertyLevelAuthorization,
+    Api4UnrestrictedResourceConsumption,
+    Api5BrokenFunctionLevelAuthorization,
+    Api6UnrestrictedAccessToSensitiveBusinessFlows,
+    Api7ServerSideRequestForgery,
+    Api8SecurityMisconfiguration,
+    Api9ImproperInventoryManagement,
+    Api10UnsafeConsumptionOfApis,
+}
+
+impl Owasp {
+    /// The short identifier used in logs and the rejection-code table, e.g. `API4:2023`.
+    pub fn id(self) -> &'static str {
+        match self {
+            Owasp::Api1BrokenObjectLevelAuthorization => "API1:2023",
+            Owasp::Api2BrokenAuthentication => "API2:2023",
+            Owasp::Api3BrokenObjectPropertyLevelAuthorization => "API3:2023",
+            Owasp::Api4UnrestrictedResourceConsumption => "API4:2023",
+            Owasp::Api5BrokenFunctionLevelAuthorization => "API5:2023",
+            Owasp::Api6UnrestrictedAccessToSensitiveBusinessFlows => "API6:2023",
+            Owasp::Api7ServerSideRequestForgery => "API7:2023",
+            Owasp::Api8SecurityMisconfiguration => "API8:2023",
+            Owasp::Api9ImproperInventoryManagement => "API9:2023",
+            Owasp::Api10UnsafeConsumptionOfApis => "API10:2023",
+        }
+    }
+}
+
+/// Every reason the gateway answers a request itself. Each variant has one stable code: clients, dashboards and
+/// alert rules key on it, so a code is never renamed once shipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    AdminBadRequest,
+    AdmitUriTooLong,
+    AdmitHeadersTooLarge,
+    AdmitBodyTooLarge,
+    AdmitIpDenied,
+    AdmitBadPath,
+    AdmitBadRequest,
+    RouteNotFound,
+    RouteMethodNotAllowed,
+    UpstreamUnreachable,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+    UpstreamBadResponse,
+}
+
+impl Code {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::AdminBadRequest => "admin.bad_request",
+            Code::AdmitUriTooLong => "admit.uri_too_long",
+            Code::AdmitHeadersTooLarge => "admit.headers_too_large",
+            Code::AdmitBodyTooLarge => "admit.body_too_large",
+            Code::AdmitIpDenied => "admit.ip_denied",
+            Code::AdmitBadPath => "admit.bad_path",
+            Code::AdmitBadRequest => "admit.bad_request",
+            Code::RouteNotFound => "route.not_found",
+            Code::RouteMethodNotAllowed => "route.method_not_allowed",
+            Code::UpstreamUnreachable => "upstream.unreachable",
+            Code::UpstreamTimeout => "upstream.timeout",
+            Code::UpstreamUnavailable => "upstream.unavailable",
+            Code::UpstreamBadResponse => "upstream.bad_response",
+        }
+    }
+
+    pub fn status(self) -> StatusCode {
+        match self {
+            Code::AdminBadRequest | Code::AdmitBadPath | Code::AdmitBadRequest => StatusCode::BAD_REQUEST,
+            Code::AdmitUriTooLong => StatusCode::URI_TOO_LONG,
+            Code::AdmitHeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Code::AdmitBodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Code::AdmitIpDenied => StatusCode::FORBIDDEN,
+            Code::RouteNotFound => StatusCode::NOT_FOUND,
+            Code::RouteMethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Code::UpstreamUnreachable | Code::UpstreamBadResponse => StatusCode::BAD_GATEWAY,
+            Code::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Code::UpstreamUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The OWASP category, or `None` for availability failures that are not an attack (a dead upstream).
+    pub fn owasp(self) -> Option<Owasp> {
+        match self {
+            Code::AdminBadRequest => None,
+            Code::AdmitUriTooLong | Code::AdmitHeadersTooLarge | Code::AdmitBodyTooLarge => {
+                Some(Owasp::Api4UnrestrictedResourceConsumption)
+            }
+            Code::AdmitIpDenied | Code::AdmitBadPath | Code::AdmitBadRequest => Some(Owasp::Api8SecurityMisconfiguration),
+            Code::RouteNotFound | Code::RouteMethodNotAllowed => Some(Owasp::Api9ImproperInventoryManagement),
+            Code::UpstreamUnreachable | Code::UpstreamTimeout | Code::UpstreamUnavailable | Code::UpstreamBadResponse => {
+                None
+            }
+        }
+    }
+
+    /// The stage that emits this code.
+    pub fn stage(self) -> StageName {
+        match self {
+            Code::AdminBadRequest => StageName::Admit,
+            Code::AdmitUriTooLong
+            | Code::AdmitHeadersTooLarge
+            | Code::AdmitBodyTooLarge
+            | Code::AdmitIpDenied
+            | Code::AdmitBadPath
+            | Code::AdmitBadRequest => StageName::Admit,
+            Code::RouteNotFound | Code::RouteMethodNotAllowed => StageName::Route,
+            Code::UpstreamUnreachable | Code::UpstreamTimeout | Code::UpstreamUnavailable | Code::UpstreamBadResponse => {
+                StageName::Forward
+            }
+        }
+    }
+
+    /// Whether this is a security decision (recorded as a security event) rather than an availability failure.
+    pub fn is_security(self) -> bool {
+        self.owasp().is_some()
+    }
+
+    /// Every code, for the README table and tests that check it stays complete.
+    pub const ALL: &'static [Code] = &[
+        Code::AdminBadRequest,
+        Code::AdmitUriTooLong,
+        Code::AdmitHeadersTooLarge,
+        Code::AdmitBodyTooLarge,
+        Code::AdmitIpDenied,
+        Code::AdmitBadPath,
+        Code::AdmitBadRequest,
+        Code::RouteNotFound,
+        Code::RouteMethodNotAllowed,
+        Code::UpstreamUnreachable,
+        Code::UpstreamTimeout,
+        Code::UpstreamUnavailable,
+        Code::UpstreamBadResponse,
+    ];
+}
+
+impl fmt::Display for Code {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a request was stopped. `detail` is for the operator's log only; the client sees the code and a generic
+/// title, never internals.
+#[derive(Debug, Clone)]
+pub struct Rejection {
+    pub code: Code,
+    pub detail: String,
+    /// Extra response headers the client needs to act (e.g. `Allow` on a 405).
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+}
+
+impl Rejection {
+    pub fn new(code: Code, detail: impl Into<String>) -> Self {
+        Rejection { code, detail: detail.into(), headers: Vec::new() }
+    }
+
+    pub fn with_header(mut self, name: http::HeaderName, value: http::HeaderValue) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.code.status()
+    }
+}

@@ -1,0 +1,145 @@
+//! Serving one accepted connection: TLS handshake (bounded by the header-read timeout), protocol choice
+//! (ALPN h2, HTTP/1.1, optional h2c), hyper's limits, idle timeout and graceful shutdown.
+
+use super::idle::{Activity, IdleIo};
+use crate::config::ConnLimits;
+use crate::proxy::{self, ConnInfo, Shared};
+use crate::server::tls::PeerCert;
+use crate::stages::admit::ConnSlot;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Proto {
+    Http1,
+    Http2,
+    Auto,
+}
+
+pub(crate) async fn serve(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    listener: usize,
+    worker: usize,
+    slot: ConnSlot,
+    shutdown: watch::Receiver<bool>,
+) {
+    let _slot = slot;
+    shared.metrics.connections_open.inc();
+    let gauge = shared.metrics.connections_open.clone();
+    let _open = OnDrop(Some(move || {
+        gauge.dec();
+    }));
+    let _ = stream.set_nodelay(true);
+    let (tls_config, h2c, limits) = {
+        let rt = shared.runtime.load();
+        let spec = rt.listeners.get(listener);
+        (spec.and_then(|s| s.tls_config.clone()), spec.is_some_and(|s| s.h2c), rt.limits)
+    };
+    let activity = Arc::new(Activity::new());
+    match tls_config {
+        Some(cfg) => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
+            let tls = match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(s)) => s,
+                _ => return,
+            };
+            let (_, session) = tls.get_ref();
+            let proto = if session.alpn_protocol() == Some(b"h2") { Proto::Http2 } else { Proto::Http1 };
+            let client_cert = session.peer_certificates().and_then(|c| c.first()).map(|c| Arc::new(PeerCert::from_der(c)));
+            let info = ConnInfo { peer, tls: true, client_cert, worker, listener };
+            serve_http(shared.clone(), IdleIo::new(tls, activity.clone()), info, proto, limits, activity, shutdown).await;
+        }
+        None => {
+            let info = ConnInfo { peer, tls: false, client_cert: None, worker, listener };
+            let proto = if h2c { Proto::Auto } else { Proto::Http1 };
+            serve_http(shared.clone(), IdleIo::new(stream, activity.clone()), info, proto, limits, activity, shutdown).await;
+        }
+    }
+}
+
+/// Runs a closure when dropped, so every exit of a connection task releases what it took.
+struct OnDrop<F: FnOnce()>(Option<F>);
+
+impl<F: FnOnce()> Drop for OnDrop<F> {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f()
+        }
+    }
+}
+
+async fn serve_http<I>(
+    shared: Arc<Shared>,
+    io: I,
+    info: ConnInfo,
+    proto: Proto,
+    limits: ConnLimits,
+    activity: Arc<Activity>,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size((limits.max_header_bytes * 2 + 16 * 1024).max(8192))
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size((limits.max_header_bytes as u32).saturating_mul(2))
+        .max_concurrent_streams(256);
+    let builder = match proto {
+        Proto::Http1 => builder.http1_only(),
+        Proto::Http2 => builder.http2_only(),
+        Proto::Auto => builder,
+    };
+    let info = Arc::new(info);
+    let svc_activity = activity.clone();
+    let svc = service_fn(move |req| {
+        let shared = shared.clone();
+        let info = info.clone();
+        let activity = svc_activity.clone();
+        async move {
+            let _busy = activity.busy();
+            Ok::<_, Infallible>(proxy::handle(&shared, &info, req).await)
+        }
+    });
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    let idle = limits.idle_timeout;
+    let tick_every = (idle / 4).max(Duration::from_millis(50));
+    let mut tick = tokio::time::interval(tick_every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut closing = *shutdown.borrow();
+    if closing {
+        conn.as_mut().graceful_shutdown();
+    }
+    loop {
+        tokio::select! {
+            _ = conn.as_mut() => break,
+            _ = shutdown.changed(), if !closing => {
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = tick.tick(), if !closing => {
+                if !idle.is_zero() && activity.idle_for() >= idle {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! The stages of the request path (DESIGN.md §1). Each module owns one stage's compiled policy and its checks;
+//! [`crate::proxy`] runs them in order.
+
+pub mod admit;
+pub mod normalize;
+pub mod record;
+pub mod route;

@@ -1,0 +1,188 @@
+//! Path normalisation before routing, so that a route's protections cannot be dodged by spelling the path
+//! differently: `//`, `/./`, `/../`, `%2e%2e`, `%6cogin` and friends all reach the route the upstream would serve.
+//! Ambiguous spellings that different servers read differently (encoded `/` or `\`, NUL, `..;`, double-encoded
+//! dots and slashes, traversal above the root) are refused instead of guessed.
+
+use std::borrow::Cow;
+
+/// Why a path was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    #[error("path does not start with `/`")]
+    NotAbsolute,
+    #[error("malformed percent-encoding")]
+    BadEncoding,
+    #[error("encoded `/`, `\\` or NUL in the path")]
+    EncodedSeparator,
+    #[error("backslash in the path")]
+    Backslash,
+    #[error("double-encoded traversal characters")]
+    DoubleEncoded,
+    #[error("`..` climbs above the root")]
+    AboveRoot,
+    #[error("path parameter on a dot segment (`..;`)")]
+    DotSegmentParam,
+    #[error("control character in the path")]
+    Control,
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Returns the canonical form of `path` (no query), borrowing when it is already canonical — the common case.
+pub fn normalize(path: &str) -> Result<Cow<'_, str>, PathError> {
+    let bytes = path.as_bytes();
+    if bytes.first() != Some(&b'/') {
+        return Err(PathError::NotAbsolute);
+    }
+    // One pass to see whether anything needs work at all.
+    let mut needs_work = false;
+    let mut prev = 0u8;
+    for &b in bytes {
+        match b {
+            b'%' | b';' => needs_work = true,
+            b'\\' => return Err(PathError::Backslash),
+            0..=0x1f | 0x7f => return Err(PathError::Control),
+            b'/' if prev == b'/' => needs_work = true,
+            b'.' if prev == b'/' => needs_work = true,
+            _ => {}
+        }
+        prev = b;
+    }
+    if !needs_work {
+        return Ok(Cow::Borrowed(path));
+    }
+
+    // Decode unreserved characters, upper-case the hex of the rest, refuse ambiguous encodings.
+    let mut decoded = String::with_capacity(path.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == b'%' {
+            let (Some(h), Some(l)) = (bytes.get(i + 1).and_then(|&c| hex(c)), bytes.get(i + 2).and_then(|&c| hex(c)))
+            else {
+                return Err(PathError::BadEncoding);
+            };
+            let v = h * 16 + l;
+            match v {
+                b'/' | b'\\' | 0 => return Err(PathError::EncodedSeparator),
+                0x01..=0x1f | 0x7f => return Err(PathError::Control),
+                b'%' => {
+                    // `%25` followed by the encoding of `.`, `/` or `\` only exists to fool a second decoder.
+                    if let (Some(h2), Some(l2)) =
+                        (bytes.get(i + 3).and_then(|&c| hex(c)), bytes.get(i + 4).and_then(|&c| hex(c)))
+                    {
+                        if matches!(h2 * 16 + l2, b'.' | b'/' | b'\\' | 0) {
+                            return Err(PathError::DoubleEncoded);
+                        }
+                    }
+                    decoded.push_str("%25");
+                }
+                _ if is_unreserved(v) => decoded.push(v as char),
+                _ => {
+                    decoded.push('%');
+                    decoded.push(char::from(b"0123456789ABCDEF"[(v >> 4) as usize]));
+                    decoded.push(char::from(b"0123456789ABCDEF"[(v & 15) as usize]));
+                }
+            }
+            i += 3;
+        } else {
+            // Non-ASCII bytes cannot occur: hyper only accepts visible ASCII in the request target.
+            decoded.push(b as char);
+            i += 1;
+        }
+    }
+
+    // Resolve segments.
+    let trailing_slash = decoded.ends_with('/') && decoded.len() > 1;
+    let mut out: Vec<&str> = Vec::new();
+    for seg in decoded.split('/') {
+        let bare = seg.split(';').next().unwrap_or(seg);
+        if bare != seg && (bare == "." || bare == "..") {
+            return Err(PathError::DotSegmentParam);
+        }
+        match seg {
+            "" | "." => {}
+            ".." => {
+                if out.pop().is_none() {
+                    return Err(PathError::AboveRoot);
+                }
+            }
+            s => out.push(s),
+        }
+    }
+    let mut result = String::with_capacity(decoded.len());
+    for seg in &out {
+        result.push('/');
+        result.push_str(seg);
+    }
+    if result.is_empty() || trailing_slash || decoded.ends_with("/.") || decoded.ends_with("/..") {
+        result.push('/');
+    }
+    Ok(Cow::Owned(result))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(p: &str) -> Result<String, PathError> {
+        normalize(p).map(|c| c.into_owned())
+    }
+
+    #[test]
+    fn canonical_paths_are_borrowed() {
+        assert!(matches!(normalize("/users/42/orders"), Ok(Cow::Borrowed(_))));
+        assert!(matches!(normalize("/"), Ok(Cow::Borrowed(_))));
+        assert!(matches!(normalize("/a.b/c_d-e~f"), Ok(Cow::Borrowed(_))));
+    }
+
+    #[test]
+    fn resolves_dots_and_double_slashes() {
+        assert_eq!(n("//admin"), Ok("/admin".into()));
+        assert_eq!(n("/public/../admin"), Ok("/admin".into()));
+        assert_eq!(n("/./admin/./x"), Ok("/admin/x".into()));
+        assert_eq!(n("/a/b/.."), Ok("/a/".into()));
+        assert_eq!(n("/a//b/"), Ok("/a/b/".into()));
+    }
+
+    #[test]
+    fn decodes_unreserved_and_canonicalises_the_rest() {
+        assert_eq!(n("/%6cogin"), Ok("/login".into()));
+        assert_eq!(n("/%2e%2e/x"), Err(PathError::AboveRoot));
+        assert_eq!(n("/a/%2e%2e/admin"), Ok("/admin".into()));
+        assert_eq!(n("/a%20b%3f"), Ok("/a%20b%3F".into()));
+    }
+
+    #[test]
+    fn refuses_ambiguous_spellings() {
+        assert_eq!(n("/..").unwrap_err(), PathError::AboveRoot);
+        assert_eq!(n("/a/..%2fadmin").unwrap_err(), PathError::EncodedSeparator);
+        assert_eq!(n("/a%5cb").unwrap_err(), PathError::EncodedSeparator);
+        assert_eq!(n("/a\\b").unwrap_err(), PathError::Backslash);
+        assert_eq!(n("/a%00").unwrap_err(), PathError::EncodedSeparator);
+        assert_eq!(n("/a/..;/admin").unwrap_err(), PathError::DotSegmentParam);
+        assert_eq!(n("/%252e%252e/admin").unwrap_err(), PathError::DoubleEncoded);
+        assert_eq!(n("/%zz").unwrap_err(), PathError::BadEncoding);
+        assert_eq!(n("/%4").unwrap_err(), PathError::BadEncoding);
+        assert_eq!(n("x").unwrap_err(), PathError::NotAbsolute);
+    }
+
+    #[test]
+    fn output_is_a_fixed_point() {
+        for p in ["/a/./b//c/../d/", "/%41%42/x", "/x;y=1/z", "/a%20b"] {
+            let once = n(p).unwrap();
+            assert_eq!(n(&once).unwrap(), once, "{p}");
+        }
+    }
+}
