@@ -248,6 +248,12 @@ fn one_pass(s: &[u8], out: &mut Vec<u8>) -> bool {
                             continue;
                         }
                     }
+                    Some(b'0') if !s.get(i + 2).is_some_and(u8::is_ascii_digit) => {
+                        // "\0" written out is a NUL for JS and C parsers
+                        i += 2;
+                        changed = true;
+                        continue;
+                    }
                     Some(b'x') => {
                         if let Some(v) = hex_at(s, i + 2, 2) {
                             out.push(v as u8);

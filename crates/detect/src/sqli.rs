@@ -813,6 +813,14 @@ impl Parser<'_> {
                     && matches!(self.k(i + 2), Some(K::Str))
             }
             Kw::Set => next == Some(K::Var) && self.k(i + 2) == Some(K::Cmp),
+            Kw::Other if eq_ci(self.text(i), b"begin") => self.statement(i + 1, strict),
+            Kw::Other if eq_ci(self.text(i), b"if") => {
+                let mut info = Info::default();
+                match self.expr(i + 1, &mut info, 0) {
+                    Some((e, _)) if info.cmp => self.statement(e, strict),
+                    _ => false,
+                }
+            }
             _ => false,
         }
     }
@@ -857,7 +865,7 @@ fn analyze(s: &[u8], t: &[Tok], ctx: SqlContext, level: Level) -> Option<&'stati
                     let positioned = i == 0
                         || matches!(t[i - 1].k, K::Num | K::Str | K::RParen | K::Var | K::Lit | K::Func)
                         || (i == 1 && breakout);
-                    if positioned && p.select_list(j + 1, false) || p.select_list(j + 1, true) {
+                    if positioned && (p.select_list(j + 1, false) || p.at_end(j + 1)) || p.select_list(j + 1, true) {
                         return Some("union select");
                     }
                 }
@@ -886,7 +894,7 @@ fn analyze(s: &[u8], t: &[Tok], ctx: SqlContext, level: Level) -> Option<&'stati
         }
         if p.statement(j, true) {
             let marks = t.iter().any(|x| {
-                matches!(x.k, K::Star | K::Comma | K::LParen | K::Var | K::Semi | K::Comment | K::Cmp | K::Str | K::Num)
+                matches!(x.k, K::Star | K::Comma | K::LParen | K::Var | K::Semi | K::Comment | K::Cmp | K::Kw(Kw::From))
             });
             if marks || !matches!(p.k(j), Some(K::Kw(Kw::Select))) {
                 return Some("sql statement");
@@ -901,9 +909,13 @@ fn analyze(s: &[u8], t: &[Tok], ctx: SqlContext, level: Level) -> Option<&'stati
         None if breakout => 1,
         None => 0,
     };
-    if !breakout && first_end == 0 && !matches!(p.k(0), Some(K::RParen)) {
+    if !breakout && first_end == 0 && !matches!(p.k(0), Some(K::RParen | K::Logic)) {
         return None;
     }
+    let first_is_value = t
+        .iter()
+        .find(|x| !matches!(x.k, K::Arith | K::LParen))
+        .is_some_and(|x| matches!(x.k, K::Num | K::Var));
     let mut i = first_end;
     let mut valid = false;
     let mut comment = false;
@@ -940,7 +952,7 @@ fn analyze(s: &[u8], t: &[Tok], ctx: SqlContext, level: Level) -> Option<&'stati
             Some(K::Kw(Kw::Order | Kw::Group)) if p.k(i + 1) == Some(K::Kw(Kw::By)) => {
                 let mut ci = Info::default();
                 match p.expr(i + 2, &mut ci, 0) {
-                    Some((e, k)) if breakout || k != K::Word => {
+                    Some((e, k)) if breakout || k != K::Word || first_is_value => {
                         clause = true;
                         i = e;
                         while p.k(i) == Some(K::Comma) {
@@ -957,7 +969,7 @@ fn analyze(s: &[u8], t: &[Tok], ctx: SqlContext, level: Level) -> Option<&'stati
                 }
             }
             Some(K::Kw(Kw::Having)) => match p.expr(i + 1, &mut info, 0) {
-                Some((e, _)) if info.cmp => {
+                Some((e, _)) => {
                     clause = true;
                     i = e;
                 }
@@ -971,6 +983,23 @@ fn analyze(s: &[u8], t: &[Tok], ctx: SqlContext, level: Level) -> Option<&'stati
                 }
             }
             Some(K::Kw(Kw::Into)) if matches!(p.k(i + 1), Some(K::Kw(Kw::Outfile))) => return Some("into outfile"),
+            Some(K::Kw(Kw::Union)) => {
+                let mut j = i + 1;
+                while matches!(p.k(j), Some(K::Kw(Kw::All | Kw::Distinct))) {
+                    j += 1;
+                }
+                if p.at_end(j) {
+                    clause = true;
+                    i = j;
+                } else {
+                    break;
+                }
+            }
+            Some(K::Kw(Kw::Select | Kw::Insert | Kw::Update | Kw::Delete | Kw::Drop | Kw::Exec | Kw::Declare | Kw::Shutdown))
+                if (breakout || first_end > 0) && p.statement(i, true) =>
+            {
+                return Some("appended statement");
+            }
             Some(K::Kw(Kw::Procedure)) if breakout => return Some("procedure analyse"),
             Some(K::Semi) if p.at_end(i + 1) => {
                 i += 1;
@@ -988,6 +1017,10 @@ fn analyze(s: &[u8], t: &[Tok], ctx: SqlContext, level: Level) -> Option<&'stati
         };
         trimmed.len() <= 40 && !trimmed.iter().any(|c| is_space(*c))
     };
+    let very_strong = info.logic && info.cmp_nonword && (info.func || info.var || info.subq);
+    if very_strong && (breakout || parens > 0 || info.atoms >= 3) && first_end > 0 {
+        return Some("boolean expression with functions");
+    }
     let strong_logic = info.logic && (info.cmp_nonword || info.func || info.subq || info.var || info.case_);
     if (info.danger || info.subq) && (breakout || info.logic || info.cmp) && (valid || info.danger) {
         return Some("subquery or function in boolean context");
@@ -998,7 +1031,7 @@ fn analyze(s: &[u8], t: &[Tok], ctx: SqlContext, level: Level) -> Option<&'stati
     if strong_logic && (breakout || parens > 0 || info.atoms >= 3) {
         return Some("boolean tautology");
     }
-    if clause && (breakout || parens > 0 || t.first().is_some_and(|x| matches!(x.k, K::Num | K::Var))) {
+    if clause && (breakout || parens > 0 || first_is_value) {
         return Some("clause after value");
     }
     if info.sysname && (breakout || parens > 0) && (info.logic || info.cmp) {
@@ -1009,11 +1042,20 @@ fn analyze(s: &[u8], t: &[Tok], ctx: SqlContext, level: Level) -> Option<&'stati
         if info.logic && info.since_logic_atoms == 1 && info.since_logic_lit && (comment || last_open) && compact {
             return Some("boolean literal tail");
         }
-        if info.cmp && info.cmp_nonword && !info.logic && info.words == 0 && compact && (comment || last_open) {
+        if info.cmp && info.cmp_nonword && !info.logic && info.words == 0 && compact && last_open && symbolic_cmp(s, t) {
             return Some("quoted comparison");
         }
-        if comment && first_end == 1 && compact {
+        if comment && first_end == 1 && compact && comment_is_bare(s, t) {
             return Some("comment truncation");
+        }
+        if comment && info.logic && info.cmp && compact {
+            return Some("boolean comparison before comment");
+        }
+        if info.cmp_nonword && !info.logic && info.words == 0 && compact && (comment || last_open_str(t)) && ctx == SqlContext::Single {
+            return Some("quoted comparison");
+        }
+        if arith_only_quoted(&info, t, first_end) && ctx == SqlContext::Single && compact {
+            return Some("quoted operator");
         }
         if level >= Level::L2 && comment && compact {
             return Some("comment after breakout");
@@ -1021,6 +1063,10 @@ fn analyze(s: &[u8], t: &[Tok], ctx: SqlContext, level: Level) -> Option<&'stati
         if level >= Level::L2 && info.logic && compact && info.cmp {
             return Some("boolean comparison");
         }
+    } else if comment && first_is_value && (first_end <= 2 || info.func || info.subq || info.var) && comment_is_bare(s, t) && !t.iter().any(|x| x.k == K::Comment && s.get(x.s as usize) == Some(&b'#')) {
+        return Some("value then comment");
+    } else if comment && (info.func || info.var || info.subq) && t.first().is_some_and(|x| x.k == K::LParen) {
+        return Some("expression then comment");
     } else if level >= Level::L2 && info.logic && info.cmp_nonword {
         return Some("boolean comparison");
     }
@@ -1028,6 +1074,31 @@ fn analyze(s: &[u8], t: &[Tok], ctx: SqlContext, level: Level) -> Option<&'stati
         return Some("quote breakout");
     }
     None
+}
+
+fn last_open_str(t: &[Tok]) -> bool {
+    t.last().is_some_and(|x| x.k == K::Str && x.open)
+}
+
+/// The comment that ends the value carries no prose (`--`, `-- -`, `#`, `/*`).
+fn comment_is_bare(s: &[u8], t: &[Tok]) -> bool {
+    let Some(c) = t.iter().find(|x| x.k == K::Comment) else {
+        return false;
+    };
+    let body = &s[(c.s as usize).min(s.len())..(c.e as usize).min(s.len())];
+    let body = body.strip_prefix(b"--").or_else(|| body.strip_prefix(b"#")).or_else(|| body.strip_prefix(b"/*")).unwrap_or(body);
+    let first = body.iter().find(|b| !is_space(**b));
+    !first.is_some_and(u8::is_ascii_alphanumeric)
+}
+
+/// Only symbolic comparison operators (`=`, `<>`…) between the breakout and the reopened quote.
+fn symbolic_cmp(s: &[u8], t: &[Tok]) -> bool {
+    t.iter().filter(|x| x.k == K::Cmp).all(|x| s.get(x.s as usize).is_some_and(|b| !b.is_ascii_alphabetic()))
+}
+
+/// `'&'`, `A' DIV 'B`: breakout, one arithmetic operator, a reopened quote.
+fn arith_only_quoted(info: &Info, t: &[Tok], first_end: usize) -> bool {
+    info.words == 0 && first_end == t.len() && t.len() == 3 && t[1].k == K::Arith && t[2].k == K::Str && t[2].open
 }
 
 /// A libinjection-style fingerprint of the first tokens (for logs and debugging).
@@ -1091,6 +1162,9 @@ pub(crate) fn has_bare_keyword_attack(s: &[u8]) -> bool {
     crate::text::contains_ci(s, b"union") && crate::text::contains_ci(s, b"select")
         || crate::text::contains_ci(s, b"waitfor")
         || crate::text::contains_ci(s, b"powershell")
+        || crate::text::contains_ci(s, b"order by")
+        || crate::text::contains_ci(s, b"group by")
+        || crate::text::contains_ci(s, b"--")
 }
 
 fn classify_one(s: &[u8], level: Level, toks: &mut Vec<Tok>, classes: crate::ByteClasses) -> Option<(&'static str, SqlContext)> {

@@ -178,7 +178,8 @@ pub(crate) fn scan_ssti(v: &View<'_>) -> Option<Finding> {
                 Some(e) => &window[..e],
                 None => window,
             };
-            if dynamic_expr(inner) {
+            let call_in_el = matches!(*open, b"${" | b"#{") && inner.iter().position(|&b| b == b'(').is_some_and(|q| q > 0 && inner[..q].iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'@' | b'.' | b'_' | b' ')));
+            if dynamic_expr(inner) || call_in_el {
                 return f(p);
             }
             from = inner_start;

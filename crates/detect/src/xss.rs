@@ -2,13 +2,13 @@
 //! handlers, script-bearing URLs and styles), plus the attribute-breakout and JavaScript
 //! sink forms that work without a new tag (`" onfocus=…`, `javascript:…`, `alert(1)`).
 
-use crate::prefilter::{BACKTICK, COLON, EQ, LT, PAREN};
+use crate::prefilter::{BACKTICK, BRACKET, COLON, EQ, LT, PAREN};
 use crate::text::{eq_ci, excerpt, in_list, is_space, lower, starts_ci};
 use crate::{Family, Finding, Level, Place, View};
 
 /// Elements that run script or load active content by themselves.
 const DANGEROUS_TAGS: &[&str] = &[
-    "script", "iframe", "frame", "frameset", "object", "embed", "applet", "base", "meta", "style", "xml", "import",
+    "xsl:stylesheet", "script", "iframe", "frame", "frameset", "object", "embed", "applet", "base", "meta", "style", "xml", "import",
     "vmlframe", "isindex", "handler", "listener", "xss", "portal", "svg:script", "xmp", "plaintext",
 ];
 
@@ -23,7 +23,7 @@ const SINKS: &[&str] = &[
 
 /// Detector entry point.
 pub(crate) fn scan(v: &View<'_>) -> Option<Finding> {
-    if !v.classes.any(LT | COLON | EQ | PAREN | BACKTICK) {
+    if !v.classes.any(LT | COLON | EQ | PAREN | BACKTICK | BRACKET) {
         return None;
     }
     if v.ctx.place == Place::JsonKey {
@@ -46,7 +46,15 @@ pub(crate) fn scan(v: &View<'_>) -> Option<Finding> {
             return f(at, "event handler");
         }
     }
-    if v.classes.any(PAREN | BACKTICK) {
+    if v.classes.any(PAREN) {
+        if let Some(p) = crate::text::find_ci(s, b"expression(") {
+            let before = s[..p].iter().rposition(|b| !is_space(*b));
+            if before.is_some_and(|b| s[b] == b':') {
+                return f(p, "css expression");
+            }
+        }
+    }
+    if v.classes.any(PAREN | BACKTICK | BRACKET) {
         if let Some(at) = sink_call(s) {
             return f(at, "sink call");
         }
@@ -72,6 +80,9 @@ fn scan_tags(s: &[u8], level: Level) -> Option<(usize, &'static str)> {
         if s.get(j) == Some(&b'!') && starts_ci(s, j + 1, b"--#") {
             i = j;
             continue;
+        }
+        if s.get(j) == Some(&b'?') && (starts_ci(s, j + 1, b"import") || starts_ci(s, j + 1, b"xml-stylesheet") || starts_ci(s, j + 1, b"xml:namespace")) {
+            return Some((start, "processing instruction"));
         }
         while j < n && s[j] == b'<' {
             j += 1;
@@ -133,14 +144,15 @@ fn scan_tags(s: &[u8], level: Level) -> Option<(usize, &'static str)> {
             if is_handler_name(attr) && (!value.is_empty() || level >= Level::L2) {
                 return Some((an, "event handler"));
             }
-            if eq_ci(attr, b"srcdoc") || (eq_ci(attr, b"style") && style_is_active(value)) {
+            if in_list(attr, &["srcdoc", "dataformatas", "datasrc", "ev:event", "ev:handler"]) || style_is_active(value) {
                 return Some((an, "active attribute"));
             }
             if script_scheme_at(value).is_some() {
                 return Some((an, "script url"));
             }
-            if (eq_ci(name, b"link") && eq_ci(attr, b"rel") && eq_ci(value, b"import"))
-                || (eq_ci(name, b"meta") && eq_ci(attr, b"http-equiv") && eq_ci(value, b"refresh"))
+            if (eq_ci(name, b"link") && eq_ci(attr, b"rel") && (eq_ci(value, b"import") || eq_ci(value, b"stylesheet")))
+                || (eq_ci(name, b"meta") && (eq_ci(attr, b"http-equiv") || eq_ci(attr, b"charset") && crate::text::contains_ci(value, b"utf")))
+                || (in_list(name, &["set", "animate"]) && eq_ci(attr, b"attributename") && (crate::text::contains_ci(value, b"href") || value.len() > 2 && eq_ci(&value[..2], b"on")))
             {
                 return Some((an, "active element"));
             }
@@ -162,10 +174,41 @@ fn is_handler_name(attr: &[u8]) -> bool {
 }
 
 fn style_is_active(v: &[u8]) -> bool {
-    let compact: Vec<u8> = v.iter().filter(|c| !is_space(**c)).map(|c| lower(*c)).take(2048).collect();
-    ["expression(", "javascript:", "vbscript:", "behavior:", "-moz-binding", "@import", "url(javascript", "url(\"javascript", "url('javascript"]
+    let compact: Vec<u8> = css_unescape(v).into_iter().filter(|c| !is_space(*c)).map(lower).take(2048).collect();
+    ["expression(", "javascript:", "vbscript:", "behavior:", "behaviour:", "binding:", "@import", "url(javascript", "url(\"javascript", "url('javascript"]
         .iter()
         .any(|p| crate::text::find_ci(&compact, p.as_bytes()).is_some())
+}
+
+/// Resolves CSS escapes (`\28` → `(`, `\0075` → `u`, `\x` → `x`).
+fn css_unescape(v: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(v.len());
+    let mut i = 0;
+    while i < v.len() && out.len() < 4096 {
+        if v[i] == b'\\' {
+            let mut j = i + 1;
+            let mut cp = 0u32;
+            while j < v.len() && j < i + 7 && v[j].is_ascii_hexdigit() {
+                cp = cp * 16 + (v[j] as char).to_digit(16).unwrap_or(0);
+                j += 1;
+            }
+            if j > i + 1 {
+                if let Some(c) = char::from_u32(cp).filter(char::is_ascii) {
+                    out.push(c as u8);
+                }
+                if j < v.len() && v[j] == b' ' {
+                    j += 1;
+                }
+                i = j;
+                continue;
+            }
+            i += 1;
+            continue;
+        }
+        out.push(v[i]);
+        i += 1;
+    }
+    out
 }
 
 /// If `v` (an attribute value or value tail) begins with a script scheme, its length.

@@ -1,0 +1,348 @@
+//! Shared test helpers: a real upstream server, a gateway started from a YAML file on disk, certificates made
+//! with rcgen, and HTTP/1.1, HTTP/2 and TLS clients. Every test talks over real sockets on 127.0.0.1.
+
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use gateway::config::Source;
+use gateway::server::{Gateway, GatewayHandle, StartOptions};
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rcgen::{CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A directory removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        let p = std::env::temp_dir().join(format!("rampart-test-{:016x}", fastrand::u64(..)));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+    pub fn write(&self, name: &str, content: &str) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, content).unwrap();
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A real upstream. Endpoints: `/echo…` (JSON of what it got), `/slow?ms=N`, `/stream?chunks=N&ms=M`,
+/// `/status/NNN`, `/ws` (WebSocket-style upgrade that echoes bytes), anything else `200 upstream:<path>`.
+pub struct TestUpstream {
+    pub addr: SocketAddr,
+    pub hits: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TestUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+type UpBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+fn full(b: impl Into<Bytes>) -> UpBody {
+    Full::new(b.into()).boxed()
+}
+
+fn query_num(q: &str, key: &str, default: u64) -> u64 {
+    q.split('&').filter_map(|kv| kv.split_once('=')).find(|(k, _)| *k == key).and_then(|(_, v)| v.parse().ok()).unwrap_or(default)
+}
+
+async fn upstream_handle(mut req: Request<Incoming>, hits: Arc<AtomicUsize>) -> Result<Response<UpBody>, Infallible> {
+    hits.fetch_add(1, Ordering::SeqCst);
+    let path = req.uri().path().to_string();
+    let query = req.uri().query().unwrap_or("").to_string();
+    if path == "/ws" {
+        let on = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            if let Ok(up) = on.await {
+                let mut io = TokioIo::new(up);
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = io.read(&mut buf).await {
+                    if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        let mut r = Response::new(full(""));
+        *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        r.headers_mut().insert("upgrade", "websocket".parse().unwrap());
+        r.headers_mut().insert("connection", "upgrade".parse().unwrap());
+        return Ok(r);
+    }
+    if path.starts_with("/slow") {
+        tokio::time::sleep(Duration::from_millis(query_num(&query, "ms", 1000))).await;
+        return Ok(Response::new(full("slow")));
+    }
+    if path.starts_with("/stream") {
+        let chunks = query_num(&query, "chunks", 3);
+        let ms = query_num(&query, "ms", 10);
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(4);
+        tokio::spawn(async move {
+            for i in 0..chunks {
+                if tx.send(Ok(Frame::data(Bytes::from(format!("chunk{i};"))))).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+        });
+        let stream = tokio_stream_from(rx);
+        return Ok(Response::new(StreamBody::new(stream).boxed()));
+    }
+    if let Some(code) = path.strip_prefix("/status/") {
+        let mut r = Response::new(full(format!("status {code}")));
+        *r.status_mut() = StatusCode::from_u16(code.parse().unwrap_or(500)).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return Ok(r);
+    }
+    if path.starts_with("/echo") || path.contains("echo") {
+        let method = req.method().to_string();
+        let headers: serde_json::Map<String, serde_json::Value> = req
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.to_string(), serde_json::Value::String(String::from_utf8_lossy(v.as_bytes()).into())))
+            .collect();
+        let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        let v = serde_json::json!({ "method": method, "path": path, "query": query, "headers": headers, "body_len": body.len(),
+            "body": String::from_utf8_lossy(&body[..body.len().min(256)]) });
+        let mut r = Response::new(full(v.to_string()));
+        r.headers_mut().insert("content-type", "application/json".parse().unwrap());
+        return Ok(r);
+    }
+    Ok(Response::new(full(format!("upstream:{path}"))))
+}
+
+fn tokio_stream_from<T: Send + 'static>(mut rx: tokio::sync::mpsc::Receiver<T>) -> impl futures_core::Stream<Item = T> + Send {
+    crate::testkit_stream(move |cx| rx.poll_recv(cx))
+}
+
+impl TestUpstream {
+    pub async fn start() -> TestUpstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::serve(listener)
+    }
+
+    pub fn serve(listener: TcpListener) -> TestUpstream {
+        let addr = listener.local_addr().unwrap();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let h = hits.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((s, _)) = listener.accept().await else { continue };
+                let h = h.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| upstream_handle(req, h.clone()));
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection_with_upgrades(TokioIo::new(s), svc)
+                        .await;
+                });
+            }
+        });
+        TestUpstream { addr, hits, task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+/// A gateway started from YAML written to a file in its own temp dir.
+pub struct TestGateway {
+    pub handle: GatewayHandle,
+    pub dir: TempDir,
+    pub config: PathBuf,
+}
+
+impl TestGateway {
+    pub async fn start(yaml: &str) -> TestGateway {
+        Self::start_in(TempDir::new(), yaml, false).await
+    }
+
+    pub async fn start_in(dir: TempDir, yaml: &str, watch: bool) -> TestGateway {
+        let config = dir.write("rampart.yaml", yaml);
+        let handle = Gateway::start(Source::File(config.clone()), StartOptions { watch })
+            .await
+            .unwrap_or_else(|e| panic!("gateway did not start: {e}"));
+        TestGateway { handle, dir, config }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.handle.addrs[0]
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr(), path)
+    }
+}
+
+/// A config with one plain listener on an ephemeral port, an access log that stays quiet, and the given
+/// upstreams and routes (YAML fragments).
+pub fn config(upstreams: &str, routes: &str, extra: &str) -> String {
+    format!("listen: [{{ addr: \"127.0.0.1:0\" }}]\nworkers: 2\naccess_log: off\n{extra}\nupstreams:\n{upstreams}\nroutes:\n{routes}\n")
+}
+
+pub fn one_upstream(url: &str) -> String {
+    format!("  app: {{ targets: [\"{url}\"], timeouts: {{ connect: 500ms, response: 2s }} }}")
+}
+
+/// A response read whole.
+#[derive(Debug)]
+pub struct Got {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Got {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+    /// The stable code of a problem+json answer.
+    pub fn code(&self) -> String {
+        assert_eq!(self.headers.get("content-type").map(|v| v.to_str().unwrap()), Some("application/problem+json"), "{}", self.text());
+        self.json()["code"].as_str().unwrap_or("").to_string()
+    }
+}
+
+pub async fn read(resp: Response<Incoming>) -> Got {
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    Got { status: parts.status.as_u16(), headers: parts.headers, body }
+}
+
+/// Sends one HTTP/1.1 request on a fresh connection.
+pub async fn send(addr: SocketAddr, req: Request<Full<Bytes>>) -> Got {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(async move {
+        let _ = conn.with_upgrades().await;
+    });
+    let resp = sender.send_request(req).await.unwrap();
+    read(resp).await
+}
+
+pub async fn get(addr: SocketAddr, path: &str) -> Got {
+    send(addr, Request::get(path).header("host", "localhost").body(Full::new(Bytes::new())).unwrap()).await
+}
+
+pub async fn get_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Got {
+    let mut b = Request::get(path).header("host", "localhost");
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    send(addr, b.body(Full::new(Bytes::new())).unwrap()).await
+}
+
+pub async fn post(addr: SocketAddr, path: &str, body: impl Into<Bytes>) -> Got {
+    send(addr, Request::post(path).header("host", "localhost").body(Full::new(body.into())).unwrap()).await
+}
+
+/// Writes raw bytes and reads until the server closes or `wait` passes.
+pub async fn raw(addr: SocketAddr, bytes: &[u8], wait: Duration) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(wait, s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A test PKI: one CA, leaves signed by it, written as PEM files.
+pub struct Pki {
+    pub ca: CertifiedIssuer<'static, KeyPair>,
+    pub ca_path: PathBuf,
+    dir: PathBuf,
+}
+
+impl Pki {
+    pub fn new(dir: &Path, name: &str) -> Pki {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, format!("{name} test CA"));
+        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        let ca_path = dir.join(format!("{name}-ca.pem"));
+        std::fs::write(&ca_path, ca.pem()).unwrap();
+        Pki { ca, ca_path, dir: dir.to_path_buf() }
+    }
+
+    /// Issues a leaf for `names`; writes `<file>.pem` and `<file>.key`.
+    pub fn leaf(&self, file: &str, names: &[&str], client: bool) -> (PathBuf, PathBuf) {
+        let mut params = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, names.first().copied().unwrap_or(file));
+        params.extended_key_usages =
+            vec![if client { ExtendedKeyUsagePurpose::ClientAuth } else { ExtendedKeyUsagePurpose::ServerAuth }];
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.ca).unwrap();
+        let cp = self.dir.join(format!("{file}.pem"));
+        let kp = self.dir.join(format!("{file}.key"));
+        std::fs::write(&cp, cert.pem()).unwrap();
+        std::fs::write(&kp, key.serialize_pem()).unwrap();
+        (cp, kp)
+    }
+
+    pub fn ca_der(&self) -> CertificateDer<'static> {
+        self.ca.der().clone()
+    }
+}
+
+/// A TLS client trusting `ca`, offering `alpn`, optionally presenting a client certificate.
+pub fn tls_client(ca: &CertificateDer<'static>, alpn: &[&[u8]], client: Option<(&Path, &Path)>) -> tokio_rustls::TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let b = rustls::ClientConfig::builder_with_provider(provider).with_safe_default_protocol_versions().unwrap().with_root_certificates(roots);
+    let mut cfg = match client {
+        Some((c, k)) => {
+            use rustls_pki_types::pem::PemObject;
+            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(c).unwrap().map(|c| c.unwrap()).collect();
+            let key = PrivateKeyDer::from_pem_file(k).unwrap();
+            b.with_client_auth_cert(certs, key).unwrap()
+        }
+        None => b.with_no_client_auth(),
+    };
+    cfg.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
+    tokio_rustls::TlsConnector::from(Arc::new(cfg))
+}
+
+pub async fn tls_connect(
+    connector: &tokio_rustls::TlsConnector,
+    addr: SocketAddr,
+    sni: &str,
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let tcp = TcpStream::connect(addr).await?;
+    connector.connect(ServerName::try_from(sni.to_string()).unwrap(), tcp).await
+}
+
+/// The certificate the server presented on a TLS connection.
+pub fn server_cert(s: &tokio_rustls::client::TlsStream<TcpStream>) -> CertificateDer<'static> {
+    s.get_ref().1.peer_certificates().unwrap()[0].clone().into_owned()
+}
