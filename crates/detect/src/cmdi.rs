@@ -4,38 +4,153 @@
 //! ("echo in the mirror", "read; copy should reach us") passes. Also Shellshock, SSI
 //! directives, Windows `cmd /c` / `powershell -enc`, and code-execution sinks.
 
-use crate::prefilter::{BACKTICK, DOLLAR, LT, NEWLINE, PAREN, PIPE, SEMI, AMP};
+use crate::prefilter::{AMP, BACKTICK, DASH, DOLLAR, DOT, LT, NEWLINE, PAREN, PIPE, SEMI, SLASH};
 use crate::text::{eq_ci, excerpt, find_ci, in_list, is_space, lower, starts_ci};
 use crate::{Family, Finding, Level, Place, View};
 
 /// Commands that are rarely English words: enough after a separator.
 const STRONG: &[&str] = &[
-    "id", "whoami", "uname", "ifconfig", "ipconfig", "netstat", "nslookup", "wget", "curl", "nc", "ncat", "netcat",
-    "bash", "sh", "zsh", "ksh", "csh", "tcsh", "dash", "powershell", "pwsh", "cmd", "getent", "chmod", "chown",
-    "passwd", "perl", "python", "python2", "python3", "php", "ruby", "lua", "telnet", "ssh", "scp", "base64",
-    "busybox", "systeminfo", "tasklist", "taskkill", "certutil", "bitsadmin", "wmic", "regsvr32", "rundll32",
-    "mshta", "cscript", "wscript", "xterm", "nohup", "sudo", "crontab", "useradd", "usermod", "ping", "traceroute",
-    "tracert", "hostname", "ls", "dir", "printf", "env", "pkill", "killall", "rm", "mkfifo", "mknod", "chgrp",
-    "ps", "nmap", "tftp", "rsync", "sendmail", "openssl", "xxd", "hexdump", "lsof", "awk", "gawk", "sed", "grep",
-    "egrep", "xargs", "tar", "unzip", "gzip", "bzip2", "socat", "telnetd", "ifup", "iptables", "sysctl", "uptime",
-    "pwd", "cat", "net", "reg", "vssadmin", "schtasks", "nc.exe", "cmd.exe", "powershell.exe",
+    "id",
+    "whoami",
+    "uname",
+    "ifconfig",
+    "ipconfig",
+    "netstat",
+    "nslookup",
+    "wget",
+    "curl",
+    "nc",
+    "ncat",
+    "netcat",
+    "bash",
+    "sh",
+    "zsh",
+    "ksh",
+    "csh",
+    "tcsh",
+    "dash",
+    "powershell",
+    "pwsh",
+    "cmd",
+    "getent",
+    "chmod",
+    "chown",
+    "passwd",
+    "perl",
+    "python",
+    "python2",
+    "python3",
+    "php",
+    "ruby",
+    "lua",
+    "telnet",
+    "ssh",
+    "scp",
+    "base64",
+    "busybox",
+    "systeminfo",
+    "tasklist",
+    "taskkill",
+    "certutil",
+    "bitsadmin",
+    "wmic",
+    "regsvr32",
+    "rundll32",
+    "mshta",
+    "cscript",
+    "wscript",
+    "xterm",
+    "nohup",
+    "sudo",
+    "crontab",
+    "useradd",
+    "usermod",
+    "ping",
+    "traceroute",
+    "tracert",
+    "hostname",
+    "ls",
+    "dir",
+    "printf",
+    "env",
+    "pkill",
+    "killall",
+    "rm",
+    "mkfifo",
+    "mknod",
+    "chgrp",
+    "ps",
+    "nmap",
+    "tftp",
+    "rsync",
+    "sendmail",
+    "openssl",
+    "xxd",
+    "hexdump",
+    "lsof",
+    "awk",
+    "gawk",
+    "sed",
+    "grep",
+    "egrep",
+    "xargs",
+    "tar",
+    "unzip",
+    "gzip",
+    "bzip2",
+    "socat",
+    "telnetd",
+    "ifup",
+    "iptables",
+    "sysctl",
+    "uptime",
+    "pwd",
+    "cat",
+    "net",
+    "reg",
+    "vssadmin",
+    "schtasks",
+    "nc.exe",
+    "cmd.exe",
+    "powershell.exe",
 ];
 
 /// Commands that are also ordinary words: they need shell-like arguments.
 const AMBIGUOUS: &[&str] = &[
-    "echo", "more", "type", "set", "export", "sleep", "kill", "find", "sort", "head", "tail", "file", "test", "who",
-    "last", "history", "top", "free", "mount", "date", "time", "copy", "move", "del", "start", "exit", "print",
-    "read", "wait", "which", "man", "less", "host", "dig", "source", "eval", "exec", "yes", "tee", "cut", "expr",
-    "stat", "touch", "mkdir", "rmdir", "mv", "cp", "ln", "du", "df", "w", "rev", "tr", "od", "strings", "mail",
-    "shutdown", "reboot", "halt", "logout", "su", "at", "call", "timeout", "nl", "uniq", "wc", "diff", "zip",
+    "echo", "more", "type", "set", "export", "sleep", "kill", "find", "sort", "head", "tail",
+    "file", "test", "who", "last", "history", "top", "free", "mount", "date", "time", "copy",
+    "move", "del", "start", "exit", "print", "read", "wait", "which", "man", "less", "host", "dig",
+    "source", "eval", "exec", "yes", "tee", "cut", "expr", "stat", "touch", "mkdir", "rmdir", "mv",
+    "cp", "ln", "du", "df", "w", "rev", "tr", "od", "strings", "mail", "shutdown", "reboot",
+    "halt", "logout", "su", "at", "call", "timeout", "nl", "uniq", "wc", "diff", "zip",
 ];
 
 /// Code-execution sinks of scripting languages.
 const CODE_SINKS: &[&str] = &[
-    "response.write(", "createobject(", "wscript.shell", "runtime.getruntime(", "processbuilder(", "passthru(",
-    "shell_exec(", "proc_open(", "popen(", "os.system(", "subprocess.", "__import__(", "child_process",
-    "system(\"", "system('", "exec(\"", "exec('", "pcntl_exec(", "assert(\"", "assert('", "<?php", "<?=",
-    "java.lang.runtime", "server.scripttimeout",
+    "response.write(",
+    "createobject(",
+    "wscript.shell",
+    "runtime.getruntime(",
+    "processbuilder(",
+    "passthru(",
+    "shell_exec(",
+    "proc_open(",
+    "popen(",
+    "os.system(",
+    "subprocess.",
+    "__import__(",
+    "child_process",
+    "system(\"",
+    "system('",
+    "exec(\"",
+    "exec('",
+    "pcntl_exec(",
+    "assert(\"",
+    "assert('",
+    "<?php",
+    "<?=",
+    "java.lang.runtime",
+    "server.scripttimeout",
 ];
 
 fn is_sep(b: u8) -> bool {
@@ -57,7 +172,11 @@ fn command_word(s: &[u8], mut i: usize) -> (Vec<u8>, usize) {
             if b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.') && !w.is_empty() {
                 w.push(lower(b));
                 i += 1;
-            } else if matches!(b, b'\'' | b'"' | b'\\' | b'^') && i + 1 < n && s[i + 1].is_ascii_alphanumeric() && !w.is_empty() {
+            } else if matches!(b, b'\'' | b'"' | b'\\' | b'^')
+                && i + 1 < n
+                && s[i + 1].is_ascii_alphanumeric()
+                && !w.is_empty()
+            {
                 i += 1; // c'a't, c\at, w^hoami
             } else if b == b'$' && s.get(i + 1) == Some(&b'@') {
                 i += 2; // ca$@t
@@ -66,7 +185,12 @@ fn command_word(s: &[u8], mut i: usize) -> (Vec<u8>, usize) {
             }
         }
         // path prefix: /bin/, /usr/bin/, C:\Windows\System32\
-        if i < n && (s[i] == b'/' || s[i] == b'\\') && (start == i || w.iter().all(|c| c.is_ascii_alphanumeric() || *c == b':')) && i + 1 < n && s[i + 1].is_ascii_alphanumeric() {
+        if i < n
+            && (s[i] == b'/' || s[i] == b'\\')
+            && (start == i || w.iter().all(|c| c.is_ascii_alphanumeric() || *c == b':'))
+            && i + 1 < n
+            && s[i + 1].is_ascii_alphanumeric()
+        {
             w.clear();
             i += 1;
             continue;
@@ -85,7 +209,14 @@ fn command_word(s: &[u8], mut i: usize) -> (Vec<u8>, usize) {
 fn follows_like_command(s: &[u8], e: usize) -> bool {
     match s.get(e) {
         None => true,
-        Some(&b) => is_space(b) || is_sep(b) || matches!(b, b'$' | b'<' | b'>' | b')' | b'+' | b'\'' | b'"' | b',' | b'}' | b'\t'),
+        Some(&b) => {
+            is_space(b)
+                || is_sep(b)
+                || matches!(
+                    b,
+                    b'$' | b'<' | b'>' | b')' | b'+' | b'\'' | b'"' | b',' | b'}' | b'\t'
+                )
+        }
     }
 }
 
@@ -101,7 +232,10 @@ fn shell_argument(s: &[u8], e: usize) -> bool {
     match s.get(i) {
         None => true,
         Some(&b) if is_sep(b) => true,
-        Some(b'-' | b'/' | b'\\' | b'.' | b'~' | b'$' | b'%' | b'>' | b'<' | b'"' | b'\'' | b'`' | b'*') => true,
+        Some(
+            b'-' | b'/' | b'\\' | b'.' | b'~' | b'$' | b'%' | b'>' | b'<' | b'"' | b'\'' | b'`'
+            | b'*',
+        ) => true,
         Some(b) if b.is_ascii_digit() => {
             let mut j = i;
             while j < s.len() && (s[j].is_ascii_digit() || s[j] == b'.') {
@@ -115,7 +249,11 @@ fn shell_argument(s: &[u8], e: usize) -> bool {
                 j += 1;
             }
             let arg = &s[i..j];
-            arg.contains(&b'/') || arg.contains(&b'\\') || arg.contains(&b'$') || arg.contains(&b'=') || arg.contains(&b'.') && arg.len() > 2
+            arg.contains(&b'/')
+                || arg.contains(&b'\\')
+                || arg.contains(&b'$')
+                || arg.contains(&b'=')
+                || arg.contains(&b'.') && arg.len() > 2
         }
     }
 }
@@ -142,38 +280,75 @@ pub(crate) fn scan(v: &View<'_>) -> Option<Finding> {
         // server-side includes
         if let Some(p) = find_ci(s, b"<!--#") {
             let d = &s[p + 5..];
-            if ["exec", "include", "echo", "config", "printenv", "set", "fsize", "flastmod"].iter().any(|k| starts_ci(d, 0, k.as_bytes())) {
+            if [
+                "exec", "include", "echo", "config", "printenv", "set", "fsize", "flastmod",
+            ]
+            .iter()
+            .any(|k| starts_ci(d, 0, k.as_bytes()))
+            {
                 return f(p);
             }
         }
     }
     // Shellshock
-    if let Some(p) = find_ci(s, b"() {") {
+    if let Some(p) = v.classes.any(PAREN).then(|| find_ci(s, b"() {")).flatten() {
         if s[p + 4..].iter().take(16).any(|&b| b == b';' || b == b':') {
             return f(p);
         }
     }
     // Windows interpreters
-    for (name, opt) in [(&b"cmd"[..], &[&b"/c"[..], b"/k", b"/r"][..]), (b"cmd.exe", &[b"/c", b"/k"]), (b"powershell", &[b"-e", b"-c", b"-nop", b"-w", b"-ex", b"-command", b"-enc"]), (b"pwsh", &[b"-e", b"-c"])] {
+    let interpreters = v.classes.any(SLASH | DASH)
+        && crate::text::find_any_ci(s, &["cmd", "powershell", "pwsh"], false).is_some();
+    for (name, opt) in [
+        (&b"cmd"[..], &[&b"/c"[..], b"/k", b"/r"][..]),
+        (b"cmd.exe", &[b"/c", b"/k"]),
+        (
+            b"powershell",
+            &[b"-e", b"-c", b"-nop", b"-w", b"-ex", b"-command", b"-enc"],
+        ),
+        (b"pwsh", &[b"-e", b"-c"]),
+    ] {
+        if !interpreters {
+            break;
+        }
         let mut from = 0;
         while let Some(p) = crate::text::find_ci_from(s, from, name) {
             from = p + 1;
             let e = p + name.len();
-            if !crate::text::boundary_before(s, p) || s.get(e).is_some_and(|b| b.is_ascii_alphanumeric()) {
+            if !crate::text::boundary_before(s, p)
+                || s.get(e).is_some_and(|b| b.is_ascii_alphanumeric())
+            {
                 continue;
             }
             let a = crate::text::skip_space(s, e);
-            if a > e && opt.iter().any(|o| starts_ci(s, a, o) && s.get(a + o.len()).is_none_or(|b| !b.is_ascii_alphabetic() || o.len() <= 2)) {
+            if a > e
+                && opt.iter().any(|o| {
+                    starts_ci(s, a, o)
+                        && s.get(a + o.len())
+                            .is_none_or(|b| !b.is_ascii_alphabetic() || o.len() <= 2)
+                })
+            {
                 return f(p);
             }
         }
     }
-    for sink in CODE_SINKS {
-        if let Some(p) = find_ci(s, sink.as_bytes()) {
+    if v.classes.any(PAREN | LT)
+        || v.classes.any(DOT)
+            && crate::text::find_any_ci(
+                s,
+                &["wscript.", "subprocess.", "java.lang", "server.script"],
+                false,
+            )
+            .is_some()
+    {
+        if let Some((p, _)) = crate::text::find_any_ci(s, CODE_SINKS, false) {
             return f(p);
         }
     }
-    if !v.classes.any(SEMI | PIPE | AMP | NEWLINE | BACKTICK | DOLLAR | PAREN) {
+    if !v
+        .classes
+        .any(SEMI | PIPE | AMP | NEWLINE | BACKTICK | DOLLAR | PAREN)
+    {
         return None;
     }
     let free_text = matches!(v.ctx.place, Place::JsonString | Place::Body | Place::Form);
@@ -217,7 +392,8 @@ pub(crate) fn scan(v: &View<'_>) -> Option<Finding> {
         if !newline_in_text && is_command(&word, s, e, free_text && !matches!(b, b'`' | b'$')) {
             return f(i);
         }
-        if newline_in_text && v.level >= Level::L2 && in_list(&word, STRONG) && shell_argument(s, e) {
+        if newline_in_text && v.level >= Level::L2 && in_list(&word, STRONG) && shell_argument(s, e)
+        {
             return f(i);
         }
         i += sep_len;
@@ -237,7 +413,9 @@ mod tests {
     use crate::{Context, Detector, Family, Level, Place};
 
     fn fam(s: &str, place: Place) -> Option<Family> {
-        Detector::new(Level::L1).scan(s.as_bytes(), Context::new(place)).map(|f| f.family)
+        Detector::new(Level::L1)
+            .scan(s.as_bytes(), Context::new(place))
+            .map(|f| f.family)
     }
 
     #[test]

@@ -363,6 +363,10 @@ pub fn decode_base64_text(value: &[u8], limits: &DecodeLimits) -> Option<Vec<u8>
     if n - body.len() > 2 || body.len() % 4 == 1 {
         return None;
     }
+    // hex identifiers (UUIDs, hashes) are not base64 text
+    if body.iter().all(|b| b.is_ascii_hexdigit() || *b == b'-') {
+        return None;
+    }
     let mut digits = false;
     let mut upper = false;
     let mut lower_seen = false;
@@ -372,7 +376,7 @@ pub fn decode_base64_text(value: &[u8], limits: &DecodeLimits) -> Option<Vec<u8>
         upper |= b.is_ascii_uppercase();
         lower_seen |= b.is_ascii_lowercase();
     }
-    if !(upper && lower_seen) && !digits {
+    if !(digits || upper && lower_seen) {
         return None;
     }
     let mut out = Vec::with_capacity(body.len() * 3 / 4);

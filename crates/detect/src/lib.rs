@@ -243,7 +243,18 @@ impl Detector {
                 }
             }
         }
-        if let Some(text) = decode_base64_text(value, &self.limits) {
+        let b64_alphabet = prefilter::ALPHA
+            | prefilter::DIGIT
+            | prefilter::PLUS
+            | prefilter::SLASH
+            | prefilter::EQ
+            | prefilter::DASH;
+        let maybe_b64 =
+            value.len() >= 8 && classes.0 & !b64_alphabet == 0 && classes.any(prefilter::ALPHA);
+        if let Some(text) = maybe_b64
+            .then(|| decode_base64_text(value, &self.limits))
+            .flatten()
+        {
             let tc = classify(&text);
             if let Some(f) = self.scan_view(&text, tc, ctx) {
                 return Some(f);
@@ -323,8 +334,18 @@ mod tests {
     #[test]
     fn clean_values_pass() {
         let d = Detector::new(Level::L1);
-        for v in ["hello world", "O'Brien", "2024-01-02", "john@example.com", "42"] {
-            assert_eq!(d.scan(v.as_bytes(), Context::new(Place::JsonString)), None, "{v}");
+        for v in [
+            "hello world",
+            "O'Brien",
+            "2024-01-02",
+            "john@example.com",
+            "42",
+        ] {
+            assert_eq!(
+                d.scan(v.as_bytes(), Context::new(Place::JsonString)),
+                None,
+                "{v}"
+            );
         }
     }
 

@@ -39,6 +39,18 @@ const SENSITIVE: &[&str] = &[
     "etc/./passwd",
 ];
 
+/// The entries of [`SENSITIVE`] that need no path separator.
+const SENSITIVE_NAMES: &[&str] = &[
+    "boot.ini",
+    "win.ini",
+    "system.ini",
+    "ntuser.dat",
+    "web.config",
+    ".bash_history",
+    ".htaccess",
+    ".htpasswd",
+];
+
 /// Stream wrappers used for file inclusion.
 const WRAPPERS: &[&str] = &[
     "php://filter",
@@ -62,11 +74,19 @@ pub(crate) fn scan(v: &View<'_>) -> Option<Finding> {
     }
     let s = v.bytes;
     let f = |at: usize| Some(Finding::new(Family::PathTraversal, excerpt(s, at)));
-    // normalise separators and case into a small bounded buffer
-    let mut norm = Vec::with_capacity(s.len().min(1 << 16));
-    for &b in s.iter().take(1 << 16) {
-        norm.push(if b == b'\\' { b'/' } else { lower(b) });
-    }
+    // separators fold to `/` and letters to lowercase; only traversal needs a copy
+    let needs_copy = v.classes.any(BACKSLASH) || s.windows(2).any(|w| w == b"..");
+    let owned: Vec<u8>;
+    let norm: &[u8] = if needs_copy {
+        owned = s
+            .iter()
+            .take(1 << 16)
+            .map(|&b| if b == b'\\' { b'/' } else { lower(b) })
+            .collect();
+        &owned
+    } else {
+        s
+    };
     // traversal runs: ../ ..\ ....// ..;/
     let mut depth = 0u32;
     let mut first = None;
@@ -74,11 +94,18 @@ pub(crate) fn scan(v: &View<'_>) -> Option<Finding> {
     while i + 2 < norm.len() + 1 {
         if norm[i] == b'.' && norm.get(i + 1) == Some(&b'.') {
             let mut j = i + 2;
-            while j < norm.len() && (norm[j] == b'.' || norm[j] == b';') {
+            while j < norm.len() && norm[j] == b'.' {
                 j += 1;
             }
-            let at_seg_start = i == 0 || matches!(norm[i - 1], b'/' | b'=' | b'.' | b' ' | b'"' | b'\'' | b':');
-            if at_seg_start && (j == norm.len() || norm[j] == b'/') {
+            let dots = j - i;
+            if norm.get(j) == Some(&b';') {
+                j += 1;
+            }
+            let dots_ok = dots == 2
+                || (dots >= 4 && norm.get(j) == Some(&b'/') && norm.get(j + 1) == Some(&b'/'));
+            let at_seg_start =
+                i == 0 || matches!(norm[i - 1], b'/' | b'=' | b' ' | b'"' | b'\'' | b':');
+            if at_seg_start && dots_ok && (j == norm.len() || norm[j] == b'/') {
                 depth += 1;
                 first.get_or_insert(i);
                 i = j + 1;
@@ -87,30 +114,43 @@ pub(crate) fn scan(v: &View<'_>) -> Option<Finding> {
         }
         i += 1;
     }
-    let sensitive = SENSITIVE.iter().find_map(|n| find_ci(&norm, n.as_bytes()));
+    let sensitive = if v.classes.any(SLASH | BACKSLASH) {
+        crate::text::find_any_ci(norm, SENSITIVE, true).map(|(p, _)| p)
+    } else if v.classes.any(DOT) {
+        crate::text::find_any_ci(norm, SENSITIVE_NAMES, true).map(|(p, _)| p)
+    } else {
+        None
+    };
     if let Some(p) = first {
-        if depth >= 2 || sensitive.is_some() || (v.ctx.place == Place::Path && depth >= 1) || v.level >= Level::L2 {
+        if depth >= 2
+            || sensitive.is_some()
+            || (v.ctx.place == Place::Path && depth >= 1)
+            || v.level >= Level::L2
+        {
             return f(p);
         }
-        if p == 0 && matches!(v.ctx.place, Place::Query | Place::Form | Place::Header | Place::Cookie) {
+        if p == 0 && matches!(v.ctx.place, Place::Query | Place::Header | Place::Cookie) {
             return f(p);
         }
     }
     if let Some(p) = sensitive {
         // absolute or drive-rooted reference to a sensitive file
         let abs = p == 0 || matches!(norm[p - 1], b'/' | b':' | b'=' | b' ' | b'"' | b'\'' | b'.');
-        if abs && !norm[..p].windows(3).any(|w| w == b"://") || find_ci(&norm, b"file:").is_some() {
+        if abs && !norm[..p].windows(3).any(|w| w == b"://") || find_ci(norm, b"file:").is_some() {
             return f(p);
         }
         if norm[..p].windows(3).any(|w| w == b"://") && v.level >= Level::L2 {
             return f(p);
         }
     }
-    for w in WRAPPERS {
-        if let Some(p) = find_ci(&norm, w.as_bytes()) {
+    if v.classes.any(COLON) {
+        let mut from = 0;
+        while let Some((p, _)) = crate::text::find_any_ci(&norm[from..], WRAPPERS, true) {
+            let p = p + from;
             if p == 0 || !is_word(norm[p - 1]) {
                 return f(p);
             }
+            from = p + 1;
         }
     }
     // UNC administrative share: \\host\c$\…
@@ -118,7 +158,9 @@ pub(crate) fn scan(v: &View<'_>) -> Option<Finding> {
         let rest = &s[p + 2..];
         if let Some(q) = rest.iter().position(|&b| b == b'\\') {
             let share = &rest[q + 1..];
-            if share.len() >= 2 && share[0].is_ascii_alphabetic() && share[1] == b'$' || starts_ci(share, 0, b"admin$") {
+            if share.len() >= 2 && share[0].is_ascii_alphabetic() && share[1] == b'$'
+                || starts_ci(share, 0, b"admin$")
+            {
                 return f(p);
             }
         }
@@ -131,7 +173,9 @@ mod tests {
     use crate::{Context, Detector, Family, Level, Place};
 
     fn fam(s: &str, place: Place) -> Option<Family> {
-        Detector::new(Level::L1).scan(s.as_bytes(), Context::new(place)).map(|f| f.family)
+        Detector::new(Level::L1)
+            .scan(s.as_bytes(), Context::new(place))
+            .map(|f| f.family)
     }
 
     #[test]

@@ -174,7 +174,10 @@ mod tests {
     #[test]
     fn prose_is_clean() {
         assert!(classify(b"John Smith, 42 Main St. - apt 4").is_clean());
-        assert!(classify("Zoë 東京 🎉".as_bytes()).is_clean() || classify("Zoë 東京 🎉".as_bytes()).decodable());
+        assert!(
+            classify("Zoë 東京 🎉".as_bytes()).is_clean()
+                || classify("Zoë 東京 🎉".as_bytes()).decodable()
+        );
     }
 
     #[test]

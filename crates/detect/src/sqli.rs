@@ -145,9 +145,9 @@ fn keyword(w: &[u8]) -> Option<K> {
         b"procedure" => K::Kw(Kw::Procedure),
         b"exists" => K::Kw(Kw::Exists),
         b"outfile" | b"dumpfile" => K::Kw(Kw::Outfile),
-        b"when" | b"then" | b"else" | b"as" | b"on" | b"join" | b"values" | b"table"
-        | b"asc" | b"desc" | b"using" | b"with" | b"for" | b"to" | b"delay" | b"binary"
-        | b"collate" | b"escape" | b"interval" | b"if" | b"begin" => K::Kw(Kw::Other),
+        b"when" | b"then" | b"else" | b"as" | b"on" | b"join" | b"values" | b"table" | b"asc"
+        | b"desc" | b"using" | b"with" | b"for" | b"to" | b"delay" | b"binary" | b"collate"
+        | b"escape" | b"interval" | b"if" | b"begin" => K::Kw(Kw::Other),
         _ => return None,
     })
 }
@@ -345,7 +345,18 @@ fn tokenize(s: &[u8], ctx: SqlContext, out: &mut Vec<Tok>) -> bool {
                     // "1union" splits before a keyword, "1st" / "70S" is one bareword
                     let we = word_end(s, j);
                     let glued_kw = keyword(&s[j..we]).is_some_and(|k| {
-                        matches!(k, K::Logic | K::Kw(Kw::Union | Kw::Order | Kw::Group | Kw::Limit | Kw::Into | Kw::From))
+                        matches!(
+                            k,
+                            K::Logic
+                                | K::Kw(
+                                    Kw::Union
+                                        | Kw::Order
+                                        | Kw::Group
+                                        | Kw::Limit
+                                        | Kw::Into
+                                        | Kw::From
+                                )
+                        )
                     });
                     if !glued_kw {
                         push(out, K::Word, we);
@@ -433,7 +444,11 @@ fn tokenize(s: &[u8], ctx: SqlContext, out: &mut Vec<Tok>) -> bool {
                 i += 1;
             }
             b'=' => {
-                let e = if s.get(i + 1) == Some(&b'=') { i + 2 } else { i + 1 };
+                let e = if s.get(i + 1) == Some(&b'=') {
+                    i + 2
+                } else {
+                    i + 1
+                };
                 push(out, if e == i + 2 { K::Unknown } else { K::Cmp }, e);
                 i = e;
             }
@@ -441,9 +456,9 @@ fn tokenize(s: &[u8], ctx: SqlContext, out: &mut Vec<Tok>) -> bool {
                 let nb = s.get(i + 1).copied();
                 let (k, e) = match (b, nb) {
                     (b'<', Some(b'=')) if s.get(i + 2) == Some(&b'>') => (K::Cmp, i + 3),
-                    (b'<', Some(b'=' | b'>')) | (b'>', Some(b'=')) | (b'!', Some(b'=' | b'<' | b'>')) => {
-                        (K::Cmp, i + 2)
-                    }
+                    (b'<', Some(b'=' | b'>'))
+                    | (b'>', Some(b'='))
+                    | (b'!', Some(b'=' | b'<' | b'>')) => (K::Cmp, i + 2),
                     (b'<', Some(b'<')) | (b'>', Some(b'>')) => (K::Arith, i + 2),
                     (b'!', _) => (K::Not, i + 1),
                     _ => (K::Cmp, i + 1),
@@ -471,7 +486,9 @@ fn tokenize(s: &[u8], ctx: SqlContext, out: &mut Vec<Tok>) -> bool {
             _ if is_word_start(b) => {
                 let e = word_end(s, i);
                 // string prefixes: N'..', X'..', _utf8'..', E'..'
-                if matches!(s.get(e), Some(b'\'')) && (e - i == 1 && matches!(lower(b), b'n' | b'x' | b'b' | b'e') || b == b'_') {
+                if matches!(s.get(e), Some(b'\''))
+                    && (e - i == 1 && matches!(lower(b), b'n' | b'x' | b'b' | b'e') || b == b'_')
+                {
                     i = e;
                     continue;
                 }
@@ -486,7 +503,9 @@ fn tokenize(s: &[u8], ctx: SqlContext, out: &mut Vec<Tok>) -> bool {
                     k = match k {
                         K::Word if glued || in_list(w, DANGER_FUNCS) => K::Func,
                         K::Word => K::Word,
-                        K::Kw(Kw::Other | Kw::Insert | Kw::Like | Kw::Set) | K::Lit if glued => K::Func,
+                        K::Kw(Kw::Other | Kw::Insert | Kw::Like | Kw::Set) | K::Lit if glued => {
+                            K::Func
+                        }
                         other => other,
                     };
                 }
@@ -589,7 +608,10 @@ impl Parser<'_> {
                     }
                 }
                 K::Var => info.var = true,
-                K::Word if in_list(self.text(j), SQL_SYSTEM_NAMES) || self.text(j).starts_with(b"information_schema") => {
+                K::Word
+                    if in_list(self.text(j), SQL_SYSTEM_NAMES)
+                        || self.text(j).starts_with(b"information_schema") =>
+                {
                     info.sysname = true
                 }
                 K::Comment => return self.t.len(),
@@ -611,7 +633,9 @@ impl Parser<'_> {
                 _ => i += 1,
             }
         }
-        if matches!(self.k(i), Some(K::Kw(Kw::Other))) && in_list(self.text(i), &["binary", "interval"]) {
+        if matches!(self.k(i), Some(K::Kw(Kw::Other)))
+            && in_list(self.text(i), &["binary", "interval"])
+        {
             i += 1;
         }
         let k = self.k(i)?;
@@ -627,7 +651,9 @@ impl Parser<'_> {
             K::Word => {
                 info.words += 1;
                 let w = self.text(i);
-                if in_list(w, SQL_SYSTEM_NAMES) || crate::text::contains_ci(w, b"information_schema") {
+                if in_list(w, SQL_SYSTEM_NAMES)
+                    || crate::text::contains_ci(w, b"information_schema")
+                {
                     info.sysname = true;
                 }
                 Some((i + 1, k))
@@ -697,7 +723,9 @@ impl Parser<'_> {
             };
             let mut negated = false;
             if k == K::Not {
-                if let Some(nk @ K::Kw(Kw::Like | Kw::In | Kw::Between) | nk @ K::Cmp) = self.k(j + 1) {
+                if let Some(nk @ K::Kw(Kw::Like | Kw::In | Kw::Between) | nk @ K::Cmp) =
+                    self.k(j + 1)
+                {
                     negated = true;
                     k = nk;
                 }
@@ -789,7 +817,18 @@ impl Parser<'_> {
                     || matches!(next, Some(K::Word) | Some(K::Kw(Kw::Procedure)))
                         && in_list(
                             next_text,
-                            &["database", "schema", "user", "view", "index", "trigger", "login", "function", "procedure", "column"],
+                            &[
+                                "database",
+                                "schema",
+                                "user",
+                                "view",
+                                "index",
+                                "trigger",
+                                "login",
+                                "function",
+                                "procedure",
+                                "column",
+                            ],
                         )
             }
             Kw::Exec => match next {
@@ -797,7 +836,9 @@ impl Parser<'_> {
                 Some(K::Word | K::Func) => {
                     let w = next_text;
                     !strict
-                        || w.len() > 3 && (w[..3].eq_ignore_ascii_case(b"xp_") || w[..3].eq_ignore_ascii_case(b"sp_"))
+                        || w.len() > 3
+                            && (w[..3].eq_ignore_ascii_case(b"xp_")
+                                || w[..3].eq_ignore_ascii_case(b"sp_"))
                         || crate::text::contains_ci(w, b"master.")
                         || crate::text::contains_ci(w, b"dbo.")
                         || crate::text::contains_ci(w, b"xp_cmdshell")
@@ -806,7 +847,9 @@ impl Parser<'_> {
                 _ => false,
             },
             Kw::Declare => next == Some(K::Var),
-            Kw::Shutdown => matches!(next, None | Some(K::Comment | K::Semi)) || eq_ci(next_text, b"with"),
+            Kw::Shutdown => {
+                matches!(next, None | Some(K::Comment | K::Semi)) || eq_ci(next_text, b"with")
+            }
             Kw::Waitfor => {
                 matches!(next, Some(K::Kw(Kw::Other) | K::Word))
                     && (eq_ci(next_text, b"delay") || eq_ci(next_text, b"time"))
@@ -858,27 +901,44 @@ fn analyze(s: &[u8], t: &[Tok], ctx: SqlContext, level: Level) -> Option<&'stati
         match t[i].k {
             K::Kw(Kw::Union) => {
                 let mut j = i + 1;
-                while matches!(p.k(j), Some(K::Kw(Kw::All | Kw::Distinct)) | Some(K::LParen)) {
+                while matches!(
+                    p.k(j),
+                    Some(K::Kw(Kw::All | Kw::Distinct)) | Some(K::LParen)
+                ) {
                     j += 1;
                 }
                 if p.k(j) == Some(K::Kw(Kw::Select)) {
                     let positioned = i == 0
-                        || matches!(t[i - 1].k, K::Num | K::Str | K::RParen | K::Var | K::Lit | K::Func)
+                        || matches!(
+                            t[i - 1].k,
+                            K::Num | K::Str | K::RParen | K::Var | K::Lit | K::Func
+                        )
                         || (i == 1 && breakout);
-                    if positioned && (p.select_list(j + 1, false) || p.at_end(j + 1)) || p.select_list(j + 1, true) {
+                    if positioned && (p.select_list(j + 1, false) || p.at_end(j + 1))
+                        || p.select_list(j + 1, true)
+                    {
                         return Some("union select");
                     }
                 }
             }
             K::Semi if p.statement(i + 1, true) => return Some("stacked query"),
-            K::Func => {
-                if in_list(p.text(i), DANGER_FUNCS) && p.k(i + 1) == Some(K::LParen) {
-                    let arg = p.k(i + 2);
-                    if matches!(arg, Some(K::Num | K::Var | K::Func | K::LParen | K::Str | K::Kw(Kw::Select) | K::Arith | K::Not))
-                        && (n > 4 || i == 0 || breakout)
-                    {
-                        return Some("time/error-based function");
-                    }
+            K::Func if in_list(p.text(i), DANGER_FUNCS) && p.k(i + 1) == Some(K::LParen) => {
+                let arg = p.k(i + 2);
+                if matches!(
+                    arg,
+                    Some(
+                        K::Num
+                            | K::Var
+                            | K::Func
+                            | K::LParen
+                            | K::Str
+                            | K::Kw(Kw::Select)
+                            | K::Arith
+                            | K::Not
+                    )
+                ) && (n > 4 || i == 0 || breakout)
+                {
+                    return Some("time/error-based function");
                 }
             }
             K::Kw(Kw::Waitfor) if p.statement(i, true) => return Some("waitfor delay"),
@@ -894,7 +954,17 @@ fn analyze(s: &[u8], t: &[Tok], ctx: SqlContext, level: Level) -> Option<&'stati
         }
         if p.statement(j, true) {
             let marks = t.iter().any(|x| {
-                matches!(x.k, K::Star | K::Comma | K::LParen | K::Var | K::Semi | K::Comment | K::Cmp | K::Kw(Kw::From))
+                matches!(
+                    x.k,
+                    K::Star
+                        | K::Comma
+                        | K::LParen
+                        | K::Var
+                        | K::Semi
+                        | K::Comment
+                        | K::Cmp
+                        | K::Kw(Kw::From)
+                )
             });
             if marks || !matches!(p.k(j), Some(K::Kw(Kw::Select))) {
                 return Some("sql statement");
@@ -961,7 +1031,9 @@ fn analyze(s: &[u8], t: &[Tok], ctx: SqlContext, level: Level) -> Option<&'stati
                                 None => break,
                             }
                         }
-                        while matches!(p.k(i), Some(K::Kw(Kw::Other))) && in_list(p.text(i), &["asc", "desc"]) {
+                        while matches!(p.k(i), Some(K::Kw(Kw::Other)))
+                            && in_list(p.text(i), &["asc", "desc"])
+                        {
                             i += 1;
                         }
                     }
@@ -982,7 +1054,9 @@ fn analyze(s: &[u8], t: &[Tok], ctx: SqlContext, level: Level) -> Option<&'stati
                     i += 2;
                 }
             }
-            Some(K::Kw(Kw::Into)) if matches!(p.k(i + 1), Some(K::Kw(Kw::Outfile))) => return Some("into outfile"),
+            Some(K::Kw(Kw::Into)) if matches!(p.k(i + 1), Some(K::Kw(Kw::Outfile))) => {
+                return Some("into outfile")
+            }
             Some(K::Kw(Kw::Union)) => {
                 let mut j = i + 1;
                 while matches!(p.k(j), Some(K::Kw(Kw::All | Kw::Distinct))) {
@@ -995,9 +1069,16 @@ fn analyze(s: &[u8], t: &[Tok], ctx: SqlContext, level: Level) -> Option<&'stati
                     break;
                 }
             }
-            Some(K::Kw(Kw::Select | Kw::Insert | Kw::Update | Kw::Delete | Kw::Drop | Kw::Exec | Kw::Declare | Kw::Shutdown))
-                if (breakout || first_end > 0) && p.statement(i, true) =>
-            {
+            Some(K::Kw(
+                Kw::Select
+                | Kw::Insert
+                | Kw::Update
+                | Kw::Delete
+                | Kw::Drop
+                | Kw::Exec
+                | Kw::Declare
+                | Kw::Shutdown,
+            )) if (breakout || first_end > 0) && p.statement(i, true) => {
                 return Some("appended statement");
             }
             Some(K::Kw(Kw::Procedure)) if breakout => return Some("procedure analyse"),
@@ -1021,8 +1102,10 @@ fn analyze(s: &[u8], t: &[Tok], ctx: SqlContext, level: Level) -> Option<&'stati
     if very_strong && (breakout || parens > 0 || info.atoms >= 3) && first_end > 0 {
         return Some("boolean expression with functions");
     }
-    let strong_logic = info.logic && (info.cmp_nonword || info.func || info.subq || info.var || info.case_);
-    if (info.danger || info.subq) && (breakout || info.logic || info.cmp) && (valid || info.danger) {
+    let strong_logic =
+        info.logic && (info.cmp_nonword || info.func || info.subq || info.var || info.case_);
+    if (info.danger || info.subq) && (breakout || info.logic || info.cmp) && (valid || info.danger)
+    {
         return Some("subquery or function in boolean context");
     }
     if !valid {
@@ -1038,11 +1121,24 @@ fn analyze(s: &[u8], t: &[Tok], ctx: SqlContext, level: Level) -> Option<&'stati
         return Some("system table");
     }
     if breakout {
-        let last_open = t.last().is_some_and(|x| x.k == K::Str && x.open);
-        if info.logic && info.since_logic_atoms == 1 && info.since_logic_lit && (comment || last_open) && compact {
+        let last_open = last_open_str(s, t, ctx);
+        let last_open_nonempty = last_open && t.last().is_some_and(|x| x.e > x.s + 1);
+        if info.logic
+            && info.since_logic_atoms == 1
+            && info.since_logic_lit
+            && (comment || last_open_nonempty)
+            && compact
+        {
             return Some("boolean literal tail");
         }
-        if info.cmp && info.cmp_nonword && !info.logic && info.words == 0 && compact && last_open && symbolic_cmp(s, t) {
+        if info.cmp
+            && info.cmp_nonword
+            && !info.logic
+            && info.words == 0
+            && compact
+            && last_open
+            && symbolic_cmp(s, t)
+        {
             return Some("quoted comparison");
         }
         if comment && first_end == 1 && compact && comment_is_bare(s, t) {
@@ -1051,10 +1147,20 @@ fn analyze(s: &[u8], t: &[Tok], ctx: SqlContext, level: Level) -> Option<&'stati
         if comment && info.logic && info.cmp && compact {
             return Some("boolean comparison before comment");
         }
-        if info.cmp_nonword && !info.logic && info.words == 0 && compact && (comment || last_open_str(t)) && ctx == SqlContext::Single {
+        if info.cmp_nonword
+            && !info.logic
+            && info.words == 0
+            && compact
+            && (comment || last_open)
+            && ctx == SqlContext::Single
+        {
             return Some("quoted comparison");
         }
-        if arith_only_quoted(&info, t, first_end) && ctx == SqlContext::Single && compact {
+        if arith_only_quoted(&info, t, first_end)
+            && last_open
+            && ctx == SqlContext::Single
+            && compact
+        {
             return Some("quoted operator");
         }
         if level >= Level::L2 && comment && compact {
@@ -1063,9 +1169,19 @@ fn analyze(s: &[u8], t: &[Tok], ctx: SqlContext, level: Level) -> Option<&'stati
         if level >= Level::L2 && info.logic && compact && info.cmp {
             return Some("boolean comparison");
         }
-    } else if comment && first_is_value && (first_end <= 2 || info.func || info.subq || info.var) && comment_is_bare(s, t) && !t.iter().any(|x| x.k == K::Comment && s.get(x.s as usize) == Some(&b'#')) {
+    } else if comment
+        && first_is_value
+        && (first_end <= 2 || info.func || info.subq || info.var)
+        && comment_is_bare(s, t)
+        && !t
+            .iter()
+            .any(|x| x.k == K::Comment && s.get(x.s as usize) == Some(&b'#'))
+    {
         return Some("value then comment");
-    } else if comment && (info.func || info.var || info.subq) && t.first().is_some_and(|x| x.k == K::LParen) {
+    } else if comment
+        && (info.func || info.var || info.subq)
+        && t.first().is_some_and(|x| x.k == K::LParen)
+    {
         return Some("expression then comment");
     } else if level >= Level::L2 && info.logic && info.cmp_nonword {
         return Some("boolean comparison");
@@ -1076,8 +1192,15 @@ fn analyze(s: &[u8], t: &[Tok], ctx: SqlContext, level: Level) -> Option<&'stati
     None
 }
 
-fn last_open_str(t: &[Tok]) -> bool {
-    t.last().is_some_and(|x| x.k == K::Str && x.open)
+/// The value ends by reopening the context's quote, which the application then closes.
+fn last_open_str(s: &[u8], t: &[Tok], ctx: SqlContext) -> bool {
+    let q = match ctx {
+        SqlContext::Single => b'\'',
+        SqlContext::Double => b'"',
+        SqlContext::AsIs => return false,
+    };
+    t.last()
+        .is_some_and(|x| x.k == K::Str && x.open && s.get(x.s as usize) == Some(&q))
 }
 
 /// The comment that ends the value carries no prose (`--`, `-- -`, `#`, `/*`).
@@ -1086,19 +1209,35 @@ fn comment_is_bare(s: &[u8], t: &[Tok]) -> bool {
         return false;
     };
     let body = &s[(c.s as usize).min(s.len())..(c.e as usize).min(s.len())];
-    let body = body.strip_prefix(b"--").or_else(|| body.strip_prefix(b"#")).or_else(|| body.strip_prefix(b"/*")).unwrap_or(body);
+    let body = body
+        .strip_prefix(b"--")
+        .or_else(|| body.strip_prefix(b"#"))
+        .or_else(|| body.strip_prefix(b"/*"))
+        .unwrap_or(body);
     let first = body.iter().find(|b| !is_space(**b));
     !first.is_some_and(u8::is_ascii_alphanumeric)
 }
 
 /// Only symbolic comparison operators (`=`, `<>`…) between the breakout and the reopened quote.
 fn symbolic_cmp(s: &[u8], t: &[Tok]) -> bool {
-    t.iter().filter(|x| x.k == K::Cmp).all(|x| s.get(x.s as usize).is_some_and(|b| !b.is_ascii_alphabetic()))
+    t.iter().any(|x| x.k == K::Cmp)
+        && !t
+            .iter()
+            .any(|x| matches!(x.k, K::Kw(Kw::Like | Kw::Sounds)))
+        && t.iter().filter(|x| x.k == K::Cmp).all(|x| {
+            s.get(x.s as usize)
+                .is_some_and(|b| !b.is_ascii_alphabetic())
+        })
 }
 
 /// `'&'`, `A' DIV 'B`: breakout, one arithmetic operator, a reopened quote.
 fn arith_only_quoted(info: &Info, t: &[Tok], first_end: usize) -> bool {
-    info.words == 0 && first_end == t.len() && t.len() == 3 && t[1].k == K::Arith && t[2].k == K::Str && t[2].open
+    info.words == 0
+        && first_end == t.len()
+        && t.len() == 3
+        && t[1].k == K::Arith
+        && t[2].k == K::Str
+        && t[2].open
 }
 
 /// A libinjection-style fingerprint of the first tokens (for logs and debugging).
@@ -1159,15 +1298,26 @@ fn strip_inline_comments(s: &[u8]) -> Option<Vec<u8>> {
 
 /// True when a value without punctuation names SQL verbs that can attack alone.
 pub(crate) fn has_bare_keyword_attack(s: &[u8]) -> bool {
-    crate::text::contains_ci(s, b"union") && crate::text::contains_ci(s, b"select")
-        || crate::text::contains_ci(s, b"waitfor")
-        || crate::text::contains_ci(s, b"powershell")
-        || crate::text::contains_ci(s, b"order by")
-        || crate::text::contains_ci(s, b"group by")
-        || crate::text::contains_ci(s, b"--")
+    if s.windows(2).any(|w| w == b"--") {
+        return true;
+    }
+    if s.len() < 12 {
+        return false;
+    }
+    let words = ["union", "waitfor", "powershell", "order by", "group by"];
+    match crate::text::find_any_ci(s, &words, false) {
+        Some((p, 0)) => crate::text::contains_ci(&s[p..], b"select"),
+        Some(_) => true,
+        None => false,
+    }
 }
 
-fn classify_one(s: &[u8], level: Level, toks: &mut Vec<Tok>, classes: crate::ByteClasses) -> Option<(&'static str, SqlContext)> {
+fn classify_one(
+    s: &[u8],
+    level: Level,
+    toks: &mut Vec<Tok>,
+    classes: crate::ByteClasses,
+) -> Option<(&'static str, SqlContext)> {
     for ctx in [SqlContext::AsIs, SqlContext::Single, SqlContext::Double] {
         match ctx {
             SqlContext::Single if !classes.any(SQUOTE) => continue,
@@ -1268,7 +1418,10 @@ mod tests {
 
     #[test]
     fn fingerprint_shape() {
-        assert_eq!(sql_fingerprint(b"1' or 1=1--", SqlContext::Single), "s&1o1c");
+        assert_eq!(
+            sql_fingerprint(b"1' or 1=1--", SqlContext::Single),
+            "s&1o1c"
+        );
         assert_eq!(sql_fingerprint(b"abc", SqlContext::Single), "");
     }
 

@@ -3,7 +3,7 @@
 //! `#{…}`, `<%= %>`, `{% %}`, FreeMarker directives) whose expression computes or reaches
 //! into objects.
 
-use crate::prefilter::{BRACE, DOLLAR, LT, PERCENT};
+use crate::prefilter::{BRACE, BRACKET, DOLLAR, LT, PAREN, PERCENT};
 use crate::text::{contains_ci, excerpt, find_ci, in_list, starts_ci};
 use crate::{Family, Finding, Level, View};
 
@@ -11,7 +11,29 @@ const MAX_LOOKUP_DEPTH: u32 = 8;
 const MAX_LOOKUP_LEN: usize = 256;
 
 /// Log4j lookup prefixes that read secrets or reach the network.
-const LOOKUPS: &[&str] = &["jndi", "env", "sys", "java", "ctx", "main", "bundle", "k8s", "docker", "spring", "log4j", "web", "jvmrunargs", "base64", "date", "upper", "lower", "sd", "map", "marker", "event"];
+const LOOKUPS: &[&str] = &[
+    "jndi",
+    "env",
+    "sys",
+    "java",
+    "ctx",
+    "main",
+    "bundle",
+    "k8s",
+    "docker",
+    "spring",
+    "log4j",
+    "web",
+    "jvmrunargs",
+    "base64",
+    "date",
+    "upper",
+    "lower",
+    "sd",
+    "map",
+    "marker",
+    "event",
+];
 
 /// Resolves one `${…}` starting after `${`; returns (end, resolved text).
 fn lookup(s: &[u8], mut i: usize, depth: u32, hits: &mut bool) -> (usize, Vec<u8>) {
@@ -46,7 +68,11 @@ fn lookup(s: &[u8], mut i: usize, depth: u32, hits: &mut bool) -> (usize, Vec<u8
     } else if let Some(p) = buf.iter().position(|&b| b == b':') {
         let prefix = &buf[..p];
         if in_list(prefix, &["lower", "upper", "date"]) {
-            buf[p + 1..].iter().copied().filter(|&b| b != b'\'').collect()
+            buf[p + 1..]
+                .iter()
+                .copied()
+                .filter(|&b| b != b'\'')
+                .collect()
         } else {
             buf
         }
@@ -83,9 +109,33 @@ pub(crate) fn scan_jndi(v: &View<'_>) -> Option<Finding> {
 
 /// Names that only make sense inside template-engine sandboxes escapes.
 const TEMPLATE_OBJECTS: &[&str] = &[
-    "config", "self", "request", "lipsum", "cycler", "joiner", "namespace", "settings", "__class__", "__mro__",
-    "__subclasses__", "__globals__", "__builtins__", "__import__", "getclass", "forname", "runtime", "processbuilder",
-    "freemarker", "execute", "popen", "system", "exec", "eval", "application", "session", "product",
+    "config",
+    "self",
+    "request",
+    "lipsum",
+    "cycler",
+    "joiner",
+    "namespace",
+    "settings",
+    "__class__",
+    "__mro__",
+    "__subclasses__",
+    "__globals__",
+    "__builtins__",
+    "__import__",
+    "getclass",
+    "forname",
+    "runtime",
+    "processbuilder",
+    "freemarker",
+    "execute",
+    "popen",
+    "system",
+    "exec",
+    "eval",
+    "application",
+    "session",
+    "product",
 ];
 
 /// True if a template expression computes or reaches into objects.
@@ -125,17 +175,27 @@ fn dynamic_expr(e: &[u8]) -> bool {
     }
     let mut i = 0;
     while i < n {
-        if e[i].is_ascii_alphabetic() && (i == 0 || !e[i - 1].is_ascii_alphanumeric() && e[i - 1] != b'_') {
+        if e[i].is_ascii_alphabetic()
+            && (i == 0 || !e[i - 1].is_ascii_alphanumeric() && e[i - 1] != b'_')
+        {
             let mut j = i;
             while j < n && (e[j].is_ascii_alphanumeric() || e[j] == b'_') {
                 j += 1;
             }
             let w = &e[i..j];
             let next = e.get(j).copied();
-            if in_list(w, TEMPLATE_OBJECTS) && (matches!(next, Some(b'.' | b'[' | b'(')) || j == n || e[i..].iter().all(|b| b.is_ascii_alphanumeric() || *b == b' ' || *b == b'_')) {
+            if in_list(w, TEMPLATE_OBJECTS)
+                && (matches!(next, Some(b'.' | b'[' | b'('))
+                    || j == n
+                    || e[i..]
+                        .iter()
+                        .all(|b| b.is_ascii_alphanumeric() || *b == b' ' || *b == b'_'))
+            {
                 return true;
             }
-            if next == Some(b'(') && (e[..i].contains(&b'.') || e[j..].contains(&b'"') || e[j..].contains(&b'\'')) {
+            if next == Some(b'(')
+                && (e[..i].contains(&b'.') || e[j..].contains(&b'"') || e[j..].contains(&b'\''))
+            {
                 return true;
             }
             i = j;
@@ -165,6 +225,15 @@ pub(crate) fn scan_ssti(v: &View<'_>) -> Option<Finding> {
         (b"[[", b"]]"),
     ];
     for (open, close) in DELIMS {
+        let present = match open[0] {
+            b'{' | b'$' | b'#' | b'*' => v.classes.any(BRACE),
+            b'<' => v.classes.any(PERCENT),
+            b'@' => v.classes.any(PAREN),
+            _ => v.classes.any(BRACKET),
+        };
+        if !present {
+            continue;
+        }
         let mut from = 0;
         let mut count = 0;
         while let Some(p) = find_ci(&s[from..], open).map(|p| p + from) {
@@ -178,7 +247,13 @@ pub(crate) fn scan_ssti(v: &View<'_>) -> Option<Finding> {
                 Some(e) => &window[..e],
                 None => window,
             };
-            let call_in_el = matches!(*open, b"${" | b"#{") && inner.iter().position(|&b| b == b'(').is_some_and(|q| q > 0 && inner[..q].iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'@' | b'.' | b'_' | b' ')));
+            let call_in_el = matches!(*open, b"${" | b"#{")
+                && inner.iter().position(|&b| b == b'(').is_some_and(|q| {
+                    q > 0
+                        && inner[..q].iter().all(|b| {
+                            b.is_ascii_alphanumeric() || matches!(b, b'@' | b'.' | b'_' | b' ')
+                        })
+                });
             if dynamic_expr(inner) || call_in_el {
                 return f(p);
             }
@@ -186,7 +261,13 @@ pub(crate) fn scan_ssti(v: &View<'_>) -> Option<Finding> {
         }
     }
     // FreeMarker / Velocity directives
-    for d in [&b"<#assign"[..], b"#set(", b"<#import", b"#foreach(", b"$class.inspect"] {
+    for d in [
+        &b"<#assign"[..],
+        b"#set(",
+        b"<#import",
+        b"#foreach(",
+        b"$class.inspect",
+    ] {
         if let Some(p) = find_ci(s, d) {
             return f(p);
         }
@@ -199,7 +280,9 @@ mod tests {
     use crate::{Context, Detector, Family, Level, Place};
 
     fn fam(s: &str) -> Option<Family> {
-        Detector::new(Level::L1).scan(s.as_bytes(), Context::new(Place::JsonString)).map(|f| f.family)
+        Detector::new(Level::L1)
+            .scan(s.as_bytes(), Context::new(Place::JsonString))
+            .map(|f| f.family)
     }
 
     #[test]
@@ -231,7 +314,12 @@ mod tests {
         ] {
             assert_eq!(fam(a), Some(Family::Ssti), "{a}");
         }
-        for b in ["Hello {{ name }}", "{% $NUM_VIEWS|STRING_FORMAT:\"%D\" %} VUES", "Price: ${price}", "see #{section}"] {
+        for b in [
+            "Hello {{ name }}",
+            "{% $NUM_VIEWS|STRING_FORMAT:\"%D\" %} VUES",
+            "Price: ${price}",
+            "see #{section}",
+        ] {
             assert_eq!(fam(b), None, "{b}");
         }
     }

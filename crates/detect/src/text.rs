@@ -114,6 +114,44 @@ pub(crate) fn excerpt(s: &[u8], at: usize) -> &[u8] {
     &s[start..end]
 }
 
+/// Finds the first occurrence of any of `needles` (lowercase ASCII) in one pass, ignoring
+/// ASCII case; with `fold_sep`, `\` in the haystack matches `/`. Returns (position, index).
+pub(crate) fn find_any_ci(hay: &[u8], needles: &[&str], fold_sep: bool) -> Option<(usize, usize)> {
+    let mut first = [false; 256];
+    for n in needles {
+        if let Some(&b) = n.as_bytes().first() {
+            first[b as usize] = true;
+        }
+    }
+    let norm = |b: u8| {
+        let l = lower(b);
+        if fold_sep && l == b'\\' {
+            b'/'
+        } else {
+            l
+        }
+    };
+    for i in 0..hay.len() {
+        let c = norm(hay[i]);
+        if !first[c as usize] {
+            continue;
+        }
+        for (k, n) in needles.iter().enumerate() {
+            let n = n.as_bytes();
+            if n[0] == c
+                && hay.len() - i >= n.len()
+                && hay[i..i + n.len()]
+                    .iter()
+                    .zip(n)
+                    .all(|(a, b)| norm(*a) == *b)
+            {
+                return Some((i, k));
+            }
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

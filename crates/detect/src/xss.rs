@@ -8,17 +8,57 @@ use crate::{Family, Finding, Level, Place, View};
 
 /// Elements that run script or load active content by themselves.
 const DANGEROUS_TAGS: &[&str] = &[
-    "xsl:stylesheet", "script", "iframe", "frame", "frameset", "object", "embed", "applet", "base", "meta", "style", "xml", "import",
-    "vmlframe", "isindex", "handler", "listener", "xss", "portal", "svg:script", "xmp", "plaintext",
+    "xsl:stylesheet",
+    "script",
+    "iframe",
+    "frame",
+    "frameset",
+    "object",
+    "embed",
+    "applet",
+    "base",
+    "meta",
+    "style",
+    "xml",
+    "import",
+    "vmlframe",
+    "isindex",
+    "handler",
+    "listener",
+    "xss",
+    "portal",
+    "svg:script",
+    "xmp",
+    "plaintext",
 ];
 
 /// Attributes whose value is fetched or executed as a URL.
-const SCRIPT_SCHEMES: &[&str] = &["javascript:", "vbscript:", "livescript:", "mocha:", "data:text/html", "data:image/svg", "data:application/", "data:text/xml", "data:text/javascript"];
+const SCRIPT_SCHEMES: &[&str] = &[
+    "javascript:",
+    "vbscript:",
+    "livescript:",
+    "mocha:",
+    "data:text/html",
+    "data:image/svg",
+    "data:application/",
+    "data:text/xml",
+    "data:text/javascript",
+];
 
 /// Functions whose call is the usual proof of an XSS.
 const SINKS: &[&str] = &[
-    "alert", "prompt", "confirm", "eval", "settimeout", "setinterval", "function", "fetch", "atob", "execscript",
-    "print", "open",
+    "alert",
+    "prompt",
+    "confirm",
+    "eval",
+    "settimeout",
+    "setinterval",
+    "function",
+    "fetch",
+    "atob",
+    "execscript",
+    "print",
+    "open",
 ];
 
 /// Detector entry point.
@@ -81,7 +121,11 @@ fn scan_tags(s: &[u8], level: Level) -> Option<(usize, &'static str)> {
             i = j;
             continue;
         }
-        if s.get(j) == Some(&b'?') && (starts_ci(s, j + 1, b"import") || starts_ci(s, j + 1, b"xml-stylesheet") || starts_ci(s, j + 1, b"xml:namespace")) {
+        if s.get(j) == Some(&b'?')
+            && (starts_ci(s, j + 1, b"import")
+                || starts_ci(s, j + 1, b"xml-stylesheet")
+                || starts_ci(s, j + 1, b"xml:namespace"))
+        {
             return Some((start, "processing instruction"));
         }
         while j < n && s[j] == b'<' {
@@ -100,10 +144,12 @@ fn scan_tags(s: &[u8], level: Level) -> Option<(usize, &'static str)> {
             continue;
         }
         let name = &s[ns..j];
-        if in_list(name, DANGEROUS_TAGS) && (j == n || matches!(s[j], b' ' | b'/' | b'>' | b'\t' | b'\n' | b'\r' | 0x0c)) {
-            if !eq_ci(name, b"style") && !eq_ci(name, b"meta") && !eq_ci(name, b"base") || level >= Level::L2 {
-                return Some((start, "dangerous element"));
-            }
+        let passive = eq_ci(name, b"style") || eq_ci(name, b"meta") || eq_ci(name, b"base");
+        if in_list(name, DANGEROUS_TAGS)
+            && (j == n || matches!(s[j], b' ' | b'/' | b'>' | b'\t' | b'\n' | b'\r' | 0x0c))
+            && (!passive || level >= Level::L2)
+        {
+            return Some((start, "dangerous element"));
         }
         // attributes
         loop {
@@ -130,11 +176,17 @@ fn scan_tags(s: &[u8], level: Level) -> Option<(usize, &'static str)> {
                 }
                 if k < n && matches!(s[k], b'"' | b'\'' | b'`') {
                     let q = s[k];
-                    let e = s[k + 1..].iter().position(|&c| c == q).map_or(n, |p| k + 1 + p);
+                    let e = s[k + 1..]
+                        .iter()
+                        .position(|&c| c == q)
+                        .map_or(n, |p| k + 1 + p);
                     value = &s[k + 1..e];
                     j = (e + 1).min(n);
                 } else {
-                    let e = s[k..].iter().position(|&c| is_space(c) || c == b'>').map_or(n, |p| k + p);
+                    let e = s[k..]
+                        .iter()
+                        .position(|&c| is_space(c) || c == b'>')
+                        .map_or(n, |p| k + p);
                     value = &s[k..e];
                     j = e;
                 }
@@ -144,15 +196,32 @@ fn scan_tags(s: &[u8], level: Level) -> Option<(usize, &'static str)> {
             if is_handler_name(attr) && (!value.is_empty() || level >= Level::L2) {
                 return Some((an, "event handler"));
             }
-            if in_list(attr, &["srcdoc", "dataformatas", "datasrc", "ev:event", "ev:handler"]) || style_is_active(value) {
+            if in_list(
+                attr,
+                &[
+                    "srcdoc",
+                    "dataformatas",
+                    "datasrc",
+                    "ev:event",
+                    "ev:handler",
+                ],
+            ) || style_is_active(value)
+            {
                 return Some((an, "active attribute"));
             }
             if script_scheme_at(value).is_some() {
                 return Some((an, "script url"));
             }
-            if (eq_ci(name, b"link") && eq_ci(attr, b"rel") && (eq_ci(value, b"import") || eq_ci(value, b"stylesheet")))
-                || (eq_ci(name, b"meta") && (eq_ci(attr, b"http-equiv") || eq_ci(attr, b"charset") && crate::text::contains_ci(value, b"utf")))
-                || (in_list(name, &["set", "animate"]) && eq_ci(attr, b"attributename") && (crate::text::contains_ci(value, b"href") || value.len() > 2 && eq_ci(&value[..2], b"on")))
+            if (eq_ci(name, b"link")
+                && eq_ci(attr, b"rel")
+                && (eq_ci(value, b"import") || eq_ci(value, b"stylesheet")))
+                || (eq_ci(name, b"meta")
+                    && (eq_ci(attr, b"http-equiv")
+                        || eq_ci(attr, b"charset") && crate::text::contains_ci(value, b"utf")))
+                || (in_list(name, &["set", "animate"])
+                    && eq_ci(attr, b"attributename")
+                    && (crate::text::contains_ci(value, b"href")
+                        || value.len() > 2 && eq_ci(&value[..2], b"on")))
             {
                 return Some((an, "active element"));
             }
@@ -170,14 +239,33 @@ fn scan_tags(s: &[u8], level: Level) -> Option<(usize, &'static str)> {
 }
 
 fn is_handler_name(attr: &[u8]) -> bool {
-    attr.len() >= 5 && lower(attr[0]) == b'o' && lower(attr[1]) == b'n' && attr[2..].iter().all(u8::is_ascii_alphabetic)
+    attr.len() >= 5
+        && lower(attr[0]) == b'o'
+        && lower(attr[1]) == b'n'
+        && attr[2..].iter().all(u8::is_ascii_alphabetic)
 }
 
 fn style_is_active(v: &[u8]) -> bool {
-    let compact: Vec<u8> = css_unescape(v).into_iter().filter(|c| !is_space(*c)).map(lower).take(2048).collect();
-    ["expression(", "javascript:", "vbscript:", "behavior:", "behaviour:", "binding:", "@import", "url(javascript", "url(\"javascript", "url('javascript"]
-        .iter()
-        .any(|p| crate::text::find_ci(&compact, p.as_bytes()).is_some())
+    let compact: Vec<u8> = css_unescape(v)
+        .into_iter()
+        .filter(|c| !is_space(*c))
+        .map(lower)
+        .take(2048)
+        .collect();
+    [
+        "expression(",
+        "javascript:",
+        "vbscript:",
+        "behavior:",
+        "behaviour:",
+        "binding:",
+        "@import",
+        "url(javascript",
+        "url(\"javascript",
+        "url('javascript",
+    ]
+    .iter()
+    .any(|p| crate::text::find_ci(&compact, p.as_bytes()).is_some())
 }
 
 /// Resolves CSS escapes (`\28` → `(`, `\0075` → `u`, `\x` → `x`).
@@ -248,7 +336,10 @@ fn script_url(s: &[u8]) -> Option<usize> {
         let c = lower(s[i]);
         if matches!(c, b'j' | b'v' | b'l' | b'd' | b'm') {
             let before_ok = i == 0
-                || matches!(s[i - 1], b'=' | b'(' | b'"' | b'\'' | b'`' | b' ' | b'\t' | b'\n' | b'>' | b',' | b':')
+                || matches!(
+                    s[i - 1],
+                    b'=' | b'(' | b'"' | b'\'' | b'`' | b' ' | b'\t' | b'\n' | b'>' | b',' | b':'
+                )
                 || s[..i].iter().all(|b| *b <= 0x20);
             if before_ok {
                 if let Some(len) = script_scheme_at(&s[i..]) {
@@ -271,7 +362,10 @@ fn handler_breakout(s: &[u8]) -> Option<usize> {
     let first_quote = s.iter().position(|&b| matches!(b, b'"' | b'\'' | b'`'))?;
     let mut i = first_quote;
     while i + 5 < n {
-        if lower(s[i]) == b'o' && lower(s[i + 1]) == b'n' && (i == 0 || !s[i - 1].is_ascii_alphanumeric()) {
+        if lower(s[i]) == b'o'
+            && lower(s[i + 1]) == b'n'
+            && (i == 0 || !s[i - 1].is_ascii_alphanumeric())
+        {
             let mut j = i + 2;
             while j < n && s[j].is_ascii_alphabetic() {
                 j += 1;
@@ -283,7 +377,8 @@ fn handler_breakout(s: &[u8]) -> Option<usize> {
             }
             if is_handler_name(name) && s.get(k) == Some(&b'=') {
                 let prev = s[..i].iter().rposition(|b| !is_space(*b) && *b != b'/');
-                let after_quote = prev.is_some_and(|p| matches!(s[p], b'"' | b'\'' | b'`' | b')' | b'>'));
+                let after_quote =
+                    prev.is_some_and(|p| matches!(s[p], b'"' | b'\'' | b'`' | b')' | b'>'));
                 let rest = &s[k + 1..(k + 256).min(n)];
                 let runs = rest.iter().any(|b| matches!(b, b'(' | b'`' | b'=' | b'.'));
                 if (after_quote || prev.is_some()) && runs {
@@ -303,7 +398,9 @@ fn sink_call(s: &[u8]) -> Option<usize> {
     let n = s.len();
     let mut i = 0;
     while i < n {
-        if !s[i].is_ascii_alphabetic() || (i > 0 && (s[i - 1].is_ascii_alphanumeric() || s[i - 1] == b'_' || s[i - 1] == b'.')) {
+        if !s[i].is_ascii_alphabetic()
+            || (i > 0 && (s[i - 1].is_ascii_alphanumeric() || s[i - 1] == b'_' || s[i - 1] == b'.'))
+        {
             i += 1;
             continue;
         }
@@ -327,18 +424,35 @@ fn sink_call(s: &[u8]) -> Option<usize> {
                 // arguments must look like code, not prose: "(1)", "(document.domain)", "`1`"
                 return Some(i);
             }
-            if called && rest.first() == Some(&b'(') && (eq_ci(w, b"fetch") || eq_ci(w, b"atob") || eq_ci(w, b"function")) {
+            if called
+                && rest.first() == Some(&b'(')
+                && (eq_ci(w, b"fetch") || eq_ci(w, b"atob") || eq_ci(w, b"function"))
+            {
                 let arg = rest.get(1).copied();
-                if matches!(arg, Some(b'"' | b'\'' | b'`' | b')')) && s[..i].iter().any(|b| matches!(b, b'(' | b'=' | b';' | b'"' | b'\'')) {
+                if matches!(arg, Some(b'"' | b'\'' | b'`' | b')'))
+                    && s[..i]
+                        .iter()
+                        .any(|b| matches!(b, b'(' | b'=' | b';' | b'"' | b'\''))
+                {
                     return Some(i);
                 }
             }
             // confirm as a value of a handler or array method: [1].some(confirm)
-            if i > 0 && matches!(s[i - 1], b'(' | b'=') && matches!(rest.first(), Some(b')' | b'}' | b';')) && strong && s[..i].ends_with(b"some(") {
+            if i > 0
+                && matches!(s[i - 1], b'(' | b'=')
+                && matches!(rest.first(), Some(b')' | b'}' | b';'))
+                && strong
+                && s[..i].ends_with(b"some(")
+            {
                 return Some(i);
             }
         }
-        if starts_ci(s, i, b"document.cookie") || starts_ci(s, i, b"document.domain") || starts_ci(s, i, b"document[") || starts_ci(s, i, b"string.fromcharcode(") || starts_ci(s, i, b"document.write(") {
+        if starts_ci(s, i, b"document.cookie")
+            || starts_ci(s, i, b"document.domain")
+            || starts_ci(s, i, b"document[")
+            || starts_ci(s, i, b"string.fromcharcode(")
+            || starts_ci(s, i, b"document.write(")
+        {
             return Some(i);
         }
         i = e;

@@ -127,7 +127,9 @@ impl Code {
 
     pub fn status(self) -> StatusCode {
         match self {
-            Code::AdminBadRequest | Code::AdmitBadPath | Code::AdmitBadRequest => StatusCode::BAD_REQUEST,
+            Code::AdminBadRequest | Code::AdmitBadPath | Code::AdmitBadRequest => {
+                StatusCode::BAD_REQUEST
+            }
             Code::AdmitUriTooLong => StatusCode::URI_TOO_LONG,
             Code::AdmitHeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Code::AdmitBodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -147,11 +149,16 @@ impl Code {
             Code::AdmitUriTooLong | Code::AdmitHeadersTooLarge | Code::AdmitBodyTooLarge => {
                 Some(Owasp::Api4UnrestrictedResourceConsumption)
             }
-            Code::AdmitIpDenied | Code::AdmitBadPath | Code::AdmitBadRequest => Some(Owasp::Api8SecurityMisconfiguration),
-            Code::RouteNotFound | Code::RouteMethodNotAllowed => Some(Owasp::Api9ImproperInventoryManagement),
-            Code::UpstreamUnreachable | Code::UpstreamTimeout | Code::UpstreamUnavailable | Code::UpstreamBadResponse => {
-                None
+            Code::AdmitIpDenied | Code::AdmitBadPath | Code::AdmitBadRequest => {
+                Some(Owasp::Api8SecurityMisconfiguration)
             }
+            Code::RouteNotFound | Code::RouteMethodNotAllowed => {
+                Some(Owasp::Api9ImproperInventoryManagement)
+            }
+            Code::UpstreamUnreachable
+            | Code::UpstreamTimeout
+            | Code::UpstreamUnavailable
+            | Code::UpstreamBadResponse => None,
         }
     }
 
@@ -166,9 +173,10 @@ impl Code {
             | Code::AdmitBadPath
             | Code::AdmitBadRequest => StageName::Admit,
             Code::RouteNotFound | Code::RouteMethodNotAllowed => StageName::Route,
-            Code::UpstreamUnreachable | Code::UpstreamTimeout | Code::UpstreamUnavailable | Code::UpstreamBadResponse => {
-                StageName::Forward
-            }
+            Code::UpstreamUnreachable
+            | Code::UpstreamTimeout
+            | Code::UpstreamUnavailable
+            | Code::UpstreamBadResponse => StageName::Forward,
         }
     }
 
@@ -213,7 +221,11 @@ pub struct Rejection {
 
 impl Rejection {
     pub fn new(code: Code, detail: impl Into<String>) -> Self {
-        Rejection { code, detail: detail.into(), headers: Vec::new() }
+        Rejection {
+            code,
+            detail: detail.into(),
+            headers: Vec::new(),
+        }
     }
 
     pub fn with_header(mut self, name: http::HeaderName, value: http::HeaderValue) -> Self {

@@ -54,7 +54,11 @@ const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection")
 fn request_id(headers: &HeaderMap) -> String {
     if let Some(v) = headers.get(&X_REQUEST_ID) {
         let b = v.as_bytes();
-        if !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.')) {
+        if !b.is_empty()
+            && b.len() <= 128
+            && b.iter()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+        {
             // All bytes checked to be ASCII above.
             return String::from_utf8_lossy(b).into_owned();
         }
@@ -77,7 +81,15 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         }
         headers.remove(n);
     }
-    for n in [KEEP_ALIVE, PROXY_CONNECTION, header::TE, header::TRAILER, header::TRANSFER_ENCODING, header::PROXY_AUTHORIZATION, header::PROXY_AUTHENTICATE] {
+    for n in [
+        KEEP_ALIVE,
+        PROXY_CONNECTION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::PROXY_AUTHORIZATION,
+        header::PROXY_AUTHENTICATE,
+    ] {
         headers.remove(n);
     }
     if keep_upgrade {
@@ -94,7 +106,10 @@ fn is_upgrade(headers: &HeaderMap) -> bool {
             .get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+            .any(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
 }
 
 fn forwarded_for(ip: IpAddr) -> String {
@@ -106,10 +121,23 @@ fn forwarded_for(ip: IpAddr) -> String {
 
 /// Sets `X-Forwarded-*` and `Forwarded`. Values from a peer outside `trusted_proxies` are dropped first, so a
 /// client cannot claim another address.
-fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, trusted: bool, tls: bool, host: Option<&str>) {
+fn set_forwarded(
+    headers: &mut HeaderMap,
+    peer: IpAddr,
+    trusted: bool,
+    tls: bool,
+    host: Option<&str>,
+) {
     let proto = if tls { "https" } else { "http" };
     if !trusted {
-        for n in [X_FORWARDED_FOR, X_FORWARDED_PROTO, X_FORWARDED_HOST, X_FORWARDED_PORT, X_REAL_IP, FORWARDED] {
+        for n in [
+            X_FORWARDED_FOR,
+            X_FORWARDED_PROTO,
+            X_FORWARDED_HOST,
+            X_FORWARDED_PORT,
+            X_REAL_IP,
+            FORWARDED,
+        ] {
             headers.remove(n);
         }
     }
@@ -130,7 +158,9 @@ fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, trusted: bool, tls: bool
                 headers.insert(X_FORWARDED_HOST, v);
             }
         }
-        if h.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']')) {
+        if h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
+        {
             fwd.push_str(";host=\"");
             fwd.push_str(h);
             fwd.push('"');
@@ -147,15 +177,23 @@ fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, trusted: bool, tls: bool
 
 /// Drops headers only the gateway may set, so a client cannot impersonate what later stages pass upstream.
 fn strip_reserved(headers: &mut HeaderMap) {
-    let reserved: Vec<HeaderName> =
-        headers.keys().filter(|n| n.as_str().starts_with("x-rampart-")).cloned().collect();
+    let reserved: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| n.as_str().starts_with("x-rampart-"))
+        .cloned()
+        .collect();
     for n in reserved {
         headers.remove(n);
     }
 }
 
-fn host_of<'a>(parts: &'a http::request::Parts) -> Option<&'a str> {
-    parts.uri.authority().map(|a| a.as_str()).or_else(|| parts.headers.get(header::HOST).and_then(|v| v.to_str().ok()))
+fn host_of(parts: &http::request::Parts) -> Option<&str> {
+    parts.uri.authority().map(|a| a.as_str()).or_else(|| {
+        parts
+            .headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+    })
 }
 
 /// Everything `finish` needs besides the response.
@@ -168,18 +206,30 @@ struct Exit<'a> {
 
 impl Exit<'_> {
     /// Common response headers, the record, and out.
-    fn finish(&self, mut resp: Response<ResponseBody>, mut rec: Box<RequestRecord>) -> Response<ResponseBody> {
+    fn finish(
+        &self,
+        mut resp: Response<ResponseBody>,
+        mut rec: Box<RequestRecord>,
+    ) -> Response<ResponseBody> {
         let headers = resp.headers_mut();
         if let Ok(v) = HeaderValue::from_str(self.request_id) {
             headers.insert(X_REQUEST_ID, v);
         }
         if self.conn.tls {
-            if let Some(hsts) = self.rt.listeners.get(self.conn.listener).and_then(|l| l.hsts.clone()) {
+            if let Some(hsts) = self
+                .rt
+                .listeners
+                .get(self.conn.listener)
+                .and_then(|l| l.hsts.clone())
+            {
                 headers.insert(header::STRICT_TRANSPORT_SECURITY, hsts);
             }
         }
         rec.status = resp.status().as_u16();
-        self.shared.metrics.duration.observe(rec.start.elapsed().as_secs_f64());
+        self.shared
+            .metrics
+            .duration
+            .observe(rec.start.elapsed().as_secs_f64());
         resp.body_mut().set_on_end(rec);
         resp
     }
@@ -187,23 +237,60 @@ impl Exit<'_> {
     fn reject(&self, rejection: Rejection, mut rec: Box<RequestRecord>) -> Response<ResponseBody> {
         let code = rejection.code;
         if code.is_security() {
-            security_event(code, Mode::Enforce, self.request_id, rec.client_ip, rec.route.as_deref(), &rejection.detail);
+            security_event(
+                code,
+                Mode::Enforce,
+                self.request_id,
+                rec.client_ip,
+                rec.route.as_deref(),
+                &rejection.detail,
+            );
         } else {
             tracing::warn!(target: "rampart::upstream", code = code.as_str(), request_id = self.request_id, route = rec.route.as_deref().unwrap_or(""), detail = %rejection.detail, "request failed");
         }
-        self.shared.metrics.rejections.get_or_create(&CodeLabel { code: code.as_str(), mode: "enforce" }).inc();
+        self.shared
+            .metrics
+            .rejections
+            .get_or_create(&CodeLabel {
+                code: code.as_str(),
+                mode: "enforce",
+            })
+            .inc();
         rec.code = Some(code);
-        rec.outcome = if code.is_security() { Outcome::Reject } else { Outcome::Error };
+        rec.outcome = if code.is_security() {
+            Outcome::Reject
+        } else {
+            Outcome::Error
+        };
         self.finish(problem::response(&rejection, self.request_id), rec)
     }
 
     /// A stage said no: enforce it, or in monitor mode record it and carry on (returns `None`).
-    fn verdict(&self, mode: Mode, rejection: Rejection, rec: &mut Box<RequestRecord>) -> Option<Rejection> {
+    fn verdict(
+        &self,
+        mode: Mode,
+        rejection: Rejection,
+        rec: &mut Box<RequestRecord>,
+    ) -> Option<Rejection> {
         match mode {
             Mode::Enforce => Some(rejection),
             Mode::Monitor => {
-                security_event(rejection.code, Mode::Monitor, self.request_id, rec.client_ip, rec.route.as_deref(), &rejection.detail);
-                self.shared.metrics.rejections.get_or_create(&CodeLabel { code: rejection.code.as_str(), mode: "monitor" }).inc();
+                security_event(
+                    rejection.code,
+                    Mode::Monitor,
+                    self.request_id,
+                    rec.client_ip,
+                    rec.route.as_deref(),
+                    &rejection.detail,
+                );
+                self.shared
+                    .metrics
+                    .rejections
+                    .get_or_create(&CodeLabel {
+                        code: rejection.code.as_str(),
+                        mode: "monitor",
+                    })
+                    .inc();
                 rec.flagged.push(rejection.code);
                 None
             }
@@ -212,13 +299,22 @@ impl Exit<'_> {
 }
 
 /// Serves one request.
-pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> Response<ResponseBody> {
+pub async fn handle(
+    shared: &Shared,
+    conn: &ConnInfo,
+    req: Request<Incoming>,
+) -> Response<ResponseBody> {
     let start = Instant::now();
     let rt = shared.runtime.load_full();
     let (mut parts, body) = req.into_parts();
     let request_id = request_id(&parts.headers);
     let client_ip = rt.trusted.client_ip(conn.peer.ip(), &parts.headers);
-    let exit = Exit { shared, conn, rt: &rt, request_id: &request_id };
+    let exit = Exit {
+        shared,
+        conn,
+        rt: &rt,
+        request_id: &request_id,
+    };
     let mut rec = Box::new(RequestRecord {
         log: shared.access_log.clone(),
         start,
@@ -235,13 +331,20 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
         counters: None,
     });
 
-    if let Some(port) = rt.listeners.get(conn.listener).and_then(|l| l.redirect_https) {
+    if let Some(port) = rt
+        .listeners
+        .get(conn.listener)
+        .and_then(|l| l.redirect_https)
+    {
         return match redirect(&parts, port) {
             Some(resp) => {
                 rec.outcome = Outcome::Redirect;
                 exit.finish(resp, rec)
             }
-            None => exit.reject(Rejection::new(Code::AdmitBadRequest, "redirect: missing or invalid Host"), rec),
+            None => exit.reject(
+                Rejection::new(Code::AdmitBadRequest, "redirect: missing or invalid Host"),
+                rec,
+            ),
         };
     }
 
@@ -253,16 +356,33 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
     }
     let path = match normalize(parts.uri.path()) {
         Ok(p) => p,
-        Err(e) => return exit.reject(Rejection::new(Code::AdmitBadPath, format!("{e}: {}", parts.uri.path())), rec),
+        Err(e) => {
+            return exit.reject(
+                Rejection::new(Code::AdmitBadPath, format!("{e}: {}", parts.uri.path())),
+                rec,
+            )
+        }
     };
 
     // route
     let route_idx = match rt.router.find(host_of(&parts), &parts.method, &path) {
         RouteMatch::Found { route, .. } => route,
         RouteMatch::MethodNotAllowed { allow } => {
-            return exit.reject(Rejection::new(Code::RouteMethodNotAllowed, format!("{} {}", parts.method, path)).with_header(header::ALLOW, allow), rec)
+            return exit.reject(
+                Rejection::new(
+                    Code::RouteMethodNotAllowed,
+                    format!("{} {}", parts.method, path),
+                )
+                .with_header(header::ALLOW, allow),
+                rec,
+            )
         }
-        RouteMatch::NotFound => return exit.reject(Rejection::new(Code::RouteNotFound, format!("{} {}", parts.method, path)), rec),
+        RouteMatch::NotFound => {
+            return exit.reject(
+                Rejection::new(Code::RouteNotFound, format!("{} {}", parts.method, path)),
+                rec,
+            )
+        }
     };
     let route = &rt.routes[route_idx];
     rec.route = Some(route.id.clone());
@@ -270,9 +390,18 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
 
     // admit, route-level: body size
     let mut body_limit = route.max_body_bytes;
-    let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > route.max_body_bytes) || body.size_hint().lower() > route.max_body_bytes {
-        let rej = Rejection::new(Code::AdmitBodyTooLarge, format!("declared body exceeds {} bytes", route.max_body_bytes));
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > route.max_body_bytes)
+        || body.size_hint().lower() > route.max_body_bytes
+    {
+        let rej = Rejection::new(
+            Code::AdmitBodyTooLarge,
+            format!("declared body exceeds {} bytes", route.max_body_bytes),
+        );
         match exit.verdict(route.modes.get(StageName::Admit), rej, &mut rec) {
             Some(rej) => return exit.reject(rej, rec),
             None => body_limit = u64::MAX,
@@ -282,12 +411,22 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
     // forward
     let upstream = &rt.upstreams[route.upstream];
     let upgrade = is_upgrade(&parts.headers);
-    let client_upgrade = if upgrade { parts.extensions.remove::<hyper::upgrade::OnUpgrade>() } else { None };
+    let client_upgrade = if upgrade {
+        parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
+    } else {
+        None
+    };
     let host = host_of(&parts).map(str::to_owned);
     let mut headers = std::mem::take(&mut parts.headers);
     strip_hop_by_hop(&mut headers, upgrade);
     strip_reserved(&mut headers);
-    set_forwarded(&mut headers, conn.peer.ip(), rt.trusted.is_trusted(conn.peer.ip()), conn.tls, host.as_deref());
+    set_forwarded(
+        &mut headers,
+        conn.peer.ip(),
+        rt.trusted.is_trusted(conn.peer.ip()),
+        conn.tls,
+        host.as_deref(),
+    );
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         headers.insert(X_REQUEST_ID, v);
     }
@@ -295,36 +434,77 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
         headers.remove(header::HOST);
     }
     let bodiless = body.is_end_stream();
-    let retryable = bodiless && matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS | Method::DELETE | Method::PUT | Method::TRACE);
+    let retryable = bodiless
+        && matches!(
+            parts.method,
+            Method::GET
+                | Method::HEAD
+                | Method::OPTIONS
+                | Method::DELETE
+                | Method::PUT
+                | Method::TRACE
+        );
     let over_limit = Arc::new(AtomicBool::new(false));
-    let mut body = Some(if bodiless { RequestBody::empty() } else { RequestBody::limited(body, body_limit, over_limit.clone()) });
+    let mut body = Some(if bodiless {
+        RequestBody::empty()
+    } else {
+        RequestBody::limited(body, body_limit, over_limit.clone())
+    });
     let query = parts.uri.query();
 
     let mut tried = 0u64;
     let mut attempt = 0u32;
     loop {
-        let admission = upstream.circuit.as_ref().map_or(Admission::Closed, |c| c.admit());
+        let admission = upstream
+            .circuit
+            .as_ref()
+            .map_or(Admission::Closed, |c| c.admit());
         if admission == Admission::Open {
-            return exit.reject(Rejection::new(Code::UpstreamUnavailable, format!("circuit open for upstream {}", upstream.name)), rec);
+            return exit.reject(
+                Rejection::new(
+                    Code::UpstreamUnavailable,
+                    format!("circuit open for upstream {}", upstream.name),
+                ),
+                rec,
+            );
         }
         let Some((idx, target)) = upstream.pick(tried) else {
             release_probe(upstream, admission);
-            return exit.reject(Rejection::new(Code::UpstreamUnavailable, format!("no available target in upstream {}", upstream.name)), rec);
+            return exit.reject(
+                Rejection::new(
+                    Code::UpstreamUnavailable,
+                    format!("no available target in upstream {}", upstream.name),
+                ),
+                rec,
+            );
         };
         tried |= 1u64 << (idx % 64);
         let uri = match build_uri(target, &path, query) {
             Some(u) => u,
-            None => return exit.reject(Rejection::new(Code::AdmitBadRequest, "cannot build upstream URI"), rec),
+            None => {
+                return exit.reject(
+                    Rejection::new(Code::AdmitBadRequest, "cannot build upstream URI"),
+                    rec,
+                )
+            }
         };
         let more_attempts = retryable && attempt < upstream.retries;
         let mut up_req = Request::new(body.take().unwrap_or_else(RequestBody::empty));
         *up_req.method_mut() = parts.method.clone();
         *up_req.uri_mut() = uri;
         *up_req.version_mut() = Version::HTTP_11;
-        *up_req.headers_mut() = if more_attempts { headers.clone() } else { std::mem::take(&mut headers) };
+        *up_req.headers_mut() = if more_attempts {
+            headers.clone()
+        } else {
+            std::mem::take(&mut headers)
+        };
         let _in_flight = upstream.begin(target);
         let sent = Instant::now();
-        let result = tokio::time::timeout(upstream.timeouts.response, upstream.client(conn.worker).request(up_req)).await;
+        let result = tokio::time::timeout(
+            upstream.timeouts.response,
+            upstream.client(conn.worker).request(up_req),
+        )
+        .await;
         let elapsed_ms = sent.elapsed().as_secs_f64() * 1000.0;
         rec.upstream_ms = Some(elapsed_ms);
         match result {
@@ -336,11 +516,21 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
             Ok(Err(e)) => {
                 if over_limit.load(Ordering::Relaxed) {
                     release_probe(upstream, admission);
-                    let rej = Rejection::new(Code::AdmitBodyTooLarge, format!("streamed body exceeded {} bytes", route.max_body_bytes));
+                    let rej = Rejection::new(
+                        Code::AdmitBodyTooLarge,
+                        format!("streamed body exceeded {} bytes", route.max_body_bytes),
+                    );
                     return exit.reject(rej, rec);
                 }
                 let connect = e.is_connect();
-                shared.metrics.upstream_event(&upstream.name, if connect { "connect_error" } else { "transport_error" });
+                shared.metrics.upstream_event(
+                    &upstream.name,
+                    if connect {
+                        "connect_error"
+                    } else {
+                        "transport_error"
+                    },
+                );
                 if upstream.record_transport(target, false) {
                     shared.metrics.upstream_event(&upstream.name, "ejected");
                     tracing::warn!(target: "rampart::upstream", upstream = %upstream.name, target = %target.url, "target ejected after consecutive failures");
@@ -356,7 +546,10 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
             Err(_) => {
                 shared.metrics.upstream_event(&upstream.name, "timeout");
                 circuit_record(shared, upstream, admission, false);
-                let detail = format!("{} {}: no response within {:?}", upstream.name, target.url, upstream.timeouts.response);
+                let detail = format!(
+                    "{} {}: no response within {:?}",
+                    upstream.name, target.url, upstream.timeouts.response
+                );
                 return exit.reject(Rejection::new(Code::UpstreamTimeout, detail), rec);
             }
         }
@@ -375,11 +568,15 @@ fn circuit_record(shared: &Shared, upstream: &Upstream, admission: Admission, ok
     let Some(c) = &upstream.circuit else { return };
     match c.record(admission, ok) {
         Some(Transition::Opened) => {
-            shared.metrics.upstream_event(&upstream.name, "circuit_open");
+            shared
+                .metrics
+                .upstream_event(&upstream.name, "circuit_open");
             tracing::warn!(target: "rampart::upstream", upstream = %upstream.name, "circuit opened: too many failures");
         }
         Some(Transition::Closed) => {
-            shared.metrics.upstream_event(&upstream.name, "circuit_closed");
+            shared
+                .metrics
+                .upstream_event(&upstream.name, "circuit_closed");
             tracing::info!(target: "rampart::upstream", upstream = %upstream.name, "circuit closed: probe succeeded");
         }
         None => {}
@@ -398,14 +595,21 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 fn build_uri(target: &crate::upstream::Target, path: &str, query: Option<&str>) -> Option<Uri> {
-    let mut pq = String::with_capacity(target.base_path.len() + path.len() + query.map_or(0, |q| q.len() + 1));
+    let mut pq = String::with_capacity(
+        target.base_path.len() + path.len() + query.map_or(0, |q| q.len() + 1),
+    );
     pq.push_str(&target.base_path);
     pq.push_str(path);
     if let Some(q) = query {
         pq.push('?');
         pq.push_str(q);
     }
-    Uri::builder().scheme(target.scheme.clone()).authority(target.authority.clone()).path_and_query(pq).build().ok()
+    Uri::builder()
+        .scheme(target.scheme.clone())
+        .authority(target.authority.clone())
+        .path_and_query(pq)
+        .build()
+        .ok()
 }
 
 /// respond: the upstream's answer on its way back — hop-by-hop headers removed, upgrades bridged, body
@@ -421,7 +625,10 @@ fn respond(
     let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
     strip_hop_by_hop(&mut parts.headers, switching);
     if switching {
-        match (client_upgrade, parts.extensions.remove::<hyper::upgrade::OnUpgrade>()) {
+        match (
+            client_upgrade,
+            parts.extensions.remove::<hyper::upgrade::OnUpgrade>(),
+        ) {
             (Some(client), Some(server)) => {
                 tokio::spawn(async move {
                     if let (Ok(c), Ok(s)) = tokio::join!(client, server) {
@@ -432,14 +639,20 @@ fn respond(
                 });
             }
             _ => {
-                return exit.reject(Rejection::new(Code::UpstreamBadResponse, "101 without an upgrade request"), rec);
+                return exit.reject(
+                    Rejection::new(Code::UpstreamBadResponse, "101 without an upgrade request"),
+                    rec,
+                );
             }
         }
         rec.outcome = Outcome::Pass;
         let resp = Response::from_parts(parts, ResponseBody::empty());
         return exit.finish(resp, rec);
     }
-    let deadline = upstream.timeouts.total.map(|t| tokio::time::Instant::from_std(rec.start) + t);
+    let deadline = upstream
+        .timeouts
+        .total
+        .map(|t| tokio::time::Instant::from_std(rec.start) + t);
     let resp = Response::from_parts(parts, ResponseBody::upstream(body, deadline));
     rec.outcome = Outcome::Pass;
     exit.finish(resp, rec)
@@ -454,15 +667,25 @@ fn redirect(parts: &http::request::Parts, port: u16) -> Option<Response<Response
     } else {
         host.split(':').next().unwrap_or(host)
     };
-    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'[' | b']' | b':')) {
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'[' | b']' | b':'))
+    {
         return None;
     }
     let pq = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-    let location = if port == 443 { format!("https://{name}{pq}") } else { format!("https://{name}:{port}{pq}") };
+    let location = if port == 443 {
+        format!("https://{name}{pq}")
+    } else {
+        format!("https://{name}:{port}{pq}")
+    };
     let mut resp = Response::new(ResponseBody::full(Bytes::new()));
     *resp.status_mut() = StatusCode::PERMANENT_REDIRECT;
-    resp.headers_mut().insert(header::LOCATION, HeaderValue::from_str(&location).ok()?);
-    resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    resp.headers_mut()
+        .insert(header::LOCATION, HeaderValue::from_str(&location).ok()?);
+    resp.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
     Some(resp)
 }
 
@@ -473,9 +696,15 @@ mod tests {
     #[test]
     fn hop_by_hop_headers_go_including_connection_named_ones() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("close, x-secret-hop"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, x-secret-hop"),
+        );
         h.insert("x-secret-hop", HeaderValue::from_static("1"));
-        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert("x-kept", HeaderValue::from_static("1"));
         strip_hop_by_hop(&mut h, false);
@@ -489,10 +718,19 @@ mod tests {
         h.insert(X_FORWARDED_FOR, HeaderValue::from_static("6.6.6.6"));
         h.insert(FORWARDED, HeaderValue::from_static("for=6.6.6.6"));
         h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
-        set_forwarded(&mut h, "203.0.113.5".parse().unwrap(), false, false, Some("api.example.com"));
+        set_forwarded(
+            &mut h,
+            "203.0.113.5".parse().unwrap(),
+            false,
+            false,
+            Some("api.example.com"),
+        );
         assert_eq!(h[&X_FORWARDED_FOR], "203.0.113.5");
         assert_eq!(h[&X_FORWARDED_PROTO], "http");
-        assert_eq!(h[&FORWARDED], "for=203.0.113.5;proto=http;host=\"api.example.com\"");
+        assert_eq!(
+            h[&FORWARDED],
+            "for=203.0.113.5;proto=http;host=\"api.example.com\""
+        );
         let mut t = HeaderMap::new();
         t.insert(X_FORWARDED_FOR, HeaderValue::from_static("198.51.100.1"));
         set_forwarded(&mut t, "10.0.0.1".parse().unwrap(), true, true, None);

@@ -64,8 +64,16 @@ pub fn base64(s: &[u8]) -> Vec<u8> {
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         out.push(T[(n >> 18) as usize & 63]);
         out.push(T[(n >> 12) as usize & 63]);
-        out.push(if c.len() > 1 { T[(n >> 6) as usize & 63] } else { b'=' });
-        out.push(if c.len() > 2 { T[n as usize & 63] } else { b'=' });
+        out.push(if c.len() > 1 {
+            T[(n >> 6) as usize & 63]
+        } else {
+            b'='
+        });
+        out.push(if c.len() > 2 {
+            T[n as usize & 63]
+        } else {
+            b'='
+        });
     }
     out
 }
@@ -83,7 +91,11 @@ fn lines(path: &Path) -> Vec<Vec<u8>> {
 pub fn libinjection() -> Vec<Case> {
     let dir = corpus_dir().join("libinjection");
     let mut names: Vec<String> = std::fs::read_dir(&dir)
-        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default();
     names.sort();
     let mut out = Vec::new();
@@ -143,7 +155,7 @@ struct GtwFile {
     payload: Vec<String>,
     encoder: Vec<String>,
     placeholder: Vec<Placeholder>,
-    #[serde(rename = "type")]
+    #[serde(rename = "type", default)]
     kind: String,
 }
 
@@ -165,12 +177,19 @@ pub fn gotestwaf() -> Vec<Case> {
     for group in ["owasp", "owasp-api", "community", "false-pos"] {
         let dir = root.join(group);
         let mut names: Vec<String> = std::fs::read_dir(&dir)
-            .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
             .unwrap_or_default();
         names.sort();
         for name in names {
             let text = std::fs::read_to_string(dir.join(&name)).unwrap_or_default();
-            let parsed: GtwFile = match serde_saphyr::from_str(&text) {
+            // Go's YAML parser accepts `\'` inside double quotes; strict YAML does not.
+            let parsed: GtwFile = match serde_saphyr::from_str(&text)
+                .or_else(|_| serde_saphyr::from_str(&text.replace("\\'", "'")))
+            {
                 Ok(p) => p,
                 Err(e) => {
                     eprintln!("skipping {group}/{name}: {e}");
@@ -190,7 +209,11 @@ pub fn gotestwaf() -> Vec<Case> {
                             _ => p.as_bytes().to_vec(),
                         };
                         out.push(Case {
-                            family: if attack { parsed.kind.clone() } else { "benign".into() },
+                            family: if attack {
+                                parsed.kind.clone()
+                            } else {
+                                "benign".into()
+                            },
                             group: format!("gotestwaf/{group}"),
                             file: name.clone(),
                             encoder: enc.clone(),
@@ -234,10 +257,18 @@ impl Tally {
         }
     }
     pub fn dr(&self) -> f64 {
-        if self.attacks == 0 { f64::NAN } else { self.detected as f64 / self.attacks as f64 }
+        if self.attacks == 0 {
+            f64::NAN
+        } else {
+            self.detected as f64 / self.attacks as f64
+        }
     }
     pub fn fpr(&self) -> f64 {
-        if self.benign == 0 { f64::NAN } else { self.flagged as f64 / self.benign as f64 }
+        if self.benign == 0 {
+            f64::NAN
+        } else {
+            self.flagged as f64 / self.benign as f64
+        }
     }
 }
 

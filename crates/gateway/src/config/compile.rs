@@ -125,7 +125,13 @@ struct Errs<'a> {
 
 impl Errs<'_> {
     fn at<T>(&mut self, s: &Spanned<T>, msg: impl Into<String>, hint: Option<&str>) {
-        self.list.push(ConfigError::at(self.file, s.referenced.line(), s.referenced.column(), msg, hint));
+        self.list.push(ConfigError::at(
+            self.file,
+            s.referenced.line(),
+            s.referenced.column(),
+            msg,
+            hint,
+        ));
     }
     fn top(&mut self, msg: impl Into<String>, hint: Option<&str>) {
         self.list.push(ConfigError::at(self.file, 1, 1, msg, hint));
@@ -142,7 +148,9 @@ fn resolve(base: &Path, p: &str) -> PathBuf {
 }
 
 fn parse_net(s: &str) -> Option<IpNet> {
-    s.parse::<IpNet>().ok().or_else(|| s.parse::<IpAddr>().ok().map(IpNet::from))
+    s.parse::<IpNet>()
+        .ok()
+        .or_else(|| s.parse::<IpAddr>().ok().map(IpNet::from))
 }
 
 fn nets(errs: &mut Errs<'_>, list: &[Spanned<String>], what: &str) -> Vec<IpNet> {
@@ -150,7 +158,11 @@ fn nets(errs: &mut Errs<'_>, list: &[Spanned<String>], what: &str) -> Vec<IpNet>
     for s in list {
         match parse_net(s.value.trim()) {
             Some(n) => out.push(n),
-            None => errs.at(s, format!("invalid {what} `{}`", s.value), Some("write an IP or CIDR: `10.0.0.0/8`, `192.0.2.7`, `2001:db8::/32`")),
+            None => errs.at(
+                s,
+                format!("invalid {what} `{}`", s.value),
+                Some("write an IP or CIDR: `10.0.0.0/8`, `192.0.2.7`, `2001:db8::/32`"),
+            ),
         }
     }
     out
@@ -160,14 +172,21 @@ fn parse_addr(errs: &mut Errs<'_>, s: &Spanned<String>) -> Option<SocketAddr> {
     match s.value.trim().parse::<SocketAddr>() {
         Ok(a) => Some(a),
         Err(_) => {
-            errs.at(s, format!("invalid address `{}`", s.value), Some("write IP:port, e.g. `0.0.0.0:8443` or `[::]:8443`"));
+            errs.at(
+                s,
+                format!("invalid address `{}`", s.value),
+                Some("write IP:port, e.g. `0.0.0.0:8443` or `[::]:8443`"),
+            );
             None
         }
     }
 }
 
 pub fn compile(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Runtime, ConfigErrors> {
-    let mut errs = Errs { file: ctx.file, list: Vec::new() };
+    let mut errs = Errs {
+        file: ctx.file,
+        list: Vec::new(),
+    };
     let base = ctx.base_dir;
     let mut watch_files = Vec::new();
     if let Source::File(p) = &ctx.source {
@@ -176,7 +195,10 @@ pub fn compile(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Runtime, ConfigErrors> {
 
     // Listeners.
     if raw.listen.is_empty() {
-        errs.top("no listener", Some("add `listen: [{ addr: 127.0.0.1:8080 }]`"));
+        errs.top(
+            "no listener",
+            Some("add `listen: [{ addr: 127.0.0.1:8080 }]`"),
+        );
     }
     let first_tls_port = raw
         .listen
@@ -187,7 +209,9 @@ pub fn compile(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Runtime, ConfigErrors> {
     let mut listeners = Vec::new();
     let mut seen_addrs = HashSet::new();
     for l in &raw.listen {
-        let Some(addr) = parse_addr(&mut errs, &l.addr) else { continue };
+        let Some(addr) = parse_addr(&mut errs, &l.addr) else {
+            continue;
+        };
         if addr.port() != 0 && !seen_addrs.insert(addr) {
             errs.at(&l.addr, format!("{addr} is listed twice"), None);
         }
@@ -197,16 +221,36 @@ pub fn compile(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Runtime, ConfigErrors> {
             Some(raw::RawRedirect::Port { port }) => Some(*port),
         };
         if redirect_https.is_some() && l.tls.is_some() {
-            errs.at(&l.addr, "a TLS listener cannot also redirect to HTTPS", Some("put `redirect_https` on a plain HTTP listener"));
+            errs.at(
+                &l.addr,
+                "a TLS listener cannot also redirect to HTTPS",
+                Some("put `redirect_https` on a plain HTTP listener"),
+            );
         }
-        let mut spec = ListenerSpec { addr, tls: None, tls_config: None, redirect_https, h2c: l.h2c, hsts: None };
+        let mut spec = ListenerSpec {
+            addr,
+            tls: None,
+            tls_config: None,
+            redirect_https,
+            h2c: l.h2c,
+            hsts: None,
+        };
         if let Some(t) = &l.tls {
-            let min_version = match t.min_version.as_ref().map(|s| s.value.trim().to_string()).as_deref() {
+            let min_version = match t
+                .min_version
+                .as_ref()
+                .map(|s| s.value.trim().to_string())
+                .as_deref()
+            {
                 None | Some("1.2") => MinVersion::Tls12,
                 Some("1.3") => MinVersion::Tls13,
                 Some(other) => {
                     if let Some(s) = &t.min_version {
-                        errs.at(s, format!("unsupported TLS version `{other}`"), Some("use \"1.2\" or \"1.3\"; older versions are not offered"));
+                        errs.at(
+                            s,
+                            format!("unsupported TLS version `{other}`"),
+                            Some("use \"1.2\" or \"1.3\"; older versions are not offered"),
+                        );
                     }
                     MinVersion::Tls12
                 }
@@ -217,7 +261,13 @@ pub fn compile(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Runtime, ConfigErrors> {
                 sni: t
                     .sni
                     .iter()
-                    .map(|s| (s.hosts.iter().map(|h| h.value.clone()).collect(), resolve(base, &s.cert.value), resolve(base, &s.key.value)))
+                    .map(|s| {
+                        (
+                            s.hosts.iter().map(|h| h.value.clone()).collect(),
+                            resolve(base, &s.cert.value),
+                            resolve(base, &s.key.value),
+                        )
+                    })
                     .collect(),
                 min_version,
                 client_ca: t.client_auth.as_ref().map(|c| resolve(base, &c.ca.value)),
@@ -225,12 +275,22 @@ pub fn compile(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Runtime, ConfigErrors> {
             };
             match tls.build() {
                 Ok(cfg) => spec.tls_config = Some(cfg),
-                Err(e) => errs.at(&t.cert, e.to_string(), Some("cert and key are PEM files; the key must match the first certificate")),
+                Err(e) => errs.at(
+                    &t.cert,
+                    e.to_string(),
+                    Some("cert and key are PEM files; the key must match the first certificate"),
+                ),
             }
             watch_files.extend(tls.files());
-            let max_age = t.hsts_max_age.map_or(Duration::from_secs(31_536_000), |d| d.0);
+            let max_age = t
+                .hsts_max_age
+                .map_or(Duration::from_secs(31_536_000), |d| d.0);
             if !max_age.is_zero() {
-                spec.hsts = HeaderValue::from_str(&format!("max-age={}; includeSubDomains", max_age.as_secs())).ok();
+                spec.hsts = HeaderValue::from_str(&format!(
+                    "max-age={}; includeSubDomains",
+                    max_age.as_secs()
+                ))
+                .ok();
             }
             spec.tls = Some(tls);
         }
@@ -244,18 +304,33 @@ pub fn compile(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Runtime, ConfigErrors> {
             Some(var) => match std::env::var(var.value.trim()) {
                 Ok(t) if t.len() >= 16 => Some(t),
                 Ok(_) => {
-                    errs.at(var, format!("admin token in `{}` is shorter than 16 characters", var.value), Some("use a long random token, e.g. `openssl rand -hex 32`"));
+                    errs.at(
+                        var,
+                        format!(
+                            "admin token in `{}` is shorter than 16 characters",
+                            var.value
+                        ),
+                        Some("use a long random token, e.g. `openssl rand -hex 32`"),
+                    );
                     None
                 }
                 Err(_) => {
-                    errs.at(var, format!("environment variable `{}` is not set", var.value), Some("export it before starting rampart"));
+                    errs.at(
+                        var,
+                        format!("environment variable `{}` is not set", var.value),
+                        Some("export it before starting rampart"),
+                    );
                     None
                 }
             },
             None => None,
         };
         if token.is_none() && !addr.ip().is_loopback() {
-            errs.at(&a.addr, "the admin API listens beyond loopback without a token", Some("bind it to 127.0.0.1 or set `token_env`"));
+            errs.at(
+                &a.addr,
+                "the admin API listens beyond loopback without a token",
+                Some("bind it to 127.0.0.1 or set `token_env`"),
+            );
         }
         Some(AdminSpec { addr, token })
     });
@@ -288,7 +363,9 @@ pub fn compile(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Runtime, ConfigErrors> {
     let mut upstreams = Vec::new();
     let mut upstream_tls = Vec::new();
     for (name, u) in &raw.upstreams {
-        if let Some((up, tls)) = compile_upstream(&mut errs, base, name, u, workers, &mut watch_files) {
+        if let Some((up, tls)) =
+            compile_upstream(&mut errs, base, name, u, workers, &mut watch_files)
+        {
             upstream_index.insert(name.clone(), upstreams.len());
             upstreams.push(Arc::new(up));
             upstream_tls.push(tls);
@@ -311,7 +388,11 @@ pub fn compile(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Runtime, ConfigErrors> {
             }
             match Method::from_bytes(name.as_bytes()) {
                 Ok(method) if name.bytes().all(|b| b.is_ascii_uppercase()) => methods.push(method),
-                _ => errs.at(m, format!("invalid method `{}`", m.value), Some("use GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS … or ANY")),
+                _ => errs.at(
+                    m,
+                    format!("invalid method `{}`", m.value),
+                    Some("use GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS … or ANY"),
+                ),
             }
         }
         if r.methods.is_empty() {
@@ -323,11 +404,17 @@ pub fn compile(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Runtime, ConfigErrors> {
         let Some(&up) = upstream_index.get(r.upstream.value.trim()) else {
             if !raw.upstreams.contains_key(r.upstream.value.trim()) {
                 let known: Vec<&str> = raw.upstreams.keys().map(String::as_str).collect();
-                errs.at(&r.upstream, format!("unknown upstream `{}`", r.upstream.value), Some(&format!("declared upstreams: {}", known.join(", "))));
+                errs.at(
+                    &r.upstream,
+                    format!("unknown upstream `{}`", r.upstream.value),
+                    Some(&format!("declared upstreams: {}", known.join(", "))),
+                );
             }
             continue;
         };
-        let mut id = r.id.as_ref().map_or_else(|| r.path.value.clone(), |s| s.value.clone());
+        let mut id =
+            r.id.as_ref()
+                .map_or_else(|| r.path.value.clone(), |s| s.value.clone());
         if r.id.is_none() {
             let mut n = 2;
             let base_id = id.clone();
@@ -341,10 +428,23 @@ pub fn compile(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Runtime, ConfigErrors> {
             }
         }
         ids.insert(id.clone());
-        let hosts: Vec<String> = r.hosts.iter().map(|h| h.value.trim().to_ascii_lowercase()).collect();
+        let hosts: Vec<String> = r
+            .hosts
+            .iter()
+            .map(|h| h.value.trim().to_ascii_lowercase())
+            .collect();
         let route_id = routes.len();
-        if let Err(e) = router.add(&RouteSpec { id: route_id, hosts: &hosts, path: r.path.value.trim(), methods: &methods }) {
-            errs.at(&r.path, e.to_string(), Some("templates look like `/users/{id}` or `/static/*`"));
+        if let Err(e) = router.add(&RouteSpec {
+            id: route_id,
+            hosts: &hosts,
+            path: r.path.value.trim(),
+            methods: &methods,
+        }) {
+            errs.at(
+                &r.path,
+                e.to_string(),
+                Some("templates look like `/users/{id}` or `/static/*`"),
+            );
             continue;
         }
         routes.push(Route {
@@ -356,10 +456,17 @@ pub fn compile(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Runtime, ConfigErrors> {
         });
     }
 
-    let access_log = raw.access_log.as_ref().map_or_else(|| "stdout".to_string(), |s| s.value.trim().to_string());
+    let access_log = raw
+        .access_log
+        .as_ref()
+        .map_or_else(|| "stdout".to_string(), |s| s.value.trim().to_string());
     if let Err(e) = crate::stages::record::LogSink::open(&access_log, Some(base)) {
         if let Some(s) = &raw.access_log {
-            errs.at(s, format!("cannot open access log `{access_log}`: {e}"), Some("use stdout, stderr, off, or a writable file path"));
+            errs.at(
+                s,
+                format!("cannot open access log `{access_log}`: {e}"),
+                Some("use stdout, stderr, off, or a writable file path"),
+            );
         }
     }
 
@@ -381,7 +488,9 @@ pub fn compile(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Runtime, ConfigErrors> {
         upstream_tls,
         access_log,
         base_dir: base.to_path_buf(),
-        shutdown_timeout: raw.shutdown_timeout.map_or(Duration::from_secs(30), |d| d.0),
+        shutdown_timeout: raw
+            .shutdown_timeout
+            .map_or(Duration::from_secs(30), |d| d.0),
         modes: global_modes,
     })
 }
@@ -396,21 +505,35 @@ fn compile_upstream(
 ) -> Option<(Upstream, Arc<rustls::ClientConfig>)> {
     let before = errs.list.len();
     if u.targets.is_empty() {
-        errs.top(format!("upstream `{name}` has no targets"), Some("add `targets: [\"http://127.0.0.1:9000\"]`"));
+        errs.top(
+            format!("upstream `{name}` has no targets"),
+            Some("add `targets: [\"http://127.0.0.1:9000\"]`"),
+        );
     }
     if u.targets.len() > 64 {
-        errs.at(&u.targets[64], format!("upstream `{name}` has more than 64 targets"), None);
+        errs.at(
+            &u.targets[64],
+            format!("upstream `{name}` has more than 64 targets"),
+            None,
+        );
     }
     let mut targets = Vec::new();
     for t in &u.targets {
         match Target::new(t.value.trim()) {
             Ok(target) => targets.push(Arc::new(target)),
-            Err(e) => errs.at(t, e, Some("write e.g. `http://10.0.0.5:8080` or `https://api.internal`")),
+            Err(e) => errs.at(
+                t,
+                e,
+                Some("write e.g. `http://10.0.0.5:8080` or `https://api.internal`"),
+            ),
         }
     }
     let c = &u.circuit_breaker;
     if !(c.failure_ratio > 0.0 && c.failure_ratio <= 1.0) {
-        errs.top(format!("upstream `{name}`: circuit_breaker.failure_ratio must be in (0, 1]"), None);
+        errs.top(
+            format!("upstream `{name}`: circuit_breaker.failure_ratio must be in (0, 1]"),
+            None,
+        );
     }
     let need_roots = targets.iter().any(|t| t.scheme == http::uri::Scheme::HTTPS);
     let (ca, cc) = match &u.tls {
@@ -433,7 +556,11 @@ fn compile_upstream(
         watch.push(c.clone());
         watch.push(k.clone());
     }
-    let tls = match upstream::client_tls(ca.as_deref(), cc.as_ref().map(|(c, k)| (c.as_path(), k.as_path())), need_roots) {
+    let tls = match upstream::client_tls(
+        ca.as_deref(),
+        cc.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
+        need_roots,
+    ) {
         Ok(t) => t,
         Err(e) => {
             errs.top(format!("upstream `{name}`: {e}"), None);
@@ -449,7 +576,9 @@ fn compile_upstream(
         pool_idle: u.pool.idle_timeout.0,
         pool_max_idle: u.pool.max_idle_per_target,
     };
-    let clients = (0..workers.max(1)).map(|_| upstream::build_client(&settings)).collect();
+    let clients = (0..workers.max(1))
+        .map(|_| upstream::build_client(&settings))
+        .collect();
     let circuit = c.enabled.then(|| {
         CircuitBreaker::new(CircuitPolicy {
             failure_ratio: c.failure_ratio,
@@ -459,7 +588,11 @@ fn compile_upstream(
         })
     });
     let health = u.health_check.as_ref().map(|h| HealthPolicy {
-        path: if h.path.starts_with('/') { h.path.clone() } else { format!("/{}", h.path) },
+        path: if h.path.starts_with('/') {
+            h.path.clone()
+        } else {
+            format!("/{}", h.path)
+        },
         interval: h.interval.0.max(Duration::from_millis(100)),
         timeout: h.timeout.0,
         healthy_after: h.healthy_after,
@@ -471,9 +604,16 @@ fn compile_upstream(
             targets,
             u.balance,
             clients,
-            Timeouts { connect: u.timeouts.connect.0, response: u.timeouts.response.0, total: u.timeouts.total.map(|d| d.0) },
+            Timeouts {
+                connect: u.timeouts.connect.0,
+                response: u.timeouts.response.0,
+                total: u.timeouts.total.map(|d| d.0),
+            },
             u.retries.min(5),
-            PassivePolicy { failures: u.passive_ejection.failures, eject_ms: u.passive_ejection.eject_for.0.as_millis() as u64 },
+            PassivePolicy {
+                failures: u.passive_ejection.failures,
+                eject_ms: u.passive_ejection.eject_for.0.as_millis() as u64,
+            },
             circuit,
             u.preserve_host,
             health,

@@ -17,9 +17,9 @@ pub fn substitute(
     while let Some(pos) = rest.find('$') {
         out.push_str(&rest[..pos]);
         let after = &rest[pos..];
-        if after.starts_with("$${") {
+        if let Some(tail) = after.strip_prefix("$${") {
             out.push_str("${");
-            rest = &after[3..];
+            rest = tail;
             consumed += pos + 3;
             continue;
         }
@@ -31,7 +31,13 @@ pub fn substitute(
         }
         let (line, column) = line_col(text, consumed + pos);
         let Some(end) = after.find('}') else {
-            errors.push(ConfigError::at(file, line, column, "unterminated `${`", Some("close it with `}` or write `$${` for a literal")));
+            errors.push(ConfigError::at(
+                file,
+                line,
+                column,
+                "unterminated `${`",
+                Some("close it with `}` or write `$${` for a literal"),
+            ));
             out.push_str(after);
             rest = "";
             break;
@@ -109,7 +115,9 @@ mod tests {
         let errs = substitute("f.yaml", "a: 1\nb: ${NOPE}\n", &env).unwrap_err();
         assert_eq!(errs.len(), 1);
         assert_eq!((errs[0].line, errs[0].column), (2, 4));
-        assert!(errs[0].to_string().starts_with("f.yaml:2:4: environment variable `NOPE` is not set"));
+        assert!(errs[0]
+            .to_string()
+            .starts_with("f.yaml:2:4: environment variable `NOPE` is not set"));
     }
 
     #[test]

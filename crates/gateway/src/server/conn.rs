@@ -1,7 +1,7 @@
 //! Serving one accepted connection: TLS handshake (bounded by the header-read timeout), protocol choice
 //! (ALPN h2, HTTP/1.1, optional h2c), hyper's limits, idle timeout and graceful shutdown.
 
-use super::idle::{Activity, IdleIo};
+use super::idle::{Activity, IdleIo, IdleWatch};
 use crate::config::ConnLimits;
 use crate::proxy::{self, ConnInfo, Shared};
 use crate::server::tls::PeerCert;
@@ -43,26 +43,70 @@ pub(crate) async fn serve(
     let (tls_config, h2c, limits) = {
         let rt = shared.runtime.load();
         let spec = rt.listeners.get(listener);
-        (spec.and_then(|s| s.tls_config.clone()), spec.is_some_and(|s| s.h2c), rt.limits)
+        (
+            spec.and_then(|s| s.tls_config.clone()),
+            spec.is_some_and(|s| s.h2c),
+            rt.limits,
+        )
     };
     let activity = Arc::new(Activity::new());
     match tls_config {
         Some(cfg) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
-            let tls = match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await {
-                Ok(Ok(s)) => s,
-                _ => return,
-            };
+            let tls =
+                match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream))
+                    .await
+                {
+                    Ok(Ok(s)) => s,
+                    _ => return,
+                };
             let (_, session) = tls.get_ref();
-            let proto = if session.alpn_protocol() == Some(b"h2") { Proto::Http2 } else { Proto::Http1 };
-            let client_cert = session.peer_certificates().and_then(|c| c.first()).map(|c| Arc::new(PeerCert::from_der(c)));
-            let info = ConnInfo { peer, tls: true, client_cert, worker, listener };
-            serve_http(shared.clone(), IdleIo::new(tls, activity.clone()), info, proto, limits, activity, shutdown).await;
+            let proto = if session.alpn_protocol() == Some(b"h2") {
+                Proto::Http2
+            } else {
+                Proto::Http1
+            };
+            let client_cert = session
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| Arc::new(PeerCert::from_der(c)));
+            let info = ConnInfo {
+                peer,
+                tls: true,
+                client_cert,
+                worker,
+                listener,
+            };
+            serve_http(
+                shared.clone(),
+                IdleIo::new(tls, activity.clone()),
+                info,
+                proto,
+                limits,
+                activity,
+                shutdown,
+            )
+            .await;
         }
         None => {
-            let info = ConnInfo { peer, tls: false, client_cert: None, worker, listener };
+            let info = ConnInfo {
+                peer,
+                tls: false,
+                client_cert: None,
+                worker,
+                listener,
+            };
             let proto = if h2c { Proto::Auto } else { Proto::Http1 };
-            serve_http(shared.clone(), IdleIo::new(stream, activity.clone()), info, proto, limits, activity, shutdown).await;
+            serve_http(
+                shared.clone(),
+                IdleIo::new(stream, activity.clone()),
+                info,
+                proto,
+                limits,
+                activity,
+                shutdown,
+            )
+            .await;
         }
     }
 }
@@ -123,19 +167,21 @@ async fn serve_http<I>(
     let tick_every = (idle / 4).max(Duration::from_millis(50));
     let mut tick = tokio::time::interval(tick_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut watch = IdleWatch::new(idle);
     let mut closing = *shutdown.borrow();
     if closing {
         conn.as_mut().graceful_shutdown();
     }
     loop {
         tokio::select! {
+            biased;
             _ = conn.as_mut() => break,
             _ = shutdown.changed(), if !closing => {
                 closing = true;
                 conn.as_mut().graceful_shutdown();
             }
             _ = tick.tick(), if !closing => {
-                if !idle.is_zero() && activity.idle_for() >= idle {
+                if watch.is_idle(&activity) {
                     closing = true;
                     conn.as_mut().graceful_shutdown();
                 }

@@ -1,18 +1,18 @@
-//! Idle tracking for client connections: the I/O wrapper stamps the time of the last byte moved, and requests
-//! in progress keep the connection busy, so only truly idle keep-alive connections are closed.
+//! Idle tracking for client connections: the I/O wrapper counts reads and writes that moved bytes (a counter,
+//! not a clock read, so the hot path stays cheap), requests in progress keep the connection busy, and a
+//! low-frequency watchdog turns "nothing changed for the idle timeout" into a graceful close.
 
-use crate::upstream::clock::now_ms;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 #[derive(Debug)]
 pub struct Activity {
-    last: AtomicU64,
+    ops: AtomicU64,
     busy: AtomicUsize,
 }
 
@@ -21,7 +21,7 @@ pub struct Busy(Arc<Activity>);
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        self.0.last.store(now_ms(), Ordering::Relaxed);
+        self.0.touch();
         self.0.busy.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -34,7 +34,10 @@ impl Default for Activity {
 
 impl Activity {
     pub fn new() -> Self {
-        Activity { last: AtomicU64::new(now_ms()), busy: AtomicUsize::new(0) }
+        Activity {
+            ops: AtomicU64::new(0),
+            busy: AtomicUsize::new(0),
+        }
     }
 
     pub fn busy(self: &Arc<Self>) -> Busy {
@@ -42,16 +45,40 @@ impl Activity {
         Busy(self.clone())
     }
 
-    /// How long nothing has happened; zero while a request is in progress.
-    pub fn idle_for(&self) -> Duration {
-        if self.busy.load(Ordering::Relaxed) > 0 {
-            return Duration::ZERO;
+    fn touch(&self) {
+        // Single writer (the connection task): a plain load+store is enough and cheaper than an RMW.
+        self.ops.store(
+            self.ops.load(Ordering::Relaxed).wrapping_add(1),
+            Ordering::Relaxed,
+        );
+    }
+}
+
+/// Samples an [`Activity`] on a timer and says when it has been idle for the whole timeout.
+pub struct IdleWatch {
+    seen: u64,
+    since: Instant,
+    timeout: Duration,
+}
+
+impl IdleWatch {
+    pub fn new(timeout: Duration) -> Self {
+        IdleWatch {
+            seen: 0,
+            since: Instant::now(),
+            timeout,
         }
-        Duration::from_millis(now_ms().saturating_sub(self.last.load(Ordering::Relaxed)))
     }
 
-    fn touch(&self) {
-        self.last.store(now_ms(), Ordering::Relaxed);
+    /// Call on each tick; true once nothing moved and no request ran for `timeout`.
+    pub fn is_idle(&mut self, a: &Activity) -> bool {
+        let ops = a.ops.load(Ordering::Relaxed);
+        if ops != self.seen || a.busy.load(Ordering::Relaxed) > 0 {
+            self.seen = ops;
+            self.since = Instant::now();
+            return false;
+        }
+        !self.timeout.is_zero() && self.since.elapsed() >= self.timeout
     }
 }
 
@@ -67,7 +94,11 @@ impl<T> IdleIo<T> {
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for IdleIo<T> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
@@ -78,7 +109,11 @@ impl<T: AsyncRead + Unpin> AsyncRead for IdleIo<T> {
 }
 
 impl<T: AsyncWrite + Unpin> AsyncWrite for IdleIo<T> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
             self.activity.touch();
@@ -86,7 +121,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for IdleIo<T> {
         r
     }
 
-    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
             self.activity.touch();

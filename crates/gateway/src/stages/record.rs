@@ -33,7 +33,12 @@ impl LogSink {
                     Some(b) if p.is_relative() => b.join(p),
                     _ => p,
                 };
-                LogSink::File(Mutex::new(std::fs::OpenOptions::new().create(true).append(true).open(p)?))
+                LogSink::File(Mutex::new(
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(p)?,
+                ))
             }
         })
     }
@@ -69,7 +74,9 @@ pub struct AccessLog {
 
 impl AccessLog {
     pub fn new(sink: LogSink) -> Self {
-        AccessLog { sink: arc_swap::ArcSwap::from_pointee(sink) }
+        AccessLog {
+            sink: arc_swap::ArcSwap::from_pointee(sink),
+        }
     }
 
     pub fn set_sink(&self, sink: LogSink) {
@@ -83,7 +90,9 @@ impl AccessLog {
             return;
         }
         BUF.with(|b| {
-            let Ok(mut b) = b.try_borrow_mut() else { return };
+            let Ok(mut b) = b.try_borrow_mut() else {
+                return;
+            };
             let (buf, since) = &mut *b;
             buf.extend_from_slice(line.as_bytes());
             buf.push(b'\n');
@@ -100,7 +109,9 @@ impl AccessLog {
     pub fn flush_thread(&self) {
         let sink = self.sink.load();
         BUF.with(|b| {
-            let Ok(mut b) = b.try_borrow_mut() else { return };
+            let Ok(mut b) = b.try_borrow_mut() else {
+                return;
+            };
             let (buf, since) = &mut *b;
             if !buf.is_empty() {
                 sink.write_all(buf);
@@ -186,7 +197,11 @@ impl RequestRecord {
             }
             None => s.push_str("null"),
         }
-        let _ = write!(s, ",\"status\":{},\"bytes\":{},\"completed\":{}", self.status, bytes_sent, completed);
+        let _ = write!(
+            s,
+            ",\"status\":{},\"bytes\":{},\"completed\":{}",
+            self.status, bytes_sent, completed
+        );
         match self.upstream_ms {
             Some(ms) => {
                 let _ = write!(s, ",\"upstream_ms\":{ms:.3}");
@@ -194,7 +209,11 @@ impl RequestRecord {
             None => s.push_str(",\"upstream_ms\":null"),
         }
         let total = self.start.elapsed().as_secs_f64() * 1000.0;
-        let _ = write!(s, ",\"total_ms\":{total:.3},\"verdict\":\"{}\",\"code\":", self.outcome.as_str());
+        let _ = write!(
+            s,
+            ",\"total_ms\":{total:.3},\"verdict\":\"{}\",\"code\":",
+            self.outcome.as_str()
+        );
         match self.code {
             Some(c) => {
                 let _ = write!(s, "\"{}\"", c.as_str());
@@ -233,7 +252,14 @@ impl OnBodyEnd for RequestRecord {
 
 /// Writes a security event for a rejection or a monitor-mode flag on its own tracing target, so operators can
 /// route security decisions separately from the access log.
-pub fn security_event(code: Code, mode: Mode, request_id: &str, client_ip: IpAddr, route: Option<&str>, detail: &str) {
+pub fn security_event(
+    code: Code,
+    mode: Mode,
+    request_id: &str,
+    client_ip: IpAddr,
+    route: Option<&str>,
+    detail: &str,
+) {
     tracing::warn!(
         target: "rampart::security",
         code = code.as_str(),

@@ -11,7 +11,9 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 
 pub fn spawn(upstream: &Arc<Upstream>, tls: Arc<rustls::ClientConfig>) {
-    let Some(policy) = upstream.health.clone() else { return };
+    let Some(policy) = upstream.health.clone() else {
+        return;
+    };
     let weak: Weak<Upstream> = Arc::downgrade(upstream);
     let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
     http.enforce_http(false);
@@ -21,7 +23,9 @@ pub fn spawn(upstream: &Arc<Upstream>, tls: Arc<rustls::ClientConfig>) {
         .https_or_http()
         .enable_http1()
         .wrap_connector(http);
-    let client: Client<_, Empty<bytes::Bytes>> = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(0).build(https);
+    let client: Client<_, Empty<bytes::Bytes>> = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(0)
+        .build(https);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(policy.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -32,8 +36,14 @@ pub fn spawn(upstream: &Arc<Upstream>, tls: Arc<rustls::ClientConfig>) {
             let name = up.name.clone();
             drop(up);
             for t in targets {
-                let uri = format!("{}://{}{}{}", t.scheme, t.authority, t.base_path, policy.path);
-                let ok = match Request::get(&uri).header("user-agent", "rampart-health").body(Empty::new()) {
+                let uri = format!(
+                    "{}://{}{}{}",
+                    t.scheme, t.authority, t.base_path, policy.path
+                );
+                let ok = match Request::get(&uri)
+                    .header("user-agent", "rampart-health")
+                    .body(Empty::new())
+                {
                     Ok(req) => matches!(
                         tokio::time::timeout(policy.timeout, client.request(req)).await,
                         Ok(Ok(resp)) if resp.status().is_success() || resp.status().is_redirection()
@@ -54,7 +64,11 @@ fn apply(upstream: &str, t: &Target, ok: bool, healthy_after: u32, unhealthy_aft
         return;
     }
     let streak = t.hc_streak.fetch_add(1, Ordering::Relaxed) + 1;
-    let threshold = if healthy { unhealthy_after } else { healthy_after };
+    let threshold = if healthy {
+        unhealthy_after
+    } else {
+        healthy_after
+    };
     if streak >= threshold.max(1) {
         t.hc_streak.store(0, Ordering::Relaxed);
         t.set_healthy(ok);

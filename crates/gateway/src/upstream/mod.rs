@@ -39,12 +39,20 @@ pub struct Target {
 
 impl Target {
     pub fn new(url: &str) -> Result<Target, String> {
-        let uri: http::Uri = url.parse().map_err(|e| format!("invalid target URL `{url}`: {e}"))?;
-        let scheme = uri.scheme().cloned().ok_or_else(|| format!("target `{url}` needs a scheme (http:// or https://)"))?;
+        let uri: http::Uri = url
+            .parse()
+            .map_err(|e| format!("invalid target URL `{url}`: {e}"))?;
+        let scheme = uri
+            .scheme()
+            .cloned()
+            .ok_or_else(|| format!("target `{url}` needs a scheme (http:// or https://)"))?;
         if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
             return Err(format!("target `{url}`: only http and https are supported"));
         }
-        let authority = uri.authority().cloned().ok_or_else(|| format!("target `{url}` has no host"))?;
+        let authority = uri
+            .authority()
+            .cloned()
+            .ok_or_else(|| format!("target `{url}` has no host"))?;
         if uri.query().is_some() {
             return Err(format!("target `{url}` must not have a query"));
         }
@@ -201,7 +209,10 @@ impl Upstream {
             tried & (1u64 << (i % 64)) == 0 && t.is_healthy() && !t.is_ejected(now)
         };
         match self.balance {
-            Balance::RoundRobin => (0..n).map(|k| (start + k) % n).find(|&i| usable(i)).map(|i| (i, &self.targets[i])),
+            Balance::RoundRobin => (0..n)
+                .map(|k| (start + k) % n)
+                .find(|&i| usable(i))
+                .map(|i| (i, &self.targets[i])),
             Balance::LeastInFlight => (0..n)
                 .map(|k| (start + k) % n)
                 .filter(|&i| usable(i))
@@ -229,7 +240,9 @@ impl Upstream {
         let n = target.consecutive_failures.fetch_add(1, Ordering::AcqRel) + 1;
         if n >= self.passive.failures {
             target.consecutive_failures.store(0, Ordering::Release);
-            target.ejected_until.store(now_ms() + self.passive.eject_ms, Ordering::Release);
+            target
+                .ejected_until
+                .store(now_ms() + self.passive.eject_ms, Ordering::Release);
             return true;
         }
         false

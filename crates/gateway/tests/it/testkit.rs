@@ -68,10 +68,17 @@ fn full(b: impl Into<Bytes>) -> UpBody {
 }
 
 fn query_num(q: &str, key: &str, default: u64) -> u64 {
-    q.split('&').filter_map(|kv| kv.split_once('=')).find(|(k, _)| *k == key).and_then(|(_, v)| v.parse().ok()).unwrap_or(default)
+    q.split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == key)
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(default)
 }
 
-async fn upstream_handle(mut req: Request<Incoming>, hits: Arc<AtomicUsize>) -> Result<Response<UpBody>, Infallible> {
+async fn upstream_handle(
+    mut req: Request<Incoming>,
+    hits: Arc<AtomicUsize>,
+) -> Result<Response<UpBody>, Infallible> {
     hits.fetch_add(1, Ordering::SeqCst);
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
@@ -90,8 +97,10 @@ async fn upstream_handle(mut req: Request<Incoming>, hits: Arc<AtomicUsize>) -> 
         });
         let mut r = Response::new(full(""));
         *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-        r.headers_mut().insert("upgrade", "websocket".parse().unwrap());
-        r.headers_mut().insert("connection", "upgrade".parse().unwrap());
+        r.headers_mut()
+            .insert("upgrade", "websocket".parse().unwrap());
+        r.headers_mut()
+            .insert("connection", "upgrade".parse().unwrap());
         return Ok(r);
     }
     if path.starts_with("/slow") {
@@ -104,7 +113,11 @@ async fn upstream_handle(mut req: Request<Incoming>, hits: Arc<AtomicUsize>) -> 
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(4);
         tokio::spawn(async move {
             for i in 0..chunks {
-                if tx.send(Ok(Frame::data(Bytes::from(format!("chunk{i};"))))).await.is_err() {
+                if tx
+                    .send(Ok(Frame::data(Bytes::from(format!("chunk{i};")))))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
                 tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -115,7 +128,8 @@ async fn upstream_handle(mut req: Request<Incoming>, hits: Arc<AtomicUsize>) -> 
     }
     if let Some(code) = path.strip_prefix("/status/") {
         let mut r = Response::new(full(format!("status {code}")));
-        *r.status_mut() = StatusCode::from_u16(code.parse().unwrap_or(500)).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        *r.status_mut() = StatusCode::from_u16(code.parse().unwrap_or(500))
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         return Ok(r);
     }
     if path.starts_with("/echo") || path.contains("echo") {
@@ -123,19 +137,32 @@ async fn upstream_handle(mut req: Request<Incoming>, hits: Arc<AtomicUsize>) -> 
         let headers: serde_json::Map<String, serde_json::Value> = req
             .headers()
             .iter()
-            .map(|(k, v)| (k.to_string(), serde_json::Value::String(String::from_utf8_lossy(v.as_bytes()).into())))
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    serde_json::Value::String(String::from_utf8_lossy(v.as_bytes()).into()),
+                )
+            })
             .collect();
-        let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        let body = req
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
         let v = serde_json::json!({ "method": method, "path": path, "query": query, "headers": headers, "body_len": body.len(),
             "body": String::from_utf8_lossy(&body[..body.len().min(256)]) });
         let mut r = Response::new(full(v.to_string()));
-        r.headers_mut().insert("content-type", "application/json".parse().unwrap());
+        r.headers_mut()
+            .insert("content-type", "application/json".parse().unwrap());
         return Ok(r);
     }
     Ok(Response::new(full(format!("upstream:{path}"))))
 }
 
-fn tokio_stream_from<T: Send + 'static>(mut rx: tokio::sync::mpsc::Receiver<T>) -> impl futures_core::Stream<Item = T> + Send {
+fn tokio_stream_from<T: Send + 'static>(
+    mut rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures_core::Stream<Item = T> + Send {
     crate::testkit_stream(move |cx| rx.poll_recv(cx))
 }
 
@@ -151,7 +178,9 @@ impl TestUpstream {
         let h = hits.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((s, _)) = listener.accept().await else { continue };
+                let Ok((s, _)) = listener.accept().await else {
+                    continue;
+                };
                 let h = h.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| upstream_handle(req, h.clone()));
@@ -190,7 +219,11 @@ impl TestGateway {
         let handle = Gateway::start(Source::File(config.clone()), StartOptions { watch })
             .await
             .unwrap_or_else(|e| panic!("gateway did not start: {e}"));
-        TestGateway { handle, dir, config }
+        TestGateway {
+            handle,
+            dir,
+            config,
+        }
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -225,25 +258,43 @@ impl Got {
         String::from_utf8_lossy(&self.body).into_owned()
     }
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
     }
     /// The stable code of a problem+json answer.
     pub fn code(&self) -> String {
-        assert_eq!(self.headers.get("content-type").map(|v| v.to_str().unwrap()), Some("application/problem+json"), "{}", self.text());
+        assert_eq!(
+            self.headers
+                .get("content-type")
+                .map(|v| v.to_str().unwrap()),
+            Some("application/problem+json"),
+            "{}",
+            self.text()
+        );
         self.json()["code"].as_str().unwrap_or("").to_string()
     }
 }
 
 pub async fn read(resp: Response<Incoming>) -> Got {
     let (parts, body) = resp.into_parts();
-    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-    Got { status: parts.status.as_u16(), headers: parts.headers, body }
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    Got {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body,
+    }
 }
 
 /// Sends one HTTP/1.1 request on a fresh connection.
 pub async fn send(addr: SocketAddr, req: Request<Full<Bytes>>) -> Got {
     let stream = TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
     tokio::spawn(async move {
         let _ = conn.with_upgrades().await;
     });
@@ -252,7 +303,14 @@ pub async fn send(addr: SocketAddr, req: Request<Full<Bytes>>) -> Got {
 }
 
 pub async fn get(addr: SocketAddr, path: &str) -> Got {
-    send(addr, Request::get(path).header("host", "localhost").body(Full::new(Bytes::new())).unwrap()).await
+    send(
+        addr,
+        Request::get(path)
+            .header("host", "localhost")
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await
 }
 
 pub async fn get_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Got {
@@ -264,7 +322,14 @@ pub async fn get_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) ->
 }
 
 pub async fn post(addr: SocketAddr, path: &str, body: impl Into<Bytes>) -> Got {
-    send(addr, Request::post(path).header("host", "localhost").body(Full::new(body.into())).unwrap()).await
+    send(
+        addr,
+        Request::post(path)
+            .header("host", "localhost")
+            .body(Full::new(body.into()))
+            .unwrap(),
+    )
+    .await
 }
 
 /// Writes raw bytes and reads until the server closes or `wait` passes.
@@ -287,19 +352,32 @@ impl Pki {
     pub fn new(dir: &Path, name: &str) -> Pki {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, format!("{name} test CA"));
+        params
+            .distinguished_name
+            .push(DnType::CommonName, format!("{name} test CA"));
         let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
         let ca_path = dir.join(format!("{name}-ca.pem"));
         std::fs::write(&ca_path, ca.pem()).unwrap();
-        Pki { ca, ca_path, dir: dir.to_path_buf() }
+        Pki {
+            ca,
+            ca_path,
+            dir: dir.to_path_buf(),
+        }
     }
 
     /// Issues a leaf for `names`; writes `<file>.pem` and `<file>.key`.
     pub fn leaf(&self, file: &str, names: &[&str], client: bool) -> (PathBuf, PathBuf) {
-        let mut params = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
-        params.distinguished_name.push(DnType::CommonName, names.first().copied().unwrap_or(file));
-        params.extended_key_usages =
-            vec![if client { ExtendedKeyUsagePurpose::ClientAuth } else { ExtendedKeyUsagePurpose::ServerAuth }];
+        let mut params =
+            CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, names.first().copied().unwrap_or(file));
+        params.extended_key_usages = vec![if client {
+            ExtendedKeyUsagePurpose::ClientAuth
+        } else {
+            ExtendedKeyUsagePurpose::ServerAuth
+        }];
         let key = KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.ca).unwrap();
         let cp = self.dir.join(format!("{file}.pem"));
@@ -315,15 +393,25 @@ impl Pki {
 }
 
 /// A TLS client trusting `ca`, offering `alpn`, optionally presenting a client certificate.
-pub fn tls_client(ca: &CertificateDer<'static>, alpn: &[&[u8]], client: Option<(&Path, &Path)>) -> tokio_rustls::TlsConnector {
+pub fn tls_client(
+    ca: &CertificateDer<'static>,
+    alpn: &[&[u8]],
+    client: Option<(&Path, &Path)>,
+) -> tokio_rustls::TlsConnector {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca.clone()).unwrap();
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let b = rustls::ClientConfig::builder_with_provider(provider).with_safe_default_protocol_versions().unwrap().with_root_certificates(roots);
+    let b = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
     let mut cfg = match client {
         Some((c, k)) => {
             use rustls_pki_types::pem::PemObject;
-            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(c).unwrap().map(|c| c.unwrap()).collect();
+            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(c)
+                .unwrap()
+                .map(|c| c.unwrap())
+                .collect();
             let key = PrivateKeyDer::from_pem_file(k).unwrap();
             b.with_client_auth_cert(certs, key).unwrap()
         }
@@ -339,10 +427,14 @@ pub async fn tls_connect(
     sni: &str,
 ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
     let tcp = TcpStream::connect(addr).await?;
-    connector.connect(ServerName::try_from(sni.to_string()).unwrap(), tcp).await
+    connector
+        .connect(ServerName::try_from(sni.to_string()).unwrap(), tcp)
+        .await
 }
 
 /// The certificate the server presented on a TLS connection.
 pub fn server_cert(s: &tokio_rustls::client::TlsStream<TcpStream>) -> CertificateDer<'static> {
-    s.get_ref().1.peer_certificates().unwrap()[0].clone().into_owned()
+    s.get_ref().1.peer_certificates().unwrap()[0]
+        .clone()
+        .into_owned()
 }
