@@ -61,10 +61,7 @@ fn main() {
         } else {
             "URL/Plain"
         };
-        per_file
-            .entry((c.group.clone(), c.file.clone(), enc.to_string()))
-            .or_default()
-            .add(c, h);
+        per_file.entry((c.group.clone(), c.file.clone(), enc.to_string())).or_default().add(c, h);
     }
     for ((g, f, e), t) in &per_file {
         println!(
@@ -86,22 +83,13 @@ fn main() {
     for (c, &h) in cases.iter().zip(&hits) {
         if !c.attack {
             benign_all.add(c, h);
-            benign_sets
-                .entry(format!("{}/{}", c.group, c.file))
-                .or_default()
-                .add(c, h);
+            benign_sets.entry(format!("{}/{}", c.group, c.file)).or_default().add(c, h);
         }
     }
     println!();
     println!("## Benign sets");
     for (k, t) in &benign_sets {
-        println!(
-            "{:<52} {:>6} values, {:>3} flagged, FPR {}",
-            k,
-            t.benign,
-            t.flagged,
-            pct(t.fpr())
-        );
+        println!("{:<52} {:>6} values, {:>3} flagged, FPR {}", k, t.benign, t.flagged, pct(t.fpr()));
     }
     println!(
         "{:<52} {:>6} values, {:>3} flagged, FPR {}",
@@ -128,14 +116,8 @@ fn main() {
         f.to_string()
     };
     for (title, filter) in [
-        (
-            "libinjection + gotestwaf owasp/ (URL/Plain encoders) — the target sets",
-            0,
-        ),
-        (
-            "gotestwaf owasp/ Base64Flat (value is base64 of the payload)",
-            1,
-        ),
+        ("libinjection + gotestwaf owasp/ (URL/Plain encoders) — the target sets", 0),
+        ("gotestwaf owasp/ Base64Flat (value is base64 of the payload)", 1),
         ("gotestwaf owasp-api/ and community/ (all encoders)", 2),
     ] {
         let mut fam: BTreeMap<String, Tally> = BTreeMap::new();
@@ -144,10 +126,7 @@ fn main() {
                 continue;
             }
             let sel = match filter {
-                0 => {
-                    c.group == "libinjection"
-                        || (c.group == "gotestwaf/owasp" && c.encoder != "Base64Flat")
-                }
+                0 => c.group == "libinjection" || (c.group == "gotestwaf/owasp" && c.encoder != "Base64Flat"),
                 1 => c.group == "gotestwaf/owasp" && c.encoder == "Base64Flat",
                 _ => c.group == "gotestwaf/owasp-api" || c.group == "gotestwaf/community",
             };
@@ -157,14 +136,8 @@ fn main() {
         }
         println!();
         println!("## Per family: {title}");
-        println!(
-            "(FPR is over all benign sets: {} values)",
-            benign_all.benign
-        );
-        println!(
-            "{:<36} {:>7} {:>8} {:>8} {:>8}",
-            "family", "attacks", "DR", "FPR", "BA"
-        );
+        println!("(FPR is over all benign sets: {} values)", benign_all.benign);
+        println!("{:<36} {:>7} {:>8} {:>8} {:>8}", "family", "attacks", "DR", "FPR", "BA");
         let mut sum = 0.0;
         let mut all = Tally::default();
         for (k, t) in &fam {
@@ -172,14 +145,7 @@ fn main() {
             sum += ba;
             all.attacks += t.attacks;
             all.detected += t.detected;
-            println!(
-                "{:<36} {:>7} {:>8} {:>8} {:>8}",
-                k,
-                t.attacks,
-                pct(t.dr()),
-                pct(benign_all.fpr()),
-                pct(ba)
-            );
+            println!("{:<36} {:>7} {:>8} {:>8} {:>8}", k, t.attacks, pct(t.dr()), pct(benign_all.fpr()), pct(ba));
         }
         if !fam.is_empty() {
             println!(
@@ -190,41 +156,22 @@ fn main() {
                 pct(benign_all.fpr()),
                 pct((all.dr() + 1.0 - benign_all.fpr()) / 2.0)
             );
-            println!(
-                "{:<36} {:>7} {:>8} {:>8} {:>8}",
-                "macro average BA",
-                "",
-                "",
-                "",
-                pct(sum / fam.len() as f64)
-            );
+            println!("{:<36} {:>7} {:>8} {:>8} {:>8}", "macro average BA", "", "", "", pct(sum / fam.len() as f64));
         }
     }
 
     // per placement, gotestwaf owasp (URL/Plain)
     let mut place: BTreeMap<String, Tally> = BTreeMap::new();
     for (c, &h) in cases.iter().zip(&hits) {
-        if c.group == "gotestwaf/owasp" && c.encoder != "Base64Flat"
-            || c.group == "gotestwaf/false-pos"
-        {
+        if c.group == "gotestwaf/owasp" && c.encoder != "Base64Flat" || c.group == "gotestwaf/false-pos" {
             place.entry(format!("{:?}", c.place)).or_default().add(c, h);
         }
     }
     println!();
     println!("## Per placement: gotestwaf owasp/ (URL/Plain) attacks and false-pos/ texts placed as each");
-    println!(
-        "{:<12} {:>7} {:>8} {:>8} {:>8}",
-        "place", "attacks", "DR", "benign", "FPR"
-    );
+    println!("{:<12} {:>7} {:>8} {:>8} {:>8}", "place", "attacks", "DR", "benign", "FPR");
     for (k, t) in &place {
-        println!(
-            "{:<12} {:>7} {:>8} {:>8} {:>8}",
-            k,
-            t.attacks,
-            pct(t.dr()),
-            t.benign,
-            pct(t.fpr())
-        );
+        println!("{:<12} {:>7} {:>8} {:>8} {:>8}", k, t.attacks, pct(t.dr()), t.benign, pct(t.fpr()));
     }
     // benign texts in every placement
     let mut fp_any = 0;
@@ -246,9 +193,7 @@ fn main() {
             }
         }
     }
-    println!(
-        "all benign values re-placed in query/path/json/form/header: {fp_any} of {fp_n} flagged"
-    );
+    println!("all benign values re-placed in query/path/json/form/header: {fp_any} of {fp_n} flagged");
 
     if show_misses || show_fp {
         println!();
@@ -259,20 +204,12 @@ fn main() {
                     c.group,
                     c.file,
                     c.place,
-                    String::from_utf8_lossy(&c.value)
-                        .chars()
-                        .take(200)
-                        .collect::<String>()
+                    String::from_utf8_lossy(&c.value).chars().take(200).collect::<String>()
                 );
             }
             if show_fp && !c.attack && h {
                 let f = det.scan(&c.value, Context::new(c.place));
-                println!(
-                    "FP [{}] {:?} {}",
-                    c.file,
-                    f.map(|f| f.family),
-                    String::from_utf8_lossy(&c.value)
-                );
+                println!("FP [{}] {:?} {}", c.file, f.map(|f| f.family), String::from_utf8_lossy(&c.value));
             }
         }
     }

@@ -4,8 +4,8 @@
 //! ("echo in the mirror", "read; copy should reach us") passes. Also Shellshock, SSI
 //! directives, Windows `cmd /c` / `powershell -enc`, and code-execution sinks.
 
-use crate::prefilter::{AMP, BACKTICK, DASH, DOLLAR, DOT, LT, NEWLINE, PAREN, PIPE, SEMI, SLASH};
-use crate::text::{eq_ci, excerpt, find_ci, in_list, is_space, lower, starts_ci};
+use crate::prefilter::{AMP, BACKTICK, DASH, DOLLAR, LT, NEWLINE, PAREN, PIPE, SEMI, SLASH};
+use crate::text::{eq_ci, excerpt, find_ci, in_list, is_space, lower, starts_ci, Needles};
 use crate::{Family, Finding, Level, Place, View};
 
 /// Commands that are rarely English words: enough after a separator.
@@ -117,12 +117,11 @@ const STRONG: &[&str] = &[
 
 /// Commands that are also ordinary words: they need shell-like arguments.
 const AMBIGUOUS: &[&str] = &[
-    "echo", "more", "type", "set", "export", "sleep", "kill", "find", "sort", "head", "tail",
-    "file", "test", "who", "last", "history", "top", "free", "mount", "date", "time", "copy",
-    "move", "del", "start", "exit", "print", "read", "wait", "which", "man", "less", "host", "dig",
-    "source", "eval", "exec", "yes", "tee", "cut", "expr", "stat", "touch", "mkdir", "rmdir", "mv",
-    "cp", "ln", "du", "df", "w", "rev", "tr", "od", "strings", "mail", "shutdown", "reboot",
-    "halt", "logout", "su", "at", "call", "timeout", "nl", "uniq", "wc", "diff", "zip",
+    "echo", "more", "type", "set", "export", "sleep", "kill", "find", "sort", "head", "tail", "file", "test", "who",
+    "last", "history", "top", "free", "mount", "date", "time", "copy", "move", "del", "start", "exit", "print", "read",
+    "wait", "which", "man", "less", "host", "dig", "source", "eval", "exec", "yes", "tee", "cut", "expr", "stat",
+    "touch", "mkdir", "rmdir", "mv", "cp", "ln", "du", "df", "w", "rev", "tr", "od", "strings", "mail", "shutdown",
+    "reboot", "halt", "logout", "su", "at", "call", "timeout", "nl", "uniq", "wc", "diff", "zip",
 ];
 
 /// Code-execution sinks of scripting languages.
@@ -152,6 +151,9 @@ const CODE_SINKS: &[&str] = &[
     "java.lang.runtime",
     "server.scripttimeout",
 ];
+
+pub(crate) const CODE_SINK_SET: Needles = Needles::new(CODE_SINKS);
+pub(crate) const INTERPRETERS: Needles = Needles::new(&["cmd", "powershell", "pwsh"]);
 
 fn is_sep(b: u8) -> bool {
     matches!(b, b';' | b'|' | b'&' | b'\n' | b'\r' | b'`')
@@ -212,10 +214,7 @@ fn follows_like_command(s: &[u8], e: usize) -> bool {
         Some(&b) => {
             is_space(b)
                 || is_sep(b)
-                || matches!(
-                    b,
-                    b'$' | b'<' | b'>' | b')' | b'+' | b'\'' | b'"' | b',' | b'}' | b'\t'
-                )
+                || matches!(b, b'$' | b'<' | b'>' | b')' | b'+' | b'\'' | b'"' | b',' | b'}' | b'\t')
         }
     }
 }
@@ -232,10 +231,7 @@ fn shell_argument(s: &[u8], e: usize) -> bool {
     match s.get(i) {
         None => true,
         Some(&b) if is_sep(b) => true,
-        Some(
-            b'-' | b'/' | b'\\' | b'.' | b'~' | b'$' | b'%' | b'>' | b'<' | b'"' | b'\'' | b'`'
-            | b'*',
-        ) => true,
+        Some(b'-' | b'/' | b'\\' | b'.' | b'~' | b'$' | b'%' | b'>' | b'<' | b'"' | b'\'' | b'`' | b'*') => true,
         Some(b) if b.is_ascii_digit() => {
             let mut j = i;
             while j < s.len() && (s[j].is_ascii_digit() || s[j] == b'.') {
@@ -280,11 +276,9 @@ pub(crate) fn scan(v: &View<'_>) -> Option<Finding> {
         // server-side includes
         if let Some(p) = find_ci(s, b"<!--#") {
             let d = &s[p + 5..];
-            if [
-                "exec", "include", "echo", "config", "printenv", "set", "fsize", "flastmod",
-            ]
-            .iter()
-            .any(|k| starts_ci(d, 0, k.as_bytes()))
+            if ["exec", "include", "echo", "config", "printenv", "set", "fsize", "flastmod"]
+                .iter()
+                .any(|k| starts_ci(d, 0, k.as_bytes()))
             {
                 return f(p);
             }
@@ -297,15 +291,11 @@ pub(crate) fn scan(v: &View<'_>) -> Option<Finding> {
         }
     }
     // Windows interpreters
-    let interpreters = v.classes.any(SLASH | DASH)
-        && crate::text::find_any_ci(s, &["cmd", "powershell", "pwsh"], false).is_some();
+    let interpreters = v.classes.any(SLASH | DASH) && v.groups & crate::prefilter::G_INTERP != 0;
     for (name, opt) in [
         (&b"cmd"[..], &[&b"/c"[..], b"/k", b"/r"][..]),
         (b"cmd.exe", &[b"/c", b"/k"]),
-        (
-            b"powershell",
-            &[b"-e", b"-c", b"-nop", b"-w", b"-ex", b"-command", b"-enc"],
-        ),
+        (b"powershell", &[b"-e", b"-c", b"-nop", b"-w", b"-ex", b"-command", b"-enc"]),
         (b"pwsh", &[b"-e", b"-c"]),
     ] {
         if !interpreters {
@@ -315,40 +305,25 @@ pub(crate) fn scan(v: &View<'_>) -> Option<Finding> {
         while let Some(p) = crate::text::find_ci_from(s, from, name) {
             from = p + 1;
             let e = p + name.len();
-            if !crate::text::boundary_before(s, p)
-                || s.get(e).is_some_and(|b| b.is_ascii_alphanumeric())
-            {
+            if !crate::text::boundary_before(s, p) || s.get(e).is_some_and(|b| b.is_ascii_alphanumeric()) {
                 continue;
             }
             let a = crate::text::skip_space(s, e);
             if a > e
                 && opt.iter().any(|o| {
-                    starts_ci(s, a, o)
-                        && s.get(a + o.len())
-                            .is_none_or(|b| !b.is_ascii_alphabetic() || o.len() <= 2)
+                    starts_ci(s, a, o) && s.get(a + o.len()).is_none_or(|b| !b.is_ascii_alphabetic() || o.len() <= 2)
                 })
             {
                 return f(p);
             }
         }
     }
-    if v.classes.any(PAREN | LT)
-        || v.classes.any(DOT)
-            && crate::text::find_any_ci(
-                s,
-                &["wscript.", "subprocess.", "java.lang", "server.script"],
-                false,
-            )
-            .is_some()
-    {
-        if let Some((p, _)) = crate::text::find_any_ci(s, CODE_SINKS, false) {
+    if v.groups & crate::prefilter::G_SINK != 0 {
+        if let Some((p, _)) = crate::text::find_any_ci(s, &CODE_SINK_SET, false) {
             return f(p);
         }
     }
-    if !v
-        .classes
-        .any(SEMI | PIPE | AMP | NEWLINE | BACKTICK | DOLLAR | PAREN)
-    {
+    if !v.classes.any(SEMI | PIPE | AMP | NEWLINE | BACKTICK | DOLLAR | PAREN) {
         return None;
     }
     let free_text = matches!(v.ctx.place, Place::JsonString | Place::Body | Place::Form);
@@ -392,8 +367,7 @@ pub(crate) fn scan(v: &View<'_>) -> Option<Finding> {
         if !newline_in_text && is_command(&word, s, e, free_text && !matches!(b, b'`' | b'$')) {
             return f(i);
         }
-        if newline_in_text && v.level >= Level::L2 && in_list(&word, STRONG) && shell_argument(s, e)
-        {
+        if newline_in_text && v.level >= Level::L2 && in_list(&word, STRONG) && shell_argument(s, e) {
             return f(i);
         }
         i += sep_len;
@@ -413,9 +387,7 @@ mod tests {
     use crate::{Context, Detector, Family, Level, Place};
 
     fn fam(s: &str, place: Place) -> Option<Family> {
-        Detector::new(Level::L1)
-            .scan(s.as_bytes(), Context::new(place))
-            .map(|f| f.family)
+        Detector::new(Level::L1).scan(s.as_bytes(), Context::new(place)).map(|f| f.family)
     }
 
     #[test]

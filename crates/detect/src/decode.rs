@@ -17,11 +17,7 @@ pub struct DecodeLimits {
 
 impl Default for DecodeLimits {
     fn default() -> Self {
-        DecodeLimits {
-            max_layers: 4,
-            max_input: 1 << 20,
-            max_base64: 64 << 10,
-        }
+        DecodeLimits { max_layers: 4, max_input: 1 << 20, max_base64: 64 << 10 }
     }
 }
 
@@ -69,11 +65,7 @@ fn hex_at(s: &[u8], i: usize, n: usize) -> Option<u32> {
 
 fn push_char(out: &mut Vec<u8>, cp: u32) {
     // fullwidth ASCII variants fold to ASCII (many back ends apply NFKC)
-    let cp = if (0xFF01..=0xFF5E).contains(&cp) {
-        cp - 0xFEE0
-    } else {
-        cp
-    };
+    let cp = if (0xFF01..=0xFF5E).contains(&cp) { cp - 0xFEE0 } else { cp };
     match char::from_u32(cp) {
         Some(c) => {
             let mut buf = [0u8; 4];
@@ -148,9 +140,7 @@ fn entity(s: &[u8], i: usize) -> Option<(usize, u32)> {
             };
             match d {
                 Some(d) => {
-                    v = v
-                        .saturating_mul(if is_hex { 16 } else { 10 })
-                        .saturating_add(u32::from(d));
+                    v = v.saturating_mul(if is_hex { 16 } else { 10 }).saturating_add(u32::from(d));
                     j += 1;
                 }
                 None => break,
@@ -184,9 +174,7 @@ fn entity(s: &[u8], i: usize) -> Option<(usize, u32)> {
 
 /// One pass over all layers. Returns true if anything changed.
 fn one_pass(s: &[u8], out: &mut Vec<u8>) -> bool {
-    let has_pct = s
-        .windows(3)
-        .any(|w| w[0] == b'%' && hex(w[1]).is_some() && hex(w[2]).is_some());
+    let has_pct = s.windows(3).any(|w| w[0] == b'%' && hex(w[1]).is_some() && hex(w[2]).is_some());
     let mut changed = false;
     let mut i = 0;
     while i < s.len() {
@@ -294,12 +282,7 @@ fn one_pass(s: &[u8], out: &mut Vec<u8>) -> bool {
                 (Some(&c1), Some(&c2), Some(&c3))
                     if (0x80..0x90).contains(&c1) && c2 & 0xC0 == 0x80 && c3 & 0xC0 == 0x80 =>
                 {
-                    push_char(
-                        out,
-                        (u32::from(c1 & 0x3F) << 12)
-                            | (u32::from(c2 & 0x3F) << 6)
-                            | u32::from(c3 & 0x3F),
-                    );
+                    push_char(out, (u32::from(c1 & 0x3F) << 12) | (u32::from(c2 & 0x3F) << 6) | u32::from(c3 & 0x3F));
                     i += 4;
                     changed = true;
                     continue;
@@ -356,10 +339,7 @@ pub fn decode_base64_text(value: &[u8], limits: &DecodeLimits) -> Option<Vec<u8>
     if !(8..=limits.max_base64).contains(&n) {
         return None;
     }
-    let body = value
-        .iter()
-        .rposition(|&b| b != b'=')
-        .map_or(&value[..0], |p| &value[..=p]);
+    let body = value.iter().rposition(|&b| b != b'=').map_or(&value[..0], |p| &value[..=p]);
     if n - body.len() > 2 || body.len() % 4 == 1 {
         return None;
     }
@@ -394,10 +374,8 @@ pub fn decode_base64_text(value: &[u8], limits: &DecodeLimits) -> Option<Vec<u8>
     let magic = out.starts_with(&[0xAC, 0xED, 0x00, 0x05])
         || out.starts_with(&[0x00, 0x01, 0x00, 0x00, 0x00, 0xFF])
         || (out.first() == Some(&0x80) && out.get(1).is_some_and(|v| (2..=5).contains(v)));
-    let printable = out
-        .iter()
-        .filter(|&&b| (0x20..0x7f).contains(&b) || matches!(b, b'\t' | b'\r' | b'\n') || b >= 0x80)
-        .count();
+    let printable =
+        out.iter().filter(|&&b| (0x20..0x7f).contains(&b) || matches!(b, b'\t' | b'\r' | b'\n') || b >= 0x80).count();
     let text_like = printable * 100 >= out.len() * 95 && std::str::from_utf8(&out).is_ok();
     (magic || text_like).then_some(out)
 }
@@ -453,10 +431,7 @@ mod tests {
     #[test]
     fn base64_text() {
         let l = DecodeLimits::default();
-        assert_eq!(
-            decode_base64_text(b"JyBvciAxPTEtLQ==", &l).as_deref(),
-            Some(&b"' or 1=1--"[..])
-        );
+        assert_eq!(decode_base64_text(b"JyBvciAxPTEtLQ==", &l).as_deref(), Some(&b"' or 1=1--"[..]));
         assert_eq!(decode_base64_text(b"helloworld", &l), None);
         assert_eq!(decode_base64_text(b"short", &l), None);
         assert!(decode_base64_text(b"rO0ABXNyABFqYXZh", &l).is_some());

@@ -81,10 +81,7 @@ impl<'a> Context<'a> {
     }
     /// A context with a place and a key name.
     pub fn with_key(place: Place, key: &'a str) -> Self {
-        Context {
-            place,
-            key: Some(key),
-        }
+        Context { place, key: Some(key) }
     }
 }
 
@@ -184,10 +181,7 @@ pub const MAX_EVIDENCE: usize = 64;
 
 impl Finding {
     pub(crate) fn new(family: Family, evidence: &[u8]) -> Self {
-        Finding {
-            family,
-            evidence: text::evidence(evidence),
-        }
+        Finding { family, evidence: text::evidence(evidence) }
     }
 }
 
@@ -202,6 +196,8 @@ pub struct Detector {
 pub(crate) struct View<'v> {
     pub bytes: &'v [u8],
     pub classes: ByteClasses,
+    /// Keyword groups present (see `prefilter::keyword_groups`).
+    pub groups: u32,
     pub ctx: Context<'v>,
     pub level: Level,
 }
@@ -209,10 +205,7 @@ pub(crate) struct View<'v> {
 impl Detector {
     /// Builds a detector for `level` with default decoding limits.
     pub fn new(level: Level) -> Self {
-        Detector {
-            level,
-            limits: DecodeLimits::default(),
-        }
+        Detector { level, limits: DecodeLimits::default() }
     }
 
     /// Builds a detector with explicit decoding limits.
@@ -243,18 +236,10 @@ impl Detector {
                 }
             }
         }
-        let b64_alphabet = prefilter::ALPHA
-            | prefilter::DIGIT
-            | prefilter::PLUS
-            | prefilter::SLASH
-            | prefilter::EQ
-            | prefilter::DASH;
-        let maybe_b64 =
-            value.len() >= 8 && classes.0 & !b64_alphabet == 0 && classes.any(prefilter::ALPHA);
-        if let Some(text) = maybe_b64
-            .then(|| decode_base64_text(value, &self.limits))
-            .flatten()
-        {
+        let b64_alphabet =
+            prefilter::ALPHA | prefilter::DIGIT | prefilter::PLUS | prefilter::SLASH | prefilter::EQ | prefilter::DASH;
+        let maybe_b64 = value.len() >= 8 && classes.0 & !b64_alphabet == 0 && classes.any(prefilter::ALPHA);
+        if let Some(text) = maybe_b64.then(|| decode_base64_text(value, &self.limits)).flatten() {
             let tc = classify(&text);
             if let Some(f) = self.scan_view(&text, tc, ctx) {
                 return Some(f);
@@ -272,22 +257,37 @@ impl Detector {
     }
 
     fn scan_view(&self, bytes: &[u8], classes: ByteClasses, ctx: Context<'_>) -> Option<Finding> {
+        if classes.is_clean() && !ctx.place.is_key() {
+            // keyword-only SQL ("1 union select a from b", "1 --") is the one attack family
+            // without trigger punctuation; a host-like key makes a bare host worth a look
+            let dashes = classes.any(prefilter::DASH) && bytes.windows(2).any(|w| w == b"--");
+            let words = classes.any(prefilter::SPACE)
+                && bytes.len() >= 8
+                && (text::find_any_ci(bytes, &sqli::SQL_WORDS, false).is_some()
+                    || classes.any(prefilter::DIGIT) && text::contains_ci(bytes, b"union"));
+            let host = ssrf::host_key(ctx);
+            if !(dashes || words || host) {
+                return None;
+            }
+            let v = View {
+                bytes,
+                classes,
+                groups: prefilter::keyword_groups(bytes, prefilter::wanted_groups(classes) | prefilter::G_SQL),
+                ctx,
+                level: self.level,
+            };
+            if sqli::has_bare_keyword_attack(bytes, v.groups) {
+                return sqli::scan(&v).or_else(|| cmdi::scan(&v));
+            }
+            return if host { ssrf::scan(&v) } else { None };
+        }
         let v = View {
             bytes,
             classes,
+            groups: prefilter::keyword_groups(bytes, prefilter::wanted_groups(classes)),
             ctx,
             level: self.level,
         };
-        if classes.is_clean() && !ctx.place.is_key() {
-            // keyword-only SQL ("1 union select a from b") is the one attack without punctuation
-            if classes.any(prefilter::SPACE) && sqli::has_bare_keyword_attack(bytes) {
-                return sqli::scan(&v).or_else(|| cmdi::scan(&v));
-            }
-            if ssrf::host_key(ctx) {
-                return ssrf::scan(&v);
-            }
-            return None;
-        }
         markers::scan_keys(&v)
             .or_else(|| markers::scan_deserialization(&v))
             .or_else(|| template::scan_jndi(&v))
@@ -334,18 +334,8 @@ mod tests {
     #[test]
     fn clean_values_pass() {
         let d = Detector::new(Level::L1);
-        for v in [
-            "hello world",
-            "O'Brien",
-            "2024-01-02",
-            "john@example.com",
-            "42",
-        ] {
-            assert_eq!(
-                d.scan(v.as_bytes(), Context::new(Place::JsonString)),
-                None,
-                "{v}"
-            );
+        for v in ["hello world", "O'Brien", "2024-01-02", "john@example.com", "42"] {
+            assert_eq!(d.scan(v.as_bytes(), Context::new(Place::JsonString)), None, "{v}");
         }
     }
 

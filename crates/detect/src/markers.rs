@@ -2,12 +2,9 @@
 //! CR/LF header and mail-command injection, LDAP filter and XPath injection.
 
 use crate::prefilter::{
-    BACKSLASH, BRACE, BRACKET, COLON, CTRL, DOLLAR, DOT, DQUOTE, EQ, HIGH, MISC, NEWLINE, PAREN,
-    SLASH, SQUOTE,
+    BACKSLASH, BRACE, BRACKET, COLON, CTRL, DOLLAR, DOT, DQUOTE, EQ, HIGH, NEWLINE, PAREN, SLASH, SQUOTE,
 };
-use crate::text::{
-    contains_ci, eq_ci, excerpt, find_ci, find_ci_from, is_space, is_word, starts_ci,
-};
+use crate::text::{contains_ci, eq_ci, excerpt, find_ci, find_ci_from, is_space, is_word, starts_ci};
 use crate::{Family, Finding, Level, Place, View};
 
 /// `__proto__`, `constructor.prototype` / `constructor[prototype]` in keys or key paths.
@@ -20,8 +17,7 @@ pub(crate) fn scan_keys(v: &View<'_>) -> Option<Finding> {
     if let Some(p) = find_ci(s, b"__proto__") {
         let after = s.get(p + 9).copied();
         let before = if p == 0 { None } else { Some(s[p - 1]) };
-        let as_path =
-            matches!(after, Some(b'[' | b'.' | b'"' | b'\'' | b'=' | b']')) || after.is_none();
+        let as_path = matches!(after, Some(b'[' | b'.' | b'"' | b'\'' | b'=' | b']')) || after.is_none();
         let in_path = matches!(before, None | Some(b'[' | b'.' | b'"' | b'\''));
         if keyish || (as_path && in_path) {
             return Some(Finding::new(Family::ProtoPollution, excerpt(s, p)));
@@ -39,29 +35,34 @@ pub(crate) fn scan_keys(v: &View<'_>) -> Option<Finding> {
     }
     if v.ctx.place == Place::JsonKey
         && eq_ci(s, b"prototype")
-        && v.ctx
-            .key
-            .is_some_and(|k| contains_ci(k.as_bytes(), b"constructor"))
+        && v.ctx.key.is_some_and(|k| contains_ci(k.as_bytes(), b"constructor"))
     {
         return Some(Finding::new(Family::ProtoPollution, s));
     }
     None
 }
 
+/// YAML tags that instantiate language objects.
+pub(crate) const YAML_TAGS: crate::text::Needles = crate::text::Needles::new(&[
+    "!!python/",
+    "!!javax.",
+    "!!java.",
+    "!!com.sun.",
+    "!ruby/object",
+    "!ruby/hash",
+    "!!ruby/",
+    "tag:yaml.org,2002:python/",
+]);
+
 /// Java, PHP, .NET, Python pickle and YAML gadget markers.
 pub(crate) fn scan_deserialization(v: &View<'_>) -> Option<Finding> {
     let s = v.bytes;
     let t = trim_start(s);
     let found = |at: &[u8]| Some(Finding::new(Family::Deserialization, excerpt(at, 0)));
-    if t.starts_with(b"rO0AB")
-        || t.starts_with(&[0xAC, 0xED, 0x00, 0x05])
-        || starts_ci(t, 0, b"aced0005")
-    {
+    if t.starts_with(b"rO0AB") || t.starts_with(&[0xAC, 0xED, 0x00, 0x05]) || starts_ci(t, 0, b"aced0005") {
         return found(t);
     }
-    if t.starts_with(b"AAEAAAD/////")
-        || t.starts_with(&[0x00, 0x01, 0x00, 0x00, 0x00, 0xFF, 0xFF, 0xFF, 0xFF])
-    {
+    if t.starts_with(b"AAEAAAD/////") || t.starts_with(&[0x00, 0x01, 0x00, 0x00, 0x00, 0xFF, 0xFF, 0xFF, 0xFF]) {
         return found(t);
     }
     if t.first() == Some(&0x80) && t.get(1).is_some_and(|b| (2..=5).contains(b)) && t.len() > 8 {
@@ -83,40 +84,20 @@ pub(crate) fn scan_deserialization(v: &View<'_>) -> Option<Finding> {
         return found(t);
     }
     // YAML language-specific tags
-    if v.classes.any(MISC) && s.contains(&b'!')
-        || v.classes.any(COLON) && find_ci(s, b"tag:yaml").is_some()
-    {
-        let tags = [
-            "!!python/",
-            "!!javax.",
-            "!!java.",
-            "!!com.sun.",
-            "!ruby/object",
-            "!ruby/hash",
-            "!!ruby/",
-            "tag:yaml.org,2002:python/",
-        ];
-        if let Some((p, _)) = crate::text::find_any_ci(s, &tags, false) {
+    if v.groups & crate::prefilter::G_YAML != 0 {
+        if let Some((p, _)) = crate::text::find_any_ci(s, &YAML_TAGS, false) {
             return Some(Finding::new(Family::Deserialization, excerpt(s, p)));
         }
     }
     // PHP: O:8:"stdClass":1:{  a:2:{i:0;s:1:"x";}
-    if let Some(p) = v
-        .classes
-        .any(DQUOTE | BRACE)
-        .then(|| php_object(s))
-        .flatten()
-    {
+    if let Some(p) = v.classes.any(DQUOTE | BRACE).then(|| php_object(s)).flatten() {
         return Some(Finding::new(Family::Deserialization, excerpt(s, p)));
     }
     None
 }
 
 fn trim_start(s: &[u8]) -> &[u8] {
-    let p = s
-        .iter()
-        .position(|c| !is_space(*c) && *c != b'"')
-        .unwrap_or(s.len());
+    let p = s.iter().position(|c| !is_space(*c) && *c != b'"').unwrap_or(s.len());
     &s[p..]
 }
 
@@ -136,9 +117,7 @@ fn php_object(s: &[u8]) -> Option<usize> {
             if e > i + 2 && s.get(e) == Some(&b':') && s.get(e + 1) == Some(&b'"') {
                 if let Some(q) = s[e + 2..].iter().position(|&b| b == b'"') {
                     let after = e + 2 + q + 1;
-                    if s.get(after) == Some(&b':')
-                        && s.get(after + 1).is_some_and(u8::is_ascii_digit)
-                    {
+                    if s.get(after) == Some(&b':') && s.get(after + 1).is_some_and(u8::is_ascii_digit) {
                         return Some(i);
                     }
                 }
@@ -219,10 +198,7 @@ pub(crate) fn scan_crlf(v: &View<'_>) -> Option<Finding> {
         return None;
     }
     let s = v.bytes;
-    let strict_place = matches!(
-        v.ctx.place,
-        Place::Path | Place::Header | Place::Cookie | Place::QueryKey
-    );
+    let strict_place = matches!(v.ctx.place, Place::Path | Place::Header | Place::Cookie | Place::QueryKey);
     let mut i = 0;
     while i < s.len() {
         let b = s[i];
@@ -248,9 +224,7 @@ pub(crate) fn scan_crlf(v: &View<'_>) -> Option<Finding> {
         let we = name_end(s, j);
         if we > j && s.get(we) == Some(&b':') {
             let name = &s[j..we];
-            if HEADER_NAMES.iter().any(|h| eq_ci(name, h.as_bytes()))
-                || (v.level >= Level::L2 && brk == 1)
-            {
+            if HEADER_NAMES.iter().any(|h| eq_ci(name, h.as_bytes())) || (v.level >= Level::L2 && brk == 1) {
                 return Some(Finding::new(Family::Crlf, excerpt(s, j)));
             }
         }
@@ -272,11 +246,7 @@ pub(crate) fn scan_crlf(v: &View<'_>) -> Option<Finding> {
             if upper && cmd_like && MAIL_COMMANDS.iter().any(|m| eq_ci(cmd, m.as_bytes())) {
                 let rest_ok = next != Some(b' ') || ce + 1 < s.len();
                 if rest_ok
-                    && (eq_ci(cmd, b"rcpt")
-                        || eq_ci(cmd, b"mail")
-                        || k > j
-                        || next != Some(b' ')
-                        || brk > 0 && i == 0)
+                    && (eq_ci(cmd, b"rcpt") || eq_ci(cmd, b"mail") || k > j || next != Some(b' ') || brk > 0 && i == 0)
                 {
                     return Some(Finding::new(Family::Crlf, excerpt(s, i)));
                 }
@@ -336,12 +306,7 @@ pub(crate) fn scan_ldap(v: &View<'_>) -> Option<Finding> {
                     dots += usize::from(s[j] == b'.');
                     j += 1;
                 }
-                if dots >= 2
-                    && s.get(j) == Some(&b':')
-                    && s.get(j + 1) == Some(&b'=')
-                    && i > 0
-                    && is_word(s[i - 1])
-                {
+                if dots >= 2 && s.get(j) == Some(&b':') && s.get(j + 1) == Some(&b'=') && i > 0 && is_word(s[i - 1]) {
                     return Some(Finding::new(Family::Ldap, excerpt(s, i.saturating_sub(16))));
                 }
             }
@@ -354,9 +319,7 @@ pub(crate) fn scan_ldap(v: &View<'_>) -> Option<Finding> {
 /// `attr=` / `attr~=` / `attr>=` / `attr<=` at `i`; returns the index after the operator.
 fn filter_item(s: &[u8], i: usize) -> Option<usize> {
     let mut j = i;
-    while j < s.len()
-        && (s[j].is_ascii_alphanumeric() || s[j] == b'-' || s[j] == b'.' || s[j] == b';')
-    {
+    while j < s.len() && (s[j].is_ascii_alphanumeric() || s[j] == b'-' || s[j] == b'.' || s[j] == b';') {
         j += 1;
     }
     if j == i || j - i > 64 {
@@ -398,13 +361,10 @@ pub(crate) fn scan_xpath(v: &View<'_>) -> Option<Finding> {
         let j = p + 1 + usize::from(slash2);
         let e = name_star_end(s, j);
         if e > j && s.get(e) == Some(&b'[') && (p == 0 || s[p - 1] != b':') {
-            let breakout = s[..p]
-                .iter()
-                .any(|c| matches!(c, b'\'' | b'"' | b'|' | b')' | b']'))
+            let breakout = s[..p].iter().any(|c| matches!(c, b'\'' | b'"' | b'|' | b')' | b']'))
                 || p == 0
                 || s[..p].iter().all(|c| is_space(*c));
-            let pred_ok =
-                (s[e..].contains(&b']') || s[e..].contains(&b'=')) && (slash2 || s[j] == b'*');
+            let pred_ok = (s[e..].contains(&b']') || s[e..].contains(&b'=')) && (slash2 || s[j] == b'*');
             if breakout && pred_ok {
                 return Some(Finding::new(Family::Xpath, excerpt(s, p)));
             }
@@ -416,8 +376,7 @@ pub(crate) fn scan_xpath(v: &View<'_>) -> Option<Finding> {
 }
 
 fn name_star_end(s: &[u8], mut i: usize) -> usize {
-    while i < s.len() && (s[i].is_ascii_alphanumeric() || matches!(s[i], b'_' | b'-' | b'*' | b':'))
-    {
+    while i < s.len() && (s[i].is_ascii_alphanumeric() || matches!(s[i], b'_' | b'-' | b'*' | b':')) {
         i += 1;
     }
     i
@@ -428,71 +387,33 @@ mod tests {
     use crate::{Context, Detector, Family, Level, Place};
 
     fn fam(s: &str, place: Place) -> Option<Family> {
-        Detector::new(Level::L1)
-            .scan(s.as_bytes(), Context::new(place))
-            .map(|f| f.family)
+        Detector::new(Level::L1).scan(s.as_bytes(), Context::new(place)).map(|f| f.family)
     }
 
     #[test]
     fn proto_pollution() {
-        assert_eq!(
-            fam("__proto__", Place::JsonKey),
-            Some(Family::ProtoPollution)
-        );
-        assert_eq!(
-            fam("a[__proto__][admin]", Place::QueryKey),
-            Some(Family::ProtoPollution)
-        );
-        assert_eq!(
-            fam("constructor.prototype.isAdmin", Place::QueryKey),
-            Some(Family::ProtoPollution)
-        );
+        assert_eq!(fam("__proto__", Place::JsonKey), Some(Family::ProtoPollution));
+        assert_eq!(fam("a[__proto__][admin]", Place::QueryKey), Some(Family::ProtoPollution));
+        assert_eq!(fam("constructor.prototype.isAdmin", Place::QueryKey), Some(Family::ProtoPollution));
         assert_eq!(fam("constructor", Place::JsonKey), None);
-        assert_eq!(
-            fam(
-                "the prototype was built by the constructor",
-                Place::JsonString
-            ),
-            None
-        );
+        assert_eq!(fam("the prototype was built by the constructor", Place::JsonString), None);
     }
 
     #[test]
     fn deserialization() {
-        assert_eq!(
-            fam("rO0ABXNyABFqYXZhLnV0aWwuSGFzaE1hcA", Place::Cookie),
-            Some(Family::Deserialization)
-        );
-        assert_eq!(
-            fam("O:8:\"stdClass\":1:{s:1:\"a\";i:1;}", Place::Form),
-            Some(Family::Deserialization)
-        );
-        assert_eq!(
-            fam("!!python/object/apply:os.system [\"id\"]", Place::Body),
-            Some(Family::Deserialization)
-        );
-        assert_eq!(
-            fam("AAEAAAD/////AQAAAAAAAAAMAgAAAF9TeXN0ZW0u", Place::Cookie),
-            Some(Family::Deserialization)
-        );
+        assert_eq!(fam("rO0ABXNyABFqYXZhLnV0aWwuSGFzaE1hcA", Place::Cookie), Some(Family::Deserialization));
+        assert_eq!(fam("O:8:\"stdClass\":1:{s:1:\"a\";i:1;}", Place::Form), Some(Family::Deserialization));
+        assert_eq!(fam("!!python/object/apply:os.system [\"id\"]", Place::Body), Some(Family::Deserialization));
+        assert_eq!(fam("AAEAAAD/////AQAAAAAAAAAMAgAAAF9TeXN0ZW0u", Place::Cookie), Some(Family::Deserialization));
         assert_eq!(fam("O: 8 items", Place::JsonString), None);
     }
 
     #[test]
     fn crlf() {
-        assert_eq!(
-            fam("x\r\nSet-Cookie: a=b", Place::Query),
-            Some(Family::Crlf)
-        );
-        assert_eq!(
-            fam("%0d%0aSet-Cookie:crlf=injection", Place::Path),
-            Some(Family::Crlf)
-        );
+        assert_eq!(fam("x\r\nSet-Cookie: a=b", Place::Query), Some(Family::Crlf));
+        assert_eq!(fam("%0d%0aSet-Cookie:crlf=injection", Place::Path), Some(Family::Crlf));
         assert_eq!(fam("\r\nQUIT\r\n", Place::Form), Some(Family::Crlf));
-        assert_eq!(
-            fam("\nRCPT TO: test@evil.com\n", Place::Form),
-            Some(Family::Crlf)
-        );
+        assert_eq!(fam("\nRCPT TO: test@evil.com\n", Place::Form), Some(Family::Crlf));
         assert_eq!(fam("Line one\nNote: line two", Place::JsonString), None);
         assert_eq!(fam("first line\nsecond line", Place::JsonString), None);
     }
@@ -500,14 +421,8 @@ mod tests {
     #[test]
     fn ldap() {
         assert_eq!(fam("*)(uid=*))(|(uid=*", Place::Query), Some(Family::Ldap));
-        assert_eq!(
-            fam("(&(uid=admin)(!(&(1=0)(userPassword=q))))", Place::Query),
-            Some(Family::Ldap)
-        );
-        assert_eq!(
-            fam("userPassword:2.5.13.18:=123", Place::Query),
-            Some(Family::Ldap)
-        );
+        assert_eq!(fam("(&(uid=admin)(!(&(1=0)(userPassword=q))))", Place::Query), Some(Family::Ldap));
+        assert_eq!(fam("userPassword:2.5.13.18:=123", Place::Query), Some(Family::Ldap));
         assert_eq!(fam("see (a) and (b)", Place::JsonString), None);
     }
 

@@ -2,9 +2,7 @@
 //! operators spliced into values (`', $or: [ {}`), and server-side JavaScript (`$where`).
 
 use crate::prefilter::{BRACE, BRACKET, COLON, DOLLAR, PAREN, SEMI};
-use crate::text::{
-    contains_ci, excerpt, find_ci, find_ci_from, in_list, is_space, is_word, word_end,
-};
+use crate::text::{contains_ci, excerpt, find_ci, find_ci_from, in_list, is_space, is_word, word_end};
 use crate::{Family, Finding, Place, View};
 
 /// MongoDB query and aggregation operators that change a query's meaning.
@@ -80,8 +78,8 @@ pub(crate) fn scan(v: &View<'_>) -> Option<Finding> {
                                 j += 1;
                             }
                             let j = crate::text::skip_space(s, j);
-                            let keyed = s.get(j) == Some(&b':')
-                                || (s.get(e) == Some(&b']') && i > 0 && s[i - 1] == b'[');
+                            let keyed =
+                                s.get(j) == Some(&b':') || (s.get(e) == Some(&b']') && i > 0 && s[i - 1] == b'[');
                             if keyed && (v.classes.any(BRACE | COLON | BRACKET) || i == 0) {
                                 return f(i);
                             }
@@ -129,9 +127,7 @@ pub(crate) fn scan(v: &View<'_>) -> Option<Finding> {
 
 /// `;var x = new Date(); do{…}while(…)` – statement-level JavaScript in a value.
 fn js_loop(s: &[u8]) -> bool {
-    let has_loop = find_ci(s, b"while(").is_some()
-        || find_ci(s, b"while (").is_some()
-        || find_ci(s, b"do{").is_some();
+    let has_loop = find_ci(s, b"while(").is_some() || find_ci(s, b"while (").is_some() || find_ci(s, b"do{").is_some();
     let stmt = find_ci(s, b";var ").is_some()
         || find_ci(s, b"; var ").is_some()
         || find_ci(s, b";let ").is_some()
@@ -144,9 +140,7 @@ mod tests {
     use crate::{Context, Detector, Family, Level, Place};
 
     fn fam(s: &str, place: Place) -> Option<Family> {
-        Detector::new(Level::L1)
-            .scan(s.as_bytes(), Context::new(place))
-            .map(|f| f.family)
+        Detector::new(Level::L1).scan(s.as_bytes(), Context::new(place)).map(|f| f.family)
     }
 
     #[test]
@@ -154,10 +148,7 @@ mod tests {
         assert_eq!(fam("$ne", Place::JsonKey), Some(Family::Nosqli));
         assert_eq!(fam("$where", Place::JsonKey), Some(Family::Nosqli));
         assert_eq!(fam("user[$regex]", Place::QueryKey), Some(Family::Nosqli));
-        assert_eq!(
-            fam("true, $where: '99 == 88'", Place::Query),
-            Some(Family::Nosqli)
-        );
+        assert_eq!(fam("true, $where: '99 == 88'", Place::Query), Some(Family::Nosqli));
         assert_eq!(fam("{\"$gt\": \"\"}", Place::Query), Some(Family::Nosqli));
         assert_eq!(fam("$price", Place::JsonKey), None);
         assert_eq!(fam("costs $5 or less", Place::JsonString), None);
@@ -165,15 +156,9 @@ mod tests {
 
     #[test]
     fn javascript() {
+        assert_eq!(fam("db.injection.insert({success:1});", Place::Query), Some(Family::Nosqli));
         assert_eq!(
-            fam("db.injection.insert({success:1});", Place::Query),
-            Some(Family::Nosqli)
-        );
-        assert_eq!(
-            fam(
-                "0;var date=new Date(); do{curDate = new Date();}while(curDate-date<10000)",
-                Place::Query
-            ),
+            fam("0;var date=new Date(); do{curDate = new Date();}while(curDate-date<10000)", Place::Query),
             Some(Family::Nosqli)
         );
         assert_eq!(fam("while (we wait; we eat)", Place::JsonString), None);

@@ -2,7 +2,7 @@
 //! system files, PHP/Java stream wrappers, and UNC administrative shares.
 
 use crate::prefilter::{BACKSLASH, COLON, DOT, SLASH};
-use crate::text::{excerpt, find_ci, is_word, lower, starts_ci};
+use crate::text::{excerpt, find_ci, is_word, lower, starts_ci, Needles};
 use crate::{Family, Finding, Level, Place, View};
 
 /// Files and directories whose access is the point of an LFI attack.
@@ -40,16 +40,8 @@ const SENSITIVE: &[&str] = &[
 ];
 
 /// The entries of [`SENSITIVE`] that need no path separator.
-const SENSITIVE_NAMES: &[&str] = &[
-    "boot.ini",
-    "win.ini",
-    "system.ini",
-    "ntuser.dat",
-    "web.config",
-    ".bash_history",
-    ".htaccess",
-    ".htpasswd",
-];
+const SENSITIVE_NAMES: &[&str] =
+    &["boot.ini", "win.ini", "system.ini", "ntuser.dat", "web.config", ".bash_history", ".htaccess", ".htpasswd"];
 
 /// Stream wrappers used for file inclusion.
 const WRAPPERS: &[&str] = &[
@@ -67,6 +59,10 @@ const WRAPPERS: &[&str] = &[
     "netdoc:/",
 ];
 
+pub(crate) const SENSITIVE_SET: Needles = Needles::new(SENSITIVE);
+pub(crate) const SENSITIVE_NAME_SET: Needles = Needles::new(SENSITIVE_NAMES);
+pub(crate) const WRAPPER_SET: Needles = Needles::new(WRAPPERS);
+
 /// Detector entry point.
 pub(crate) fn scan(v: &View<'_>) -> Option<Finding> {
     if !v.classes.any(SLASH | BACKSLASH | DOT | COLON) {
@@ -78,11 +74,7 @@ pub(crate) fn scan(v: &View<'_>) -> Option<Finding> {
     let needs_copy = v.classes.any(BACKSLASH) || s.windows(2).any(|w| w == b"..");
     let owned: Vec<u8>;
     let norm: &[u8] = if needs_copy {
-        owned = s
-            .iter()
-            .take(1 << 16)
-            .map(|&b| if b == b'\\' { b'/' } else { lower(b) })
-            .collect();
+        owned = s.iter().take(1 << 16).map(|&b| if b == b'\\' { b'/' } else { lower(b) }).collect();
         &owned
     } else {
         s
@@ -101,10 +93,8 @@ pub(crate) fn scan(v: &View<'_>) -> Option<Finding> {
             if norm.get(j) == Some(&b';') {
                 j += 1;
             }
-            let dots_ok = dots == 2
-                || (dots >= 4 && norm.get(j) == Some(&b'/') && norm.get(j + 1) == Some(&b'/'));
-            let at_seg_start =
-                i == 0 || matches!(norm[i - 1], b'/' | b'=' | b' ' | b'"' | b'\'' | b':');
+            let dots_ok = dots == 2 || (dots >= 4 && norm.get(j) == Some(&b'/') && norm.get(j + 1) == Some(&b'/'));
+            let at_seg_start = i == 0 || matches!(norm[i - 1], b'/' | b'=' | b' ' | b'"' | b'\'' | b':');
             if at_seg_start && dots_ok && (j == norm.len() || norm[j] == b'/') {
                 depth += 1;
                 first.get_or_insert(i);
@@ -114,19 +104,17 @@ pub(crate) fn scan(v: &View<'_>) -> Option<Finding> {
         }
         i += 1;
     }
-    let sensitive = if v.classes.any(SLASH | BACKSLASH) {
-        crate::text::find_any_ci(norm, SENSITIVE, true).map(|(p, _)| p)
+    let sensitive = if v.groups & (crate::prefilter::G_SENSITIVE | crate::prefilter::G_SENSITIVE_NAME) == 0 {
+        None
+    } else if v.groups & crate::prefilter::G_SENSITIVE != 0 {
+        crate::text::find_any_ci(norm, &SENSITIVE_SET, true).map(|(p, _)| p)
     } else if v.classes.any(DOT) {
-        crate::text::find_any_ci(norm, SENSITIVE_NAMES, true).map(|(p, _)| p)
+        crate::text::find_any_ci(norm, &SENSITIVE_NAME_SET, true).map(|(p, _)| p)
     } else {
         None
     };
     if let Some(p) = first {
-        if depth >= 2
-            || sensitive.is_some()
-            || (v.ctx.place == Place::Path && depth >= 1)
-            || v.level >= Level::L2
-        {
+        if depth >= 2 || sensitive.is_some() || (v.ctx.place == Place::Path && depth >= 1) || v.level >= Level::L2 {
             return f(p);
         }
         if p == 0 && matches!(v.ctx.place, Place::Query | Place::Header | Place::Cookie) {
@@ -143,9 +131,9 @@ pub(crate) fn scan(v: &View<'_>) -> Option<Finding> {
             return f(p);
         }
     }
-    if v.classes.any(COLON) {
+    if v.classes.any(COLON) && v.groups & crate::prefilter::G_WRAPPER != 0 {
         let mut from = 0;
-        while let Some((p, _)) = crate::text::find_any_ci(&norm[from..], WRAPPERS, true) {
+        while let Some((p, _)) = crate::text::find_any_ci(&norm[from..], &WRAPPER_SET, true) {
             let p = p + from;
             if p == 0 || !is_word(norm[p - 1]) {
                 return f(p);
@@ -158,8 +146,7 @@ pub(crate) fn scan(v: &View<'_>) -> Option<Finding> {
         let rest = &s[p + 2..];
         if let Some(q) = rest.iter().position(|&b| b == b'\\') {
             let share = &rest[q + 1..];
-            if share.len() >= 2 && share[0].is_ascii_alphabetic() && share[1] == b'$'
-                || starts_ci(share, 0, b"admin$")
+            if share.len() >= 2 && share[0].is_ascii_alphabetic() && share[1] == b'$' || starts_ci(share, 0, b"admin$")
             {
                 return f(p);
             }
@@ -173,9 +160,7 @@ mod tests {
     use crate::{Context, Detector, Family, Level, Place};
 
     fn fam(s: &str, place: Place) -> Option<Family> {
-        Detector::new(Level::L1)
-            .scan(s.as_bytes(), Context::new(place))
-            .map(|f| f.family)
+        Detector::new(Level::L1).scan(s.as_bytes(), Context::new(place)).map(|f| f.family)
     }
 
     #[test]

@@ -68,7 +68,9 @@ pub(crate) const ALPHA: u32 = 1 << 29;
 /// ASCII digit
 pub(crate) const DIGIT: u32 = 1 << 30;
 
-/// Classes that, when absent, make a value clean (letters, digits, space, `.,-_@+!?` etc. are benign).
+/// Classes that, when absent, make a value clean (letters, digits, space, `.,-_@+!?` etc. are
+/// benign). A colon alone (times, ratios, "Note:") cannot complete any attack without one of
+/// these, so it is not a trigger by itself.
 const TRIGGERS: u32 = SQUOTE
     | DQUOTE
     | BACKTICK
@@ -86,7 +88,6 @@ const TRIGGERS: u32 = SQUOTE
     | HASH
     | STAR
     | EQ
-    | COLON
     | SLASH
     | NEWLINE
     | CTRL
@@ -167,6 +168,115 @@ impl ByteClasses {
     }
 }
 
+/// Keyword group: SQL verbs usable without punctuation.
+pub(crate) const G_SQL: u32 = 1;
+/// Keyword group: sensitive file names.
+pub(crate) const G_SENSITIVE: u32 = 1 << 1;
+/// Keyword group: file-inclusion stream wrappers.
+pub(crate) const G_WRAPPER: u32 = 1 << 2;
+/// Keyword group: code-execution sinks.
+pub(crate) const G_SINK: u32 = 1 << 3;
+/// Keyword group: Windows interpreters.
+pub(crate) const G_INTERP: u32 = 1 << 4;
+/// Keyword group: YAML object tags.
+pub(crate) const G_YAML: u32 = 1 << 5;
+
+/// Keyword group: sensitive file names that need no path separator.
+pub(crate) const G_SENSITIVE_NAME: u32 = 1 << 6;
+
+type Group = (&'static crate::text::Needles, u32);
+
+const GROUPS: [Group; 7] = [
+    (&crate::sqli::SQL_WORDS, G_SQL),
+    (&crate::paths::SENSITIVE_SET, G_SENSITIVE),
+    (&crate::paths::SENSITIVE_NAME_SET, G_SENSITIVE_NAME),
+    (&crate::paths::WRAPPER_SET, G_WRAPPER),
+    (&crate::cmdi::CODE_SINK_SET, G_SINK),
+    (&crate::cmdi::INTERPRETERS, G_INTERP),
+    (&crate::markers::YAML_TAGS, G_YAML),
+];
+
+/// For each input byte, the groups that have a needle starting with it.
+const fn first_groups() -> [u32; 256] {
+    let mut t = [0u32; 256];
+    let mut g = 0;
+    while g < GROUPS.len() {
+        let bit = GROUPS[g].1;
+        let mut b = 0;
+        while b < 256 {
+            if GROUPS[g].0.first[b] {
+                t[b] |= bit;
+                // needles are lowercase; match uppercase input too
+                if b >= b'a' as usize && b <= b'z' as usize {
+                    t[b - 32] |= bit;
+                }
+                if b == b'/' as usize {
+                    t[b'\\' as usize] |= bit;
+                }
+            }
+            b += 1;
+        }
+        g += 1;
+    }
+    t
+}
+
+static FIRST_GROUPS: [u32; 256] = first_groups();
+
+/// The keyword groups worth looking for, given the byte classes of a value.
+pub(crate) fn wanted_groups(c: ByteClasses) -> u32 {
+    let mut w = 0;
+    if c.any(SLASH | BACKSLASH) {
+        w |= G_SENSITIVE | G_INTERP;
+    }
+    if c.any(DOT) && !c.any(SPACE) {
+        w |= G_SENSITIVE_NAME;
+    }
+    if c.any(COLON) {
+        w |= G_WRAPPER | G_YAML;
+    }
+    if c.any(PAREN | LT) {
+        w |= G_SINK;
+    }
+    if c.any(DASH) {
+        w |= G_INTERP;
+    }
+    if c.any(MISC) {
+        w |= G_YAML;
+    }
+    w
+}
+
+/// One pass over word starts that reports which of the `wanted` keyword groups occur in
+/// `s`, so each detector searches its own list only when its group is present.
+pub(crate) fn keyword_groups(s: &[u8], wanted: u32) -> u32 {
+    let mut found = 0u32;
+    if wanted == 0 {
+        return 0;
+    }
+    let mut prev_alnum = false;
+    for i in 0..s.len() {
+        let b = s[i];
+        let alnum = b.is_ascii_alphanumeric();
+        let skip = alnum && prev_alnum;
+        prev_alnum = alnum;
+        let m = FIRST_GROUPS[b as usize] & wanted & !found;
+        if skip || m == 0 {
+            continue;
+        }
+        let c = if b == b'\\' { b'/' } else { b.to_ascii_lowercase() };
+        for (set, bit) in GROUPS {
+            if m & bit != 0 && crate::text::needle_at(s, i, c, set) {
+                found |= bit;
+            }
+        }
+        if found == wanted {
+            break;
+        }
+    }
+    found
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,10 +284,8 @@ mod tests {
     #[test]
     fn prose_is_clean() {
         assert!(classify(b"John Smith, 42 Main St. - apt 4").is_clean());
-        assert!(
-            classify("Zoë 東京 🎉".as_bytes()).is_clean()
-                || classify("Zoë 東京 🎉".as_bytes()).decodable()
-        );
+        assert!(classify(b"2024-01-15T09:30:00Z").is_clean());
+        assert!(classify("Zoë 東京 🎉".as_bytes()).is_clean() || classify("Zoë 東京 🎉".as_bytes()).decodable());
     }
 
     #[test]

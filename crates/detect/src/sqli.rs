@@ -7,7 +7,7 @@
 //! statement, a time/error-based function, or a comment that truncates the query.
 //! Prose fails the grammar (two barewords in a row, a keyword out of place) and passes.
 
-use crate::prefilter::{DQUOTE, SQUOTE};
+use crate::prefilter::{AMP, AT, BACKTICK, BRACKET, DQUOTE, EQ, GT, HASH, LT, PAREN, PIPE, SEMI, SLASH, SQUOTE, STAR};
 use crate::text::{eq_ci, in_list, is_space, lower};
 use crate::{Family, Finding, Level, View};
 
@@ -145,9 +145,10 @@ fn keyword(w: &[u8]) -> Option<K> {
         b"procedure" => K::Kw(Kw::Procedure),
         b"exists" => K::Kw(Kw::Exists),
         b"outfile" | b"dumpfile" => K::Kw(Kw::Outfile),
-        b"when" | b"then" | b"else" | b"as" | b"on" | b"join" | b"values" | b"table" | b"asc"
-        | b"desc" | b"using" | b"with" | b"for" | b"to" | b"delay" | b"binary" | b"collate"
-        | b"escape" | b"interval" | b"if" | b"begin" => K::Kw(Kw::Other),
+        b"when" | b"then" | b"else" | b"as" | b"on" | b"join" | b"values" | b"table" | b"asc" | b"desc" | b"using"
+        | b"with" | b"for" | b"to" | b"delay" | b"binary" | b"collate" | b"escape" | b"interval" | b"if" | b"begin" => {
+            K::Kw(Kw::Other)
+        }
         _ => return None,
     })
 }
@@ -196,6 +197,74 @@ const DANGER_FUNCS: &[&str] = &[
     "sys_exec",
 ];
 
+/// Common SQL functions, recognised as calls even with a space before `(`.
+const SQL_FUNCS: &[&str] = &[
+    "cos",
+    "sin",
+    "tan",
+    "abs",
+    "ascii",
+    "char",
+    "chr",
+    "concat",
+    "concat_ws",
+    "group_concat",
+    "substring",
+    "substr",
+    "mid",
+    "left",
+    "right",
+    "lower",
+    "upper",
+    "version",
+    "database",
+    "user",
+    "current_user",
+    "system_user",
+    "count",
+    "length",
+    "len",
+    "hex",
+    "unhex",
+    "floor",
+    "rand",
+    "if",
+    "ifnull",
+    "isnull",
+    "nullif",
+    "coalesce",
+    "cast",
+    "convert",
+    "ord",
+    "md5",
+    "sha1",
+    "now",
+    "schema",
+    "db_name",
+    "row_count",
+    "connection_id",
+    "pi",
+    "least",
+    "greatest",
+    "strcmp",
+    "instr",
+    "locate",
+    "position",
+    "replace",
+    "reverse",
+    "trim",
+    "ltrim",
+    "rtrim",
+    "elt",
+    "field",
+    "make_set",
+    "export_set",
+    "bin",
+    "oct",
+    "conv",
+    "soundex",
+];
+
 /// Identifiers that only appear in SQL reconnaissance.
 const SQL_SYSTEM_NAMES: &[&str] = &[
     "information_schema",
@@ -232,12 +301,18 @@ fn tokenize(s: &[u8], ctx: SqlContext, out: &mut Vec<Tok>) -> bool {
     } {
         match s.iter().position(|&b| b == q) {
             Some(p) => {
-                out.push(Tok {
-                    k: K::Str,
-                    s: 0,
-                    e: p as u32,
-                    open: false,
-                });
+                // an apostrophe inside a word (O'Brien, it's, don't) opens no injection
+                // unless a keyword follows it directly (admin'or'1'='1)
+                if p > 0 && s[p - 1].is_ascii_alphanumeric() && s.get(p + 1).is_some_and(u8::is_ascii_alphabetic) {
+                    let we = s[p + 1..]
+                        .iter()
+                        .position(|b| !b.is_ascii_alphanumeric() && *b != b'_')
+                        .map_or(n, |e| p + 1 + e);
+                    if keyword(&s[p + 1..we]).is_none() {
+                        return false;
+                    }
+                }
+                out.push(Tok { k: K::Str, s: 0, e: p as u32, open: false });
                 i = p + 1;
             }
             None => return false,
@@ -250,14 +325,7 @@ fn tokenize(s: &[u8], ctx: SqlContext, out: &mut Vec<Tok>) -> bool {
             continue;
         }
         let start = i;
-        let push = |out: &mut Vec<Tok>, k: K, e: usize| {
-            out.push(Tok {
-                k,
-                s: start as u32,
-                e: e as u32,
-                open: false,
-            })
-        };
+        let push = |out: &mut Vec<Tok>, k: K, e: usize| out.push(Tok { k, s: start as u32, e: e as u32, open: false });
         match b {
             b'\'' | b'"' => {
                 let mut j = i + 1;
@@ -278,28 +346,16 @@ fn tokenize(s: &[u8], ctx: SqlContext, out: &mut Vec<Tok>) -> bool {
                     j += 1;
                 }
                 let e = j.min(n);
-                out.push(Tok {
-                    k: K::Str,
-                    s: start as u32,
-                    e: e as u32,
-                    open: !closed,
-                });
+                out.push(Tok { k: K::Str, s: start as u32, e: e as u32, open: !closed });
                 i = if closed { e + 1 } else { n };
             }
             b'`' => {
-                let e = s[i + 1..]
-                    .iter()
-                    .position(|&c| c == b'`')
-                    .map_or(n, |p| i + 1 + p);
+                let e = s[i + 1..].iter().position(|&c| c == b'`').map_or(n, |p| i + 1 + p);
                 push(out, K::Word, e);
                 i = (e + 1).min(n);
             }
             b'[' => {
-                let e = s[i + 1..]
-                    .iter()
-                    .take(128)
-                    .position(|&c| c == b']')
-                    .map(|p| i + 1 + p);
+                let e = s[i + 1..].iter().take(128).position(|&c| c == b']').map(|p| i + 1 + p);
                 match e {
                     Some(e) if e > i + 1 => {
                         push(out, K::Word, e);
@@ -347,15 +403,7 @@ fn tokenize(s: &[u8], ctx: SqlContext, out: &mut Vec<Tok>) -> bool {
                     let glued_kw = keyword(&s[j..we]).is_some_and(|k| {
                         matches!(
                             k,
-                            K::Logic
-                                | K::Kw(
-                                    Kw::Union
-                                        | Kw::Order
-                                        | Kw::Group
-                                        | Kw::Limit
-                                        | Kw::Into
-                                        | Kw::From
-                                )
+                            K::Logic | K::Kw(Kw::Union | Kw::Order | Kw::Group | Kw::Limit | Kw::Into | Kw::From)
                         )
                     });
                     if !glued_kw {
@@ -409,7 +457,8 @@ fn tokenize(s: &[u8], ctx: SqlContext, out: &mut Vec<Tok>) -> bool {
                     while j < n && s[j].is_ascii_digit() {
                         j += 1;
                     }
-                    i = j;
+                    // only a 5- or 6-digit version number belongs to the marker
+                    i = if (5..=6).contains(&(j - i - 3)) { j } else { i + 3 };
                     continue;
                 }
                 match find2(s, i + 2, b'*', b'/') {
@@ -444,11 +493,7 @@ fn tokenize(s: &[u8], ctx: SqlContext, out: &mut Vec<Tok>) -> bool {
                 i += 1;
             }
             b'=' => {
-                let e = if s.get(i + 1) == Some(&b'=') {
-                    i + 2
-                } else {
-                    i + 1
-                };
+                let e = if s.get(i + 1) == Some(&b'=') { i + 2 } else { i + 1 };
                 push(out, if e == i + 2 { K::Unknown } else { K::Cmp }, e);
                 i = e;
             }
@@ -456,9 +501,9 @@ fn tokenize(s: &[u8], ctx: SqlContext, out: &mut Vec<Tok>) -> bool {
                 let nb = s.get(i + 1).copied();
                 let (k, e) = match (b, nb) {
                     (b'<', Some(b'=')) if s.get(i + 2) == Some(&b'>') => (K::Cmp, i + 3),
-                    (b'<', Some(b'=' | b'>'))
-                    | (b'>', Some(b'='))
-                    | (b'!', Some(b'=' | b'<' | b'>')) => (K::Cmp, i + 2),
+                    (b'<', Some(b'=' | b'>')) | (b'>', Some(b'=')) | (b'!', Some(b'=' | b'<' | b'>')) => {
+                        (K::Cmp, i + 2)
+                    }
                     (b'<', Some(b'<')) | (b'>', Some(b'>')) => (K::Arith, i + 2),
                     (b'!', _) => (K::Not, i + 1),
                     _ => (K::Cmp, i + 1),
@@ -501,11 +546,9 @@ fn tokenize(s: &[u8], ctx: SqlContext, out: &mut Vec<Tok>) -> bool {
                 if j < n && s[j] == b'(' {
                     let glued = j == e;
                     k = match k {
-                        K::Word if glued || in_list(w, DANGER_FUNCS) => K::Func,
+                        K::Word if glued || in_list(w, DANGER_FUNCS) || in_list(w, SQL_FUNCS) => K::Func,
                         K::Word => K::Word,
-                        K::Kw(Kw::Other | Kw::Insert | Kw::Like | Kw::Set) | K::Lit if glued => {
-                            K::Func
-                        }
+                        K::Kw(Kw::Other | Kw::Insert | Kw::Like | Kw::Set) | K::Lit if glued => K::Func,
                         other => other,
                     };
                 }
@@ -609,8 +652,7 @@ impl Parser<'_> {
                 }
                 K::Var => info.var = true,
                 K::Word
-                    if in_list(self.text(j), SQL_SYSTEM_NAMES)
-                        || self.text(j).starts_with(b"information_schema") =>
+                    if in_list(self.text(j), SQL_SYSTEM_NAMES) || self.text(j).starts_with(b"information_schema") =>
                 {
                     info.sysname = true
                 }
@@ -633,8 +675,8 @@ impl Parser<'_> {
                 _ => i += 1,
             }
         }
-        if matches!(self.k(i), Some(K::Kw(Kw::Other)))
-            && in_list(self.text(i), &["binary", "interval"])
+        while matches!(self.k(i), Some(K::Kw(Kw::Other) | K::Not))
+            && (self.k(i) == Some(K::Not) || in_list(self.text(i), &["binary", "interval"]))
         {
             i += 1;
         }
@@ -651,9 +693,7 @@ impl Parser<'_> {
             K::Word => {
                 info.words += 1;
                 let w = self.text(i);
-                if in_list(w, SQL_SYSTEM_NAMES)
-                    || crate::text::contains_ci(w, b"information_schema")
-                {
+                if in_list(w, SQL_SYSTEM_NAMES) || crate::text::contains_ci(w, b"information_schema") {
                     info.sysname = true;
                 }
                 Some((i + 1, k))
@@ -723,9 +763,7 @@ impl Parser<'_> {
             };
             let mut negated = false;
             if k == K::Not {
-                if let Some(nk @ K::Kw(Kw::Like | Kw::In | Kw::Between) | nk @ K::Cmp) =
-                    self.k(j + 1)
-                {
+                if let Some(nk @ K::Kw(Kw::Like | Kw::In | Kw::Between) | nk @ K::Cmp) = self.k(j + 1) {
                     negated = true;
                     k = nk;
                 }
@@ -733,15 +771,22 @@ impl Parser<'_> {
             let op = j + usize::from(negated);
             match k {
                 K::Logic => {
-                    info.logic = true;
+                    let saved = (info.since_logic_atoms, info.since_logic_lit);
                     info.since_logic_atoms = 0;
-                    let (e, kk) = self.primary(op + 1, info, depth)?;
+                    let Some((e, kk)) = self.primary(op + 1, info, depth) else {
+                        // a dangling operator ends the expression before it
+                        (info.since_logic_atoms, info.since_logic_lit) = saved;
+                        return Some((j, last));
+                    };
+                    info.logic = true;
                     j = e;
                     last = kk;
                 }
                 K::Cmp | K::Kw(Kw::Like) => {
+                    let Some((e, kk)) = self.primary(op + 1, info, depth) else {
+                        return Some((j, last));
+                    };
                     info.cmp = true;
-                    let (e, kk) = self.primary(op + 1, info, depth)?;
                     if !(last == K::Word && kk == K::Word) {
                         info.cmp_nonword = true;
                     }
@@ -756,7 +801,9 @@ impl Parser<'_> {
                     last = kk;
                 }
                 K::Arith | K::Star => {
-                    let (e, kk) = self.primary(op + 1, info, depth)?;
+                    let Some((e, kk)) = self.primary(op + 1, info, depth) else {
+                        return Some((j, last));
+                    };
                     j = e;
                     last = kk;
                 }
@@ -808,9 +855,7 @@ impl Parser<'_> {
         match kw {
             Kw::Select => self.select_list(i + 1, strict),
             Kw::Insert => next == Some(K::Kw(Kw::Into)),
-            Kw::Update => {
-                matches!(next, Some(K::Word)) && matches!(self.k(i + 2), Some(K::Kw(Kw::Set)))
-            }
+            Kw::Update => matches!(next, Some(K::Word)) && matches!(self.k(i + 2), Some(K::Kw(Kw::Set))),
             Kw::Delete => next == Some(K::Kw(Kw::From)) && matches!(self.k(i + 2), Some(K::Word)),
             Kw::Drop | Kw::Create | Kw::Alter | Kw::Truncate => {
                 matches!(next, Some(K::Kw(Kw::Other)) if eq_ci(next_text, b"table"))
@@ -836,9 +881,7 @@ impl Parser<'_> {
                 Some(K::Word | K::Func) => {
                     let w = next_text;
                     !strict
-                        || w.len() > 3
-                            && (w[..3].eq_ignore_ascii_case(b"xp_")
-                                || w[..3].eq_ignore_ascii_case(b"sp_"))
+                        || w.len() > 3 && (w[..3].eq_ignore_ascii_case(b"xp_") || w[..3].eq_ignore_ascii_case(b"sp_"))
                         || crate::text::contains_ci(w, b"master.")
                         || crate::text::contains_ci(w, b"dbo.")
                         || crate::text::contains_ci(w, b"xp_cmdshell")
@@ -847,9 +890,7 @@ impl Parser<'_> {
                 _ => false,
             },
             Kw::Declare => next == Some(K::Var),
-            Kw::Shutdown => {
-                matches!(next, None | Some(K::Comment | K::Semi)) || eq_ci(next_text, b"with")
-            }
+            Kw::Shutdown => matches!(next, None | Some(K::Comment | K::Semi)) || eq_ci(next_text, b"with"),
             Kw::Waitfor => {
                 matches!(next, Some(K::Kw(Kw::Other) | K::Word))
                     && (eq_ci(next_text, b"delay") || eq_ci(next_text, b"time"))
@@ -870,7 +911,8 @@ impl Parser<'_> {
 
     fn select_list(&self, mut i: usize, strict: bool) -> bool {
         while matches!(self.k(i), Some(K::Kw(Kw::All | Kw::Distinct))) {
-            i += 1;
+            // TOP n
+            i += if self.k(i + 1) == Some(K::Num) && eq_ci(self.text(i), b"top") { 2 } else { 1 };
         }
         if matches!(self.k(i), Some(K::Star)) {
             return true;
@@ -901,22 +943,17 @@ fn analyze(s: &[u8], t: &[Tok], ctx: SqlContext, level: Level) -> Option<&'stati
         match t[i].k {
             K::Kw(Kw::Union) => {
                 let mut j = i + 1;
-                while matches!(
-                    p.k(j),
-                    Some(K::Kw(Kw::All | Kw::Distinct)) | Some(K::LParen)
-                ) {
+                while matches!(p.k(j), Some(K::Kw(Kw::All | Kw::Distinct)) | Some(K::LParen)) {
                     j += 1;
+                }
+                if p.k(j) != Some(K::Kw(Kw::Select)) && p.statement(j, true) {
+                    return Some("union with statement");
                 }
                 if p.k(j) == Some(K::Kw(Kw::Select)) {
                     let positioned = i == 0
-                        || matches!(
-                            t[i - 1].k,
-                            K::Num | K::Str | K::RParen | K::Var | K::Lit | K::Func
-                        )
+                        || matches!(t[i - 1].k, K::Num | K::Str | K::RParen | K::Var | K::Lit | K::Func)
                         || (i == 1 && breakout);
-                    if positioned && (p.select_list(j + 1, false) || p.at_end(j + 1))
-                        || p.select_list(j + 1, true)
-                    {
+                    if positioned && (p.select_list(j + 1, false) || p.at_end(j + 1)) || p.select_list(j + 1, true) {
                         return Some("union select");
                     }
                 }
@@ -926,16 +963,7 @@ fn analyze(s: &[u8], t: &[Tok], ctx: SqlContext, level: Level) -> Option<&'stati
                 let arg = p.k(i + 2);
                 if matches!(
                     arg,
-                    Some(
-                        K::Num
-                            | K::Var
-                            | K::Func
-                            | K::LParen
-                            | K::Str
-                            | K::Kw(Kw::Select)
-                            | K::Arith
-                            | K::Not
-                    )
+                    Some(K::Num | K::Var | K::Func | K::LParen | K::Str | K::Kw(Kw::Select) | K::Arith | K::Not)
                 ) && (n > 4 || i == 0 || breakout)
                 {
                     return Some("time/error-based function");
@@ -954,17 +982,7 @@ fn analyze(s: &[u8], t: &[Tok], ctx: SqlContext, level: Level) -> Option<&'stati
         }
         if p.statement(j, true) {
             let marks = t.iter().any(|x| {
-                matches!(
-                    x.k,
-                    K::Star
-                        | K::Comma
-                        | K::LParen
-                        | K::Var
-                        | K::Semi
-                        | K::Comment
-                        | K::Cmp
-                        | K::Kw(Kw::From)
-                )
+                matches!(x.k, K::Star | K::Comma | K::LParen | K::Var | K::Semi | K::Comment | K::Cmp | K::Kw(Kw::From))
             });
             if marks || !matches!(p.k(j), Some(K::Kw(Kw::Select))) {
                 return Some("sql statement");
@@ -982,10 +1000,8 @@ fn analyze(s: &[u8], t: &[Tok], ctx: SqlContext, level: Level) -> Option<&'stati
     if !breakout && first_end == 0 && !matches!(p.k(0), Some(K::RParen | K::Logic)) {
         return None;
     }
-    let first_is_value = t
-        .iter()
-        .find(|x| !matches!(x.k, K::Arith | K::LParen))
-        .is_some_and(|x| matches!(x.k, K::Num | K::Var));
+    let first_is_value =
+        t.iter().find(|x| !matches!(x.k, K::Arith | K::LParen)).is_some_and(|x| matches!(x.k, K::Num | K::Var));
     let mut i = first_end;
     let mut valid = false;
     let mut comment = false;
@@ -1031,9 +1047,7 @@ fn analyze(s: &[u8], t: &[Tok], ctx: SqlContext, level: Level) -> Option<&'stati
                                 None => break,
                             }
                         }
-                        while matches!(p.k(i), Some(K::Kw(Kw::Other)))
-                            && in_list(p.text(i), &["asc", "desc"])
-                        {
+                        while matches!(p.k(i), Some(K::Kw(Kw::Other))) && in_list(p.text(i), &["asc", "desc"]) {
                             i += 1;
                         }
                     }
@@ -1054,9 +1068,7 @@ fn analyze(s: &[u8], t: &[Tok], ctx: SqlContext, level: Level) -> Option<&'stati
                     i += 2;
                 }
             }
-            Some(K::Kw(Kw::Into)) if matches!(p.k(i + 1), Some(K::Kw(Kw::Outfile))) => {
-                return Some("into outfile")
-            }
+            Some(K::Kw(Kw::Into)) if matches!(p.k(i + 1), Some(K::Kw(Kw::Outfile))) => return Some("into outfile"),
             Some(K::Kw(Kw::Union)) => {
                 let mut j = i + 1;
                 while matches!(p.k(j), Some(K::Kw(Kw::All | Kw::Distinct))) {
@@ -1070,14 +1082,7 @@ fn analyze(s: &[u8], t: &[Tok], ctx: SqlContext, level: Level) -> Option<&'stati
                 }
             }
             Some(K::Kw(
-                Kw::Select
-                | Kw::Insert
-                | Kw::Update
-                | Kw::Delete
-                | Kw::Drop
-                | Kw::Exec
-                | Kw::Declare
-                | Kw::Shutdown,
+                Kw::Select | Kw::Insert | Kw::Update | Kw::Delete | Kw::Drop | Kw::Exec | Kw::Declare | Kw::Shutdown,
             )) if (breakout || first_end > 0) && p.statement(i, true) => {
                 return Some("appended statement");
             }
@@ -1102,10 +1107,8 @@ fn analyze(s: &[u8], t: &[Tok], ctx: SqlContext, level: Level) -> Option<&'stati
     if very_strong && (breakout || parens > 0 || info.atoms >= 3) && first_end > 0 {
         return Some("boolean expression with functions");
     }
-    let strong_logic =
-        info.logic && (info.cmp_nonword || info.func || info.subq || info.var || info.case_);
-    if (info.danger || info.subq) && (breakout || info.logic || info.cmp) && (valid || info.danger)
-    {
+    let strong_logic = info.logic && (info.cmp_nonword || info.func || info.subq || info.var || info.case_);
+    if (info.danger || info.subq) && (breakout || info.logic || info.cmp) && (valid || info.danger) {
         return Some("subquery or function in boolean context");
     }
     if !valid {
@@ -1131,15 +1134,15 @@ fn analyze(s: &[u8], t: &[Tok], ctx: SqlContext, level: Level) -> Option<&'stati
         {
             return Some("boolean literal tail");
         }
-        if info.cmp
-            && info.cmp_nonword
-            && !info.logic
-            && info.words == 0
-            && compact
-            && last_open
-            && symbolic_cmp(s, t)
+        if info.cmp && info.cmp_nonword && !info.logic && info.words == 0 && compact && last_open && symbolic_cmp(s, t)
         {
             return Some("quoted comparison");
+        }
+        if comment && valid && compact && comment_is_bare(s, t) && info.words == 0 && first_end > 1 {
+            return Some("expression then comment");
+        }
+        if t[0].e == t[0].s && info.logic && info.since_logic_atoms >= 1 && t.len() <= 8 {
+            return Some("quote then boolean");
         }
         if comment && first_end == 1 && compact && comment_is_bare(s, t) {
             return Some("comment truncation");
@@ -1156,11 +1159,7 @@ fn analyze(s: &[u8], t: &[Tok], ctx: SqlContext, level: Level) -> Option<&'stati
         {
             return Some("quoted comparison");
         }
-        if arith_only_quoted(&info, t, first_end)
-            && last_open
-            && ctx == SqlContext::Single
-            && compact
-        {
+        if arith_only_quoted(&info, t, first_end) && last_open && ctx == SqlContext::Single && compact {
             return Some("quoted operator");
         }
         if level >= Level::L2 && comment && compact {
@@ -1173,14 +1172,12 @@ fn analyze(s: &[u8], t: &[Tok], ctx: SqlContext, level: Level) -> Option<&'stati
         && first_is_value
         && (first_end <= 2 || info.func || info.subq || info.var)
         && comment_is_bare(s, t)
-        && !t
-            .iter()
-            .any(|x| x.k == K::Comment && s.get(x.s as usize) == Some(&b'#'))
+        && !t.iter().any(|x| x.k == K::Comment && s.get(x.s as usize) == Some(&b'#'))
     {
         return Some("value then comment");
     } else if comment
-        && (info.func || info.var || info.subq)
         && t.first().is_some_and(|x| x.k == K::LParen)
+        && (info.func || info.var || info.subq || info.words == 0 && comment_is_bare(s, t))
     {
         return Some("expression then comment");
     } else if level >= Level::L2 && info.logic && info.cmp_nonword {
@@ -1199,8 +1196,7 @@ fn last_open_str(s: &[u8], t: &[Tok], ctx: SqlContext) -> bool {
         SqlContext::Double => b'"',
         SqlContext::AsIs => return false,
     };
-    t.last()
-        .is_some_and(|x| x.k == K::Str && x.open && s.get(x.s as usize) == Some(&q))
+    t.last().is_some_and(|x| x.k == K::Str && x.open && s.get(x.s as usize) == Some(&q))
 }
 
 /// The comment that ends the value carries no prose (`--`, `-- -`, `#`, `/*`).
@@ -1221,23 +1217,13 @@ fn comment_is_bare(s: &[u8], t: &[Tok]) -> bool {
 /// Only symbolic comparison operators (`=`, `<>`…) between the breakout and the reopened quote.
 fn symbolic_cmp(s: &[u8], t: &[Tok]) -> bool {
     t.iter().any(|x| x.k == K::Cmp)
-        && !t
-            .iter()
-            .any(|x| matches!(x.k, K::Kw(Kw::Like | Kw::Sounds)))
-        && t.iter().filter(|x| x.k == K::Cmp).all(|x| {
-            s.get(x.s as usize)
-                .is_some_and(|b| !b.is_ascii_alphabetic())
-        })
+        && !t.iter().any(|x| matches!(x.k, K::Kw(Kw::Like | Kw::Sounds)))
+        && t.iter().filter(|x| x.k == K::Cmp).all(|x| s.get(x.s as usize).is_some_and(|b| !b.is_ascii_alphabetic()))
 }
 
 /// `'&'`, `A' DIV 'B`: breakout, one arithmetic operator, a reopened quote.
 fn arith_only_quoted(info: &Info, t: &[Tok], first_end: usize) -> bool {
-    info.words == 0
-        && first_end == t.len()
-        && t.len() == 3
-        && t[1].k == K::Arith
-        && t[2].k == K::Str
-        && t[2].open
+    info.words == 0 && first_end == t.len() && t.len() == 3 && t[1].k == K::Arith && t[2].k == K::Str && t[2].open
 }
 
 /// A libinjection-style fingerprint of the first tokens (for logs and debugging).
@@ -1296,20 +1282,33 @@ fn strip_inline_comments(s: &[u8]) -> Option<Vec<u8>> {
     changed.then_some(out)
 }
 
-/// True when a value without punctuation names SQL verbs that can attack alone.
-pub(crate) fn has_bare_keyword_attack(s: &[u8]) -> bool {
+/// SQL verbs that can attack without punctuation.
+pub(crate) const SQL_WORDS: crate::text::Needles = crate::text::Needles::new(&[
+    "union",
+    "waitfor",
+    "powershell",
+    "order by",
+    "group by",
+    "into outfile",
+    "into dumpfile",
+]);
+
+/// True when a value names SQL verbs that can attack without punctuation
+/// (`groups` comes from [`crate::prefilter::keyword_groups`]).
+pub(crate) fn has_bare_keyword_attack(s: &[u8], groups: u32) -> bool {
     if s.windows(2).any(|w| w == b"--") {
         return true;
     }
-    if s.len() < 12 {
+    if groups & crate::prefilter::G_SQL == 0 {
         return false;
     }
-    let words = ["union", "waitfor", "powershell", "order by", "group by"];
-    match crate::text::find_any_ci(s, &words, false) {
-        Some((p, 0)) => crate::text::contains_ci(&s[p..], b"select"),
-        Some(_) => true,
-        None => false,
+    // UNION may be glued to a number ("1union", "1e0UNION"), so it is searched anywhere
+    if let Some(p) = crate::text::find_ci(s, b"union") {
+        if crate::text::contains_ci(&s[p..], b"select") {
+            return true;
+        }
     }
+    crate::text::find_any_ci(s, &SQL_WORDS, false).is_some()
 }
 
 fn classify_one(
@@ -1317,9 +1316,14 @@ fn classify_one(
     level: Level,
     toks: &mut Vec<Tok>,
     classes: crate::ByteClasses,
+    groups: u32,
 ) -> Option<(&'static str, SqlContext)> {
+    // unquoted SQL needs an operator, a comment or a clause keyword; quotes alone are prose
+    let as_is = classes.any(EQ | LT | GT | PAREN | SEMI | HASH | STAR | AT | PIPE | AMP | BACKTICK | BRACKET | SLASH)
+        || has_bare_keyword_attack(s, groups | crate::prefilter::G_SQL);
     for ctx in [SqlContext::AsIs, SqlContext::Single, SqlContext::Double] {
         match ctx {
+            SqlContext::AsIs if !as_is => continue,
             SqlContext::Single if !classes.any(SQUOTE) => continue,
             SqlContext::Double if !classes.any(DQUOTE) => continue,
             _ => {}
@@ -1340,11 +1344,11 @@ pub(crate) fn scan(v: &View<'_>) -> Option<Finding> {
         return None;
     }
     let s = v.bytes;
-    let mut toks = Vec::new();
-    let hit = classify_one(s, v.level, &mut toks, v.classes).or_else(|| {
+    let mut toks = Vec::with_capacity(32);
+    let hit = classify_one(s, v.level, &mut toks, v.classes, v.groups).or_else(|| {
         let stripped = strip_inline_comments(s)?;
         let c = crate::classify(&stripped);
-        classify_one(&stripped, v.level, &mut toks, c)
+        classify_one(&stripped, v.level, &mut toks, c, crate::prefilter::G_SQL)
     });
     hit.map(|(reason, ctx)| {
         let fp = sql_fingerprint(s, ctx);
@@ -1359,8 +1363,7 @@ mod tests {
 
     fn sqli(s: &str) -> bool {
         let d = Detector::new(Level::L1);
-        d.scan(s.as_bytes(), Context::new(Place::Query))
-            .is_some_and(|f| f.family == Family::Sqli)
+        d.scan(s.as_bytes(), Context::new(Place::Query)).is_some_and(|f| f.family == Family::Sqli)
     }
 
     #[test]
@@ -1418,10 +1421,7 @@ mod tests {
 
     #[test]
     fn fingerprint_shape() {
-        assert_eq!(
-            sql_fingerprint(b"1' or 1=1--", SqlContext::Single),
-            "s&1o1c"
-        );
+        assert_eq!(sql_fingerprint(b"1' or 1=1--", SqlContext::Single), "s&1o1c");
         assert_eq!(sql_fingerprint(b"abc", SqlContext::Single), "");
     }
 

@@ -7,10 +7,8 @@ use crate::text::{contains_ci, eq_ci, excerpt, find_ci, lower};
 use crate::{Family, Finding, Level, View};
 
 /// Schemes that reach internal services when a server fetches a URL.
-const DANGEROUS_SCHEMES: &[&str] = &[
-    "gopher", "dict", "file", "ldap", "ldaps", "tftp", "jar", "netdoc", "sftp", "ftp", "smb",
-    "telnet",
-];
+const DANGEROUS_SCHEMES: &[&str] =
+    &["gopher", "dict", "file", "ldap", "ldaps", "tftp", "jar", "netdoc", "sftp", "ftp", "smb", "telnet"];
 
 /// Host names that resolve to the server itself or to cloud metadata services.
 const INTERNAL_NAMES: &[&str] = &[
@@ -25,17 +23,13 @@ const INTERNAL_NAMES: &[&str] = &[
 
 /// Key names under which a value is a host or URL.
 const HOST_KEYS: &[&str] = &[
-    "url", "uri", "host", "callback", "webhook", "endpoint", "redirect", "link", "src", "dest",
-    "target", "proxy", "server", "domain", "feed", "image", "avatar",
+    "url", "uri", "host", "callback", "webhook", "endpoint", "redirect", "link", "src", "dest", "target", "proxy",
+    "server", "domain", "feed", "image", "avatar",
 ];
 
 /// True when the key name says the value is a URL or host.
 pub(crate) fn host_key(ctx: crate::Context<'_>) -> bool {
-    ctx.key.is_some_and(|k| {
-        HOST_KEYS
-            .iter()
-            .any(|h| contains_ci(k.as_bytes(), h.as_bytes()))
-    })
+    ctx.key.is_some_and(|k| HOST_KEYS.iter().any(|h| contains_ci(k.as_bytes(), h.as_bytes())))
 }
 
 /// Detector entry point.
@@ -56,21 +50,15 @@ pub(crate) fn scan(v: &View<'_>) -> Option<Finding> {
             break;
         }
         let mut st = p;
-        while st > 0
-            && (s[st - 1].is_ascii_alphanumeric() || matches!(s[st - 1], b'+' | b'-' | b'.'))
-        {
+        while st > 0 && (s[st - 1].is_ascii_alphanumeric() || matches!(s[st - 1], b'+' | b'-' | b'.')) {
             st -= 1;
         }
         let scheme = &s[st..p];
         if scheme.is_empty() {
             continue;
         }
-        let strong_position =
-            st == 0 || matches!(s[st - 1], b'=' | b'"' | b'\'' | b' ' | b'(' | b'<' | b'`');
-        if DANGEROUS_SCHEMES
-            .iter()
-            .any(|d| eq_ci(scheme, d.as_bytes()))
-        {
+        let strong_position = st == 0 || matches!(s[st - 1], b'=' | b'"' | b'\'' | b' ' | b'(' | b'<' | b'`');
+        if DANGEROUS_SCHEMES.iter().any(|d| eq_ci(scheme, d.as_bytes())) {
             if (eq_ci(scheme, b"ftp") || eq_ci(scheme, b"sftp")) && v.level < Level::L2 {
                 continue;
             }
@@ -86,9 +74,7 @@ pub(crate) fn scan(v: &View<'_>) -> Option<Finding> {
     // scheme-relative //host or bare host under a host-like key
     if keyed {
         let t = if s.starts_with(b"//") { &s[2..] } else { s };
-        if internal_authority(t, v.level).is_some()
-            && (s.starts_with(b"//") || v.level >= Level::L1)
-        {
+        if internal_authority(t, v.level).is_some() && (s.starts_with(b"//") || v.level >= Level::L1) {
             return f(0);
         }
     }
@@ -99,12 +85,7 @@ pub(crate) fn scan(v: &View<'_>) -> Option<Finding> {
 fn internal_authority(rest: &[u8], level: Level) -> Option<&'static str> {
     let end = rest
         .iter()
-        .position(|&b| {
-            matches!(
-                b,
-                b'/' | b'?' | b'#' | b'\\' | b' ' | b'"' | b'\'' | b'<' | b'>'
-            )
-        })
+        .position(|&b| matches!(b, b'/' | b'?' | b'#' | b'\\' | b' ' | b'"' | b'\'' | b'<' | b'>'))
         .unwrap_or(rest.len());
     let auth = &rest[..end.min(256)];
     // strip userinfo
@@ -159,8 +140,7 @@ pub(crate) fn parse_ipv4(h: &[u8]) -> Option<u32> {
         if n == 4 || part.is_empty() {
             return None;
         }
-        let (digits, radix) = if part.len() > 2 && part[0] == b'0' && matches!(part[1], b'x' | b'X')
-        {
+        let (digits, radix) = if part.len() > 2 && part[0] == b'0' && matches!(part[1], b'x' | b'X') {
             (&part[2..], 16)
         } else if part.len() > 1 && part[0] == b'0' {
             (&part[1..], 8)
@@ -170,9 +150,7 @@ pub(crate) fn parse_ipv4(h: &[u8]) -> Option<u32> {
         let mut val: u64 = 0;
         for &c in digits {
             let d = (c as char).to_digit(radix)?;
-            val = val
-                .checked_mul(u64::from(radix))?
-                .checked_add(u64::from(d))?;
+            val = val.checked_mul(u64::from(radix))?.checked_add(u64::from(d))?;
             if val > u64::from(u32::MAX) {
                 return None;
             }
@@ -183,12 +161,8 @@ pub(crate) fn parse_ipv4(h: &[u8]) -> Option<u32> {
     let ip = match n {
         1 => parts[0],
         2 if parts[0] <= 255 && parts[1] <= 0xFF_FFFF => (parts[0] << 24) | parts[1],
-        3 if parts[0] <= 255 && parts[1] <= 255 && parts[2] <= 0xFFFF => {
-            (parts[0] << 24) | (parts[1] << 16) | parts[2]
-        }
-        4 if parts.iter().all(|&p| p <= 255) => {
-            (parts[0] << 24) | (parts[1] << 16) | (parts[2] << 8) | parts[3]
-        }
+        3 if parts[0] <= 255 && parts[1] <= 255 && parts[2] <= 0xFFFF => (parts[0] << 24) | (parts[1] << 16) | parts[2],
+        4 if parts.iter().all(|&p| p <= 255) => (parts[0] << 24) | (parts[1] << 16) | (parts[2] << 8) | parts[3],
         _ => return None,
     };
     u32::try_from(ip).ok()
@@ -213,12 +187,7 @@ fn ipv6_internal(h: &[u8]) -> Option<&'static str> {
         Some(p) => l[..p].to_vec(),
         None => l,
     };
-    if l == b"::1"
-        || l == b"::"
-        || l.starts_with(b"fe80:")
-        || l.starts_with(b"fc")
-        || l.starts_with(b"fd")
-    {
+    if l == b"::1" || l == b"::" || l.starts_with(b"fe80:") || l.starts_with(b"fc") || l.starts_with(b"fd") {
         return Some("internal v6");
     }
     if l.iter().all(|&b| b == b'0' || b == b':') && !l.is_empty() {
@@ -245,9 +214,7 @@ mod tests {
     use crate::{Context, Detector, Family, Level, Place};
 
     fn fam(s: &str, ctx: Context<'_>) -> Option<Family> {
-        Detector::new(Level::L1)
-            .scan(s.as_bytes(), ctx)
-            .map(|f| f.family)
+        Detector::new(Level::L1).scan(s.as_bytes(), ctx).map(|f| f.family)
     }
 
     #[test]
@@ -278,13 +245,7 @@ mod tests {
         ] {
             assert_eq!(fam(a, q), Some(Family::Ssrf), "{a}");
         }
-        assert_eq!(
-            fam(
-                "127.0.0.1",
-                Context::with_key(Place::JsonString, "webhook_url")
-            ),
-            Some(Family::Ssrf)
-        );
+        assert_eq!(fam("127.0.0.1", Context::with_key(Place::JsonString, "webhook_url")), Some(Family::Ssrf));
     }
 
     #[test]

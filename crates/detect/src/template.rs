@@ -68,11 +68,7 @@ fn lookup(s: &[u8], mut i: usize, depth: u32, hits: &mut bool) -> (usize, Vec<u8
     } else if let Some(p) = buf.iter().position(|&b| b == b':') {
         let prefix = &buf[..p];
         if in_list(prefix, &["lower", "upper", "date"]) {
-            buf[p + 1..]
-                .iter()
-                .copied()
-                .filter(|&b| b != b'\'')
-                .collect()
+            buf[p + 1..].iter().copied().filter(|&b| b != b'\'').collect()
         } else {
             buf
         }
@@ -175,9 +171,7 @@ fn dynamic_expr(e: &[u8]) -> bool {
     }
     let mut i = 0;
     while i < n {
-        if e[i].is_ascii_alphabetic()
-            && (i == 0 || !e[i - 1].is_ascii_alphanumeric() && e[i - 1] != b'_')
-        {
+        if e[i].is_ascii_alphabetic() && (i == 0 || !e[i - 1].is_ascii_alphanumeric() && e[i - 1] != b'_') {
             let mut j = i;
             while j < n && (e[j].is_ascii_alphanumeric() || e[j] == b'_') {
                 j += 1;
@@ -187,15 +181,11 @@ fn dynamic_expr(e: &[u8]) -> bool {
             if in_list(w, TEMPLATE_OBJECTS)
                 && (matches!(next, Some(b'.' | b'[' | b'('))
                     || j == n
-                    || e[i..]
-                        .iter()
-                        .all(|b| b.is_ascii_alphanumeric() || *b == b' ' || *b == b'_'))
+                    || e[i..].iter().all(|b| b.is_ascii_alphanumeric() || *b == b' ' || *b == b'_'))
             {
                 return true;
             }
-            if next == Some(b'(')
-                && (e[..i].contains(&b'.') || e[j..].contains(&b'"') || e[j..].contains(&b'\''))
-            {
+            if next == Some(b'(') && (e[..i].contains(&b'.') || e[j..].contains(&b'"') || e[j..].contains(&b'\'')) {
                 return true;
             }
             i = j;
@@ -250,9 +240,9 @@ pub(crate) fn scan_ssti(v: &View<'_>) -> Option<Finding> {
             let call_in_el = matches!(*open, b"${" | b"#{")
                 && inner.iter().position(|&b| b == b'(').is_some_and(|q| {
                     q > 0
-                        && inner[..q].iter().all(|b| {
-                            b.is_ascii_alphanumeric() || matches!(b, b'@' | b'.' | b'_' | b' ')
-                        })
+                        && inner[..q]
+                            .iter()
+                            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'@' | b'.' | b'_' | b' '))
                 });
             if dynamic_expr(inner) || call_in_el {
                 return f(p);
@@ -261,13 +251,7 @@ pub(crate) fn scan_ssti(v: &View<'_>) -> Option<Finding> {
         }
     }
     // FreeMarker / Velocity directives
-    for d in [
-        &b"<#assign"[..],
-        b"#set(",
-        b"<#import",
-        b"#foreach(",
-        b"$class.inspect",
-    ] {
+    for d in [&b"<#assign"[..], b"#set(", b"<#import", b"#foreach(", b"$class.inspect"] {
         if let Some(p) = find_ci(s, d) {
             return f(p);
         }
@@ -280,9 +264,7 @@ mod tests {
     use crate::{Context, Detector, Family, Level, Place};
 
     fn fam(s: &str) -> Option<Family> {
-        Detector::new(Level::L1)
-            .scan(s.as_bytes(), Context::new(Place::JsonString))
-            .map(|f| f.family)
+        Detector::new(Level::L1).scan(s.as_bytes(), Context::new(Place::JsonString)).map(|f| f.family)
     }
 
     #[test]
@@ -314,12 +296,8 @@ mod tests {
         ] {
             assert_eq!(fam(a), Some(Family::Ssti), "{a}");
         }
-        for b in [
-            "Hello {{ name }}",
-            "{% $NUM_VIEWS|STRING_FORMAT:\"%D\" %} VUES",
-            "Price: ${price}",
-            "see #{section}",
-        ] {
+        for b in ["Hello {{ name }}", "{% $NUM_VIEWS|STRING_FORMAT:\"%D\" %} VUES", "Price: ${price}", "see #{section}"]
+        {
             assert_eq!(fam(b), None, "{b}");
         }
     }

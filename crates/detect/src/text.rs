@@ -114,15 +114,32 @@ pub(crate) fn excerpt(s: &[u8], at: usize) -> &[u8] {
     &s[start..end]
 }
 
-/// Finds the first occurrence of any of `needles` (lowercase ASCII) in one pass, ignoring
-/// ASCII case; with `fold_sep`, `\` in the haystack matches `/`. Returns (position, index).
-pub(crate) fn find_any_ci(hay: &[u8], needles: &[&str], fold_sep: bool) -> Option<(usize, usize)> {
-    let mut first = [false; 256];
-    for n in needles {
-        if let Some(&b) = n.as_bytes().first() {
-            first[b as usize] = true;
+/// A set of lowercase ASCII needles with a compile-time table of their first bytes,
+/// searched together in one pass by [`find_any_ci`].
+pub(crate) struct Needles {
+    pub(crate) list: &'static [&'static str],
+    pub(crate) first: [bool; 256],
+}
+
+impl Needles {
+    /// Builds the first-byte table at compile time.
+    pub(crate) const fn new(list: &'static [&'static str]) -> Self {
+        let mut first = [false; 256];
+        let mut i = 0;
+        while i < list.len() {
+            let b = list[i].as_bytes();
+            if !b.is_empty() {
+                first[b[0] as usize] = true;
+            }
+            i += 1;
         }
+        Needles { list, first }
     }
+}
+
+/// Finds the first occurrence of any needle, ignoring ASCII case, at word starts only;
+/// with `fold_sep`, `\` in the haystack matches `/`. Returns (position, needle index).
+pub(crate) fn find_any_ci(hay: &[u8], needles: &Needles, fold_sep: bool) -> Option<(usize, usize)> {
     let norm = |b: u8| {
         let l = lower(b);
         if fold_sep && l == b'\\' {
@@ -131,25 +148,39 @@ pub(crate) fn find_any_ci(hay: &[u8], needles: &[&str], fold_sep: bool) -> Optio
             l
         }
     };
+    let mut prev_alnum = false;
     for i in 0..hay.len() {
-        let c = norm(hay[i]);
-        if !first[c as usize] {
+        let raw = hay[i];
+        let alnum = raw.is_ascii_alphanumeric();
+        let skip = alnum && prev_alnum;
+        prev_alnum = alnum;
+        if skip {
             continue;
         }
-        for (k, n) in needles.iter().enumerate() {
+        let c = norm(raw);
+        if !needles.first[c as usize] {
+            continue;
+        }
+        for (k, n) in needles.list.iter().enumerate() {
             let n = n.as_bytes();
-            if n[0] == c
-                && hay.len() - i >= n.len()
-                && hay[i..i + n.len()]
-                    .iter()
-                    .zip(n)
-                    .all(|(a, b)| norm(*a) == *b)
-            {
+            if n[0] == c && hay.len() - i >= n.len() && hay[i..i + n.len()].iter().zip(n).all(|(a, b)| norm(*a) == *b) {
                 return Some((i, k));
             }
         }
     }
     None
+}
+
+/// True when one of `needles` starts at `i`, whose folded byte is `c` (ignoring case,
+/// `\\` matching `/`).
+#[inline]
+pub(crate) fn needle_at(hay: &[u8], i: usize, c: u8, needles: &Needles) -> bool {
+    let norm = |b: u8| if b == b'\\' { b'/' } else { lower(b) };
+    let rest = &hay[i..];
+    needles.list.iter().any(|n| {
+        let n = n.as_bytes();
+        n[0] == c && rest.len() >= n.len() && rest[1..n.len()].iter().zip(&n[1..]).all(|(a, b)| norm(*a) == *b)
+    })
 }
 
 #[cfg(test)]

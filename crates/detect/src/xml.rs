@@ -24,16 +24,11 @@ pub(crate) fn scan_xxe(v: &View<'_>) -> Option<Finding> {
         let mut entities = 0;
         while let Some(p) = find_ci_from(s, from, b"<!entity") {
             entities += 1;
-            let end = s[p..]
-                .iter()
-                .position(|&b| b == b'>')
-                .map_or(s.len(), |e| p + e);
+            let end = s[p..].iter().position(|&b| b == b'>').map_or(s.len(), |e| p + e);
             let decl = &s[p..end];
             if find_ci(decl, b"system").is_some()
                 || find_ci(decl, b"public").is_some()
-                || decl
-                    .get(8..)
-                    .is_some_and(|r| r.trim_ascii_start().starts_with(b"%"))
+                || decl.get(8..).is_some_and(|r| r.trim_ascii_start().starts_with(b"%"))
             {
                 return f(p);
             }
@@ -47,10 +42,7 @@ pub(crate) fn scan_xxe(v: &View<'_>) -> Option<Finding> {
             from = p + 8;
         }
         // external DTD: <!DOCTYPE x SYSTEM "…"> / PUBLIC
-        let end = s[d..]
-            .iter()
-            .position(|&b| b == b'[' || b == b'>')
-            .map_or(s.len(), |e| d + e);
+        let end = s[d..].iter().position(|&b| b == b'[' || b == b'>').map_or(s.len(), |e| d + e);
         if find_ci(&s[d..end], b"system").is_some() || find_ci(&s[d..end], b"public").is_some() {
             return f(d);
         }
@@ -124,9 +116,7 @@ mod tests {
     use crate::{Context, Detector, Family, Level, Place};
 
     fn fam(s: &str) -> Option<Family> {
-        Detector::new(Level::L1)
-            .scan(s.as_bytes(), Context::new(Place::Body))
-            .map(|f| f.family)
+        Detector::new(Level::L1).scan(s.as_bytes(), Context::new(Place::Body)).map(|f| f.family)
     }
 
     #[test]
@@ -141,10 +131,7 @@ mod tests {
         ] {
             assert_eq!(fam(a), Some(Family::Xxe), "{a}");
         }
-        assert_eq!(
-            fam("<?xml version=\"1.0\"?><order><id>1</id></order>"),
-            None
-        );
+        assert_eq!(fam("<?xml version=\"1.0\"?><order><id>1</id></order>"), None);
         assert_eq!(fam("<!DOCTYPE html><html><body>hi</body></html>"), None);
     }
 }

@@ -31,21 +31,11 @@ pub struct RequestBody {
 
 impl RequestBody {
     pub fn empty() -> Self {
-        RequestBody {
-            inner: None,
-            remaining: 0,
-            limit: 0,
-            over_limit: None,
-        }
+        RequestBody { inner: None, remaining: 0, limit: 0, over_limit: None }
     }
 
     pub fn limited(inner: Incoming, limit: u64, over_limit: Arc<AtomicBool>) -> Self {
-        RequestBody {
-            inner: Some(inner),
-            remaining: limit,
-            limit,
-            over_limit: Some(over_limit),
-        }
+        RequestBody { inner: Some(inner), remaining: limit, limit, over_limit: Some(over_limit) }
     }
 }
 
@@ -53,10 +43,7 @@ impl Body for RequestBody {
     type Data = Bytes;
     type Error = BodyError;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = &mut *self;
         let Some(inner) = this.inner.as_mut() else {
             return Poll::Ready(None);
@@ -101,10 +88,7 @@ pub trait OnBodyEnd: Send + Sync {
 
 enum Kind {
     Full(Option<Bytes>),
-    Upstream {
-        inner: Incoming,
-        deadline: Option<Pin<Box<Sleep>>>,
-    },
+    Upstream { inner: Incoming, deadline: Option<Pin<Box<Sleep>>> },
 }
 
 /// The body of every response the gateway sends: its own (problem+json, redirects, admin) or the upstream's,
@@ -118,31 +102,16 @@ pub struct ResponseBody {
 
 impl ResponseBody {
     pub fn full(bytes: Bytes) -> Self {
-        ResponseBody {
-            kind: Kind::Full(Some(bytes)),
-            sent: 0,
-            done: false,
-            on_end: None,
-        }
+        ResponseBody { kind: Kind::Full(Some(bytes)), sent: 0, done: false, on_end: None }
     }
 
     pub fn empty() -> Self {
-        ResponseBody {
-            kind: Kind::Full(None),
-            sent: 0,
-            done: false,
-            on_end: None,
-        }
+        ResponseBody { kind: Kind::Full(None), sent: 0, done: false, on_end: None }
     }
 
     pub fn upstream(inner: Incoming, deadline: Option<tokio::time::Instant>) -> Self {
         let deadline = deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
-        ResponseBody {
-            kind: Kind::Upstream { inner, deadline },
-            sent: 0,
-            done: false,
-            on_end: None,
-        }
+        ResponseBody { kind: Kind::Upstream { inner, deadline }, sent: 0, done: false, on_end: None }
     }
 
     pub fn set_on_end(&mut self, on_end: Box<dyn OnBodyEnd>) {
@@ -167,10 +136,7 @@ impl Body for ResponseBody {
     type Data = Bytes;
     type Error = BodyError;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = &mut *self;
         let res = match &mut this.kind {
             Kind::Full(slot) => Poll::Ready(slot.take().map(|b| Ok(Frame::data(b)))),

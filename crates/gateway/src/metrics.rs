@@ -59,25 +59,16 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("rampart");
         let requests = Family::<RouteStatus, Counter>::default();
-        registry.register(
-            "requests",
-            "Requests answered, by route and status class",
-            requests.clone(),
-        );
+        registry.register("requests", "Requests answered, by route and status class", requests.clone());
         let rejections = Family::<CodeLabel, Counter>::default();
         registry.register(
             "rejections",
             "Requests rejected (or flagged in monitor mode), by stable code",
             rejections.clone(),
         );
-        let duration = Histogram::new([
-            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-        ]);
-        registry.register(
-            "request_duration_seconds",
-            "Time from request head to response head",
-            duration.clone(),
-        );
+        let duration =
+            Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]);
+        registry.register("request_duration_seconds", "Time from request head to response head", duration.clone());
         let upstream_events = Family::<UpstreamEvent, Counter>::default();
         registry.register(
             "upstream_events",
@@ -85,11 +76,7 @@ impl Metrics {
             upstream_events.clone(),
         );
         let connections_open = Gauge::default();
-        registry.register(
-            "connections_open",
-            "Client connections currently open",
-            connections_open.clone(),
-        );
+        registry.register("connections_open", "Client connections currently open", connections_open.clone());
         let connections_refused = Family::<ReasonLabel, Counter>::default();
         registry.register(
             "connections_refused",
@@ -97,11 +84,7 @@ impl Metrics {
             connections_refused.clone(),
         );
         let reloads = Family::<ResultLabel, Counter>::default();
-        registry.register(
-            "config_reloads",
-            "Configuration reloads by result",
-            reloads.clone(),
-        );
+        registry.register("config_reloads", "Configuration reloads by result", reloads.clone());
         Metrics {
             registry: Mutex::new(registry),
             requests,
@@ -116,26 +99,13 @@ impl Metrics {
 
     /// The per-status-class counters of one route, resolved once at config load.
     pub fn route_counters(&self, route: &str) -> RouteCounters {
-        let get = |class: &'static str| {
-            self.requests
-                .get_or_create(&RouteStatus {
-                    route: route.to_string(),
-                    class,
-                })
-                .clone()
-        };
-        RouteCounters {
-            by_class: [get("1xx"), get("2xx"), get("3xx"), get("4xx"), get("5xx")],
-        }
+        let get =
+            |class: &'static str| self.requests.get_or_create(&RouteStatus { route: route.to_string(), class }).clone();
+        RouteCounters { by_class: [get("1xx"), get("2xx"), get("3xx"), get("4xx"), get("5xx")] }
     }
 
     pub fn upstream_event(&self, upstream: &str, event: &'static str) {
-        self.upstream_events
-            .get_or_create(&UpstreamEvent {
-                upstream: upstream.to_string(),
-                event,
-            })
-            .inc();
+        self.upstream_events.get_or_create(&UpstreamEvent { upstream: upstream.to_string(), event }).inc();
     }
 
     /// The text exposition format.

@@ -127,9 +127,7 @@ impl Code {
 
     pub fn status(self) -> StatusCode {
         match self {
-            Code::AdminBadRequest | Code::AdmitBadPath | Code::AdmitBadRequest => {
-                StatusCode::BAD_REQUEST
-            }
+            Code::AdminBadRequest | Code::AdmitBadPath | Code::AdmitBadRequest => StatusCode::BAD_REQUEST,
             Code::AdmitUriTooLong => StatusCode::URI_TOO_LONG,
             Code::AdmitHeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Code::AdmitBodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -152,9 +150,7 @@ impl Code {
             Code::AdmitIpDenied | Code::AdmitBadPath | Code::AdmitBadRequest => {
                 Some(Owasp::Api8SecurityMisconfiguration)
             }
-            Code::RouteNotFound | Code::RouteMethodNotAllowed => {
-                Some(Owasp::Api9ImproperInventoryManagement)
-            }
+            Code::RouteNotFound | Code::RouteMethodNotAllowed => Some(Owasp::Api9ImproperInventoryManagement),
             Code::UpstreamUnreachable
             | Code::UpstreamTimeout
             | Code::UpstreamUnavailable
@@ -221,11 +217,7 @@ pub struct Rejection {
 
 impl Rejection {
     pub fn new(code: Code, detail: impl Into<String>) -> Self {
-        Rejection {
-            code,
-            detail: detail.into(),
-            headers: Vec::new(),
-        }
+        Rejection { code, detail: detail.into(), headers: Vec::new() }
     }
 
     pub fn with_header(mut self, name: http::HeaderName, value: http::HeaderValue) -> Self {

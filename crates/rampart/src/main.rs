@@ -32,12 +32,7 @@ enum Command {
     #[command(after_help = EXAMPLES)]
     Serve {
         /// YAML configuration file (reloaded on SIGHUP and when it changes).
-        #[arg(
-            long,
-            short,
-            conflicts_with = "upstream",
-            required_unless_present = "upstream"
-        )]
+        #[arg(long, short, conflicts_with = "upstream", required_unless_present = "upstream")]
         config: Option<PathBuf>,
         /// Protect this one API with the default protections, no config file needed.
         #[arg(long)]
@@ -76,14 +71,8 @@ fn quoted(s: &str) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
-fn upstream_config(
-    upstream: &str,
-    listen: SocketAddr,
-    admin: Option<SocketAddr>,
-) -> Result<String> {
-    let uri: http::Uri = upstream
-        .parse()
-        .with_context(|| format!("--upstream {upstream}: not a URL"))?;
+fn upstream_config(upstream: &str, listen: SocketAddr, admin: Option<SocketAddr>) -> Result<String> {
+    let uri: http::Uri = upstream.parse().with_context(|| format!("--upstream {upstream}: not a URL"))?;
     anyhow::ensure!(
         matches!(uri.scheme_str(), Some("http" | "https")) && uri.authority().is_some(),
         "--upstream {upstream}: write a URL like http://127.0.0.1:9000"
@@ -111,11 +100,9 @@ async fn run(source: Source, watch: bool) -> Result<()> {
 #[cfg(unix)]
 async fn wait_for_signals(handle: &gateway::GatewayHandle) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::hangup()),
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
+    let (Ok(mut hup), Ok(mut term), Ok(mut int)) =
+        (signal(SignalKind::hangup()), signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
         let _ = tokio::signal::ctrl_c().await;
         handle.shutdown().await;
         return;
@@ -138,18 +125,12 @@ async fn wait_for_signals(handle: &gateway::GatewayHandle) {
 }
 
 async fn demo(listen: SocketAddr, admin: SocketAddr) -> Result<()> {
-    let (api, _task) = sample_api::spawn("127.0.0.1:0".parse()?)
-        .await
-        .context("cannot start the sample API")?;
+    let (api, _task) = sample_api::spawn("127.0.0.1:0".parse()?).await.context("cannot start the sample API")?;
     let text = include_str!("demo.yaml")
         .replace("@LISTEN@", &listen.to_string())
         .replace("@ADMIN@", &admin.to_string())
         .replace("@UPSTREAM@", &format!("http://{api}"));
-    let source = Source::Inline {
-        name: "demo.yaml (embedded)".into(),
-        text,
-        base_dir: std::env::current_dir()?,
-    };
+    let source = Source::Inline { name: "demo.yaml (embedded)".into(), text, base_dir: std::env::current_dir()? };
     let handle = Gateway::start(source, StartOptions::default()).await?;
     let g = handle.addrs.first().copied().unwrap_or(listen);
     println!(
@@ -196,30 +177,13 @@ fn main() -> Result<()> {
         };
     }
     init_logging();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
         match cli.command {
-            Command::Serve {
-                config: Some(path), ..
-            } => run(Source::File(path), true).await,
-            Command::Serve {
-                upstream: Some(u),
-                listen,
-                admin,
-                ..
-            } => {
+            Command::Serve { config: Some(path), .. } => run(Source::File(path), true).await,
+            Command::Serve { upstream: Some(u), listen, admin, .. } => {
                 let text = upstream_config(&u, listen, admin)?;
-                run(
-                    Source::Inline {
-                        name: "--upstream".into(),
-                        text,
-                        base_dir: std::env::current_dir()?,
-                    },
-                    false,
-                )
-                .await
+                run(Source::Inline { name: "--upstream".into(), text, base_dir: std::env::current_dir()? }, false).await
             }
             Command::Serve { .. } => anyhow::bail!("give --config FILE or --upstream URL"),
             Command::Demo { listen, admin } => demo(listen, admin).await,

@@ -25,35 +25,18 @@ fn validate_reports_every_error_with_file_line_column_and_exit_1() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     let f = file.display().to_string();
-    assert!(
-        err.contains(&format!("{f}:2:11: invalid address `nowhere`")),
-        "{err}"
-    );
-    assert!(
-        err.contains(&format!("{f}:6:")) && err.contains("unknown upstream `apu`"),
-        "{err}"
-    );
+    assert!(err.contains(&format!("{f}:2:11: invalid address `nowhere`")), "{err}");
+    assert!(err.contains(&format!("{f}:6:")) && err.contains("unknown upstream `apu`"), "{err}");
     assert!(err.contains("declared upstreams: api"), "{err}");
-    assert!(
-        err.contains(&format!("{f}:7:")) && err.contains("lists no methods"),
-        "{err}"
-    );
+    assert!(err.contains(&format!("{f}:7:")) && err.contains("lists no methods"), "{err}");
     assert!(err.matches("hint:").count() >= 3, "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
 fn shipped_examples_validate() {
-    let out = rampart()
-        .arg("validate")
-        .arg(repo().join("examples/quickstart.yaml"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = rampart().arg("validate").arg(repo().join("examples/quickstart.yaml")).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]
@@ -61,10 +44,7 @@ fn tls_example_validates_with_real_certificates() {
     let dir = std::env::temp_dir().join(format!("rampart-cli-tls-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["api.example.com".to_string()])
-        .unwrap()
-        .self_signed(&key)
-        .unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["api.example.com".to_string()]).unwrap().self_signed(&key).unwrap();
     std::fs::write(dir.join("api.pem"), cert.pem()).unwrap();
     std::fs::write(dir.join("api.key"), key.serialize_pem()).unwrap();
     let out = rampart()
@@ -74,11 +54,7 @@ fn tls_example_validates_with_real_certificates() {
         .env("RAMPART_TLS_KEY", dir.join("api.key"))
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     // The key of another certificate is refused with the file named.
     let other = rcgen::KeyPair::generate().unwrap();
     std::fs::write(dir.join("other.key"), other.serialize_pem()).unwrap();
@@ -103,10 +79,7 @@ fn help_and_version() {
     let out = rampart().arg("--help").output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("serve")
-            && text.contains("validate")
-            && text.contains("demo")
-            && text.contains("Examples:"),
+        text.contains("serve") && text.contains("validate") && text.contains("demo") && text.contains("Examples:"),
         "{text}"
     );
     let out = rampart().arg("--version").output().unwrap();
@@ -115,16 +88,7 @@ fn help_and_version() {
 
 #[test]
 fn serve_upstream_refuses_a_non_url() {
-    let out = rampart()
-        .args([
-            "serve",
-            "--upstream",
-            "not a url",
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .output()
-        .unwrap();
+    let out = rampart().args(["serve", "--upstream", "not a url", "--listen", "127.0.0.1:0"]).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--upstream"));
 }

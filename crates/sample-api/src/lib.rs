@@ -36,10 +36,7 @@ pub async fn spawn(addr: SocketAddr) -> std::io::Result<(SocketAddr, tokio::task
 fn json_response(status: StatusCode, v: Value) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(v.to_string())));
     *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/json"),
-    );
+    r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
     r
 }
 
@@ -68,7 +65,7 @@ fn products() -> Value {
 fn find(list: Value, id: &str) -> Response<Full<Bytes>> {
     let found = list
         .as_array()
-        .and_then(|a| a.iter().find(|x| x["id"].to_string() == *id).cloned());
+        .and_then(|a| a.iter().find(|x| x["id"].as_u64().is_some_and(|n| id.parse::<u64>() == Ok(n))).cloned());
     match found {
         Some(v) => json_response(StatusCode::OK, v),
         None => json_response(StatusCode::NOT_FOUND, json!({ "error": "not found" })),
@@ -82,12 +79,7 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infalli
     let headers: serde_json::Map<String, Value> = req
         .headers()
         .iter()
-        .map(|(k, v)| {
-            (
-                k.as_str().to_string(),
-                Value::String(String::from_utf8_lossy(v.as_bytes()).into_owned()),
-            )
-        })
+        .map(|(k, v)| (k.as_str().to_string(), Value::String(String::from_utf8_lossy(v.as_bytes()).into_owned())))
         .collect();
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
@@ -98,25 +90,16 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infalli
         (&Method::GET, ["health"]) => json_response(StatusCode::OK, json!({ "status": "ok" })),
         (&Method::GET, ["users"]) => json_response(StatusCode::OK, users()),
         (&Method::GET, ["users", id]) => find(users(), id),
-        (&Method::POST, ["users"]) | (&Method::PATCH, ["users", _]) => {
-            match serde_json::from_slice::<Value>(&body) {
-                Ok(mut v) => {
-                    if let Some(o) = v.as_object_mut() {
-                        o.entry("id").or_insert(json!(4));
-                    }
-                    let status = if method == Method::POST {
-                        StatusCode::CREATED
-                    } else {
-                        StatusCode::OK
-                    };
-                    json_response(status, v)
+        (&Method::POST, ["users"]) | (&Method::PATCH, ["users", _]) => match serde_json::from_slice::<Value>(&body) {
+            Ok(mut v) => {
+                if let Some(o) = v.as_object_mut() {
+                    o.entry("id").or_insert(json!(4));
                 }
-                Err(e) => json_response(
-                    StatusCode::BAD_REQUEST,
-                    json!({ "error": format!("invalid JSON: {e}") }),
-                ),
+                let status = if method == Method::POST { StatusCode::CREATED } else { StatusCode::OK };
+                json_response(status, v)
             }
-        }
+            Err(e) => json_response(StatusCode::BAD_REQUEST, json!({ "error": format!("invalid JSON: {e}") })),
+        },
         (&Method::GET, ["orders"]) => json_response(StatusCode::OK, orders()),
         (&Method::GET, ["orders", id]) => find(orders(), id),
         (&Method::GET, ["products"]) => json_response(StatusCode::OK, products()),
@@ -127,10 +110,7 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infalli
             json!({ "method": method.as_str(), "path": path, "query": query, "headers": headers, "body_bytes": body.len(),
                     "env": { "DB_PASSWORD": "hunter2" } }),
         ),
-        _ => json_response(
-            StatusCode::NOT_FOUND,
-            json!({ "error": "no such endpoint", "path": path }),
-        ),
+        _ => json_response(StatusCode::NOT_FOUND, json!({ "error": "no such endpoint", "path": path })),
     };
     Ok(resp)
 }

@@ -64,16 +64,8 @@ pub fn base64(s: &[u8]) -> Vec<u8> {
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         out.push(T[(n >> 18) as usize & 63]);
         out.push(T[(n >> 12) as usize & 63]);
-        out.push(if c.len() > 1 {
-            T[(n >> 6) as usize & 63]
-        } else {
-            b'='
-        });
-        out.push(if c.len() > 2 {
-            T[n as usize & 63]
-        } else {
-            b'='
-        });
+        out.push(if c.len() > 1 { T[(n >> 6) as usize & 63] } else { b'=' });
+        out.push(if c.len() > 2 { T[n as usize & 63] } else { b'=' });
     }
     out
 }
@@ -91,11 +83,7 @@ fn lines(path: &Path) -> Vec<Vec<u8>> {
 pub fn libinjection() -> Vec<Case> {
     let dir = corpus_dir().join("libinjection");
     let mut names: Vec<String> = std::fs::read_dir(&dir)
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
+        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
         .unwrap_or_default();
     names.sort();
     let mut out = Vec::new();
@@ -177,25 +165,20 @@ pub fn gotestwaf() -> Vec<Case> {
     for group in ["owasp", "owasp-api", "community", "false-pos"] {
         let dir = root.join(group);
         let mut names: Vec<String> = std::fs::read_dir(&dir)
-            .map(|rd| {
-                rd.filter_map(|e| e.ok())
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
+            .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
             .unwrap_or_default();
         names.sort();
         for name in names {
             let text = std::fs::read_to_string(dir.join(&name)).unwrap_or_default();
             // Go's YAML parser accepts `\'` inside double quotes; strict YAML does not.
-            let parsed: GtwFile = match serde_saphyr::from_str(&text)
-                .or_else(|_| serde_saphyr::from_str(&text.replace("\\'", "'")))
-            {
-                Ok(p) => p,
-                Err(e) => {
-                    eprintln!("skipping {group}/{name}: {e}");
-                    continue;
-                }
-            };
+            let parsed: GtwFile =
+                match serde_saphyr::from_str(&text).or_else(|_| serde_saphyr::from_str(&text.replace("\\'", "'"))) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        eprintln!("skipping {group}/{name}: {e}");
+                        continue;
+                    }
+                };
             let attack = group != "false-pos";
             for p in &parsed.payload {
                 for enc in &parsed.encoder {
@@ -209,11 +192,7 @@ pub fn gotestwaf() -> Vec<Case> {
                             _ => p.as_bytes().to_vec(),
                         };
                         out.push(Case {
-                            family: if attack {
-                                parsed.kind.clone()
-                            } else {
-                                "benign".into()
-                            },
+                            family: if attack { parsed.kind.clone() } else { "benign".into() },
                             group: format!("gotestwaf/{group}"),
                             file: name.clone(),
                             encoder: enc.clone(),
@@ -274,8 +253,5 @@ impl Tally {
 
 /// Scans every case; returns hits in the same order.
 pub fn run(det: &Detector, cases: &[Case]) -> Vec<bool> {
-    cases
-        .iter()
-        .map(|c| det.scan(&c.value, Context::new(c.place)).is_some())
-        .collect()
+    cases.iter().map(|c| det.scan(&c.value, Context::new(c.place)).is_some()).collect()
 }

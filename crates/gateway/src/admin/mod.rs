@@ -16,11 +16,7 @@ use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-pub async fn serve(
-    listener: TcpListener,
-    shared: Arc<Shared>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = shutdown.changed() => return,
@@ -47,18 +43,14 @@ pub async fn serve(
 fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<ResponseBody> {
     let mut r = Response::new(ResponseBody::full(Bytes::from(body)));
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     r
 }
 
 fn authorized(req: &Request<Incoming>, token: Option<&str>) -> bool {
     let Some(token) = token else { return true };
-    let Some(given) = req
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+    let Some(given) =
+        req.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "))
     else {
         return false;
     };
@@ -68,18 +60,10 @@ fn authorized(req: &Request<Incoming>, token: Option<&str>) -> bool {
 fn handle(shared: &Shared, req: Request<Incoming>) -> Response<ResponseBody> {
     let rt = shared.runtime.load();
     if req.method() != Method::GET {
-        return text(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "text/plain",
-            "GET only\n".into(),
-        );
+        return text(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only\n".into());
     }
     match req.uri().path() {
-        "/healthz" => text(
-            StatusCode::OK,
-            "application/json",
-            "{\"status\":\"ok\"}\n".into(),
-        ),
+        "/healthz" => text(StatusCode::OK, "application/json", "{\"status\":\"ok\"}\n".into()),
         "/readyz" => {
             let mut down = Vec::new();
             for u in &rt.upstreams {
@@ -87,30 +71,16 @@ fn handle(shared: &Shared, req: Request<Incoming>) -> Response<ResponseBody> {
                     down.push(u.name.clone());
                 }
             }
-            let body =
-                serde_json::json!({ "ready": down.is_empty(), "upstreams_without_targets": down })
-                    .to_string();
-            let status = if down.is_empty() {
-                StatusCode::OK
-            } else {
-                StatusCode::SERVICE_UNAVAILABLE
-            };
+            let body = serde_json::json!({ "ready": down.is_empty(), "upstreams_without_targets": down }).to_string();
+            let status = if down.is_empty() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
             text(status, "application/json", body)
         }
         "/metrics" => {
             let token = rt.admin.as_ref().and_then(|a| a.token.as_deref());
             if !authorized(&req, token) {
-                return text(
-                    StatusCode::UNAUTHORIZED,
-                    "text/plain",
-                    "admin token required\n".into(),
-                );
+                return text(StatusCode::UNAUTHORIZED, "text/plain", "admin token required\n".into());
             }
-            text(
-                StatusCode::OK,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                shared.metrics.encode(),
-            )
+            text(StatusCode::OK, "application/openmetrics-text; version=1.0.0; charset=utf-8", shared.metrics.encode())
         }
         _ => text(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
     }

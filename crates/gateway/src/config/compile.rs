@@ -125,13 +125,7 @@ struct Errs<'a> {
 
 impl Errs<'_> {
     fn at<T>(&mut self, s: &Spanned<T>, msg: impl Into<String>, hint: Option<&str>) {
-        self.list.push(ConfigError::at(
-            self.file,
-            s.referenced.line(),
-            s.referenced.column(),
-            msg,
-            hint,
-        ));
+        self.list.push(ConfigError::at(self.file, s.referenced.line(), s.referenced.column(), msg, hint));
     }
     fn top(&mut self, msg: impl Into<String>, hint: Option<&str>) {
         self.list.push(ConfigError::at(self.file, 1, 1, msg, hint));
@@ -148,9 +142,7 @@ fn resolve(base: &Path, p: &str) -> PathBuf {
 }
 
 fn parse_net(s: &str) -> Option<IpNet> {
-    s.parse::<IpNet>()
-        .ok()
-        .or_else(|| s.parse::<IpAddr>().ok().map(IpNet::from))
+    s.parse::<IpNet>().ok().or_else(|| s.parse::<IpAddr>().ok().map(IpNet::from))
 }
 
 fn nets(errs: &mut Errs<'_>, list: &[Spanned<String>], what: &str) -> Vec<IpNet> {
@@ -183,10 +175,7 @@ fn parse_addr(errs: &mut Errs<'_>, s: &Spanned<String>) -> Option<SocketAddr> {
 }
 
 pub fn compile(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Runtime, ConfigErrors> {
-    let mut errs = Errs {
-        file: ctx.file,
-        list: Vec::new(),
-    };
+    let mut errs = Errs { file: ctx.file, list: Vec::new() };
     let base = ctx.base_dir;
     let mut watch_files = Vec::new();
     if let Source::File(p) = &ctx.source {
@@ -195,10 +184,7 @@ pub fn compile(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Runtime, ConfigErrors> {
 
     // Listeners.
     if raw.listen.is_empty() {
-        errs.top(
-            "no listener",
-            Some("add `listen: [{ addr: 127.0.0.1:8080 }]`"),
-        );
+        errs.top("no listener", Some("add `listen: [{ addr: 127.0.0.1:8080 }]`"));
     }
     let first_tls_port = raw
         .listen
@@ -227,21 +213,9 @@ pub fn compile(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Runtime, ConfigErrors> {
                 Some("put `redirect_https` on a plain HTTP listener"),
             );
         }
-        let mut spec = ListenerSpec {
-            addr,
-            tls: None,
-            tls_config: None,
-            redirect_https,
-            h2c: l.h2c,
-            hsts: None,
-        };
+        let mut spec = ListenerSpec { addr, tls: None, tls_config: None, redirect_https, h2c: l.h2c, hsts: None };
         if let Some(t) = &l.tls {
-            let min_version = match t
-                .min_version
-                .as_ref()
-                .map(|s| s.value.trim().to_string())
-                .as_deref()
-            {
+            let min_version = match t.min_version.as_ref().map(|s| s.value.trim().to_string()).as_deref() {
                 None | Some("1.2") => MinVersion::Tls12,
                 Some("1.3") => MinVersion::Tls13,
                 Some(other) => {
@@ -282,15 +256,9 @@ pub fn compile(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Runtime, ConfigErrors> {
                 ),
             }
             watch_files.extend(tls.files());
-            let max_age = t
-                .hsts_max_age
-                .map_or(Duration::from_secs(31_536_000), |d| d.0);
+            let max_age = t.hsts_max_age.map_or(Duration::from_secs(31_536_000), |d| d.0);
             if !max_age.is_zero() {
-                spec.hsts = HeaderValue::from_str(&format!(
-                    "max-age={}; includeSubDomains",
-                    max_age.as_secs()
-                ))
-                .ok();
+                spec.hsts = HeaderValue::from_str(&format!("max-age={}; includeSubDomains", max_age.as_secs())).ok();
             }
             spec.tls = Some(tls);
         }
@@ -306,10 +274,7 @@ pub fn compile(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Runtime, ConfigErrors> {
                 Ok(_) => {
                     errs.at(
                         var,
-                        format!(
-                            "admin token in `{}` is shorter than 16 characters",
-                            var.value
-                        ),
+                        format!("admin token in `{}` is shorter than 16 characters", var.value),
                         Some("use a long random token, e.g. `openssl rand -hex 32`"),
                     );
                     None
@@ -363,9 +328,7 @@ pub fn compile(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Runtime, ConfigErrors> {
     let mut upstreams = Vec::new();
     let mut upstream_tls = Vec::new();
     for (name, u) in &raw.upstreams {
-        if let Some((up, tls)) =
-            compile_upstream(&mut errs, base, name, u, workers, &mut watch_files)
-        {
+        if let Some((up, tls)) = compile_upstream(&mut errs, base, name, u, workers, &mut watch_files) {
             upstream_index.insert(name.clone(), upstreams.len());
             upstreams.push(Arc::new(up));
             upstream_tls.push(tls);
@@ -396,7 +359,11 @@ pub fn compile(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Runtime, ConfigErrors> {
             }
         }
         if r.methods.is_empty() {
-            errs.at(&r.path, format!("route `{}` lists no methods", r.path.value), Some("list them, e.g. `methods: [GET, POST]`, or `methods: [ANY]` to accept every method"));
+            errs.at(
+                &r.path,
+                format!("route `{}` lists no methods", r.path.value),
+                Some("list them, e.g. `methods: [GET, POST]`, or `methods: [ANY]` to accept every method"),
+            );
         }
         if any {
             methods.clear();
@@ -412,9 +379,7 @@ pub fn compile(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Runtime, ConfigErrors> {
             }
             continue;
         };
-        let mut id =
-            r.id.as_ref()
-                .map_or_else(|| r.path.value.clone(), |s| s.value.clone());
+        let mut id = r.id.as_ref().map_or_else(|| r.path.value.clone(), |s| s.value.clone());
         if r.id.is_none() {
             let mut n = 2;
             let base_id = id.clone();
@@ -428,23 +393,12 @@ pub fn compile(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Runtime, ConfigErrors> {
             }
         }
         ids.insert(id.clone());
-        let hosts: Vec<String> = r
-            .hosts
-            .iter()
-            .map(|h| h.value.trim().to_ascii_lowercase())
-            .collect();
+        let hosts: Vec<String> = r.hosts.iter().map(|h| h.value.trim().to_ascii_lowercase()).collect();
         let route_id = routes.len();
-        if let Err(e) = router.add(&RouteSpec {
-            id: route_id,
-            hosts: &hosts,
-            path: r.path.value.trim(),
-            methods: &methods,
-        }) {
-            errs.at(
-                &r.path,
-                e.to_string(),
-                Some("templates look like `/users/{id}` or `/static/*`"),
-            );
+        if let Err(e) =
+            router.add(&RouteSpec { id: route_id, hosts: &hosts, path: r.path.value.trim(), methods: &methods })
+        {
+            errs.at(&r.path, e.to_string(), Some("templates look like `/users/{id}` or `/static/*`"));
             continue;
         }
         routes.push(Route {
@@ -456,10 +410,7 @@ pub fn compile(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Runtime, ConfigErrors> {
         });
     }
 
-    let access_log = raw
-        .access_log
-        .as_ref()
-        .map_or_else(|| "stdout".to_string(), |s| s.value.trim().to_string());
+    let access_log = raw.access_log.as_ref().map_or_else(|| "stdout".to_string(), |s| s.value.trim().to_string());
     if let Err(e) = crate::stages::record::LogSink::open(&access_log, Some(base)) {
         if let Some(s) = &raw.access_log {
             errs.at(
@@ -488,9 +439,7 @@ pub fn compile(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Runtime, ConfigErrors> {
         upstream_tls,
         access_log,
         base_dir: base.to_path_buf(),
-        shutdown_timeout: raw
-            .shutdown_timeout
-            .map_or(Duration::from_secs(30), |d| d.0),
+        shutdown_timeout: raw.shutdown_timeout.map_or(Duration::from_secs(30), |d| d.0),
         modes: global_modes,
     })
 }
@@ -505,35 +454,21 @@ fn compile_upstream(
 ) -> Option<(Upstream, Arc<rustls::ClientConfig>)> {
     let before = errs.list.len();
     if u.targets.is_empty() {
-        errs.top(
-            format!("upstream `{name}` has no targets"),
-            Some("add `targets: [\"http://127.0.0.1:9000\"]`"),
-        );
+        errs.top(format!("upstream `{name}` has no targets"), Some("add `targets: [\"http://127.0.0.1:9000\"]`"));
     }
     if u.targets.len() > 64 {
-        errs.at(
-            &u.targets[64],
-            format!("upstream `{name}` has more than 64 targets"),
-            None,
-        );
+        errs.at(&u.targets[64], format!("upstream `{name}` has more than 64 targets"), None);
     }
     let mut targets = Vec::new();
     for t in &u.targets {
         match Target::new(t.value.trim()) {
             Ok(target) => targets.push(Arc::new(target)),
-            Err(e) => errs.at(
-                t,
-                e,
-                Some("write e.g. `http://10.0.0.5:8080` or `https://api.internal`"),
-            ),
+            Err(e) => errs.at(t, e, Some("write e.g. `http://10.0.0.5:8080` or `https://api.internal`")),
         }
     }
     let c = &u.circuit_breaker;
     if !(c.failure_ratio > 0.0 && c.failure_ratio <= 1.0) {
-        errs.top(
-            format!("upstream `{name}`: circuit_breaker.failure_ratio must be in (0, 1]"),
-            None,
-        );
+        errs.top(format!("upstream `{name}`: circuit_breaker.failure_ratio must be in (0, 1]"), None);
     }
     let need_roots = targets.iter().any(|t| t.scheme == http::uri::Scheme::HTTPS);
     let (ca, cc) = match &u.tls {
@@ -556,17 +491,14 @@ fn compile_upstream(
         watch.push(c.clone());
         watch.push(k.clone());
     }
-    let tls = match upstream::client_tls(
-        ca.as_deref(),
-        cc.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
-        need_roots,
-    ) {
-        Ok(t) => t,
-        Err(e) => {
-            errs.top(format!("upstream `{name}`: {e}"), None);
-            return None;
-        }
-    };
+    let tls =
+        match upstream::client_tls(ca.as_deref(), cc.as_ref().map(|(c, k)| (c.as_path(), k.as_path())), need_roots) {
+            Ok(t) => t,
+            Err(e) => {
+                errs.top(format!("upstream `{name}`: {e}"), None);
+                return None;
+            }
+        };
     if errs.list.len() > before {
         return None;
     }
@@ -575,10 +507,8 @@ fn compile_upstream(
         connect_timeout: u.timeouts.connect.0,
         pool_idle: u.pool.idle_timeout.0,
         pool_max_idle: u.pool.max_idle_per_target,
+        workers,
     };
-    let clients = (0..workers.max(1))
-        .map(|_| upstream::build_client(&settings))
-        .collect();
     let circuit = c.enabled.then(|| {
         CircuitBreaker::new(CircuitPolicy {
             failure_ratio: c.failure_ratio,
@@ -588,36 +518,36 @@ fn compile_upstream(
         })
     });
     let health = u.health_check.as_ref().map(|h| HealthPolicy {
-        path: if h.path.starts_with('/') {
-            h.path.clone()
-        } else {
-            format!("/{}", h.path)
-        },
+        path: if h.path.starts_with('/') { h.path.clone() } else { format!("/{}", h.path) },
         interval: h.interval.0.max(Duration::from_millis(100)),
         timeout: h.timeout.0,
         healthy_after: h.healthy_after,
         unhealthy_after: h.unhealthy_after,
     });
-    Some((
-        Upstream::new(
-            name.to_string(),
-            targets,
-            u.balance,
-            clients,
-            Timeouts {
-                connect: u.timeouts.connect.0,
-                response: u.timeouts.response.0,
-                total: u.timeouts.total.map(|d| d.0),
-            },
-            u.retries.min(5),
-            PassivePolicy {
-                failures: u.passive_ejection.failures,
-                eject_ms: u.passive_ejection.eject_for.0.as_millis() as u64,
-            },
-            circuit,
-            u.preserve_host,
-            health,
-        ),
-        tls,
-    ))
+    let up = Upstream::new(
+        name.to_string(),
+        targets,
+        u.balance,
+        &settings,
+        Timeouts {
+            connect: u.timeouts.connect.0,
+            response: u.timeouts.response.0,
+            total: u.timeouts.total.map(|d| d.0),
+        },
+        u.retries.min(5),
+        PassivePolicy {
+            failures: u.passive_ejection.failures,
+            eject_ms: u.passive_ejection.eject_for.0.as_millis() as u64,
+        },
+        circuit,
+        u.preserve_host,
+        health,
+    );
+    match up {
+        Ok(up) => Some((up, tls)),
+        Err(e) => {
+            errs.top(format!("upstream `{name}`: {e}"), None);
+            None
+        }
+    }
 }

@@ -5,11 +5,7 @@
 use super::ConfigError;
 
 /// Replaces every `${…}` in `text` from `lookup`; collects one error per unresolvable reference.
-pub fn substitute(
-    file: &str,
-    text: &str,
-    lookup: &dyn Fn(&str) -> Option<String>,
-) -> Result<String, Vec<ConfigError>> {
+pub fn substitute(file: &str, text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, Vec<ConfigError>> {
     let mut out = String::with_capacity(text.len());
     let mut errors = Vec::new();
     let mut rest = text;
@@ -115,9 +111,7 @@ mod tests {
         let errs = substitute("f.yaml", "a: 1\nb: ${NOPE}\n", &env).unwrap_err();
         assert_eq!(errs.len(), 1);
         assert_eq!((errs[0].line, errs[0].column), (2, 4));
-        assert!(errs[0]
-            .to_string()
-            .starts_with("f.yaml:2:4: environment variable `NOPE` is not set"));
+        assert!(errs[0].to_string().starts_with("f.yaml:2:4: environment variable `NOPE` is not set"));
     }
 
     #[test]

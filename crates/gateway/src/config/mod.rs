@@ -22,30 +22,14 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    pub fn at(
-        file: &str,
-        line: u64,
-        column: u64,
-        message: impl Into<String>,
-        hint: Option<&str>,
-    ) -> Self {
-        ConfigError {
-            file: file.to_string(),
-            line,
-            column,
-            message: message.into(),
-            hint: hint.map(str::to_owned),
-        }
+    pub fn at(file: &str, line: u64, column: u64, message: impl Into<String>, hint: Option<&str>) -> Self {
+        ConfigError { file: file.to_string(), line, column, message: message.into(), hint: hint.map(str::to_owned) }
     }
 }
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}:{}:{}: {}",
-            self.file, self.line, self.column, self.message
-        )?;
+        write!(f, "{}:{}:{}: {}", self.file, self.line, self.column, self.message)?;
         if let Some(h) = &self.hint {
             write!(f, "\n  hint: {h}")?;
         }
@@ -107,14 +91,7 @@ pub fn load_str(
     base_dir: &Path,
     metrics: &crate::metrics::Metrics,
 ) -> Result<Runtime, ConfigErrors> {
-    load(
-        &Source::Inline {
-            name: name.into(),
-            text: text.into(),
-            base_dir: base_dir.into(),
-        },
-        metrics,
-    )
+    load(&Source::Inline { name: name.into(), text: text.into(), base_dir: base_dir.into() }, metrics)
 }
 
 pub fn load(source: &Source, metrics: &crate::metrics::Metrics) -> Result<Runtime, ConfigErrors> {
@@ -131,40 +108,18 @@ pub fn load(source: &Source, metrics: &crate::metrics::Metrics) -> Result<Runtim
                 )])
             })?;
             if text.len() > MAX_CONFIG_BYTES {
-                return Err(ConfigErrors(vec![ConfigError::at(
-                    &file,
-                    0,
-                    0,
-                    "file larger than 4 MiB",
-                    None,
-                )]));
+                return Err(ConfigErrors(vec![ConfigError::at(&file, 0, 0, "file larger than 4 MiB", None)]));
             }
-            let text = String::from_utf8(text).map_err(|_| {
-                ConfigErrors(vec![ConfigError::at(
-                    &file,
-                    0,
-                    0,
-                    "file is not UTF-8",
-                    None,
-                )])
-            })?;
+            let text = String::from_utf8(text)
+                .map_err(|_| ConfigErrors(vec![ConfigError::at(&file, 0, 0, "file is not UTF-8", None)]))?;
             let base = p.parent().map(Path::to_path_buf).unwrap_or_default();
             (text, base)
         }
         Source::Inline { text, base_dir, .. } => (text.clone(), base_dir.clone()),
     };
-    let text =
-        env::substitute(&file, &text, &|name| std::env::var(name).ok()).map_err(ConfigErrors)?;
+    let text = env::substitute(&file, &text, &|name| std::env::var(name).ok()).map_err(ConfigErrors)?;
     let raw = parse(&file, &text)?;
-    compile::compile(
-        raw,
-        &compile::Ctx {
-            file: &file,
-            base_dir: &base_dir,
-            source: source.clone(),
-            metrics,
-        },
-    )
+    compile::compile(raw, &compile::Ctx { file: &file, base_dir: &base_dir, source: source.clone(), metrics })
 }
 
 /// Parses YAML into the raw config, with the location of the first syntax or type error.
@@ -187,9 +142,7 @@ fn first_line(s: &str) -> String {
     let l = s.lines().next().unwrap_or(s);
     // serde-saphyr prefixes messages with its own location; ours already says where.
     match l.split_once(": ") {
-        Some((prefix, rest)) if prefix.starts_with("line ") || prefix.starts_with("error at ") => {
-            rest.to_string()
-        }
+        Some((prefix, rest)) if prefix.starts_with("line ") || prefix.starts_with("error at ") => rest.to_string(),
         _ => l.to_string(),
     }
 }

@@ -213,11 +213,7 @@ pub struct RawTimeouts {
 
 impl Default for RawTimeouts {
     fn default() -> Self {
-        RawTimeouts {
-            connect: d_connect(),
-            response: d_response(),
-            total: None,
-        }
+        RawTimeouts { connect: d_connect(), response: d_response(), total: None }
     }
 }
 
@@ -270,10 +266,7 @@ pub struct RawPassive {
 
 impl Default for RawPassive {
     fn default() -> Self {
-        RawPassive {
-            failures: d_passive_failures(),
-            eject_for: d_eject(),
-        }
+        RawPassive { failures: d_passive_failures(), eject_for: d_eject() }
     }
 }
 
@@ -349,10 +342,7 @@ pub struct RawPool {
 
 impl Default for RawPool {
     fn default() -> Self {
-        RawPool {
-            idle_timeout: d_pool_idle(),
-            max_idle_per_target: d_pool_max(),
-        }
+        RawPool { idle_timeout: d_pool_idle(), max_idle_per_target: d_pool_max() }
     }
 }
 
@@ -413,9 +403,7 @@ impl<'de> Deserialize<'de> for Dur {
         match Repr::deserialize(d)? {
             Repr::Secs(s) => Ok(Dur(Duration::from_secs(s))),
             Repr::Text(t) => humantime::parse_duration(t.trim()).map(Dur).map_err(|e| {
-                serde::de::Error::custom(format!(
-                    "invalid duration `{t}` ({e}); write e.g. `250ms`, `10s`, `5m`"
-                ))
+                serde::de::Error::custom(format!("invalid duration `{t}` ({e}); write e.g. `250ms`, `10s`, `5m`"))
             }),
         }
     }
@@ -456,9 +444,7 @@ impl<'de> Deserialize<'de> for ByteSize {
         match Repr::deserialize(d)? {
             Repr::Bytes(b) => Ok(ByteSize(b)),
             Repr::Text(t) => ByteSize::parse(&t).map(ByteSize).ok_or_else(|| {
-                serde::de::Error::custom(format!(
-                    "invalid size `{t}`; write e.g. `512`, `16KiB`, `1MiB`"
-                ))
+                serde::de::Error::custom(format!("invalid size `{t}`; write e.g. `512`, `16KiB`, `1MiB`"))
             }),
         }
     }

@@ -43,70 +43,29 @@ pub(crate) async fn serve(
     let (tls_config, h2c, limits) = {
         let rt = shared.runtime.load();
         let spec = rt.listeners.get(listener);
-        (
-            spec.and_then(|s| s.tls_config.clone()),
-            spec.is_some_and(|s| s.h2c),
-            rt.limits,
-        )
+        (spec.and_then(|s| s.tls_config.clone()), spec.is_some_and(|s| s.h2c), rt.limits)
     };
     let activity = Arc::new(Activity::new());
     match tls_config {
         Some(cfg) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
-            let tls =
-                match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream))
-                    .await
-                {
-                    Ok(Ok(s)) => s,
-                    _ => return,
-                };
+            let tls = match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(s)) => s,
+                _ => return,
+            };
             let (_, session) = tls.get_ref();
-            let proto = if session.alpn_protocol() == Some(b"h2") {
-                Proto::Http2
-            } else {
-                Proto::Http1
-            };
-            let client_cert = session
-                .peer_certificates()
-                .and_then(|c| c.first())
-                .map(|c| Arc::new(PeerCert::from_der(c)));
-            let info = ConnInfo {
-                peer,
-                tls: true,
-                client_cert,
-                worker,
-                listener,
-            };
-            serve_http(
-                shared.clone(),
-                IdleIo::new(tls, activity.clone()),
-                info,
-                proto,
-                limits,
-                activity,
-                shutdown,
-            )
-            .await;
+            let proto = if session.alpn_protocol() == Some(b"h2") { Proto::Http2 } else { Proto::Http1 };
+            let client_cert =
+                session.peer_certificates().and_then(|c| c.first()).map(|c| Arc::new(PeerCert::from_der(c)));
+            let info = ConnInfo::new(peer, true, client_cert, worker, listener);
+            serve_http(shared.clone(), IdleIo::new(tls, activity.clone()), info, proto, limits, activity, shutdown)
+                .await;
         }
         None => {
-            let info = ConnInfo {
-                peer,
-                tls: false,
-                client_cert: None,
-                worker,
-                listener,
-            };
+            let info = ConnInfo::new(peer, false, None, worker, listener);
             let proto = if h2c { Proto::Auto } else { Proto::Http1 };
-            serve_http(
-                shared.clone(),
-                IdleIo::new(stream, activity.clone()),
-                info,
-                proto,
-                limits,
-                activity,
-                shutdown,
-            )
-            .await;
+            serve_http(shared.clone(), IdleIo::new(stream, activity.clone()), info, proto, limits, activity, shutdown)
+                .await;
         }
     }
 }

@@ -34,10 +34,7 @@ impl Default for Activity {
 
 impl Activity {
     pub fn new() -> Self {
-        Activity {
-            ops: AtomicU64::new(0),
-            busy: AtomicUsize::new(0),
-        }
+        Activity { ops: AtomicU64::new(0), busy: AtomicUsize::new(0) }
     }
 
     pub fn busy(self: &Arc<Self>) -> Busy {
@@ -47,10 +44,7 @@ impl Activity {
 
     fn touch(&self) {
         // Single writer (the connection task): a plain load+store is enough and cheaper than an RMW.
-        self.ops.store(
-            self.ops.load(Ordering::Relaxed).wrapping_add(1),
-            Ordering::Relaxed,
-        );
+        self.ops.store(self.ops.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
     }
 }
 
@@ -63,11 +57,7 @@ pub struct IdleWatch {
 
 impl IdleWatch {
     pub fn new(timeout: Duration) -> Self {
-        IdleWatch {
-            seen: 0,
-            since: Instant::now(),
-            timeout,
-        }
+        IdleWatch { seen: 0, since: Instant::now(), timeout }
     }
 
     /// Call on each tick; true once nothing moved and no request ran for `timeout`.
@@ -94,11 +84,7 @@ impl<T> IdleIo<T> {
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for IdleIo<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
@@ -109,11 +95,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for IdleIo<T> {
 }
 
 impl<T: AsyncWrite + Unpin> AsyncWrite for IdleIo<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
             self.activity.touch();

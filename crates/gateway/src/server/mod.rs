@@ -25,10 +25,7 @@ pub enum StartError {
     #[error("{0}")]
     Config(#[from] ConfigErrors),
     #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    Bind { addr: SocketAddr, source: std::io::Error },
     #[error("cannot start worker: {0}")]
     Worker(std::io::Error),
     #[error("cannot open access log: {0}")]
@@ -91,10 +88,7 @@ fn bind(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::TcpList
 /// Binds `workers` sockets to one address. A plain bind first proves nobody else holds the port (`SO_REUSEPORT`
 /// would otherwise let a second instance silently share it); then each worker gets its own socket so the kernel
 /// spreads connections across cores.
-fn bind_group(
-    addr: SocketAddr,
-    workers: usize,
-) -> Result<(SocketAddr, Vec<std::net::TcpListener>), StartError> {
+fn bind_group(addr: SocketAddr, workers: usize) -> Result<(SocketAddr, Vec<std::net::TcpListener>), StartError> {
     let err = |source| StartError::Bind { addr, source };
     if workers <= 1 {
         let l = bind(addr, false).map_err(err)?;
@@ -106,10 +100,7 @@ fn bind_group(
     drop(probe);
     let mut out = Vec::with_capacity(workers);
     for _ in 0..workers {
-        out.push(bind(actual, true).map_err(|source| StartError::Bind {
-            addr: actual,
-            source,
-        })?);
+        out.push(bind(actual, true).map_err(|source| StartError::Bind { addr: actual, source })?);
     }
     Ok((actual, out))
 }
@@ -130,12 +121,10 @@ impl Gateway {
         opts: StartOptions,
     ) -> Result<GatewayHandle, StartError> {
         let workers = runtime.workers.max(1);
-        let sink = LogSink::open(&runtime.access_log, Some(&runtime.base_dir))
-            .map_err(StartError::AccessLog)?;
+        let sink = LogSink::open(&runtime.access_log, Some(&runtime.base_dir)).map_err(StartError::AccessLog)?;
         let mut addrs = Vec::new();
         let mut configured = Vec::new();
-        let mut per_worker: Vec<Vec<std::net::TcpListener>> =
-            (0..workers).map(|_| Vec::new()).collect();
+        let mut per_worker: Vec<Vec<std::net::TcpListener>> = (0..workers).map(|_| Vec::new()).collect();
         for spec in &runtime.listeners {
             let (actual, socks) = bind_group(spec.addr, workers)?;
             addrs.push(actual);
@@ -148,21 +137,13 @@ impl Gateway {
             Some(a) => {
                 let l = tokio::net::TcpListener::bind(a.addr)
                     .await
-                    .map_err(|source| StartError::Bind {
-                        addr: a.addr,
-                        source,
-                    })?;
+                    .map_err(|source| StartError::Bind { addr: a.addr, source })?;
                 Some(l)
             }
             None => None,
         };
         let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
-        let upstreams: Vec<_> = runtime
-            .upstreams
-            .iter()
-            .cloned()
-            .zip(runtime.upstream_tls.iter().cloned())
-            .collect();
+        let upstreams: Vec<_> = runtime.upstreams.iter().cloned().zip(runtime.upstream_tls.iter().cloned()).collect();
         let shared = Arc::new(Shared {
             runtime: ArcSwap::from_pointee(runtime),
             metrics,
@@ -197,11 +178,7 @@ impl Gateway {
         if opts.watch {
             Inner::start_watching(&inner);
         }
-        let handle = GatewayHandle {
-            inner,
-            addrs,
-            admin_addr,
-        };
+        let handle = GatewayHandle { inner, addrs, admin_addr };
         tracing::info!(target: "rampart", listeners = ?handle.addrs, admin = ?handle.admin_addr, workers, "gateway started");
         Ok(handle)
     }
@@ -209,16 +186,8 @@ impl Gateway {
 
 /// One worker thread: a single-threaded runtime running the accept loops of its sockets and the connections
 /// they accept. Nothing is shared with other workers but the `Shared` state.
-fn worker(
-    id: usize,
-    shared: Arc<Shared>,
-    listeners: Vec<std::net::TcpListener>,
-    shutdown: watch::Receiver<bool>,
-) {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+fn worker(id: usize, shared: Arc<Shared>, listeners: Vec<std::net::TcpListener>, shutdown: watch::Receiver<bool>) {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!(target: "rampart", worker = id, error = %e, "cannot build worker runtime");
@@ -351,11 +320,7 @@ impl Inner {
         let _guard = this.reload_lock.lock().await;
         let result = this.reload_inner();
         let label = if result.is_ok() { "ok" } else { "error" };
-        this.shared
-            .metrics
-            .reloads
-            .get_or_create(&ResultLabel { result: label })
-            .inc();
+        this.shared.metrics.reloads.get_or_create(&ResultLabel { result: label }).inc();
         match &result {
             Ok(rewatch) => {
                 tracing::info!(target: "rampart", "configuration reloaded");
@@ -378,14 +343,10 @@ impl Inner {
         let next = config::load(&current.source, &self.shared.metrics)?;
         let addrs: Vec<SocketAddr> = next.listeners.iter().map(|l| l.addr).collect();
         if addrs != self.configured {
-            return Err(ReloadError::ListenersChanged(format!(
-                "{:?} → {:?}",
-                self.configured, addrs
-            )));
+            return Err(ReloadError::ListenersChanged(format!("{:?} → {:?}", self.configured, addrs)));
         }
         if next.access_log != current.access_log {
-            let sink = LogSink::open(&next.access_log, Some(&next.base_dir))
-                .map_err(ReloadError::AccessLog)?;
+            let sink = LogSink::open(&next.access_log, Some(&next.base_dir)).map_err(ReloadError::AccessLog)?;
             self.shared.access_log.set_sink(sink);
         }
         for (u, tls) in next.upstreams.iter().zip(next.upstream_tls.iter()) {

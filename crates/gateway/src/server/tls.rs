@@ -18,23 +18,13 @@ use std::sync::Arc;
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("cannot read certificate file {path}: {source}")]
-    Cert {
-        path: PathBuf,
-        source: rustls_pki_types::pem::Error,
-    },
+    Cert { path: PathBuf, source: rustls_pki_types::pem::Error },
     #[error("no certificate in {0}")]
     NoCert(PathBuf),
     #[error("cannot read private key file {path}: {source}")]
-    Key {
-        path: PathBuf,
-        source: rustls_pki_types::pem::Error,
-    },
+    Key { path: PathBuf, source: rustls_pki_types::pem::Error },
     #[error("certificate {cert} and key {key} do not belong together or the key type is unsupported: {source}")]
-    Pair {
-        cert: PathBuf,
-        key: PathBuf,
-        source: rustls::Error,
-    },
+    Pair { cert: PathBuf, key: PathBuf, source: rustls::Error },
     #[error("invalid CA bundle {path}: {reason}")]
     Ca { path: PathBuf, reason: String },
     #[error("TLS setup failed: {0}")]
@@ -71,8 +61,7 @@ pub enum MinVersion {
 
 impl MinVersion {
     fn versions(self) -> &'static [&'static SupportedProtocolVersion] {
-        static BOTH: [&SupportedProtocolVersion; 2] =
-            [&rustls::version::TLS13, &rustls::version::TLS12];
+        static BOTH: [&SupportedProtocolVersion; 2] = [&rustls::version::TLS13, &rustls::version::TLS12];
         static ONLY13: [&SupportedProtocolVersion; 1] = [&rustls::version::TLS13];
         match self {
             MinVersion::Tls12 => &BOTH,
@@ -84,10 +73,7 @@ impl MinVersion {
 pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs = CertificateDer::pem_file_iter(path)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|source| TlsError::Cert {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        .map_err(|source| TlsError::Cert { path: path.to_path_buf(), source })?;
     if certs.is_empty() {
         return Err(TlsError::NoCert(path.to_path_buf()));
     }
@@ -95,28 +81,18 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
 }
 
 pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    PrivateKeyDer::from_pem_file(path).map_err(|source| TlsError::Key {
-        path: path.to_path_buf(),
-        source,
-    })
+    PrivateKeyDer::from_pem_file(path).map_err(|source| TlsError::Key { path: path.to_path_buf(), source })
 }
 
 pub fn load_roots(path: &Path) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();
     for cert in load_certs(path)? {
-        roots.add(cert).map_err(|e| TlsError::Ca {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
+        roots.add(cert).map_err(|e| TlsError::Ca { path: path.to_path_buf(), reason: e.to_string() })?;
     }
     Ok(roots)
 }
 
-fn certified_key(
-    cert: &Path,
-    key: &Path,
-    provider: &CryptoProvider,
-) -> Result<Arc<CertifiedKey>, TlsError> {
+fn certified_key(cert: &Path, key: &Path, provider: &CryptoProvider) -> Result<Arc<CertifiedKey>, TlsError> {
     let chain = load_certs(cert)?;
     let der = load_key(key)?;
     let ck = CertifiedKey::from_der(chain, der, provider).map_err(|source| TlsError::Pair {
@@ -143,9 +119,7 @@ impl ResolvesServerCert for SniResolver {
                 return Some(ck.clone());
             }
             for (suffix, ck) in &self.wildcard {
-                if name.ends_with(suffix.as_str())
-                    && !name[..name.len() - suffix.len()].contains('.')
-                {
+                if name.ends_with(suffix.as_str()) && !name[..name.len() - suffix.len()].contains('.') {
                     return Some(ck.clone());
                 }
             }
@@ -194,29 +168,17 @@ impl TlsSpec {
                 }
             }
         }
-        let resolver = Arc::new(SniResolver {
-            by_name,
-            wildcard,
-            default,
-        });
+        let resolver = Arc::new(SniResolver { by_name, wildcard, default });
         let builder = ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(self.min_version.versions())?;
         let mut config = match &self.client_ca {
             Some(ca) => {
                 let roots = Arc::new(load_roots(ca)?);
                 let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider);
-                let verifier = if self.client_required {
-                    verifier
-                } else {
-                    verifier.allow_unauthenticated()
-                };
-                let verifier = verifier.build().map_err(|e| TlsError::Ca {
-                    path: ca.clone(),
-                    reason: e.to_string(),
-                })?;
-                builder
-                    .with_client_cert_verifier(verifier)
-                    .with_cert_resolver(resolver)
+                let verifier = if self.client_required { verifier } else { verifier.allow_unauthenticated() };
+                let verifier =
+                    verifier.build().map_err(|e| TlsError::Ca { path: ca.clone(), reason: e.to_string() })?;
+                builder.with_client_cert_verifier(verifier).with_cert_resolver(resolver)
             }
             None => builder.with_no_client_auth().with_cert_resolver(resolver),
         };
@@ -257,10 +219,6 @@ impl PeerCert {
             }
             Err(_) => (String::new(), Vec::new()),
         };
-        PeerCert {
-            subject,
-            sans,
-            sha256,
-        }
+        PeerCert { subject, sans, sha256 }
     }
 }

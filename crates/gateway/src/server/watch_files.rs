@@ -16,27 +16,19 @@ impl Watcher {
         let (tx, rx) = mpsc::unbounded_channel();
         let abs = |p: &PathBuf| std::path::absolute(p).unwrap_or_else(|_| p.clone());
         let wanted: HashSet<PathBuf> = files.iter().map(abs).collect();
-        let mut inner =
-            notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-                if let Ok(ev) = res {
-                    if ev.kind.is_access() {
-                        return;
-                    }
-                    if ev.paths.iter().any(|p| {
-                        wanted.contains(&std::path::absolute(p).unwrap_or_else(|_| p.clone()))
-                    }) {
-                        let _ = tx.send(());
-                    }
+        let mut inner = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            if let Ok(ev) = res {
+                if ev.kind.is_access() {
+                    return;
                 }
-            })?;
+                if ev.paths.iter().any(|p| wanted.contains(&std::path::absolute(p).unwrap_or_else(|_| p.clone()))) {
+                    let _ = tx.send(());
+                }
+            }
+        })?;
         let dirs: HashSet<PathBuf> = files
             .iter()
-            .map(|f| {
-                abs(f)
-                    .parent()
-                    .map(|p| p.to_path_buf())
-                    .unwrap_or_else(|| PathBuf::from("."))
-            })
+            .map(|f| abs(f).parent().map(|p| p.to_path_buf()).unwrap_or_else(|| PathBuf::from(".")))
             .collect();
         for d in dirs {
             inner.watch(&d, RecursiveMode::NonRecursive)?;

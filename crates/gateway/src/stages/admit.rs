@@ -33,29 +33,20 @@ impl AdmitPolicy {
         if header_bytes > self.max_header_bytes {
             return Err(Rejection::new(
                 Code::AdmitHeadersTooLarge,
-                format!(
-                    "{header_bytes} header bytes exceed {}",
-                    self.max_header_bytes
-                ),
+                format!("{header_bytes} header bytes exceed {}", self.max_header_bytes),
             ));
         }
         if self.ip_deny.iter().any(|n| n.contains(&client_ip))
             || (!self.ip_allow.is_empty() && !self.ip_allow.iter().any(|n| n.contains(&client_ip)))
         {
-            return Err(Rejection::new(
-                Code::AdmitIpDenied,
-                format!("client {client_ip} is not allowed"),
-            ));
+            return Err(Rejection::new(Code::AdmitIpDenied, format!("client {client_ip} is not allowed")));
         }
         Ok(())
     }
 }
 
 fn header_bytes(headers: &HeaderMap) -> usize {
-    headers
-        .iter()
-        .map(|(n, v)| n.as_str().len() + v.len() + 4)
-        .sum()
+    headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum()
 }
 
 /// Which peers may tell us the client's address through `X-Forwarded-For` / `Forwarded`.
@@ -98,7 +89,8 @@ impl TrustedProxies {
     }
 }
 
-fn canonical(ip: IpAddr) -> IpAddr {
+/// IPv4-mapped IPv6 addresses (`::ffff:1.2.3.4`) are the IPv4 client they carry.
+pub fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,
@@ -166,10 +158,7 @@ impl Drop for ConnSlot {
 
 impl Default for ConnTracker {
     fn default() -> Self {
-        ConnTracker {
-            open: AtomicUsize::new(0),
-            per_ip: std::array::from_fn(|_| Mutex::new(HashMap::new())),
-        }
+        ConnTracker { open: AtomicUsize::new(0), per_ip: std::array::from_fn(|_| Mutex::new(HashMap::new())) }
     }
 }
 
@@ -187,12 +176,7 @@ impl ConnTracker {
     }
 
     /// Takes a slot for a new connection from `ip`, or says which limit refuses it.
-    pub fn acquire(
-        self: &Arc<Self>,
-        ip: IpAddr,
-        max_total: usize,
-        max_per_ip: usize,
-    ) -> Result<ConnSlot, ConnRefusal> {
+    pub fn acquire(self: &Arc<Self>, ip: IpAddr, max_total: usize, max_per_ip: usize) -> Result<ConnSlot, ConnRefusal> {
         let ip = canonical(ip);
         if self.open.fetch_add(1, Ordering::AcqRel) >= max_total {
             self.open.fetch_sub(1, Ordering::AcqRel);
@@ -210,10 +194,7 @@ impl ConnTracker {
             return Err(ConnRefusal::PerIp);
         }
         *n += 1;
-        Ok(ConnSlot {
-            tracker: self.clone(),
-            ip,
-        })
+        Ok(ConnSlot { tracker: self.clone(), ip })
     }
 }
 
@@ -235,20 +216,11 @@ mod tests {
     fn trusted_chain_yields_rightmost_untrusted_hop() {
         let t = TrustedProxies::new(vec!["10.0.0.0/8".parse().unwrap()]);
         let mut h = HeaderMap::new();
-        h.insert(
-            "x-forwarded-for",
-            HeaderValue::from_static("6.6.6.6, 198.51.100.7, 10.1.1.1"),
-        );
-        assert_eq!(
-            t.client_ip("10.0.0.2".parse().unwrap(), &h),
-            "198.51.100.7".parse::<IpAddr>().unwrap()
-        );
+        h.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6, 198.51.100.7, 10.1.1.1"));
+        assert_eq!(t.client_ip("10.0.0.2".parse().unwrap(), &h), "198.51.100.7".parse::<IpAddr>().unwrap());
         let mut bad = HeaderMap::new();
         bad.insert("x-forwarded-for", HeaderValue::from_static("garbage"));
-        assert_eq!(
-            t.client_ip("10.0.0.2".parse().unwrap(), &bad),
-            "10.0.0.2".parse::<IpAddr>().unwrap()
-        );
+        assert_eq!(t.client_ip("10.0.0.2".parse().unwrap(), &bad), "10.0.0.2".parse::<IpAddr>().unwrap());
     }
 
     #[test]

@@ -69,10 +69,8 @@ pub fn normalize(path: &str) -> Result<Cow<'_, str>, PathError> {
     while i < bytes.len() {
         let b = bytes[i];
         if b == b'%' {
-            let (Some(h), Some(l)) = (
-                bytes.get(i + 1).and_then(|&c| hex(c)),
-                bytes.get(i + 2).and_then(|&c| hex(c)),
-            ) else {
+            let (Some(h), Some(l)) = (bytes.get(i + 1).and_then(|&c| hex(c)), bytes.get(i + 2).and_then(|&c| hex(c)))
+            else {
                 return Err(PathError::BadEncoding);
             };
             let v = h * 16 + l;
@@ -81,10 +79,9 @@ pub fn normalize(path: &str) -> Result<Cow<'_, str>, PathError> {
                 0x01..=0x1f | 0x7f => return Err(PathError::Control),
                 b'%' => {
                     // `%25` followed by the encoding of `.`, `/` or `\` only exists to fool a second decoder.
-                    if let (Some(h2), Some(l2)) = (
-                        bytes.get(i + 3).and_then(|&c| hex(c)),
-                        bytes.get(i + 4).and_then(|&c| hex(c)),
-                    ) {
+                    if let (Some(h2), Some(l2)) =
+                        (bytes.get(i + 3).and_then(|&c| hex(c)), bytes.get(i + 4).and_then(|&c| hex(c)))
+                    {
                         if matches!(h2 * 16 + l2, b'.' | b'/' | b'\\' | 0) {
                             return Err(PathError::DoubleEncoded);
                         }
@@ -145,10 +142,7 @@ mod tests {
 
     #[test]
     fn canonical_paths_are_borrowed() {
-        assert!(matches!(
-            normalize("/users/42/orders"),
-            Ok(Cow::Borrowed(_))
-        ));
+        assert!(matches!(normalize("/users/42/orders"), Ok(Cow::Borrowed(_))));
         assert!(matches!(normalize("/"), Ok(Cow::Borrowed(_))));
         assert!(matches!(normalize("/a.b/c_d-e~f"), Ok(Cow::Borrowed(_))));
     }
@@ -178,10 +172,7 @@ mod tests {
         assert_eq!(n("/a\\b").unwrap_err(), PathError::Backslash);
         assert_eq!(n("/a%00").unwrap_err(), PathError::EncodedSeparator);
         assert_eq!(n("/a/..;/admin").unwrap_err(), PathError::DotSegmentParam);
-        assert_eq!(
-            n("/%252e%252e/admin").unwrap_err(),
-            PathError::DoubleEncoded
-        );
+        assert_eq!(n("/%252e%252e/admin").unwrap_err(), PathError::DoubleEncoded);
         assert_eq!(n("/%zz").unwrap_err(), PathError::BadEncoding);
         assert_eq!(n("/%4").unwrap_err(), PathError::BadEncoding);
         assert_eq!(n("x").unwrap_err(), PathError::NotAbsolute);

@@ -33,12 +33,7 @@ impl LogSink {
                     Some(b) if p.is_relative() => b.join(p),
                     _ => p,
                 };
-                LogSink::File(Mutex::new(
-                    std::fs::OpenOptions::new()
-                        .create(true)
-                        .append(true)
-                        .open(p)?,
-                ))
+                LogSink::File(Mutex::new(std::fs::OpenOptions::new().create(true).append(true).open(p)?))
             }
         })
     }
@@ -74,9 +69,7 @@ pub struct AccessLog {
 
 impl AccessLog {
     pub fn new(sink: LogSink) -> Self {
-        AccessLog {
-            sink: arc_swap::ArcSwap::from_pointee(sink),
-        }
+        AccessLog { sink: arc_swap::ArcSwap::from_pointee(sink) }
     }
 
     pub fn set_sink(&self, sink: LogSink) {
@@ -124,6 +117,10 @@ impl AccessLog {
 
 /// Escapes a string into a JSON string body.
 pub fn json_escape(out: &mut String, s: &str) {
+    if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        out.push_str(s);
+        return;
+    }
     for c in s.chars() {
         match c {
             '"' => out.push_str("\\\""),
@@ -165,11 +162,14 @@ pub struct RequestRecord {
     pub start: Instant,
     pub request_id: String,
     pub client_ip: IpAddr,
+    /// `client_ip` already rendered (the connection's peer), when it is the client.
+    pub client_text: Option<Arc<str>>,
     pub method: http::Method,
     pub path: String,
     pub route: Option<Arc<str>>,
     pub status: u16,
-    pub upstream_ms: Option<f64>,
+    /// Time to the upstream's response head, in microseconds.
+    pub upstream_us: Option<u64>,
     pub outcome: Outcome,
     pub code: Option<Code>,
     /// Codes a monitor-mode stage would have rejected with.
@@ -177,14 +177,75 @@ pub struct RequestRecord {
     pub counters: Option<RouteCounters>,
 }
 
+fn push_u64(s: &mut String, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &b in &buf[i..] {
+        s.push(b as char);
+    }
+}
+
+/// Milliseconds with three decimals, from microseconds, without float formatting.
+fn push_ms(s: &mut String, micros: u64) {
+    push_u64(s, micros / 1000);
+    let frac = micros % 1000;
+    s.push('.');
+    s.push((b'0' + (frac / 100) as u8) as char);
+    s.push((b'0' + (frac / 10 % 10) as u8) as char);
+    s.push((b'0' + (frac % 10) as u8) as char);
+}
+
+thread_local! {
+    /// The RFC 3339 text of the current second, re-rendered only when the second changes.
+    static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+}
+
+fn push_time(s: &mut String, now: SystemTime) {
+    let d = now.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    SECOND.with(|c| {
+        let Ok(mut c) = c.try_borrow_mut() else {
+            let _ = write!(s, "{}", humantime::format_rfc3339_seconds(now));
+            return;
+        };
+        if c.0 != secs {
+            let text = humantime::format_rfc3339_seconds(now).to_string();
+            c.1 = text.trim_end_matches('Z').to_string();
+            c.0 = secs;
+        }
+        s.push_str(&c.1);
+    });
+    let ms = d.subsec_millis();
+    s.push('.');
+    s.push((b'0' + (ms / 100) as u8) as char);
+    s.push((b'0' + (ms / 10 % 10) as u8) as char);
+    s.push((b'0' + (ms % 10) as u8) as char);
+    s.push('Z');
+}
+
 impl RequestRecord {
     fn line(&self, bytes_sent: u64, completed: bool) -> String {
-        let mut s = String::with_capacity(256);
+        let mut s = String::with_capacity(320);
         s.push_str("{\"time\":\"");
-        let _ = write!(s, "{}", humantime::format_rfc3339_millis(SystemTime::now()));
+        push_time(&mut s, SystemTime::now());
         s.push_str("\",\"request_id\":\"");
         json_escape(&mut s, &self.request_id);
-        let _ = write!(s, "\",\"client_ip\":\"{}\",\"method\":\"", self.client_ip);
+        s.push_str("\",\"client_ip\":\"");
+        match &self.client_text {
+            Some(t) => s.push_str(t),
+            None => {
+                let _ = write!(s, "{}", self.client_ip);
+            }
+        }
+        s.push_str("\",\"method\":\"");
         json_escape(&mut s, self.method.as_str());
         s.push_str("\",\"path\":\"");
         json_escape(&mut s, &self.path);
@@ -197,26 +258,26 @@ impl RequestRecord {
             }
             None => s.push_str("null"),
         }
-        let _ = write!(
-            s,
-            ",\"status\":{},\"bytes\":{},\"completed\":{}",
-            self.status, bytes_sent, completed
-        );
-        match self.upstream_ms {
-            Some(ms) => {
-                let _ = write!(s, ",\"upstream_ms\":{ms:.3}");
-            }
-            None => s.push_str(",\"upstream_ms\":null"),
+        s.push_str(",\"status\":");
+        push_u64(&mut s, u64::from(self.status));
+        s.push_str(",\"bytes\":");
+        push_u64(&mut s, bytes_sent);
+        s.push_str(if completed { ",\"completed\":true" } else { ",\"completed\":false" });
+        s.push_str(",\"upstream_ms\":");
+        match self.upstream_us {
+            Some(us) => push_ms(&mut s, us),
+            None => s.push_str("null"),
         }
-        let total = self.start.elapsed().as_secs_f64() * 1000.0;
-        let _ = write!(
-            s,
-            ",\"total_ms\":{total:.3},\"verdict\":\"{}\",\"code\":",
-            self.outcome.as_str()
-        );
+        s.push_str(",\"total_ms\":");
+        push_ms(&mut s, self.start.elapsed().as_micros() as u64);
+        s.push_str(",\"verdict\":\"");
+        s.push_str(self.outcome.as_str());
+        s.push_str("\",\"code\":");
         match self.code {
             Some(c) => {
-                let _ = write!(s, "\"{}\"", c.as_str());
+                s.push('"');
+                s.push_str(c.as_str());
+                s.push('"');
             }
             None => s.push_str("null"),
         }
@@ -226,7 +287,9 @@ impl RequestRecord {
                 if i > 0 {
                     s.push(',');
                 }
-                let _ = write!(s, "\"{}\"", c.as_str());
+                s.push('"');
+                s.push_str(c.as_str());
+                s.push('"');
             }
             s.push(']');
         }
@@ -252,14 +315,7 @@ impl OnBodyEnd for RequestRecord {
 
 /// Writes a security event for a rejection or a monitor-mode flag on its own tracing target, so operators can
 /// route security decisions separately from the access log.
-pub fn security_event(
-    code: Code,
-    mode: Mode,
-    request_id: &str,
-    client_ip: IpAddr,
-    route: Option<&str>,
-    detail: &str,
-) {
+pub fn security_event(code: Code, mode: Mode, request_id: &str, client_ip: IpAddr, route: Option<&str>, detail: &str) {
     tracing::warn!(
         target: "rampart::security",
         code = code.as_str(),
@@ -284,11 +340,12 @@ mod tests {
             start: Instant::now(),
             request_id: "r\"1".into(),
             client_ip: "127.0.0.1".parse().unwrap(),
+            client_text: None,
             method: http::Method::GET,
             path: "/a\"b\\c\n\u{1}".into(),
             route: Some(Arc::from("users")),
             status: 200,
-            upstream_ms: Some(1.5),
+            upstream_us: Some(1500),
             outcome: Outcome::Pass,
             code: None,
             flagged: vec![Code::AdmitBodyTooLarge],
@@ -298,5 +355,9 @@ mod tests {
         assert_eq!(v["path"], "/a\"b\\c\n\u{1}");
         assert_eq!(v["bytes"], 12);
         assert_eq!(v["flagged"][0], "admit.body_too_large");
+        assert_eq!(v["upstream_ms"], 1.5);
+        assert_eq!(v["client_ip"], "127.0.0.1");
+        let t = v["time"].as_str().unwrap();
+        assert!(t.len() == 24 && t.ends_with('Z') && t.as_bytes()[19] == b'.', "{t}");
     }
 }

@@ -5,6 +5,9 @@ use http::{HeaderValue, Method};
 use std::borrow::Cow;
 use std::collections::HashMap;
 
+/// Name of the parameter a `/prefix/*` template captures its tail in; not reported as a route parameter.
+const CATCH_ALL: &str = "__rampart_tail";
+
 /// Index of a route in the compiled runtime's route list.
 pub type RouteId = usize;
 
@@ -50,13 +53,8 @@ struct PathTable {
 /// The outcome of routing a request.
 #[derive(Debug, PartialEq)]
 pub enum RouteMatch {
-    Found {
-        route: RouteId,
-        params: Vec<(String, String)>,
-    },
-    MethodNotAllowed {
-        allow: HeaderValue,
-    },
+    Found { route: RouteId, params: Vec<(String, String)> },
+    MethodNotAllowed { allow: HeaderValue },
     NotFound,
 }
 
@@ -92,12 +90,8 @@ fn templates(path: &str, case_insensitive: bool) -> Result<Vec<String>, String> 
         }
     }
     if let Some(prefix) = t.strip_suffix("/*") {
-        let bare = if prefix.is_empty() {
-            "/".to_string()
-        } else {
-            prefix.to_string()
-        };
-        return Ok(vec![format!("{prefix}/{{*rest}}"), bare]);
+        let bare = if prefix.is_empty() { "/".to_string() } else { prefix.to_string() };
+        return Ok(vec![format!("{prefix}/{{*{CATCH_ALL}}}"), bare]);
     }
     if t.contains('*') && !t.contains("{*") {
         return Err("`*` is only allowed as the last segment (`/prefix/*`)".into());
@@ -124,29 +118,19 @@ fn normalize_host(host: &str) -> Cow<'_, str> {
 
 impl Router {
     pub fn new(case_insensitive: bool) -> Self {
-        Router {
-            case_insensitive,
-            ..Default::default()
-        }
+        Router { case_insensitive, ..Default::default() }
     }
 
     pub fn add(&mut self, spec: &RouteSpec<'_>) -> Result<(), RouteError> {
-        let temps =
-            templates(spec.path, self.case_insensitive).map_err(|reason| RouteError::Template {
-                template: spec.path.to_string(),
-                reason,
-            })?;
+        let temps = templates(spec.path, self.case_insensitive)
+            .map_err(|reason| RouteError::Template { template: spec.path.to_string(), reason })?;
         let case_insensitive = self.case_insensitive;
         let mut tables: Vec<&mut PathTable> = Vec::new();
         if spec.hosts.is_empty() {
             tables.push(&mut self.any_host);
         } else {
-            let (wild, exact): (Vec<&String>, Vec<&String>) =
-                spec.hosts.iter().partition(|h| h.starts_with("*."));
-            let exact_keys: Vec<String> = exact
-                .iter()
-                .map(|h| normalize_host(h).into_owned())
-                .collect();
+            let (wild, exact): (Vec<&String>, Vec<&String>) = spec.hosts.iter().partition(|h| h.starts_with("*."));
+            let exact_keys: Vec<String> = exact.iter().map(|h| normalize_host(h).into_owned()).collect();
             let wild_keys: Vec<String> = wild.iter().map(|h| h[1..].to_ascii_lowercase()).collect();
             for k in &exact_keys {
                 self.exact_hosts.entry(k.clone()).or_default();
@@ -185,11 +169,7 @@ impl Router {
         } else {
             path
         };
-        let key = if key.len() > 1 {
-            key.strip_suffix('/').unwrap_or(key)
-        } else {
-            key
-        };
+        let key = if key.len() > 1 { key.strip_suffix('/').unwrap_or(key) } else { key };
         let mut result = RouteMatch::NotFound;
         if let Some(host) = host {
             let host = normalize_host(host);
@@ -222,10 +202,7 @@ impl PathTable {
                 let i = self.sets.len();
                 self.router
                     .insert(template, i)
-                    .map_err(|e| RouteError::Template {
-                        template: spec.path.to_string(),
-                        reason: e.to_string(),
-                    })?;
+                    .map_err(|e| RouteError::Template { template: spec.path.to_string(), reason: e.to_string() })?;
                 self.templates.insert(template.to_string(), i);
                 self.sets.push(MethodSet::default());
                 self.allow.push(HeaderValue::from_static(""));
@@ -233,10 +210,7 @@ impl PathTable {
             }
         };
         let set = &mut self.sets[idx];
-        let dup = |m: &str| RouteError::Duplicate {
-            method: m.to_string(),
-            template: spec.path.to_string(),
-        };
+        let dup = |m: &str| RouteError::Duplicate { method: m.to_string(), template: spec.path.to_string() };
         if spec.methods.is_empty() {
             if set.any.is_some() {
                 return Err(dup("ANY"));
@@ -259,19 +233,12 @@ impl PathTable {
             return RouteMatch::NotFound;
         };
         let set = &self.sets[*m.value];
-        let route = set
-            .by_method
-            .iter()
-            .find(|(x, _)| x == method)
-            .map(|(_, r)| *r)
-            .or(set.any);
+        let route = set.by_method.iter().find(|(x, _)| x == method).map(|(_, r)| *r).or(set.any);
         let Some(route) = route else {
-            return RouteMatch::MethodNotAllowed {
-                allow: self.allow[*m.value].clone(),
-            };
+            return RouteMatch::MethodNotAllowed { allow: self.allow[*m.value].clone() };
         };
         let mut params = Vec::new();
-        for (name, value) in m.params.iter() {
+        for (name, value) in m.params.iter().filter(|(n, _)| *n != CATCH_ALL) {
             // Values come from the lower-cased key; take the same byte range of the original spelling.
             let start = value.as_ptr() as usize - key.as_ptr() as usize;
             let v = original.get(start..start + value.len()).unwrap_or(value);
@@ -289,41 +256,11 @@ mod tests {
         let mut r = Router::new(true);
         let get = [Method::GET];
         let get_patch = [Method::GET, Method::PATCH];
-        r.add(&RouteSpec {
-            id: 0,
-            hosts: &[],
-            path: "/users/{id}",
-            methods: &get_patch,
-        })
-        .unwrap();
-        r.add(&RouteSpec {
-            id: 1,
-            hosts: &[],
-            path: "/users",
-            methods: &get,
-        })
-        .unwrap();
-        r.add(&RouteSpec {
-            id: 2,
-            hosts: &[],
-            path: "/Static/*",
-            methods: &[],
-        })
-        .unwrap();
-        r.add(&RouteSpec {
-            id: 3,
-            hosts: &["admin.example.com".into()],
-            path: "/users",
-            methods: &get,
-        })
-        .unwrap();
-        r.add(&RouteSpec {
-            id: 4,
-            hosts: &["*.tenant.io".into()],
-            path: "/t",
-            methods: &get,
-        })
-        .unwrap();
+        r.add(&RouteSpec { id: 0, hosts: &[], path: "/users/{id}", methods: &get_patch }).unwrap();
+        r.add(&RouteSpec { id: 1, hosts: &[], path: "/users", methods: &get }).unwrap();
+        r.add(&RouteSpec { id: 2, hosts: &[], path: "/Static/*", methods: &[] }).unwrap();
+        r.add(&RouteSpec { id: 3, hosts: &["admin.example.com".into()], path: "/users", methods: &get }).unwrap();
+        r.add(&RouteSpec { id: 4, hosts: &["*.tenant.io".into()], path: "/t", methods: &get }).unwrap();
         r
     }
 
@@ -332,49 +269,25 @@ mod tests {
         let r = router();
         assert_eq!(
             r.find(None, &Method::GET, "/users/AbC"),
-            RouteMatch::Found {
-                route: 0,
-                params: vec![("id".into(), "AbC".into())]
-            }
+            RouteMatch::Found { route: 0, params: vec![("id".into(), "AbC".into())] }
         );
-        assert!(matches!(
-            r.find(None, &Method::GET, "/USERS/"),
-            RouteMatch::Found { route: 1, .. }
-        ));
+        assert!(matches!(r.find(None, &Method::GET, "/USERS/"), RouteMatch::Found { route: 1, .. }));
         assert!(matches!(
             r.find(Some("Admin.Example.com:443"), &Method::GET, "/users"),
             RouteMatch::Found { route: 3, .. }
         ));
-        assert!(matches!(
-            r.find(Some("other"), &Method::GET, "/users"),
-            RouteMatch::Found { route: 1, .. }
-        ));
-        assert!(matches!(
-            r.find(Some("a.tenant.io"), &Method::GET, "/t"),
-            RouteMatch::Found { route: 4, .. }
-        ));
-        assert_eq!(
-            r.find(Some("tenant.io"), &Method::GET, "/t"),
-            RouteMatch::NotFound
-        );
-        assert!(matches!(
-            r.find(None, &Method::DELETE, "/static/a/b"),
-            RouteMatch::Found { route: 2, .. }
-        ));
-        assert!(matches!(
-            r.find(None, &Method::GET, "/static"),
-            RouteMatch::Found { route: 2, .. }
-        ));
+        assert!(matches!(r.find(Some("other"), &Method::GET, "/users"), RouteMatch::Found { route: 1, .. }));
+        assert!(matches!(r.find(Some("a.tenant.io"), &Method::GET, "/t"), RouteMatch::Found { route: 4, .. }));
+        assert_eq!(r.find(Some("tenant.io"), &Method::GET, "/t"), RouteMatch::NotFound);
+        assert!(matches!(r.find(None, &Method::DELETE, "/static/a/b"), RouteMatch::Found { route: 2, .. }));
+        assert!(matches!(r.find(None, &Method::GET, "/static"), RouteMatch::Found { route: 2, .. }));
     }
 
     #[test]
     fn undeclared_is_not_found_and_wrong_method_is_405() {
         let r = router();
         assert_eq!(r.find(None, &Method::GET, "/admin"), RouteMatch::NotFound);
-        assert_eq!(
-            r.find(None, &Method::GET, "/users/1/x"),
-            RouteMatch::NotFound
-        );
+        assert_eq!(r.find(None, &Method::GET, "/users/1/x"), RouteMatch::NotFound);
         match r.find(None, &Method::DELETE, "/users/1") {
             RouteMatch::MethodNotAllowed { allow } => assert_eq!(allow, "GET, PATCH"),
             other => panic!("{other:?}"),
@@ -385,29 +298,8 @@ mod tests {
     fn duplicates_and_bad_templates_are_refused() {
         let mut r = router();
         let get = [Method::GET];
-        assert!(r
-            .add(&RouteSpec {
-                id: 9,
-                hosts: &[],
-                path: "/users/{id}",
-                methods: &get
-            })
-            .is_err());
-        assert!(r
-            .add(&RouteSpec {
-                id: 9,
-                hosts: &[],
-                path: "users",
-                methods: &get
-            })
-            .is_err());
-        assert!(r
-            .add(&RouteSpec {
-                id: 9,
-                hosts: &[],
-                path: "/a/*/b",
-                methods: &get
-            })
-            .is_err());
+        assert!(r.add(&RouteSpec { id: 9, hosts: &[], path: "/users/{id}", methods: &get }).is_err());
+        assert!(r.add(&RouteSpec { id: 9, hosts: &[], path: "users", methods: &get }).is_err());
+        assert!(r.add(&RouteSpec { id: 9, hosts: &[], path: "/a/*/b", methods: &get }).is_err());
     }
 }

@@ -63,11 +63,7 @@ impl CircuitBreaker {
         if now_ms() < until {
             return Admission::Open;
         }
-        if self
-            .probing
-            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
+        if self.probing.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire).is_ok() {
             Admission::Probe
         } else {
             Admission::Open
@@ -84,8 +80,7 @@ impl CircuitBreaker {
                 self.open_until.store(0, Ordering::Release);
                 return Some(Transition::Closed);
             }
-            self.open_until
-                .store(now + self.policy.open_ms, Ordering::Release);
+            self.open_until.store(now + self.policy.open_ms, Ordering::Release);
             return None;
         }
         if self.is_open() {
@@ -93,31 +88,20 @@ impl CircuitBreaker {
         }
         let start = self.window_start.load(Ordering::Acquire);
         if now.saturating_sub(start) > self.policy.window_ms
-            && self
-                .window_start
-                .compare_exchange(start, now, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
+            && self.window_start.compare_exchange(start, now, Ordering::AcqRel, Ordering::Acquire).is_ok()
         {
             self.total.store(0, Ordering::Release);
             self.failures.store(0, Ordering::Release);
         }
         let total = self.total.fetch_add(1, Ordering::AcqRel) + 1;
-        let failures = if ok {
-            self.failures.load(Ordering::Acquire)
-        } else {
-            self.failures.fetch_add(1, Ordering::AcqRel) + 1
-        };
+        let failures =
+            if ok { self.failures.load(Ordering::Acquire) } else { self.failures.fetch_add(1, Ordering::AcqRel) + 1 };
         if !ok
             && total >= self.policy.min_requests
             && f64::from(failures) / f64::from(total) >= self.policy.failure_ratio
             && self
                 .open_until
-                .compare_exchange(
-                    0,
-                    now + self.policy.open_ms,
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                )
+                .compare_exchange(0, now + self.policy.open_ms, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
         {
             return Some(Transition::Opened);
@@ -138,20 +122,13 @@ mod tests {
 
     #[test]
     fn opens_on_failure_ratio_then_probes_and_closes() {
-        let cb = CircuitBreaker::new(CircuitPolicy {
-            failure_ratio: 0.5,
-            min_requests: 4,
-            window_ms: 60_000,
-            open_ms: 0,
-        });
+        let cb =
+            CircuitBreaker::new(CircuitPolicy { failure_ratio: 0.5, min_requests: 4, window_ms: 60_000, open_ms: 0 });
         assert_eq!(cb.admit(), Admission::Closed);
         assert_eq!(cb.record(Admission::Closed, true), None);
         assert_eq!(cb.record(Admission::Closed, false), None);
         assert_eq!(cb.record(Admission::Closed, true), None);
-        assert_eq!(
-            cb.record(Admission::Closed, false),
-            Some(Transition::Opened)
-        );
+        assert_eq!(cb.record(Admission::Closed, false), Some(Transition::Opened));
         // open_ms = 0: immediately half-open, exactly one probe at a time.
         std::thread::sleep(std::time::Duration::from_millis(2));
         assert_eq!(cb.admit(), Admission::Probe);
@@ -168,10 +145,7 @@ mod tests {
             window_ms: 60_000,
             open_ms: 60_000,
         });
-        assert_eq!(
-            cb.record(Admission::Closed, false),
-            Some(Transition::Opened)
-        );
+        assert_eq!(cb.record(Admission::Closed, false), Some(Transition::Opened));
         assert_eq!(cb.admit(), Admission::Open);
     }
 }

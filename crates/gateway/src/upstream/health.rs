@@ -2,11 +2,9 @@
 //! receiving traffic, after `healthy_after` successes it comes back. The task ends when its upstream is
 //! replaced by a reload (it only holds a weak reference).
 
-use super::{Target, Upstream};
+use super::{pool, Target, Upstream};
+use crate::body::RequestBody;
 use http::Request;
-use http_body_util::Empty;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 
@@ -15,17 +13,6 @@ pub fn spawn(upstream: &Arc<Upstream>, tls: Arc<rustls::ClientConfig>) {
         return;
     };
     let weak: Weak<Upstream> = Arc::downgrade(upstream);
-    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
-    http.enforce_http(false);
-    http.set_connect_timeout(Some(policy.timeout));
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config((*tls).clone())
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
-    let client: Client<_, Empty<bytes::Bytes>> = Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(0)
-        .build(https);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(policy.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -36,24 +23,31 @@ pub fn spawn(upstream: &Arc<Upstream>, tls: Arc<rustls::ClientConfig>) {
             let name = up.name.clone();
             drop(up);
             for t in targets {
-                let uri = format!(
-                    "{}://{}{}{}",
-                    t.scheme, t.authority, t.base_path, policy.path
-                );
-                let ok = match Request::get(&uri)
-                    .header("user-agent", "rampart-health")
-                    .body(Empty::new())
-                {
-                    Ok(req) => matches!(
-                        tokio::time::timeout(policy.timeout, client.request(req)).await,
-                        Ok(Ok(resp)) if resp.status().is_success() || resp.status().is_redirection()
-                    ),
-                    Err(_) => false,
-                };
+                let ok = tokio::time::timeout(policy.timeout, probe(&t, &tls, &policy.path, policy.timeout))
+                    .await
+                    .unwrap_or(false);
                 apply(&name, &t, ok, policy.healthy_after, policy.unhealthy_after);
             }
         }
     });
+}
+
+/// One probe on a fresh connection (a pooled one could hide a dead listener).
+async fn probe(t: &Target, tls: &Arc<rustls::ClientConfig>, path: &str, timeout: std::time::Duration) -> bool {
+    let Ok(dialer) = pool::dialer(t, tls, timeout) else { return false };
+    let Ok(mut tx) = dialer.dial().await else { return false };
+    let uri = format!("{}{}", t.base_path, path);
+    let Ok(req) = Request::get(uri)
+        .header(http::header::HOST, t.host_header.clone())
+        .header(http::header::USER_AGENT, "rampart-health")
+        .body(RequestBody::empty())
+    else {
+        return false;
+    };
+    match tx.send_request(req).await {
+        Ok(resp) => resp.status().is_success() || resp.status().is_redirection(),
+        Err(_) => false,
+    }
 }
 
 /// Folds one probe result into the target's streak and flips its state at the thresholds.
@@ -64,11 +58,7 @@ fn apply(upstream: &str, t: &Target, ok: bool, healthy_after: u32, unhealthy_aft
         return;
     }
     let streak = t.hc_streak.fetch_add(1, Ordering::Relaxed) + 1;
-    let threshold = if healthy {
-        unhealthy_after
-    } else {
-        healthy_after
-    };
+    let threshold = if healthy { unhealthy_after } else { healthy_after };
     if streak >= threshold.max(1) {
         t.hc_streak.store(0, Ordering::Relaxed);
         t.set_healthy(ok);

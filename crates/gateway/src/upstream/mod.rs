@@ -5,22 +5,17 @@
 pub mod circuit;
 pub mod clock;
 pub mod health;
+pub mod pool;
 
 use crate::body::RequestBody;
 use crate::config::raw::Balance;
 use circuit::CircuitBreaker;
 use clock::now_ms;
 use http::uri::{Authority, Scheme};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use pool::{ConnPool, Dialer, Failed};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-
-/// The pooled HTTP(S) client of one worker for one upstream.
-pub type HttpClient = Client<HttpsConnector<HttpConnector>, RequestBody>;
 
 /// One address requests can be sent to, with the health state the balancer reads.
 #[derive(Debug)]
@@ -30,6 +25,8 @@ pub struct Target {
     pub authority: Authority,
     /// Path prefix of the target URL (`http://h/api` → `/api`), without trailing slash.
     pub base_path: String,
+    /// `Host` sent upstream unless the upstream preserves the client's.
+    pub host_header: http::HeaderValue,
     healthy: AtomicBool,
     in_flight: AtomicU32,
     consecutive_failures: AtomicU32,
@@ -39,29 +36,25 @@ pub struct Target {
 
 impl Target {
     pub fn new(url: &str) -> Result<Target, String> {
-        let uri: http::Uri = url
-            .parse()
-            .map_err(|e| format!("invalid target URL `{url}`: {e}"))?;
-        let scheme = uri
-            .scheme()
-            .cloned()
-            .ok_or_else(|| format!("target `{url}` needs a scheme (http:// or https://)"))?;
+        let uri: http::Uri = url.parse().map_err(|e| format!("invalid target URL `{url}`: {e}"))?;
+        let scheme =
+            uri.scheme().cloned().ok_or_else(|| format!("target `{url}` needs a scheme (http:// or https://)"))?;
         if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
             return Err(format!("target `{url}`: only http and https are supported"));
         }
-        let authority = uri
-            .authority()
-            .cloned()
-            .ok_or_else(|| format!("target `{url}` has no host"))?;
+        let authority = uri.authority().cloned().ok_or_else(|| format!("target `{url}` has no host"))?;
         if uri.query().is_some() {
             return Err(format!("target `{url}` must not have a query"));
         }
         let base_path = uri.path().trim_end_matches('/').to_string();
+        let host_header = http::HeaderValue::from_str(authority.as_str())
+            .map_err(|_| format!("target `{url}` has an invalid host"))?;
         Ok(Target {
             url: url.to_string(),
             scheme,
             authority,
             base_path,
+            host_header,
             healthy: AtomicBool::new(true),
             in_flight: AtomicU32::new(0),
             consecutive_failures: AtomicU32::new(0),
@@ -129,7 +122,9 @@ pub struct Upstream {
     pub targets: Vec<Arc<Target>>,
     pub balance: Balance,
     rr: AtomicUsize,
-    clients: Vec<HttpClient>,
+    dialers: Vec<Dialer>,
+    /// `pools[worker][target]`: each worker thread reuses only its own connections.
+    pools: Vec<Vec<ConnPool>>,
     pub timeouts: Timeouts,
     pub retries: u32,
     pub passive: PassivePolicy,
@@ -138,31 +133,13 @@ pub struct Upstream {
     pub health: Option<HealthPolicy>,
 }
 
-/// Settings to build the per-worker clients.
+/// Connection settings shared by an upstream's targets.
 pub struct ClientSettings {
     pub tls: Arc<rustls::ClientConfig>,
     pub connect_timeout: Duration,
     pub pool_idle: Duration,
     pub pool_max_idle: usize,
-}
-
-pub fn build_client(s: &ClientSettings) -> HttpClient {
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(s.connect_timeout));
-    http.set_keepalive(Some(Duration::from_secs(60)));
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config((*s.tls).clone())
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
-    Client::builder(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(s.pool_idle)
-        .pool_max_idle_per_host(s.pool_max_idle)
-        .build(https)
+    pub workers: usize,
 }
 
 impl Upstream {
@@ -171,32 +148,46 @@ impl Upstream {
         name: String,
         targets: Vec<Arc<Target>>,
         balance: Balance,
-        clients: Vec<HttpClient>,
+        client: &ClientSettings,
         timeouts: Timeouts,
         retries: u32,
         passive: PassivePolicy,
         circuit: Option<CircuitBreaker>,
         preserve_host: bool,
         health: Option<HealthPolicy>,
-    ) -> Self {
-        Upstream {
+    ) -> Result<Self, String> {
+        let dialers = targets
+            .iter()
+            .map(|t| pool::dialer(t, &client.tls, client.connect_timeout))
+            .collect::<Result<Vec<_>, _>>()?;
+        let pools = (0..client.workers.max(1))
+            .map(|_| targets.iter().map(|_| ConnPool::new(client.pool_max_idle, client.pool_idle)).collect())
+            .collect();
+        Ok(Upstream {
             name,
             targets,
             balance,
             rr: AtomicUsize::new(0),
-            clients,
+            dialers,
+            pools,
             timeouts,
             retries,
             passive,
             circuit,
             preserve_host,
             health,
-        }
+        })
     }
 
-    /// The client of the given worker (worker ids are dense from 0).
-    pub fn client(&self, worker: usize) -> &HttpClient {
-        &self.clients[worker % self.clients.len()]
+    /// Sends a request (origin-form URI, `Host` set) to target `idx` on a connection of this worker's pool.
+    pub async fn send(
+        &self,
+        worker: usize,
+        idx: usize,
+        req: http::Request<RequestBody>,
+    ) -> Result<http::Response<hyper::body::Incoming>, Failed> {
+        let pool = &self.pools[worker % self.pools.len()][idx];
+        pool.send(&self.dialers[idx], req).await
     }
 
     /// Chooses a target that is healthy, not ejected and not already tried for this request.
@@ -209,10 +200,7 @@ impl Upstream {
             tried & (1u64 << (i % 64)) == 0 && t.is_healthy() && !t.is_ejected(now)
         };
         match self.balance {
-            Balance::RoundRobin => (0..n)
-                .map(|k| (start + k) % n)
-                .find(|&i| usable(i))
-                .map(|i| (i, &self.targets[i])),
+            Balance::RoundRobin => (0..n).map(|k| (start + k) % n).find(|&i| usable(i)).map(|i| (i, &self.targets[i])),
             Balance::LeastInFlight => (0..n)
                 .map(|k| (start + k) % n)
                 .filter(|&i| usable(i))
@@ -240,9 +228,7 @@ impl Upstream {
         let n = target.consecutive_failures.fetch_add(1, Ordering::AcqRel) + 1;
         if n >= self.passive.failures {
             target.consecutive_failures.store(0, Ordering::Release);
-            target
-                .ejected_until
-                .store(now_ms() + self.passive.eject_ms, Ordering::Release);
+            target.ejected_until.store(now_ms() + self.passive.eject_ms, Ordering::Release);
             return true;
         }
         false

@@ -15,9 +15,7 @@ where
 {
     struct S<F>(F);
     impl<F> Unpin for S<F> {}
-    impl<T, F: FnMut(&mut std::task::Context<'_>) -> std::task::Poll<Option<T>>>
-        futures_core::Stream for S<F>
-    {
+    impl<T, F: FnMut(&mut std::task::Context<'_>) -> std::task::Poll<Option<T>>> futures_core::Stream for S<F> {
         type Item = T;
         fn poll_next(
             mut self: std::pin::Pin<&mut Self>,

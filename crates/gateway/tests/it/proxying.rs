@@ -19,11 +19,7 @@ async fn get_and_post_are_proxied_with_forwarding_headers() {
     let got = get_with(
         gw.addr(),
         "/echo/a?x=1",
-        &[
-            ("x-request-id", "req-42"),
-            ("connection", "keep-alive, x-hop"),
-            ("x-hop", "1"),
-        ],
+        &[("x-request-id", "req-42"), ("connection", "keep-alive, x-hop"), ("x-hop", "1")],
     )
     .await;
     assert_eq!(got.status, 200);
@@ -34,14 +30,8 @@ async fn get_and_post_are_proxied_with_forwarding_headers() {
     assert_eq!(v["headers"]["x-forwarded-for"], "127.0.0.1");
     assert_eq!(v["headers"]["x-forwarded-proto"], "http");
     assert_eq!(v["headers"]["x-forwarded-host"], "localhost");
-    assert!(v["headers"]["forwarded"]
-        .as_str()
-        .unwrap()
-        .starts_with("for=127.0.0.1;proto=http"));
-    assert!(
-        v["headers"].get("x-hop").is_none(),
-        "hop-by-hop header named in Connection leaked: {v}"
-    );
+    assert!(v["headers"]["forwarded"].as_str().unwrap().starts_with("for=127.0.0.1;proto=http"));
+    assert!(v["headers"].get("x-hop").is_none(), "hop-by-hop header named in Connection leaked: {v}");
     assert_eq!(got.headers["x-request-id"], "req-42");
 
     let body = vec![b'a'; 300_000];
@@ -57,46 +47,30 @@ async fn request_and_response_bodies_stream() {
 
     // Response: the first chunk arrives long before the last one is produced.
     let stream = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
     tokio::spawn(conn);
     let started = Instant::now();
-    let req = Request::get("/stream?chunks=5&ms=300")
-        .header("host", "x")
-        .body(Full::new(Bytes::new()))
-        .unwrap();
+    let req = Request::get("/stream?chunks=5&ms=300").header("host", "x").body(Full::new(Bytes::new())).unwrap();
     let mut body = sender.send_request(req).await.unwrap().into_body();
     let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
     assert_eq!(&first[..], b"chunk0;");
-    assert!(
-        started.elapsed() < Duration::from_millis(1000),
-        "first chunk took {:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < Duration::from_millis(1000), "first chunk took {:?}", started.elapsed());
     let rest = body.collect().await.unwrap().to_bytes();
     assert_eq!(&rest[..], b"chunk1;chunk2;chunk3;chunk4;");
 
     // Request: a chunked upload of unknown length is streamed through.
     let stream = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
     tokio::spawn(conn);
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(2);
     tokio::spawn(async move {
         for _ in 0..10 {
-            let _ = tx
-                .send(Ok(Frame::data(Bytes::from(vec![b'z'; 10_000]))))
-                .await;
+            let _ = tx.send(Ok(Frame::data(Bytes::from(vec![b'z'; 10_000])))).await;
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     });
     let stream_body = StreamBody::new(crate::testkit_stream(move |cx| rx.poll_recv(cx)));
-    let req = Request::post("/echo")
-        .header("host", "x")
-        .body(stream_body)
-        .unwrap();
+    let req = Request::post("/echo").header("host", "x").body(stream_body).unwrap();
     let got = read(sender.send_request(req).await.unwrap()).await;
     assert_eq!(got.json()["body_len"], 100_000);
     gw.handle.shutdown().await;
@@ -107,11 +81,7 @@ async fn websocket_upgrade_passes_through() {
     let up = TestUpstream::start().await;
     let gw = TestGateway::start(&config(&one_upstream(&up.url()), all_routes(), "")).await;
     let mut s = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
-    s.write_all(
-        b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
-    )
-    .await
-    .unwrap();
+    s.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n").await.unwrap();
     let mut buf = vec![0u8; 1024];
     let n = s.read(&mut buf).await.unwrap();
     let head = String::from_utf8_lossy(&buf[..n]).to_string();
@@ -119,10 +89,7 @@ async fn websocket_upgrade_passes_through() {
     s.write_all(b"ping over the tunnel").await.unwrap();
     let mut got = Vec::new();
     while got.len() < 20 {
-        let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf))
-            .await
-            .unwrap()
-            .unwrap();
+        let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf)).await.unwrap().unwrap();
         assert!(n > 0);
         got.extend_from_slice(&buf[..n]);
     }
@@ -142,20 +109,13 @@ async fn spoofed_forwarded_for_is_replaced_unless_the_peer_is_trusted() {
     let gw = TestGateway::start(&config(&one_upstream(&up.url()), all_routes(), "")).await;
     let v = get_with(gw.addr(), "/echo", &spoof).await.json();
     assert_eq!(v["headers"]["x-forwarded-for"], "127.0.0.1");
-    assert!(!v["headers"]["forwarded"]
-        .as_str()
-        .unwrap()
-        .contains("6.6.6.6"));
+    assert!(!v["headers"]["forwarded"].as_str().unwrap().contains("6.6.6.6"));
     assert!(v["headers"].get("x-real-ip").is_none());
     assert!(v["headers"].get("x-rampart-consumer").is_none());
     gw.handle.shutdown().await;
 
-    let gw = TestGateway::start(&config(
-        &one_upstream(&up.url()),
-        all_routes(),
-        "trusted_proxies: [127.0.0.0/8]",
-    ))
-    .await;
+    let gw =
+        TestGateway::start(&config(&one_upstream(&up.url()), all_routes(), "trusted_proxies: [127.0.0.0/8]")).await;
     let v = get_with(gw.addr(), "/echo", &spoof).await.json();
     assert_eq!(v["headers"]["x-forwarded-for"], "6.6.6.6, 127.0.0.1");
     gw.handle.shutdown().await;
@@ -172,8 +132,5 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
     let got = inflight.await.unwrap();
     assert_eq!(got.status, 200);
     assert_eq!(got.text(), "slow");
-    assert!(
-        tokio::net::TcpStream::connect(addr).await.is_err(),
-        "still accepting after shutdown"
-    );
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "still accepting after shutdown");
 }

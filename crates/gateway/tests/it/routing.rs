@@ -41,32 +41,18 @@ async fn path_spelling_cannot_dodge_a_route() {
         "/x/%2e%2e/login",
     ] {
         let got = post(gw.addr(), spelling, "a body longer than ten bytes").await;
-        assert_eq!(
-            got.status,
-            413,
-            "{spelling} escaped the /login route: {}",
-            got.text()
-        );
+        assert_eq!(got.status, 413, "{spelling} escaped the /login route: {}", got.text());
         assert_eq!(got.code(), "admit.body_too_large");
     }
     // Ambiguous spellings are refused outright.
-    for bad in [
-        "/..%2flogin",
-        "/a%5c..%5clogin",
-        "/..;/login",
-        "/%252e%252e/login",
-        "/../login",
-    ] {
+    for bad in ["/..%2flogin", "/a%5c..%5clogin", "/..;/login", "/%252e%252e/login", "/../login"] {
         let got = post(gw.addr(), bad, "x").await;
         assert_eq!(got.status, 400, "{bad}: {}", got.text());
         assert_eq!(got.code(), "admit.bad_path");
     }
     assert_eq!(up.hits(), 0);
     // The upstream sees the canonical path.
-    assert_eq!(
-        get(gw.addr(), "/a/./b//c/../%64").await.text(),
-        "upstream:/a/b/d"
-    );
+    assert_eq!(get(gw.addr(), "/a/./b//c/../%64").await.text(), "upstream:/a/b/d");
     gw.handle.shutdown().await;
 }
 
@@ -77,23 +63,15 @@ async fn hosts_select_routes() {
     let gw = TestGateway::start(&config(&one_upstream(&up.url()), routes, "")).await;
     let got = send_host(gw.addr(), "/a", "API.example.com:8080").await;
     assert_eq!(got.status, 200);
-    assert_eq!(
-        send_host(gw.addr(), "/a", "other.example.com").await.status,
-        404
-    );
-    assert_eq!(
-        send_host(gw.addr(), "/b", "x.tenant.test").await.status,
-        200
-    );
+    assert_eq!(send_host(gw.addr(), "/a", "other.example.com").await.status, 404);
+    assert_eq!(send_host(gw.addr(), "/b", "x.tenant.test").await.status, 200);
     assert_eq!(send_host(gw.addr(), "/b", "tenant.test").await.status, 404);
     gw.handle.shutdown().await;
 }
 
 async fn send_host(addr: std::net::SocketAddr, path: &str, host: &str) -> Got {
-    let req = http::Request::get(path)
-        .header("host", host)
-        .body(http_body_util::Full::new(bytes::Bytes::new()))
-        .unwrap();
+    let req =
+        http::Request::get(path).header("host", host).body(http_body_util::Full::new(bytes::Bytes::new())).unwrap();
     send(addr, req).await
 }
 
@@ -104,16 +82,8 @@ async fn redirect_listener_sends_clients_to_https() {
     let gw = TestGateway::start_in(dir, yaml, false).await;
     let got = send_host(gw.addr(), "/users/1?x=2", "api.example.com").await;
     assert_eq!(got.status, 308);
-    assert_eq!(
-        got.headers["location"],
-        "https://api.example.com:8443/users/1?x=2"
-    );
-    let got = raw(
-        gw.addr(),
-        b"GET / HTTP/1.1\r\nHost: evil.com\r\n\tx\r\n\r\n",
-        Duration::from_millis(500),
-    )
-    .await;
+    assert_eq!(got.headers["location"], "https://api.example.com:8443/users/1?x=2");
+    let got = raw(gw.addr(), b"GET / HTTP/1.1\r\nHost: evil.com\r\n\tx\r\n\r\n", Duration::from_millis(500)).await;
     assert!(!got.contains("evil.com\r\n\t"), "{got}");
     gw.handle.shutdown().await;
 }

@@ -75,10 +75,7 @@ fn query_num(q: &str, key: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-async fn upstream_handle(
-    mut req: Request<Incoming>,
-    hits: Arc<AtomicUsize>,
-) -> Result<Response<UpBody>, Infallible> {
+async fn upstream_handle(mut req: Request<Incoming>, hits: Arc<AtomicUsize>) -> Result<Response<UpBody>, Infallible> {
     hits.fetch_add(1, Ordering::SeqCst);
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
@@ -97,10 +94,8 @@ async fn upstream_handle(
         });
         let mut r = Response::new(full(""));
         *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-        r.headers_mut()
-            .insert("upgrade", "websocket".parse().unwrap());
-        r.headers_mut()
-            .insert("connection", "upgrade".parse().unwrap());
+        r.headers_mut().insert("upgrade", "websocket".parse().unwrap());
+        r.headers_mut().insert("connection", "upgrade".parse().unwrap());
         return Ok(r);
     }
     if path.starts_with("/slow") {
@@ -113,11 +108,7 @@ async fn upstream_handle(
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(4);
         tokio::spawn(async move {
             for i in 0..chunks {
-                if tx
-                    .send(Ok(Frame::data(Bytes::from(format!("chunk{i};")))))
-                    .await
-                    .is_err()
-                {
+                if tx.send(Ok(Frame::data(Bytes::from(format!("chunk{i};"))))).await.is_err() {
                     return;
                 }
                 tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -128,8 +119,8 @@ async fn upstream_handle(
     }
     if let Some(code) = path.strip_prefix("/status/") {
         let mut r = Response::new(full(format!("status {code}")));
-        *r.status_mut() = StatusCode::from_u16(code.parse().unwrap_or(500))
-            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        *r.status_mut() =
+            StatusCode::from_u16(code.parse().unwrap_or(500)).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         return Ok(r);
     }
     if path.starts_with("/echo") || path.contains("echo") {
@@ -137,24 +128,13 @@ async fn upstream_handle(
         let headers: serde_json::Map<String, serde_json::Value> = req
             .headers()
             .iter()
-            .map(|(k, v)| {
-                (
-                    k.to_string(),
-                    serde_json::Value::String(String::from_utf8_lossy(v.as_bytes()).into()),
-                )
-            })
+            .map(|(k, v)| (k.to_string(), serde_json::Value::String(String::from_utf8_lossy(v.as_bytes()).into())))
             .collect();
-        let body = req
-            .into_body()
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
+        let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
         let v = serde_json::json!({ "method": method, "path": path, "query": query, "headers": headers, "body_len": body.len(),
             "body": String::from_utf8_lossy(&body[..body.len().min(256)]) });
         let mut r = Response::new(full(v.to_string()));
-        r.headers_mut()
-            .insert("content-type", "application/json".parse().unwrap());
+        r.headers_mut().insert("content-type", "application/json".parse().unwrap());
         return Ok(r);
     }
     Ok(Response::new(full(format!("upstream:{path}"))))
@@ -219,11 +199,7 @@ impl TestGateway {
         let handle = Gateway::start(Source::File(config.clone()), StartOptions { watch })
             .await
             .unwrap_or_else(|e| panic!("gateway did not start: {e}"));
-        TestGateway {
-            handle,
-            dir,
-            config,
-        }
+        TestGateway { handle, dir, config }
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -258,15 +234,12 @@ impl Got {
         String::from_utf8_lossy(&self.body).into_owned()
     }
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
     }
     /// The stable code of a problem+json answer.
     pub fn code(&self) -> String {
         assert_eq!(
-            self.headers
-                .get("content-type")
-                .map(|v| v.to_str().unwrap()),
+            self.headers.get("content-type").map(|v| v.to_str().unwrap()),
             Some("application/problem+json"),
             "{}",
             self.text()
@@ -277,24 +250,14 @@ impl Got {
 
 pub async fn read(resp: Response<Incoming>) -> Got {
     let (parts, body) = resp.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
-    Got {
-        status: parts.status.as_u16(),
-        headers: parts.headers,
-        body,
-    }
+    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    Got { status: parts.status.as_u16(), headers: parts.headers, body }
 }
 
 /// Sends one HTTP/1.1 request on a fresh connection.
 pub async fn send(addr: SocketAddr, req: Request<Full<Bytes>>) -> Got {
     let stream = TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
     tokio::spawn(async move {
         let _ = conn.with_upgrades().await;
     });
@@ -303,14 +266,7 @@ pub async fn send(addr: SocketAddr, req: Request<Full<Bytes>>) -> Got {
 }
 
 pub async fn get(addr: SocketAddr, path: &str) -> Got {
-    send(
-        addr,
-        Request::get(path)
-            .header("host", "localhost")
-            .body(Full::new(Bytes::new()))
-            .unwrap(),
-    )
-    .await
+    send(addr, Request::get(path).header("host", "localhost").body(Full::new(Bytes::new())).unwrap()).await
 }
 
 pub async fn get_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Got {
@@ -322,14 +278,7 @@ pub async fn get_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) ->
 }
 
 pub async fn post(addr: SocketAddr, path: &str, body: impl Into<Bytes>) -> Got {
-    send(
-        addr,
-        Request::post(path)
-            .header("host", "localhost")
-            .body(Full::new(body.into()))
-            .unwrap(),
-    )
-    .await
+    send(addr, Request::post(path).header("host", "localhost").body(Full::new(body.into())).unwrap()).await
 }
 
 /// Writes raw bytes and reads until the server closes or `wait` passes.
@@ -352,32 +301,19 @@ impl Pki {
     pub fn new(dir: &Path, name: &str) -> Pki {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(DnType::CommonName, format!("{name} test CA"));
+        params.distinguished_name.push(DnType::CommonName, format!("{name} test CA"));
         let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
         let ca_path = dir.join(format!("{name}-ca.pem"));
         std::fs::write(&ca_path, ca.pem()).unwrap();
-        Pki {
-            ca,
-            ca_path,
-            dir: dir.to_path_buf(),
-        }
+        Pki { ca, ca_path, dir: dir.to_path_buf() }
     }
 
     /// Issues a leaf for `names`; writes `<file>.pem` and `<file>.key`.
     pub fn leaf(&self, file: &str, names: &[&str], client: bool) -> (PathBuf, PathBuf) {
-        let mut params =
-            CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-                .unwrap();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, names.first().copied().unwrap_or(file));
-        params.extended_key_usages = vec![if client {
-            ExtendedKeyUsagePurpose::ClientAuth
-        } else {
-            ExtendedKeyUsagePurpose::ServerAuth
-        }];
+        let mut params = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, names.first().copied().unwrap_or(file));
+        params.extended_key_usages =
+            vec![if client { ExtendedKeyUsagePurpose::ClientAuth } else { ExtendedKeyUsagePurpose::ServerAuth }];
         let key = KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.ca).unwrap();
         let cp = self.dir.join(format!("{file}.pem"));
@@ -408,10 +344,8 @@ pub fn tls_client(
     let mut cfg = match client {
         Some((c, k)) => {
             use rustls_pki_types::pem::PemObject;
-            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(c)
-                .unwrap()
-                .map(|c| c.unwrap())
-                .collect();
+            let certs: Vec<CertificateDer<'static>> =
+                CertificateDer::pem_file_iter(c).unwrap().map(|c| c.unwrap()).collect();
             let key = PrivateKeyDer::from_pem_file(k).unwrap();
             b.with_client_auth_cert(certs, key).unwrap()
         }
@@ -427,14 +361,10 @@ pub async fn tls_connect(
     sni: &str,
 ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
     let tcp = TcpStream::connect(addr).await?;
-    connector
-        .connect(ServerName::try_from(sni.to_string()).unwrap(), tcp)
-        .await
+    connector.connect(ServerName::try_from(sni.to_string()).unwrap(), tcp).await
 }
 
 /// The certificate the server presented on a TLS connection.
 pub fn server_cert(s: &tokio_rustls::client::TlsStream<TcpStream>) -> CertificateDer<'static> {
-    s.get_ref().1.peer_certificates().unwrap()[0]
-        .clone()
-        .into_owned()
+    s.get_ref().1.peer_certificates().unwrap()[0].clone().into_owned()
 }

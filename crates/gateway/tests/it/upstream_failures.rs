@@ -18,37 +18,21 @@ async fn dead_upstream_is_a_502_problem_and_then_503_once_ejected() {
     let gw = TestGateway::start(&config(&ups, all_routes(), "")).await;
     for _ in 0..2 {
         let got = get(gw.addr(), "/x").await;
-        assert_eq!(
-            (got.status, got.code()),
-            (502, "upstream.unreachable".to_string())
-        );
-        assert!(
-            !got.text().contains("127.0.0.1"),
-            "internals leaked: {}",
-            got.text()
-        );
+        assert_eq!((got.status, got.code()), (502, "upstream.unreachable".to_string()));
+        assert!(!got.text().contains("127.0.0.1"), "internals leaked: {}", got.text());
     }
     let got = get(gw.addr(), "/x").await;
-    assert_eq!(
-        (got.status, got.code()),
-        (503, "upstream.unavailable".to_string())
-    );
+    assert_eq!((got.status, got.code()), (503, "upstream.unavailable".to_string()));
     gw.handle.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_upstream_is_a_504() {
     let up = TestUpstream::start().await;
-    let ups = format!(
-        "  app: {{ targets: [\"{}\"], timeouts: {{ response: 300ms }} }}",
-        up.url()
-    );
+    let ups = format!("  app: {{ targets: [\"{}\"], timeouts: {{ response: 300ms }} }}", up.url());
     let gw = TestGateway::start(&config(&ups, all_routes(), "")).await;
     let got = get(gw.addr(), "/slow?ms=2000").await;
-    assert_eq!(
-        (got.status, got.code()),
-        (504, "upstream.timeout".to_string())
-    );
+    assert_eq!((got.status, got.code()), (504, "upstream.timeout".to_string()));
     assert_eq!(get(gw.addr(), "/slow?ms=10").await.status, 200);
     gw.handle.shutdown().await;
 }
@@ -58,21 +42,12 @@ async fn idempotent_requests_retry_on_another_target_and_balance() {
     let a = TestUpstream::start().await;
     let b = TestUpstream::start().await;
     let dead = dead_addr().await;
-    let ups = format!(
-        "  app: {{ targets: [\"http://{dead}\", \"{}\", \"{}\"], retries: 2 }}",
-        a.url(),
-        b.url()
-    );
+    let ups = format!("  app: {{ targets: [\"http://{dead}\", \"{}\", \"{}\"], retries: 2 }}", a.url(), b.url());
     let gw = TestGateway::start(&config(&ups, all_routes(), "")).await;
     for _ in 0..12 {
         assert_eq!(get(gw.addr(), "/x").await.status, 200);
     }
-    assert!(
-        a.hits() >= 4 && b.hits() >= 4,
-        "unbalanced: a={} b={}",
-        a.hits(),
-        b.hits()
-    );
+    assert!(a.hits() >= 4 && b.hits() >= 4, "unbalanced: a={} b={}", a.hits(), b.hits());
     gw.handle.shutdown().await;
 }
 
@@ -86,12 +61,7 @@ async fn health_checks_take_dead_targets_out_and_readyz_reports_it() {
         "  app: {{ targets: [\"{}\", \"http://{b_addr}\"], health_check: {{ path: /ok, interval: 100ms, timeout: 200ms, unhealthy_after: 1, healthy_after: 1 }}, passive_ejection: {{ failures: 0 }} }}",
         a.url()
     );
-    let gw = TestGateway::start(&config(
-        &ups,
-        all_routes(),
-        "admin: { addr: \"127.0.0.1:0\" }",
-    ))
-    .await;
+    let gw = TestGateway::start(&config(&ups, all_routes(), "admin: { addr: \"127.0.0.1:0\" }")).await;
     let admin = gw.handle.admin_addr.unwrap();
     assert_eq!(get(admin, "/readyz").await.status, 200);
     drop(b);
@@ -108,28 +78,24 @@ async fn health_checks_take_dead_targets_out_and_readyz_reports_it() {
     assert_eq!(got.json()["upstreams_without_targets"][0], "app");
     assert_eq!(get(gw.addr(), "/x").await.code(), "upstream.unavailable");
     let metrics = get(admin, "/metrics").await.text();
-    assert!(
-        metrics
-            .contains("rampart_rejections_total{code=\"upstream.unavailable\",mode=\"enforce\"}"),
-        "{metrics}"
-    );
+    assert!(metrics.contains("rampart_rejections_total{code=\"upstream.unavailable\",mode=\"enforce\"}"), "{metrics}");
     gw.handle.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn circuit_opens_on_upstream_errors() {
     let up = TestUpstream::start().await;
-    let ups = format!("  app: {{ targets: [\"{}\"], circuit_breaker: {{ min_requests: 4, failure_ratio: 0.5, open_for: 30s }} }}", up.url());
+    let ups = format!(
+        "  app: {{ targets: [\"{}\"], circuit_breaker: {{ min_requests: 4, failure_ratio: 0.5, open_for: 30s }} }}",
+        up.url()
+    );
     let gw = TestGateway::start(&config(&ups, all_routes(), "")).await;
     for _ in 0..4 {
         assert_eq!(get(gw.addr(), "/status/500").await.status, 500);
     }
     let hits = up.hits();
     let got = get(gw.addr(), "/x").await;
-    assert_eq!(
-        (got.status, got.code()),
-        (503, "upstream.unavailable".to_string())
-    );
+    assert_eq!((got.status, got.code()), (503, "upstream.unavailable".to_string()));
     assert_eq!(up.hits(), hits, "open circuit still sent traffic");
     gw.handle.shutdown().await;
 }

@@ -1,0 +1,219 @@
+//! Header work of the forward stage: hop-by-hop removal, `X-Forwarded-*`/`Forwarded`, request ids, and
+//! headers reserved to the gateway. This runs on every request, so the common case (nothing to remove, peer not
+//! a trusted proxy) scans header names once and formats nothing.
+
+use super::ConnInfo;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use std::net::IpAddr;
+
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// A request id from the client is kept when it is short and plain; anything else is replaced by 128 random bits.
+pub fn request_id(headers: &HeaderMap) -> String {
+    if let Some(v) = headers.get(&X_REQUEST_ID) {
+        if let Ok(s) = v.to_str() {
+            if !s.is_empty()
+                && s.len() <= 128
+                && s.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+            {
+                return s.to_owned();
+            }
+        }
+    }
+    let mut n = fastrand::u128(..);
+    let mut out = [0u8; 32];
+    for b in out.iter_mut().rev() {
+        *b = HEX[(n & 15) as usize];
+        n >>= 4;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn is_hop_by_hop(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "proxy-authorization"
+            | "proxy-authenticate"
+    )
+}
+
+/// Removes hop-by-hop headers (RFC 9110 §7.6.1), including those the `Connection` header names. With
+/// `keep_upgrade`, the `Upgrade` header survives and `Connection: upgrade` is set (WebSocket pass-through).
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // Only hash and remove names that are actually present (upstreams commonly send just `Connection`).
+    let mut doomed: Vec<HeaderName> = Vec::new();
+    for name in headers.keys() {
+        let n = name.as_str();
+        if is_hop_by_hop(n) && !(keep_upgrade && (n == "upgrade" || n == "connection")) {
+            doomed.push(name.clone());
+        }
+    }
+    if let Some(conn) = headers.get(header::CONNECTION) {
+        if let Ok(list) = conn.to_str() {
+            for token in list.split(',') {
+                let t = token.trim();
+                if t.eq_ignore_ascii_case("close")
+                    || t.eq_ignore_ascii_case("keep-alive")
+                    || t.eq_ignore_ascii_case("upgrade")
+                {
+                    continue;
+                }
+                if let Ok(n) = HeaderName::from_bytes(t.as_bytes()) {
+                    doomed.push(n);
+                }
+            }
+        }
+    }
+    for n in doomed {
+        headers.remove(n);
+    }
+    if keep_upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+pub fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+}
+
+/// The node of a `Forwarded: for=` element (RFC 7239): IPv6 is quoted and bracketed.
+pub fn forwarded_node(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("\"[{v6}]\""),
+    }
+}
+
+fn is_forwarding(name: &str) -> bool {
+    matches!(
+        name,
+        "x-forwarded-for" | "x-forwarded-proto" | "x-forwarded-host" | "x-forwarded-port" | "x-real-ip" | "forwarded"
+    )
+}
+
+/// Sets `X-Forwarded-For/Proto/Host` and `Forwarded`. Values from a peer outside `trusted_proxies` are dropped
+/// first, so a client cannot claim another address; a trusted proxy's chain is extended.
+pub fn set_forwarded(headers: &mut HeaderMap, conn: &ConnInfo, trusted: bool, host: Option<&HeaderValue>) {
+    if !trusted && headers.keys().any(|n| is_forwarding(n.as_str())) {
+        for n in [X_FORWARDED_FOR, X_FORWARDED_PROTO, X_FORWARDED_HOST, X_FORWARDED_PORT, X_REAL_IP, FORWARDED] {
+            headers.remove(n);
+        }
+    }
+    let appended = |prev: Option<&HeaderValue>, add: &[u8]| -> Option<HeaderValue> {
+        let prev = prev?.as_bytes();
+        let mut v = Vec::with_capacity(prev.len() + 2 + add.len());
+        v.extend_from_slice(prev);
+        v.extend_from_slice(b", ");
+        v.extend_from_slice(add);
+        HeaderValue::from_bytes(&v).ok()
+    };
+    let xff =
+        appended(headers.get(&X_FORWARDED_FOR), conn.peer_text.as_bytes()).unwrap_or_else(|| conn.peer_header.clone());
+    headers.insert(X_FORWARDED_FOR, xff);
+    if !headers.contains_key(&X_FORWARDED_PROTO) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(if conn.tls { "https" } else { "http" }));
+    }
+    let mut fwd = String::with_capacity(conn.forwarded_for.len() + 48);
+    fwd.push_str(&conn.forwarded_for);
+    if let Some(h) = host {
+        if !headers.contains_key(&X_FORWARDED_HOST) {
+            headers.insert(X_FORWARDED_HOST, h.clone());
+        }
+        if let Ok(h) = h.to_str() {
+            if h.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']')) {
+                fwd.push_str(";host=\"");
+                fwd.push_str(h);
+                fwd.push('"');
+            }
+        }
+    }
+    let fwd = appended(headers.get(&FORWARDED), fwd.as_bytes()).or_else(|| HeaderValue::from_str(&fwd).ok());
+    if let Some(v) = fwd {
+        headers.insert(FORWARDED, v);
+    }
+}
+
+/// Drops headers only the gateway may set, so a client cannot impersonate what later stages pass upstream.
+pub fn strip_reserved(headers: &mut HeaderMap) {
+    if !headers.keys().any(|n| n.as_str().starts_with("x-rampart-")) {
+        return;
+    }
+    let reserved: Vec<HeaderName> = headers.keys().filter(|n| n.as_str().starts_with("x-rampart-")).cloned().collect();
+    for n in reserved {
+        headers.remove(n);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn(ip: &str) -> ConnInfo {
+        ConnInfo::new(format!("{ip}:5000").parse().unwrap(), false, None, 0, 0)
+    }
+
+    #[test]
+    fn hop_by_hop_headers_go_including_connection_named_ones() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("close, x-secret-hop"));
+        h.insert("x-secret-hop", HeaderValue::from_static("1"));
+        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn forwarded_headers_from_untrusted_peers_are_replaced() {
+        let mut h = HeaderMap::new();
+        h.insert(X_FORWARDED_FOR, HeaderValue::from_static("6.6.6.6"));
+        h.insert(FORWARDED, HeaderValue::from_static("for=6.6.6.6"));
+        h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+        set_forwarded(&mut h, &conn("203.0.113.5"), false, Some(&HeaderValue::from_static("api.example.com")));
+        assert_eq!(h[&X_FORWARDED_FOR], "203.0.113.5");
+        assert_eq!(h[&X_FORWARDED_PROTO], "http");
+        assert_eq!(h[&X_FORWARDED_HOST], "api.example.com");
+        assert_eq!(h[&FORWARDED], "for=203.0.113.5;proto=http;host=\"api.example.com\"");
+        let mut t = HeaderMap::new();
+        t.insert(X_FORWARDED_FOR, HeaderValue::from_static("198.51.100.1"));
+        set_forwarded(&mut t, &conn("10.0.0.1"), true, None);
+        assert_eq!(t[&X_FORWARDED_FOR], "198.51.100.1, 10.0.0.1");
+        let mut v6 = HeaderMap::new();
+        set_forwarded(&mut v6, &conn("[2001:db8::1]"), false, None);
+        assert_eq!(v6[&FORWARDED], "for=\"[2001:db8::1]\";proto=http");
+    }
+
+    #[test]
+    fn request_ids_are_kept_only_when_plain() {
+        let mut h = HeaderMap::new();
+        h.insert(X_REQUEST_ID, HeaderValue::from_static("abc-123"));
+        assert_eq!(request_id(&h), "abc-123");
+        h.insert(X_REQUEST_ID, HeaderValue::from_static("a b\"<script>"));
+        let id = request_id(&h);
+        assert_eq!(id.len(), 32);
+        assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_ne!(request_id(&HeaderMap::new()), request_id(&HeaderMap::new()));
+    }
+}

@@ -1,0 +1,433 @@
+//! The request path: one function walks a request through admit → route → forward → respond → record.
+//! Every exit — a rejection, an upstream failure, a redirect or a proxied response — leaves through
+//! [`finish`], which adds the common response headers and attaches the access-log record.
+
+mod headers;
+
+use crate::body::{RequestBody, ResponseBody};
+use crate::config::Runtime;
+use crate::metrics::{CodeLabel, Metrics};
+use crate::pipeline::{Code, Mode, Rejection, StageName};
+use crate::problem;
+use crate::server::tls::PeerCert;
+use crate::stages::normalize::normalize;
+use crate::stages::record::{security_event, AccessLog, Outcome, RequestRecord};
+use crate::stages::route::RouteMatch;
+use crate::upstream::circuit::{Admission, Transition};
+use crate::upstream::Upstream;
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use hyper::body::{Body, Incoming};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// State shared by every worker for the life of the process.
+pub struct Shared {
+    pub runtime: ArcSwap<Runtime>,
+    pub metrics: Arc<Metrics>,
+    pub access_log: Arc<AccessLog>,
+    pub conns: Arc<crate::stages::admit::ConnTracker>,
+}
+
+/// What the request path knows about the connection a request came on. The peer's address is rendered once
+/// per connection, not once per request.
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub tls: bool,
+    pub client_cert: Option<Arc<PeerCert>>,
+    pub worker: usize,
+    pub listener: usize,
+    /// The peer IP as text (`X-Forwarded-For`, access log).
+    pub peer_text: Arc<str>,
+    peer_header: HeaderValue,
+    /// `for=<peer>;proto=<scheme>`, the start of our `Forwarded` element.
+    forwarded_for: String,
+}
+
+impl ConnInfo {
+    pub fn new(
+        peer: SocketAddr,
+        tls: bool,
+        client_cert: Option<Arc<PeerCert>>,
+        worker: usize,
+        listener: usize,
+    ) -> Self {
+        let ip = crate::stages::admit::canonical(peer.ip());
+        let peer_text: Arc<str> = Arc::from(ip.to_string());
+        let peer_header = HeaderValue::from_str(&peer_text).unwrap_or(HeaderValue::from_static("unknown"));
+        let forwarded_for = format!("for={};proto={}", headers::forwarded_node(ip), if tls { "https" } else { "http" });
+        ConnInfo { peer, tls, client_cert, worker, listener, peer_text, peer_header, forwarded_for }
+    }
+}
+
+use headers::{is_upgrade, request_id, set_forwarded, strip_hop_by_hop, strip_reserved, X_REQUEST_ID};
+
+fn host_value(parts: &http::request::Parts) -> Option<HeaderValue> {
+    match parts.uri.authority() {
+        Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+        None => parts.headers.get(header::HOST).cloned(),
+    }
+}
+
+fn host_of(parts: &http::request::Parts) -> Option<&str> {
+    parts.uri.authority().map(|a| a.as_str()).or_else(|| parts.headers.get(header::HOST).and_then(|v| v.to_str().ok()))
+}
+
+/// Everything `finish` needs besides the response.
+struct Exit<'a> {
+    shared: &'a Shared,
+    conn: &'a ConnInfo,
+    rt: &'a Runtime,
+    request_id: &'a str,
+}
+
+impl Exit<'_> {
+    /// Common response headers, the record, and out.
+    fn finish(&self, mut resp: Response<ResponseBody>, mut rec: Box<RequestRecord>) -> Response<ResponseBody> {
+        let headers = resp.headers_mut();
+        if let Ok(v) = HeaderValue::from_str(self.request_id) {
+            headers.insert(X_REQUEST_ID, v);
+        }
+        if self.conn.tls {
+            if let Some(hsts) = self.rt.listeners.get(self.conn.listener).and_then(|l| l.hsts.clone()) {
+                headers.insert(header::STRICT_TRANSPORT_SECURITY, hsts);
+            }
+        }
+        rec.status = resp.status().as_u16();
+        self.shared.metrics.duration.observe(rec.start.elapsed().as_secs_f64());
+        resp.body_mut().set_on_end(rec);
+        resp
+    }
+
+    fn reject(&self, rejection: Rejection, mut rec: Box<RequestRecord>) -> Response<ResponseBody> {
+        let code = rejection.code;
+        if code.is_security() {
+            security_event(
+                code,
+                Mode::Enforce,
+                self.request_id,
+                rec.client_ip,
+                rec.route.as_deref(),
+                &rejection.detail,
+            );
+        } else {
+            tracing::warn!(target: "rampart::upstream", code = code.as_str(), request_id = self.request_id, route = rec.route.as_deref().unwrap_or(""), detail = %rejection.detail, "request failed");
+        }
+        self.shared.metrics.rejections.get_or_create(&CodeLabel { code: code.as_str(), mode: "enforce" }).inc();
+        rec.code = Some(code);
+        rec.outcome = if code.is_security() { Outcome::Reject } else { Outcome::Error };
+        self.finish(problem::response(&rejection, self.request_id), rec)
+    }
+
+    /// A stage said no: enforce it, or in monitor mode record it and carry on (returns `None`).
+    fn verdict(&self, mode: Mode, rejection: Rejection, rec: &mut Box<RequestRecord>) -> Option<Rejection> {
+        match mode {
+            Mode::Enforce => Some(rejection),
+            Mode::Monitor => {
+                security_event(
+                    rejection.code,
+                    Mode::Monitor,
+                    self.request_id,
+                    rec.client_ip,
+                    rec.route.as_deref(),
+                    &rejection.detail,
+                );
+                self.shared
+                    .metrics
+                    .rejections
+                    .get_or_create(&CodeLabel { code: rejection.code.as_str(), mode: "monitor" })
+                    .inc();
+                rec.flagged.push(rejection.code);
+                None
+            }
+        }
+    }
+}
+
+/// Serves one request.
+pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> Response<ResponseBody> {
+    let start = Instant::now();
+    let rt = shared.runtime.load_full();
+    let (mut parts, body) = req.into_parts();
+    let request_id = request_id(&parts.headers);
+    let client_ip = rt.trusted.client_ip(conn.peer.ip(), &parts.headers);
+    let exit = Exit { shared, conn, rt: &rt, request_id: &request_id };
+    let mut rec = Box::new(RequestRecord {
+        log: shared.access_log.clone(),
+        start,
+        request_id: request_id.clone(),
+        client_ip,
+        client_text: (client_ip == crate::stages::admit::canonical(conn.peer.ip())).then(|| conn.peer_text.clone()),
+        method: parts.method.clone(),
+        path: parts.uri.path().to_string(),
+        route: None,
+        status: 0,
+        upstream_us: None,
+        outcome: Outcome::Pass,
+        code: None,
+        flagged: Vec::new(),
+        counters: None,
+    });
+
+    if let Some(port) = rt.listeners.get(conn.listener).and_then(|l| l.redirect_https) {
+        return match redirect(&parts, port) {
+            Some(resp) => {
+                rec.outcome = Outcome::Redirect;
+                exit.finish(resp, rec)
+            }
+            None => exit.reject(Rejection::new(Code::AdmitBadRequest, "redirect: missing or invalid Host"), rec),
+        };
+    }
+
+    // admit
+    if let Err(rej) = rt.admit.check(&parts, client_ip) {
+        if let Some(rej) = exit.verdict(rt.modes.admit, rej, &mut rec) {
+            return exit.reject(rej, rec);
+        }
+    }
+    let path = match normalize(parts.uri.path()) {
+        Ok(p) => p,
+        Err(e) => return exit.reject(Rejection::new(Code::AdmitBadPath, format!("{e}: {}", parts.uri.path())), rec),
+    };
+
+    // route
+    let route_idx = match rt.router.find(host_of(&parts), &parts.method, &path) {
+        RouteMatch::Found { route, .. } => route,
+        RouteMatch::MethodNotAllowed { allow } => {
+            return exit.reject(
+                Rejection::new(Code::RouteMethodNotAllowed, format!("{} {}", parts.method, path))
+                    .with_header(header::ALLOW, allow),
+                rec,
+            )
+        }
+        RouteMatch::NotFound => {
+            return exit.reject(Rejection::new(Code::RouteNotFound, format!("{} {}", parts.method, path)), rec)
+        }
+    };
+    let route = &rt.routes[route_idx];
+    rec.route = Some(route.id.clone());
+    rec.counters = Some(route.counters.clone());
+
+    // admit, route-level: body size
+    let mut body_limit = route.max_body_bytes;
+    let declared =
+        parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > route.max_body_bytes) || body.size_hint().lower() > route.max_body_bytes {
+        let rej =
+            Rejection::new(Code::AdmitBodyTooLarge, format!("declared body exceeds {} bytes", route.max_body_bytes));
+        match exit.verdict(route.modes.get(StageName::Admit), rej, &mut rec) {
+            Some(rej) => return exit.reject(rej, rec),
+            None => body_limit = u64::MAX,
+        }
+    }
+
+    // forward
+    let upstream = &rt.upstreams[route.upstream];
+    let upgrade = is_upgrade(&parts.headers);
+    let client_upgrade = if upgrade { parts.extensions.remove::<hyper::upgrade::OnUpgrade>() } else { None };
+    let host_header = host_value(&parts);
+    let mut headers = std::mem::take(&mut parts.headers);
+    let over_limit = Arc::new(AtomicBool::new(false));
+    strip_hop_by_hop(&mut headers, upgrade);
+    strip_reserved(&mut headers);
+    set_forwarded(&mut headers, conn, rt.trusted.is_trusted(conn.peer.ip()), host_header.as_ref());
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        headers.insert(X_REQUEST_ID, v);
+    }
+    if !upstream.preserve_host {
+        headers.remove(header::HOST);
+    } else if !headers.contains_key(header::HOST) {
+        // HTTP/2 clients send `:authority`, not `Host`; an HTTP/1.1 upstream needs the header.
+        if let Some(h) = host_header.clone() {
+            headers.insert(header::HOST, h);
+        }
+    }
+    let body = if body.is_end_stream() {
+        RequestBody::empty()
+    } else {
+        RequestBody::limited(body, body_limit, over_limit.clone())
+    };
+    let mut up_req = Request::new(body);
+    *up_req.method_mut() = parts.method.clone();
+    *up_req.version_mut() = Version::HTTP_11;
+    *up_req.headers_mut() = headers;
+    let query = parts.uri.query();
+
+    let mut tried = 0u64;
+    let mut attempt = 0u32;
+    loop {
+        let admission = upstream.circuit.as_ref().map_or(Admission::Closed, |c| c.admit());
+        if admission == Admission::Open {
+            return exit.reject(
+                Rejection::new(Code::UpstreamUnavailable, format!("circuit open for upstream {}", upstream.name)),
+                rec,
+            );
+        }
+        let Some((idx, target)) = upstream.pick(tried) else {
+            release_probe(upstream, admission);
+            return exit.reject(
+                Rejection::new(Code::UpstreamUnavailable, format!("no available target in upstream {}", upstream.name)),
+                rec,
+            );
+        };
+        tried |= 1u64 << (idx % 64);
+        let Some(uri) = build_uri(target, &path, query) else {
+            return exit.reject(Rejection::new(Code::AdmitBadRequest, "cannot build upstream URI"), rec);
+        };
+        *up_req.uri_mut() = uri;
+        if !upstream.preserve_host {
+            up_req.headers_mut().insert(header::HOST, target.host_header.clone());
+        }
+        let _in_flight = upstream.begin(target);
+        let sent = Instant::now();
+        let result = tokio::time::timeout(upstream.timeouts.response, upstream.send(conn.worker, idx, up_req)).await;
+        rec.upstream_us = Some(sent.elapsed().as_micros() as u64);
+        let failed = match result {
+            Ok(Ok(resp)) => {
+                upstream.record_transport(target, true);
+                circuit_record(shared, upstream, admission, resp.status().as_u16() < 500);
+                return respond(&exit, resp, rec, client_upgrade, upstream);
+            }
+            Ok(Err(failed)) => failed,
+            Err(_) => {
+                shared.metrics.upstream_event(&upstream.name, "timeout");
+                circuit_record(shared, upstream, admission, false);
+                let detail =
+                    format!("{} {}: no response within {:?}", upstream.name, target.url, upstream.timeouts.response);
+                return exit.reject(Rejection::new(Code::UpstreamTimeout, detail), rec);
+            }
+        };
+        if over_limit.load(Ordering::Relaxed) {
+            release_probe(upstream, admission);
+            let rej = Rejection::new(
+                Code::AdmitBodyTooLarge,
+                format!("streamed body exceeded {} bytes", route.max_body_bytes),
+            );
+            return exit.reject(rej, rec);
+        }
+        let connect = failed.error.is_connect();
+        shared.metrics.upstream_event(&upstream.name, if connect { "connect_error" } else { "transport_error" });
+        if upstream.record_transport(target, false) {
+            shared.metrics.upstream_event(&upstream.name, "ejected");
+            tracing::warn!(target: "rampart::upstream", upstream = %upstream.name, target = %target.url, "target ejected after consecutive failures");
+        }
+        circuit_record(shared, upstream, admission, false);
+        match failed.request {
+            // Nothing reached the upstream (connect failure): the same request can go to another target.
+            Some(req) if attempt < upstream.retries => {
+                up_req = req;
+                attempt += 1;
+            }
+            _ => {
+                let detail = format!("{} {}: {}", upstream.name, target.url, error_chain(&failed.error));
+                return exit.reject(Rejection::new(Code::UpstreamUnreachable, detail), rec);
+            }
+        }
+    }
+}
+
+fn release_probe(upstream: &Upstream, admission: Admission) {
+    if admission == Admission::Probe {
+        if let Some(c) = &upstream.circuit {
+            c.record(admission, false);
+        }
+    }
+}
+
+fn circuit_record(shared: &Shared, upstream: &Upstream, admission: Admission, ok: bool) {
+    let Some(c) = &upstream.circuit else { return };
+    match c.record(admission, ok) {
+        Some(Transition::Opened) => {
+            shared.metrics.upstream_event(&upstream.name, "circuit_open");
+            tracing::warn!(target: "rampart::upstream", upstream = %upstream.name, "circuit opened: too many failures");
+        }
+        Some(Transition::Closed) => {
+            shared.metrics.upstream_event(&upstream.name, "circuit_closed");
+            tracing::info!(target: "rampart::upstream", upstream = %upstream.name, "circuit closed: probe succeeded");
+        }
+        None => {}
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}
+
+fn build_uri(target: &crate::upstream::Target, path: &str, query: Option<&str>) -> Option<Uri> {
+    let mut pq = String::with_capacity(target.base_path.len() + path.len() + query.map_or(0, |q| q.len() + 1));
+    pq.push_str(&target.base_path);
+    pq.push_str(path);
+    if let Some(q) = query {
+        pq.push('?');
+        pq.push_str(q);
+    }
+    // Origin form: the connection is already to the target, which gets its authority in `Host`.
+    Uri::try_from(pq).ok()
+}
+
+/// respond: the upstream's answer on its way back — hop-by-hop headers removed, upgrades bridged, body
+/// streamed under the total deadline.
+fn respond(
+    exit: &Exit<'_>,
+    resp: Response<Incoming>,
+    mut rec: Box<RequestRecord>,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    upstream: &Upstream,
+) -> Response<ResponseBody> {
+    let (mut parts, body) = resp.into_parts();
+    let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
+    strip_hop_by_hop(&mut parts.headers, switching);
+    if switching {
+        match (client_upgrade, parts.extensions.remove::<hyper::upgrade::OnUpgrade>()) {
+            (Some(client), Some(server)) => {
+                tokio::spawn(async move {
+                    if let (Ok(c), Ok(s)) = tokio::join!(client, server) {
+                        let mut c = hyper_util::rt::TokioIo::new(c);
+                        let mut s = hyper_util::rt::TokioIo::new(s);
+                        let _ = tokio::io::copy_bidirectional(&mut c, &mut s).await;
+                    }
+                });
+            }
+            _ => {
+                return exit.reject(Rejection::new(Code::UpstreamBadResponse, "101 without an upgrade request"), rec);
+            }
+        }
+        rec.outcome = Outcome::Pass;
+        let resp = Response::from_parts(parts, ResponseBody::empty());
+        return exit.finish(resp, rec);
+    }
+    let deadline = upstream.timeouts.total.map(|t| tokio::time::Instant::from_std(rec.start) + t);
+    let resp = Response::from_parts(parts, ResponseBody::upstream(body, deadline));
+    rec.outcome = Outcome::Pass;
+    exit.finish(resp, rec)
+}
+
+/// The answer of a `redirect_https` listener: 308 to the same host and path on the HTTPS port. The host is
+/// checked to be a plain host name so the redirect cannot be bent into a header injection.
+fn redirect(parts: &http::request::Parts, port: u16) -> Option<Response<ResponseBody>> {
+    let host = host_of(parts)?;
+    let name = if host.starts_with('[') { &host[..=host.find(']')?] } else { host.split(':').next().unwrap_or(host) };
+    if name.is_empty()
+        || !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'[' | b']' | b':'))
+    {
+        return None;
+    }
+    let pq = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let location = if port == 443 { format!("https://{name}{pq}") } else { format!("https://{name}:{port}{pq}") };
+    let mut resp = Response::new(ResponseBody::full(Bytes::new()));
+    *resp.status_mut() = StatusCode::PERMANENT_REDIRECT;
+    resp.headers_mut().insert(header::LOCATION, HeaderValue::from_str(&location).ok()?);
+    resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    Some(resp)
+}
