@@ -349,4 +349,101 @@ mod tests {
         let f = f.map(|f| f.evidence.len());
         assert!(matches!(f, Some(n) if n <= MAX_EVIDENCE));
     }
+
+    #[test]
+    fn base64_values_are_decoded_once() {
+        let d = Detector::new(Level::L1);
+        // base64("' or 1=1--") and base64("<script>alert(1)</script>")
+        for v in ["JyBvciAxPTEtLQ==", "PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg=="] {
+            assert!(d.scan(v.as_bytes(), Context::new(Place::Query)).is_some(), "{v}");
+        }
+        // random tokens and hex ids stay clean
+        for v in ["dGhpcyBpcyBmaW5l", "3f2a9c0e-1b7d-4c55-9e61-0a8b7c6d5e4f", "pi_3MtwBwLkdIwHu7ix28a3tqPa"] {
+            assert_eq!(d.scan(v.as_bytes(), Context::new(Place::Query)), None, "{v}");
+        }
+    }
+
+    #[test]
+    fn levels_add_rules() {
+        let v = b"7\" #2 CIRCULAR NEEDLE";
+        assert_eq!(Detector::new(Level::L1).scan(v, Context::new(Place::Query)), None);
+        assert!(Detector::new(Level::L2).scan(v, Context::new(Place::Query)).is_some());
+        let svg = b"<svg>";
+        assert_eq!(Detector::new(Level::L1).scan(svg, Context::new(Place::Query)), None);
+        assert!(Detector::new(Level::L2).scan(svg, Context::new(Place::Query)).is_some());
+        assert!(Level::L1 < Level::L2 && Level::L2 < Level::L3);
+        assert_eq!(Detector::default().level(), Level::L1);
+    }
+
+    #[test]
+    fn keys_and_places() {
+        let d = Detector::new(Level::L1);
+        let f = d.scan(b"$ne", Context::new(Place::JsonKey)).map(|f| f.family);
+        assert_eq!(f, Some(Family::Nosqli));
+        // a multi-line free-text value is fine, the same newline in a header is not
+        let v = b"first line\r\nLocation: x";
+        assert!(d.scan(v, Context::new(Place::Header)).is_some());
+        assert_eq!(d.scan(b"first line\nsecond line", Context::new(Place::JsonString)), None);
+        // a bare internal address only matters under a URL-ish key
+        assert_eq!(d.scan(b"10.0.0.5", Context::new(Place::JsonString)), None);
+        assert!(d.scan(b"10.0.0.5", Context::with_key(Place::JsonString, "callback_url")).is_some());
+    }
+
+    #[test]
+    fn adversarial_inputs_finish() {
+        let d = Detector::new(Level::L3);
+        let inputs: Vec<Vec<u8>> = vec![
+            vec![b'\''; 1 << 16],
+            vec![b'('; 1 << 16],
+            vec![b'<'; 1 << 16],
+            "%25".repeat(20_000).into_bytes(),
+            "&amp;".repeat(12_000).into_bytes(),
+            "${".repeat(30_000).into_bytes(),
+            ";id".repeat(20_000).into_bytes(),
+            "\\u00".repeat(12_000).into_bytes(),
+            "<a onx=".repeat(8_000).into_bytes(),
+            "{{".repeat(30_000).into_bytes(),
+        ];
+        for v in &inputs {
+            for place in [Place::Query, Place::Body, Place::Header, Place::JsonKey] {
+                let _ = d.scan(v, Context::new(place));
+            }
+        }
+    }
+
+    /// Deterministic random inputs over an alphabet rich in syntax characters: no panics,
+    /// bounded evidence, decode never grows (the fuzz targets do the same, unguided).
+    #[test]
+    fn random_inputs_never_panic() {
+        const ALPHABET: &[u8] = b"'\"`;|&<>(){}[]$%#*=:/\\\r\n\0.-+@!~^?,_ aAzZ09orunselctjdiq\xc0\xaf\xef\xbc\x80\xe5";
+        let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let places = [
+            Place::Query,
+            Place::QueryKey,
+            Place::Path,
+            Place::JsonString,
+            Place::JsonKey,
+            Place::Form,
+            Place::Header,
+            Place::Cookie,
+            Place::Body,
+        ];
+        let dets = [Detector::new(Level::L1), Detector::new(Level::L2), Detector::new(Level::L3)];
+        for round in 0..400_000usize {
+            let len = (next() % 96) as usize;
+            let v: Vec<u8> = (0..len).map(|_| ALPHABET[(next() % ALPHABET.len() as u64) as usize]).collect();
+            let d = &dets[round % 3];
+            let ctx = Context { place: places[round % places.len()], key: (round % 7 == 0).then_some("url") };
+            if let Some(f) = d.scan(&v, ctx) {
+                assert!(f.evidence.len() <= MAX_EVIDENCE);
+            }
+            assert!(decode(&v).len() <= v.len());
+        }
+    }
 }

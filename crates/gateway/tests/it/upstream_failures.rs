@@ -99,3 +99,60 @@ async fn circuit_opens_on_upstream_errors() {
     assert_eq!(up.hits(), hits, "open circuit still sent traffic");
     gw.handle.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_upstream_is_verified_and_can_require_a_client_certificate() {
+    let dir = TempDir::new();
+    let pki = Pki::new(dir.path(), "up");
+    let (cert, key) = pki.leaf("upstream", &["localhost"], false);
+    let (ccert, ckey) = pki.leaf("gateway-client", &["gateway.test"], true);
+    let up = TestUpstream::start_tls(&cert, &key, Some(&pki.ca_path)).await;
+    let url = format!("https://localhost:{}", up.addr.port());
+
+    // Trusted CA + client certificate: proxied.
+    let ups = format!(
+        "  app: {{ targets: [\"{url}\"], tls: {{ ca: {}, client_cert: {}, client_key: {} }} }}",
+        pki.ca_path.display(),
+        ccert.display(),
+        ckey.display()
+    );
+    let gw = TestGateway::start(&config(&ups, "  - { path: \"/*\", methods: [ANY], upstream: app }", "")).await;
+    let got = get(gw.addr(), "/echo/tls").await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert_eq!(got.json()["headers"]["host"], format!("localhost:{}", up.addr.port()));
+    gw.handle.shutdown().await;
+
+    // Without the client certificate the upstream refuses; with the system roots its certificate is not trusted.
+    for tls in [format!("tls: {{ ca: {} }}", pki.ca_path.display()), String::new()] {
+        let ups = format!("  app: {{ targets: [\"{url}\"], retries: 0, {tls} }}");
+        let gw = TestGateway::start(&config(&ups, "  - { path: \"/*\", methods: [ANY], upstream: app }", "")).await;
+        let got = get(gw.addr(), "/echo/tls").await;
+        assert_eq!(got.status, 502, "{tls}: {}", got.text());
+        assert_eq!(got.code(), "upstream.unreachable");
+        gw.handle.shutdown().await;
+    }
+    assert_eq!(up.hits(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_is_served_when_enabled() {
+    let up = TestUpstream::start().await;
+    let yaml = format!(
+        "listen: [{{ addr: \"127.0.0.1:0\", h2c: true }}]\naccess_log: off\nupstreams:\n{}\nroutes:\n  - {{ path: \"/*\", methods: [ANY], upstream: app }}\n",
+        one_upstream(&up.url())
+    );
+    let gw = TestGateway::start(&yaml).await;
+    let stream = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get(format!("http://{}/echo/h2c", gw.addr())).body(http_body_util::Full::new(bytes::Bytes::new())).unwrap();
+    let got = read(sender.send_request(req).await.unwrap()).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.json()["path"], "/echo/h2c");
+    // HTTP/1.1 still works on the same listener.
+    assert_eq!(get(gw.addr(), "/echo").await.status, 200);
+    gw.handle.shutdown().await;
+}
