@@ -4,6 +4,7 @@
 //! → a one-pass prefilter over a byte-class table that lets clean values leave at once
 //! → family detectors that read the grammar of the value in its context (`Place`).
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod cmdi;
@@ -435,7 +436,7 @@ mod tests {
             Place::Body,
         ];
         let dets = [Detector::new(Level::L1), Detector::new(Level::L2), Detector::new(Level::L3)];
-        for round in 0..400_000usize {
+        for round in 0..6000usize {
             let len = (next() % 96) as usize;
             let v: Vec<u8> = (0..len).map(|_| ALPHABET[(next() % ALPHABET.len() as u64) as usize]).collect();
             let d = &dets[round % 3];

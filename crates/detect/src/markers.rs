@@ -282,6 +282,10 @@ pub(crate) fn scan_ldap(v: &View<'_>) -> Option<Finding> {
             b')' if s.get(i + 1) == Some(&b'(') => {
                 let before_star = i > 0 && s[i - 1] == b'*';
                 let j = i + 2;
+                // absolute true/false filters: )(&) )(|) or a dangling )(& at the end
+                if matches!(s.get(j), Some(b'&' | b'|')) && matches!(s.get(j + 1), None | Some(b')')) {
+                    return Some(Finding::new(Family::Ldap, excerpt(s, i)));
+                }
                 let j = if matches!(s.get(j), Some(b'&' | b'|' | b'!')) {
                     if s.get(j + 1) == Some(&b'(') {
                         j + 2
@@ -423,6 +427,8 @@ mod tests {
         assert_eq!(fam("*)(uid=*))(|(uid=*", Place::Query), Some(Family::Ldap));
         assert_eq!(fam("(&(uid=admin)(!(&(1=0)(userPassword=q))))", Place::Query), Some(Family::Ldap));
         assert_eq!(fam("userPassword:2.5.13.18:=123", Place::Query), Some(Family::Ldap));
+        assert_eq!(fam("*)(&", Place::Query), Some(Family::Ldap));
+        assert_eq!(fam("admin)(&)", Place::Query), Some(Family::Ldap));
         assert_eq!(fam("see (a) and (b)", Place::JsonString), None);
     }
 

@@ -91,7 +91,6 @@ impl Owasp {
 /// alert rules key on it, so a code is never renamed once shipped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Code {
-    AdminBadRequest,
     AdmitUriTooLong,
     AdmitHeadersTooLarge,
     AdmitBodyTooLarge,
@@ -109,7 +108,6 @@ pub enum Code {
 impl Code {
     pub fn as_str(self) -> &'static str {
         match self {
-            Code::AdminBadRequest => "admin.bad_request",
             Code::AdmitUriTooLong => "admit.uri_too_long",
             Code::AdmitHeadersTooLarge => "admit.headers_too_large",
             Code::AdmitBodyTooLarge => "admit.body_too_large",
@@ -127,7 +125,7 @@ impl Code {
 
     pub fn status(self) -> StatusCode {
         match self {
-            Code::AdminBadRequest | Code::AdmitBadPath | Code::AdmitBadRequest => StatusCode::BAD_REQUEST,
+            Code::AdmitBadPath | Code::AdmitBadRequest => StatusCode::BAD_REQUEST,
             Code::AdmitUriTooLong => StatusCode::URI_TOO_LONG,
             Code::AdmitHeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Code::AdmitBodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -143,7 +141,6 @@ impl Code {
     /// The OWASP category, or `None` for availability failures that are not an attack (a dead upstream).
     pub fn owasp(self) -> Option<Owasp> {
         match self {
-            Code::AdminBadRequest => None,
             Code::AdmitUriTooLong | Code::AdmitHeadersTooLarge | Code::AdmitBodyTooLarge => {
                 Some(Owasp::Api4UnrestrictedResourceConsumption)
             }
@@ -161,7 +158,6 @@ impl Code {
     /// The stage that emits this code.
     pub fn stage(self) -> StageName {
         match self {
-            Code::AdminBadRequest => StageName::Admit,
             Code::AdmitUriTooLong
             | Code::AdmitHeadersTooLarge
             | Code::AdmitBodyTooLarge
@@ -183,7 +179,6 @@ impl Code {
 
     /// Every code, for the README table and tests that check it stays complete.
     pub const ALL: &'static [Code] = &[
-        Code::AdminBadRequest,
         Code::AdmitUriTooLong,
         Code::AdmitHeadersTooLarge,
         Code::AdmitBodyTooLarge,
@@ -227,5 +222,22 @@ impl Rejection {
 
     pub fn status(&self) -> StatusCode {
         self.code.status()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readme_lists_every_code_with_its_status() {
+        let readme = include_str!("../../../README.md");
+        for code in Code::ALL {
+            let row = format!("| `{}` | {} |", code.as_str(), code.status().as_u16());
+            assert!(readme.contains(&row), "README's code table lacks `{row}`");
+            if let Some(o) = code.owasp() {
+                assert!(readme.lines().any(|l| l.starts_with(&row) && l.contains(o.id())), "{code}: OWASP id missing");
+            }
+        }
     }
 }

@@ -180,17 +180,22 @@ impl TestUpstream {
     /// The same upstream behind TLS; with `client_ca`, it requires a client certificate signed by it.
     pub async fn start_tls(cert: &Path, key: &Path, client_ca: Option<&Path>) -> TestUpstream {
         use rustls_pki_types::pem::PemObject;
-        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert).unwrap().map(|c| c.unwrap()).collect();
+        let certs: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_file_iter(cert).unwrap().map(|c| c.unwrap()).collect();
         let key = PrivateKeyDer::from_pem_file(key).unwrap();
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let b = rustls::ServerConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions().unwrap();
+        let b = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap();
         let b = match client_ca {
             Some(ca) => {
                 let mut roots = rustls::RootCertStore::empty();
                 for c in CertificateDer::pem_file_iter(ca).unwrap() {
                     roots.add(c.unwrap()).unwrap();
                 }
-                let v = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider).build().unwrap();
+                let v = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                    .build()
+                    .unwrap();
                 b.with_client_cert_verifier(v)
             }
             None => b.with_no_client_auth(),

@@ -143,12 +143,16 @@ async fn h2c_is_served_when_enabled() {
     );
     let gw = TestGateway::start(&yaml).await;
     let stream = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
     tokio::spawn(conn);
-    let req = http::Request::get(format!("http://{}/echo/h2c", gw.addr())).body(http_body_util::Full::new(bytes::Bytes::new())).unwrap();
+    let req = http::Request::get(format!("http://{}/echo/h2c", gw.addr()))
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
     let got = read(sender.send_request(req).await.unwrap()).await;
     assert_eq!(got.status, 200);
     assert_eq!(got.json()["path"], "/echo/h2c");
