@@ -27,11 +27,7 @@ fuzz_target!(|data: &[u8]| {
         _ => Level::L3,
     };
     let det = Detector::new(level);
-    let key = if sel & 0x20 != 0 {
-        Some("callback_url")
-    } else {
-        None
-    };
+    let key = if sel & 0x20 != 0 { Some("callback_url") } else { None };
     if let Some(f) = det.scan(value, Context { place, key }) {
         assert!(f.evidence.len() <= detect::MAX_EVIDENCE);
         assert!(f.family.code().starts_with("inspect."));

@@ -601,6 +601,8 @@ struct Info {
     logic: bool,
     cmp: bool,
     cmp_nonword: bool,
+    /// a comparison between two non-column operands (1=1, 'a'='a', 1=@@version)
+    cmp_literal: bool,
     func: bool,
     danger: bool,
     subq: bool,
@@ -790,6 +792,7 @@ impl Parser<'_> {
                     if !(last == K::Word && kk == K::Word) {
                         info.cmp_nonword = true;
                     }
+                    info.cmp_literal |= last != K::Word && kk != K::Word;
                     j = e;
                     last = kk;
                 }
@@ -1114,7 +1117,10 @@ fn analyze(s: &[u8], t: &[Tok], ctx: SqlContext, level: Level) -> Option<&'stati
     if !valid {
         return None;
     }
-    if strong_logic && (breakout || parens > 0 || info.atoms >= 3) {
+    // unquoted, a column compared with a value ("price < 100 and rating > 4") is a filter
+    // expression, not a tautology: there the comparison must be between literals
+    let literal_logic = info.logic && (info.cmp_literal || info.func || info.subq || info.var || info.case_);
+    if strong_logic && (breakout || parens > 0) || literal_logic && info.atoms >= 3 {
         return Some("boolean tautology");
     }
     if clause && (breakout || parens > 0 || first_is_value) {

@@ -119,21 +119,49 @@ pub(crate) fn excerpt(s: &[u8], at: usize) -> &[u8] {
 pub(crate) struct Needles {
     pub(crate) list: &'static [&'static str],
     pub(crate) first: [bool; 256],
+    /// For each first byte, the bit set of needle indices starting with it (≤ 64 needles).
+    by_first: [u64; 256],
 }
 
 impl Needles {
-    /// Builds the first-byte table at compile time.
+    /// Builds the first-byte tables at compile time.
     pub(crate) const fn new(list: &'static [&'static str]) -> Self {
+        assert!(list.len() <= 64, "at most 64 needles per set");
         let mut first = [false; 256];
+        let mut by_first = [0u64; 256];
         let mut i = 0;
         while i < list.len() {
             let b = list[i].as_bytes();
-            if !b.is_empty() {
-                first[b[0] as usize] = true;
-            }
+            assert!(!b.is_empty(), "empty needle");
+            first[b[0] as usize] = true;
+            by_first[b[0] as usize] |= 1 << i;
             i += 1;
         }
-        Needles { list, first }
+        Needles { list, first, by_first }
+    }
+
+    /// Index of a needle starting at `hay[i]`, whose folded byte is `c`.
+    #[inline]
+    fn match_at(&self, hay: &[u8], i: usize, c: u8, fold_sep: bool) -> Option<usize> {
+        let norm = |b: u8| {
+            let l = lower(b);
+            if fold_sep && l == b'\\' {
+                b'/'
+            } else {
+                l
+            }
+        };
+        let rest = &hay[i..];
+        let mut bits = self.by_first[c as usize];
+        while bits != 0 {
+            let k = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            let n = self.list[k].as_bytes();
+            if rest.len() >= n.len() && rest[1..n.len()].iter().zip(&n[1..]).all(|(a, b)| norm(*a) == *b) {
+                return Some(k);
+            }
+        }
+        None
     }
 }
 
@@ -161,11 +189,8 @@ pub(crate) fn find_any_ci(hay: &[u8], needles: &Needles, fold_sep: bool) -> Opti
         if !needles.first[c as usize] {
             continue;
         }
-        for (k, n) in needles.list.iter().enumerate() {
-            let n = n.as_bytes();
-            if n[0] == c && hay.len() - i >= n.len() && hay[i..i + n.len()].iter().zip(n).all(|(a, b)| norm(*a) == *b) {
-                return Some((i, k));
-            }
+        if let Some(k) = needles.match_at(hay, i, c, fold_sep) {
+            return Some((i, k));
         }
     }
     None
@@ -175,12 +200,7 @@ pub(crate) fn find_any_ci(hay: &[u8], needles: &Needles, fold_sep: bool) -> Opti
 /// `\\` matching `/`).
 #[inline]
 pub(crate) fn needle_at(hay: &[u8], i: usize, c: u8, needles: &Needles) -> bool {
-    let norm = |b: u8| if b == b'\\' { b'/' } else { lower(b) };
-    let rest = &hay[i..];
-    needles.list.iter().any(|n| {
-        let n = n.as_bytes();
-        n[0] == c && rest.len() >= n.len() && rest[1..n.len()].iter().zip(&n[1..]).all(|(a, b)| norm(*a) == *b)
-    })
+    needles.match_at(hay, i, c, true).is_some()
 }
 
 #[cfg(test)]

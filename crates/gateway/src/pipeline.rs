@@ -14,6 +14,12 @@ pub enum Verdict {
     Reject(Rejection),
 }
 
+impl Verdict {
+    pub fn reject(code: Code, detail: impl Into<String>) -> Verdict {
+        Verdict::Reject(Rejection::new(code, detail))
+    }
+}
+
 /// The stages of the pipeline, in the order a request meets them. Used to pick a stage's mode and to label
 /// rejections in the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -34,6 +34,9 @@ enum Command {
         /// YAML configuration file (reloaded on SIGHUP and when it changes).
         #[arg(long, short, conflicts_with = "upstream", required_unless_present = "upstream")]
         config: Option<PathBuf>,
+        /// Reload only on SIGHUP, not when the config file or its certificates change.
+        #[arg(long, requires = "config")]
+        no_watch: bool,
         /// Protect this one API with the default protections, no config file needed.
         #[arg(long)]
         upstream: Option<String>,
@@ -180,7 +183,7 @@ fn main() -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
         match cli.command {
-            Command::Serve { config: Some(path), .. } => run(Source::File(path), true).await,
+            Command::Serve { config: Some(path), no_watch, .. } => run(Source::File(path), !no_watch).await,
             Command::Serve { upstream: Some(u), listen, admin, .. } => {
                 let text = upstream_config(&u, listen, admin)?;
                 run(Source::Inline { name: "--upstream".into(), text, base_dir: std::env::current_dir()? }, false).await

@@ -7,9 +7,10 @@ mod headers;
 use crate::body::{RequestBody, ResponseBody};
 use crate::config::Runtime;
 use crate::metrics::{CodeLabel, Metrics};
-use crate::pipeline::{Code, Mode, Rejection, StageName};
+use crate::pipeline::{Code, Mode, Rejection, StageName, Verdict};
 use crate::problem;
 use crate::server::tls::PeerCert;
+use crate::stages::admit;
 use crate::stages::normalize::normalize;
 use crate::stages::record::{security_event, AccessLog, Outcome, RequestRecord};
 use crate::stages::route::RouteMatch;
@@ -123,8 +124,10 @@ impl Exit<'_> {
         self.finish(problem::response(&rejection, self.request_id), rec)
     }
 
-    /// A stage said no: enforce it, or in monitor mode record it and carry on (returns `None`).
-    fn verdict(&self, mode: Mode, rejection: Rejection, rec: &mut Box<RequestRecord>) -> Option<Rejection> {
+    /// Applies a stage's verdict in the stage's mode: `Some` is a rejection to send; a monitor-mode rejection
+    /// is recorded (event, metric, `flagged` in the access log) and the request carries on.
+    fn verdict(&self, mode: Mode, verdict: Verdict, rec: &mut Box<RequestRecord>) -> Option<Rejection> {
+        let Verdict::Reject(rejection) = verdict else { return None };
         match mode {
             Mode::Enforce => Some(rejection),
             Mode::Monitor => {
@@ -184,10 +187,8 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
     }
 
     // admit
-    if let Err(rej) = rt.admit.check(&parts, client_ip) {
-        if let Some(rej) = exit.verdict(rt.modes.admit, rej, &mut rec) {
-            return exit.reject(rej, rec);
-        }
+    if let Some(rej) = exit.verdict(rt.modes.admit, rt.admit.check(&parts, client_ip), &mut rec) {
+        return exit.reject(rej, rec);
     }
     let path = match normalize(parts.uri.path()) {
         Ok(p) => p,
@@ -214,12 +215,10 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
 
     // admit, route-level: body size
     let mut body_limit = route.max_body_bytes;
-    let declared =
-        parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > route.max_body_bytes) || body.size_hint().lower() > route.max_body_bytes {
-        let rej =
-            Rejection::new(Code::AdmitBodyTooLarge, format!("declared body exceeds {} bytes", route.max_body_bytes));
-        match exit.verdict(route.modes.get(StageName::Admit), rej, &mut rec) {
+    let body_verdict = admit::check_body(&parts, body.size_hint().lower(), route.max_body_bytes);
+    let admit_mode = route.modes.get(StageName::Admit);
+    if matches!(body_verdict, Verdict::Reject(_)) {
+        match exit.verdict(admit_mode, body_verdict, &mut rec) {
             Some(rej) => return exit.reject(rej, rec),
             None => body_limit = u64::MAX,
         }
@@ -259,6 +258,7 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
 
     let mut tried = 0u64;
     let mut attempt = 0u32;
+    let mut last_failure: Option<String> = None;
     loop {
         let admission = upstream.circuit.as_ref().map_or(Admission::Closed, |c| c.admit());
         if admission == Admission::Open {
@@ -269,10 +269,15 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
         }
         let Some((idx, target)) = upstream.pick(tried) else {
             release_probe(upstream, admission);
-            return exit.reject(
-                Rejection::new(Code::UpstreamUnavailable, format!("no available target in upstream {}", upstream.name)),
-                rec,
-            );
+            // After a failed attempt, the failure is the answer; with no attempt, nothing could take it.
+            let rejection = match last_failure.take() {
+                Some(detail) => Rejection::new(Code::UpstreamUnreachable, detail),
+                None => Rejection::new(
+                    Code::UpstreamUnavailable,
+                    format!("no available target in upstream {}", upstream.name),
+                ),
+            };
+            return exit.reject(rejection, rec);
         };
         tried |= 1u64 << (idx % 64);
         let Some(uri) = build_uri(target, &path, query) else {
@@ -321,6 +326,7 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
             Some(req) if attempt < upstream.retries => {
                 up_req = req;
                 attempt += 1;
+                last_failure = Some(format!("{} {}: {}", upstream.name, target.url, error_chain(&failed.error)));
             }
             _ => {
                 let detail = format!("{} {}: {}", upstream.name, target.url, error_chain(&failed.error));

@@ -222,3 +222,30 @@ impl PeerCert {
         PeerCert { subject, sans, sha256 }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_identity_is_read_from_the_certificate() {
+        let mut params = rcgen::CertificateParams::new(vec!["billing.clients.test".to_string()]).unwrap();
+        params.distinguished_name.push(rcgen::DnType::CommonName, "billing");
+        params.distinguished_name.push(rcgen::DnType::OrganizationName, "Example");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let peer = PeerCert::from_der(cert.der());
+        assert!(peer.subject.contains("CN=billing") && peer.subject.contains("O=Example"), "{}", peer.subject);
+        assert_eq!(peer.sans, vec!["DNS:billing.clients.test".to_string()]);
+        assert_eq!(peer.sha256.len(), 64);
+    }
+
+    #[test]
+    fn only_aead_suites_with_forward_secrecy() {
+        for s in &provider().cipher_suites {
+            let name = format!("{:?}", s.suite());
+            assert!(name.contains("GCM") || name.contains("CHACHA20"), "{name}");
+            assert!(name.starts_with("TLS13_") || name.contains("ECDHE"), "{name}");
+        }
+    }
+}

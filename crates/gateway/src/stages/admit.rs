@@ -1,7 +1,7 @@
 //! Admit: the cheap checks that run before anything else looks at a request — URI and header size, IP allow and
 //! deny lists, the client IP itself (trusted-proxy aware) and the connection limits enforced at accept time.
 
-use crate::pipeline::{Code, Rejection};
+use crate::pipeline::{Code, Verdict};
 use http::request::Parts;
 use http::HeaderMap;
 use ipnet::IpNet;
@@ -21,28 +21,42 @@ pub struct AdmitPolicy {
 
 impl AdmitPolicy {
     /// Checks the request head against the limits and the client IP against the lists.
-    pub fn check(&self, parts: &Parts, client_ip: IpAddr) -> Result<(), Rejection> {
+    pub fn check(&self, parts: &Parts, client_ip: IpAddr) -> Verdict {
         let uri_len = parts.uri.path_and_query().map_or(0, |pq| pq.as_str().len());
         if uri_len > self.max_uri_bytes {
-            return Err(Rejection::new(
+            return Verdict::reject(
                 Code::AdmitUriTooLong,
                 format!("URI of {uri_len} bytes exceeds {}", self.max_uri_bytes),
-            ));
+            );
         }
         let header_bytes = header_bytes(&parts.headers);
         if header_bytes > self.max_header_bytes {
-            return Err(Rejection::new(
+            return Verdict::reject(
                 Code::AdmitHeadersTooLarge,
                 format!("{header_bytes} header bytes exceed {}", self.max_header_bytes),
-            ));
+            );
         }
         if self.ip_deny.iter().any(|n| n.contains(&client_ip))
             || (!self.ip_allow.is_empty() && !self.ip_allow.iter().any(|n| n.contains(&client_ip)))
         {
-            return Err(Rejection::new(Code::AdmitIpDenied, format!("client {client_ip} is not allowed")));
+            return Verdict::reject(Code::AdmitIpDenied, format!("client {client_ip} is not allowed"));
         }
-        Ok(())
+        Verdict::Continue
     }
+}
+
+/// The route-level admit check: a body that declares (or whose framing proves) more than the route's cap is
+/// refused before a byte of it is read. Bodies without a declared length are capped while streaming.
+pub fn check_body(parts: &Parts, size_hint_lower: u64, max: u64) -> Verdict {
+    let declared = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max) || size_hint_lower > max {
+        return Verdict::reject(Code::AdmitBodyTooLarge, format!("declared body exceeds {max} bytes"));
+    }
+    Verdict::Continue
 }
 
 fn header_bytes(headers: &HeaderMap) -> usize {

@@ -1,3 +1,7 @@
+//! Explains a verdict: prints the finding for each argument and its SQL token fingerprints.
+//!
+//! `cargo run --release -p rampart-detect --example explain -- "1' or '1'='1" "O'Brien"`
+
 fn main() {
     let d = detect::Detector::new(detect::Level::L1);
     for a in std::env::args().skip(1) {
