@@ -64,7 +64,7 @@ pub fn normalize(path: &str) -> Result<Cow<'_, str>, PathError> {
     }
 
     // Decode unreserved characters, upper-case the hex of the rest, refuse ambiguous encodings.
-    let mut decoded = String::with_capacity(path.len());
+    let mut decoded: Vec<u8> = Vec::with_capacity(path.len());
     let mut i = 0;
     while i < bytes.len() {
         let b = bytes[i];
@@ -77,31 +77,30 @@ pub fn normalize(path: &str) -> Result<Cow<'_, str>, PathError> {
             match v {
                 b'/' | b'\\' | 0 => return Err(PathError::EncodedSeparator),
                 0x01..=0x1f | 0x7f => return Err(PathError::Control),
-                b'%' => {
-                    // `%25` followed by the encoding of `.`, `/` or `\` only exists to fool a second decoder.
-                    if let (Some(h2), Some(l2)) =
-                        (bytes.get(i + 3).and_then(|&c| hex(c)), bytes.get(i + 4).and_then(|&c| hex(c)))
-                    {
-                        if matches!(h2 * 16 + l2, b'.' | b'/' | b'\\' | 0) {
-                            return Err(PathError::DoubleEncoded);
-                        }
-                    }
-                    decoded.push_str("%25");
-                }
-                _ if is_unreserved(v) => decoded.push(v as char),
+                b'%' => decoded.extend_from_slice(b"%25"),
+                _ if is_unreserved(v) => decoded.push(v),
                 _ => {
-                    decoded.push('%');
-                    decoded.push(char::from(b"0123456789ABCDEF"[(v >> 4) as usize]));
-                    decoded.push(char::from(b"0123456789ABCDEF"[(v & 15) as usize]));
+                    decoded.push(b'%');
+                    decoded.push(b"0123456789ABCDEF"[(v >> 4) as usize]);
+                    decoded.push(b"0123456789ABCDEF"[(v & 15) as usize]);
                 }
             }
             i += 3;
         } else {
-            // Non-ASCII bytes cannot occur: hyper only accepts visible ASCII in the request target.
-            decoded.push(b as char);
+            // Copied byte for byte, so multi-byte UTF-8 (not produced by hyper, but possible for other callers)
+            // stays intact; only ASCII is ever inserted above.
+            decoded.push(b);
             i += 1;
         }
     }
+    // `%25` followed by the encoding of `.`, `/`, `\` or NUL only exists to fool a second decoder. Checked on the
+    // decoded form, so that `%252%65` (which decodes to `%252e`) is caught too.
+    if decoded.windows(5).any(|w| {
+        w[..3] == *b"%25" && matches!(hex(w[3]).zip(hex(w[4])).map(|(h, l)| h * 16 + l), Some(b'.' | b'/' | b'\\' | 0))
+    }) {
+        return Err(PathError::DoubleEncoded);
+    }
+    let decoded = String::from_utf8(decoded).map_err(|_| PathError::BadEncoding)?;
 
     // Resolve segments.
     let trailing_slash = decoded.ends_with('/') && decoded.len() > 1;
@@ -173,6 +172,7 @@ mod tests {
         assert_eq!(n("/a%00").unwrap_err(), PathError::EncodedSeparator);
         assert_eq!(n("/a/..;/admin").unwrap_err(), PathError::DotSegmentParam);
         assert_eq!(n("/%252e%252e/admin").unwrap_err(), PathError::DoubleEncoded);
+        assert_eq!(n("/%252%65/admin").unwrap_err(), PathError::DoubleEncoded);
         assert_eq!(n("/%zz").unwrap_err(), PathError::BadEncoding);
         assert_eq!(n("/%4").unwrap_err(), PathError::BadEncoding);
         assert_eq!(n("x").unwrap_err(), PathError::NotAbsolute);
@@ -180,7 +180,7 @@ mod tests {
 
     #[test]
     fn output_is_a_fixed_point() {
-        for p in ["/a/./b//c/../d/", "/%41%42/x", "/x;y=1/z", "/a%20b"] {
+        for p in ["/a/./b//c/../d/", "/%41%42/x", "/x;y=1/z", "/a%20b", "/.:,//./\u{57b}", "/é/./x"] {
             let once = n(p).unwrap();
             assert_eq!(n(&once).unwrap(), once, "{p}");
         }
