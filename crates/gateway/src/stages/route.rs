@@ -171,6 +171,7 @@ impl Router {
         };
         let key = if key.len() > 1 { key.strip_suffix('/').unwrap_or(key) } else { key };
         let mut result = RouteMatch::NotFound;
+        let host = if self.exact_hosts.is_empty() && self.wildcard_hosts.is_empty() { None } else { host };
         if let Some(host) = host {
             let host = normalize_host(host);
             if let Some(t) = self.exact_hosts.get(host.as_ref()) {
