@@ -20,22 +20,30 @@ pub enum BodyError {
     Hyper(#[from] hyper::Error),
 }
 
-/// A request body on its way upstream: either empty (retries, bodiless methods) or the client's stream capped
-/// at the route's limit. Hitting the cap sets a shared flag so the proxy answers 413 instead of 502.
+/// A request body on its way upstream: empty (retries, bodiless methods), the client's stream capped at the
+/// route's limit (hitting the cap sets a shared flag so the proxy answers 413 instead of 502), or a body the
+/// inspect stage already read whole.
 pub struct RequestBody {
-    inner: Option<Incoming>,
-    remaining: u64,
-    limit: u64,
-    over_limit: Option<Arc<AtomicBool>>,
+    kind: ReqKind,
+}
+
+enum ReqKind {
+    Empty,
+    Stream { inner: Incoming, remaining: u64, limit: u64, over_limit: Arc<AtomicBool> },
+    Buffered(Option<Bytes>),
 }
 
 impl RequestBody {
     pub fn empty() -> Self {
-        RequestBody { inner: None, remaining: 0, limit: 0, over_limit: None }
+        RequestBody { kind: ReqKind::Empty }
     }
 
     pub fn limited(inner: Incoming, limit: u64, over_limit: Arc<AtomicBool>) -> Self {
-        RequestBody { inner: Some(inner), remaining: limit, limit, over_limit: Some(over_limit) }
+        RequestBody { kind: ReqKind::Stream { inner, remaining: limit, limit, over_limit } }
+    }
+
+    pub fn buffered(bytes: Bytes) -> Self {
+        RequestBody { kind: ReqKind::Buffered(Some(bytes)) }
     }
 }
 
@@ -45,37 +53,42 @@ impl Body for RequestBody {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = &mut *self;
-        let Some(inner) = this.inner.as_mut() else {
-            return Poll::Ready(None);
-        };
-        match ready!(Pin::new(inner).poll_frame(cx)) {
-            Some(Ok(frame)) => {
-                if let Some(data) = frame.data_ref() {
-                    let len = data.len() as u64;
-                    if len > this.remaining {
-                        if let Some(flag) = &this.over_limit {
-                            flag.store(true, Ordering::Relaxed);
+        match &mut this.kind {
+            ReqKind::Empty => Poll::Ready(None),
+            ReqKind::Buffered(slot) => Poll::Ready(slot.take().filter(|b| !b.is_empty()).map(|b| Ok(Frame::data(b)))),
+            ReqKind::Stream { inner, remaining, limit, over_limit } => match ready!(Pin::new(inner).poll_frame(cx)) {
+                Some(Ok(frame)) => {
+                    if let Some(data) = frame.data_ref() {
+                        let len = data.len() as u64;
+                        if len > *remaining {
+                            over_limit.store(true, Ordering::Relaxed);
+                            let limit = *limit;
+                            this.kind = ReqKind::Empty;
+                            return Poll::Ready(Some(Err(BodyError::TooLarge(limit))));
                         }
-                        this.inner = None;
-                        return Poll::Ready(Some(Err(BodyError::TooLarge(this.limit))));
+                        *remaining -= len;
                     }
-                    this.remaining -= len;
+                    Poll::Ready(Some(Ok(frame)))
                 }
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Some(Err(e)) => Poll::Ready(Some(Err(BodyError::Hyper(e)))),
-            None => Poll::Ready(None),
+                Some(Err(e)) => Poll::Ready(Some(Err(BodyError::Hyper(e)))),
+                None => Poll::Ready(None),
+            },
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
+        match &self.kind {
+            ReqKind::Empty => true,
+            ReqKind::Buffered(slot) => slot.as_ref().is_none_or(|b| b.is_empty()),
+            ReqKind::Stream { inner, .. } => inner.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        match &self.inner {
-            Some(b) => b.size_hint(),
-            None => SizeHint::with_exact(0),
+        match &self.kind {
+            ReqKind::Empty => SizeHint::with_exact(0),
+            ReqKind::Buffered(slot) => SizeHint::with_exact(slot.as_ref().map_or(0, |b| b.len() as u64)),
+            ReqKind::Stream { inner, .. } => inner.size_hint(),
         }
     }
 }

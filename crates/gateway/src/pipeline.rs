@@ -103,8 +103,13 @@ pub enum Code {
     AdmitIpDenied,
     AdmitBadPath,
     AdmitBadRequest,
+    AdmitBodyTimeout,
     RouteNotFound,
     RouteMethodNotAllowed,
+    /// The detection engine found an attack of this family in a value.
+    Inspect(detect::Family),
+    InspectMalformedBody,
+    InspectBodyTooLarge,
     UpstreamUnreachable,
     UpstreamTimeout,
     UpstreamUnavailable,
@@ -120,8 +125,12 @@ impl Code {
             Code::AdmitIpDenied => "admit.ip_denied",
             Code::AdmitBadPath => "admit.bad_path",
             Code::AdmitBadRequest => "admit.bad_request",
+            Code::AdmitBodyTimeout => "admit.body_timeout",
             Code::RouteNotFound => "route.not_found",
             Code::RouteMethodNotAllowed => "route.method_not_allowed",
+            Code::Inspect(f) => f.code(),
+            Code::InspectMalformedBody => "inspect.malformed_body",
+            Code::InspectBodyTooLarge => "inspect.body_too_large",
             Code::UpstreamUnreachable => "upstream.unreachable",
             Code::UpstreamTimeout => "upstream.timeout",
             Code::UpstreamUnavailable => "upstream.unavailable",
@@ -133,9 +142,12 @@ impl Code {
         match self {
             Code::AdmitBadPath | Code::AdmitBadRequest => StatusCode::BAD_REQUEST,
             Code::AdmitUriTooLong => StatusCode::URI_TOO_LONG,
+            Code::AdmitBodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Code::AdmitHeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Code::AdmitBodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Code::AdmitIpDenied => StatusCode::FORBIDDEN,
+            Code::AdmitIpDenied | Code::Inspect(_) => StatusCode::FORBIDDEN,
+            Code::InspectMalformedBody => StatusCode::BAD_REQUEST,
+            Code::InspectBodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Code::RouteNotFound => StatusCode::NOT_FOUND,
             Code::RouteMethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Code::UpstreamUnreachable | Code::UpstreamBadResponse => StatusCode::BAD_GATEWAY,
@@ -147,13 +159,17 @@ impl Code {
     /// The OWASP category, or `None` for availability failures that are not an attack (a dead upstream).
     pub fn owasp(self) -> Option<Owasp> {
         match self {
-            Code::AdmitUriTooLong | Code::AdmitHeadersTooLarge | Code::AdmitBodyTooLarge => {
+            Code::AdmitUriTooLong | Code::AdmitHeadersTooLarge | Code::AdmitBodyTooLarge | Code::AdmitBodyTimeout => {
                 Some(Owasp::Api4UnrestrictedResourceConsumption)
             }
             Code::AdmitIpDenied | Code::AdmitBadPath | Code::AdmitBadRequest => {
                 Some(Owasp::Api8SecurityMisconfiguration)
             }
             Code::RouteNotFound | Code::RouteMethodNotAllowed => Some(Owasp::Api9ImproperInventoryManagement),
+            Code::Inspect(detect::Family::Ssrf) => Some(Owasp::Api7ServerSideRequestForgery),
+            Code::Inspect(detect::Family::ProtoPollution) => Some(Owasp::Api3BrokenObjectPropertyLevelAuthorization),
+            Code::Inspect(_) | Code::InspectMalformedBody => Some(Owasp::Api8SecurityMisconfiguration),
+            Code::InspectBodyTooLarge => Some(Owasp::Api4UnrestrictedResourceConsumption),
             Code::UpstreamUnreachable
             | Code::UpstreamTimeout
             | Code::UpstreamUnavailable
@@ -169,8 +185,10 @@ impl Code {
             | Code::AdmitBodyTooLarge
             | Code::AdmitIpDenied
             | Code::AdmitBadPath
-            | Code::AdmitBadRequest => StageName::Admit,
+            | Code::AdmitBadRequest
+            | Code::AdmitBodyTimeout => StageName::Admit,
             Code::RouteNotFound | Code::RouteMethodNotAllowed => StageName::Route,
+            Code::Inspect(_) | Code::InspectMalformedBody | Code::InspectBodyTooLarge => StageName::Inspect,
             Code::UpstreamUnreachable
             | Code::UpstreamTimeout
             | Code::UpstreamUnavailable
@@ -191,8 +209,25 @@ impl Code {
         Code::AdmitIpDenied,
         Code::AdmitBadPath,
         Code::AdmitBadRequest,
+        Code::AdmitBodyTimeout,
         Code::RouteNotFound,
         Code::RouteMethodNotAllowed,
+        Code::Inspect(detect::Family::Sqli),
+        Code::Inspect(detect::Family::Nosqli),
+        Code::Inspect(detect::Family::Xss),
+        Code::Inspect(detect::Family::Cmdi),
+        Code::Inspect(detect::Family::PathTraversal),
+        Code::Inspect(detect::Family::Ssrf),
+        Code::Inspect(detect::Family::Xxe),
+        Code::Inspect(detect::Family::Ssti),
+        Code::Inspect(detect::Family::Jndi),
+        Code::Inspect(detect::Family::Ldap),
+        Code::Inspect(detect::Family::Xpath),
+        Code::Inspect(detect::Family::Crlf),
+        Code::Inspect(detect::Family::ProtoPollution),
+        Code::Inspect(detect::Family::Deserialization),
+        Code::InspectMalformedBody,
+        Code::InspectBodyTooLarge,
         Code::UpstreamUnreachable,
         Code::UpstreamTimeout,
         Code::UpstreamUnavailable,
@@ -234,6 +269,13 @@ impl Rejection {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_detection_family_has_a_code() {
+        for f in detect::Family::ALL {
+            assert!(Code::ALL.contains(&Code::Inspect(f)), "{f:?}");
+        }
+    }
 
     #[test]
     fn readme_lists_every_code_with_its_status() {

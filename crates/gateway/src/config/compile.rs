@@ -7,6 +7,7 @@ use crate::metrics::{Metrics, RouteCounters};
 use crate::pipeline::{Mode, StageName};
 use crate::server::tls::{MinVersion, TlsSpec};
 use crate::stages::admit::{AdmitPolicy, TrustedProxies};
+use crate::stages::inspect::{Field, InspectPolicy, Inspection};
 use crate::stages::route::{RouteSpec, Router};
 use crate::upstream::circuit::{CircuitBreaker, CircuitPolicy};
 use crate::upstream::{self, HealthPolicy, PassivePolicy, Target, Timeouts, Upstream};
@@ -69,6 +70,8 @@ pub struct Route {
     pub max_body_bytes: u64,
     pub modes: Modes,
     pub counters: RouteCounters,
+    /// The negative model for this route, or `None` where inspection is off.
+    pub inspect: Inspection,
 }
 
 /// A compiled listener.
@@ -96,6 +99,7 @@ pub struct ConnLimits {
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_header_bytes: usize,
+    pub body_read_timeout: Duration,
 }
 
 /// Everything the request path needs, immutable once built; swapped whole on reload.
@@ -314,6 +318,7 @@ pub fn compile(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Runtime, ConfigErrors> {
         header_read_timeout: lim.header_read_timeout.0,
         idle_timeout: lim.idle_timeout.0,
         max_header_bytes: lim.max_header_bytes.0 as usize,
+        body_read_timeout: lim.body_read_timeout.0,
     };
     let admit = AdmitPolicy {
         max_uri_bytes: lim.max_uri_bytes.0 as usize,
@@ -334,6 +339,10 @@ pub fn compile(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Runtime, ConfigErrors> {
             upstream_tls.push(tls);
         }
     }
+
+    // Inspection: the global policy, shared by every route that does not override it.
+    let global_inspect = compile_inspect(&mut errs, &raw.inspect, None);
+    let global_inspect_policy = global_inspect.as_ref().and_then(|c| c.build(&[]));
 
     // Routes.
     let global_modes = Modes::default().overlay(&raw.modes);
@@ -401,7 +410,13 @@ pub fn compile(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Runtime, ConfigErrors> {
             errs.at(&r.path, e.to_string(), Some("templates look like `/users/{id}` or `/static/*`"));
             continue;
         }
+        let route_inspect = match &global_inspect {
+            Some(g) if r.inspect.is_empty() => global_inspect_policy.clone().filter(|_| g.enabled),
+            Some(g) => compile_inspect(&mut errs, &r.inspect, Some(g)).and_then(|c| c.build(&g.exclude)),
+            None => None,
+        };
         routes.push(Route {
+            inspect: route_inspect,
             counters: ctx.metrics.route_counters(&id),
             id: Arc::from(id.as_str()),
             upstream: up,
@@ -550,4 +565,107 @@ fn compile_upstream(
             None
         }
     }
+}
+
+/// Inspection settings after defaults, before they become a shared policy.
+#[derive(Clone)]
+struct InspectSettings {
+    enabled: bool,
+    level: detect::Level,
+    headers: Vec<http::HeaderName>,
+    exclude: Vec<(Field, String)>,
+    max_body_bytes: u64,
+    max_json_depth: usize,
+}
+
+impl InspectSettings {
+    fn build(&self, inherited: &[(Field, String)]) -> Inspection {
+        if !self.enabled {
+            return None;
+        }
+        Some(Arc::new(InspectPolicy {
+            detector: detect::Detector::new(self.level),
+            headers: self.headers.clone(),
+            exclude: inherited.iter().chain(self.exclude.iter()).cloned().collect(),
+            max_body_bytes: self.max_body_bytes,
+            max_json_depth: self.max_json_depth,
+        }))
+    }
+}
+
+impl super::raw::RawInspect {
+    fn is_empty(&self) -> bool {
+        self.enabled.is_none()
+            && self.level.is_none()
+            && self.headers.is_none()
+            && self.exclude.is_empty()
+            && self.max_body_bytes.is_none()
+            && self.max_json_depth.is_none()
+    }
+}
+
+/// Resolves inspect settings over `base` (the global settings) or the built-in defaults. Returns `None` only
+/// when errors were recorded.
+fn compile_inspect(
+    errs: &mut Errs<'_>,
+    raw: &super::raw::RawInspect,
+    base: Option<&InspectSettings>,
+) -> Option<InspectSettings> {
+    let defaults = InspectSettings {
+        enabled: true,
+        level: detect::Level::L1,
+        headers: vec![http::header::USER_AGENT, http::header::REFERER, http::header::COOKIE],
+        exclude: Vec::new(),
+        max_body_bytes: 1024 * 1024,
+        max_json_depth: 32,
+    };
+    let base = base.cloned().unwrap_or(defaults);
+    let before = errs.list.len();
+    let level = match raw.level.as_ref().map(|l| (l, l.value)) {
+        None => base.level,
+        Some((_, 1)) => detect::Level::L1,
+        Some((_, 2)) => detect::Level::L2,
+        Some((_, 3)) => detect::Level::L3,
+        Some((l, other)) => {
+            errs.at(l, format!("inspect level {other} does not exist"), Some("use 1 (default), 2 or 3"));
+            base.level
+        }
+    };
+    let headers = match &raw.headers {
+        None => base.headers.clone(),
+        Some(list) => list
+            .iter()
+            .filter_map(|h| match http::HeaderName::from_bytes(h.value.trim().to_ascii_lowercase().as_bytes()) {
+                Ok(n) => Some(n),
+                Err(_) => {
+                    errs.at(h, format!("invalid header name `{}`", h.value), None);
+                    None
+                }
+            })
+            .collect(),
+    };
+    let mut exclude = Vec::new();
+    for e in &raw.exclude {
+        match e.value.split_once(':').and_then(|(f, name)| Field::parse(f.trim()).map(|f| (f, name.trim().to_string())))
+        {
+            Some((Field::Header, name)) => exclude.push((Field::Header, name.to_ascii_lowercase())),
+            Some(x) if !x.1.is_empty() => exclude.push(x),
+            _ => errs.at(
+                e,
+                format!("invalid exclusion `{}`", e.value),
+                Some("write PLACE:NAME with PLACE one of query, json, form, header, cookie, path, body"),
+            ),
+        }
+    }
+    if errs.list.len() > before {
+        return None;
+    }
+    Some(InspectSettings {
+        enabled: raw.enabled.unwrap_or(base.enabled),
+        level,
+        headers,
+        exclude,
+        max_body_bytes: raw.max_body_bytes.map_or(base.max_body_bytes, |b| b.0),
+        max_json_depth: raw.max_json_depth.unwrap_or(base.max_json_depth).clamp(1, 512),
+    })
 }

@@ -28,6 +28,8 @@ pub struct RawConfig {
     pub modes: RawModes,
     #[serde(default)]
     pub shutdown_timeout: Option<Dur>,
+    #[serde(default)]
+    pub inspect: RawInspect,
     /// Match literal path segments case-insensitively (default), so `/Login` cannot dodge `/login`'s protections.
     #[serde(default = "yes")]
     pub case_insensitive_paths: bool,
@@ -116,6 +118,9 @@ pub struct RawLimits {
     pub max_uri_bytes: ByteSize,
     #[serde(default = "d_body_bytes")]
     pub max_body_bytes: ByteSize,
+    /// A body the gateway reads whole (for inspection) must arrive within this.
+    #[serde(default = "d_body_timeout")]
+    pub body_read_timeout: Dur,
     #[serde(default)]
     pub ip_allow: Vec<Spanned<String>>,
     #[serde(default)]
@@ -132,6 +137,7 @@ impl Default for RawLimits {
             max_header_bytes: d_header_bytes(),
             max_uri_bytes: d_uri_bytes(),
             max_body_bytes: d_body_bytes(),
+            body_read_timeout: d_body_timeout(),
             ip_allow: Vec::new(),
             ip_deny: Vec::new(),
         }
@@ -155,6 +161,9 @@ fn d_header_bytes() -> ByteSize {
 }
 fn d_uri_bytes() -> ByteSize {
     ByteSize(8 * 1024)
+}
+fn d_body_timeout() -> Dur {
+    Dur(Duration::from_secs(30))
 }
 fn d_body_bytes() -> ByteSize {
     ByteSize(1024 * 1024)
@@ -368,6 +377,33 @@ pub struct RawRoute {
     pub max_body_bytes: Option<ByteSize>,
     #[serde(default)]
     pub modes: RawModes,
+    /// Overrides of the global `inspect` settings for this route; `exclude` adds to the global list.
+    #[serde(default)]
+    pub inspect: RawInspect,
+}
+
+/// Injection detection settings (the inspect stage's negative model). Every field is optional so the same
+/// shape serves as global defaults and as a route's overrides.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawInspect {
+    /// Inspection on (default) or off.
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// Sensitivity 1 (default, fewest false positives), 2 or 3.
+    #[serde(default)]
+    pub level: Option<Spanned<u8>>,
+    /// Request headers whose values are scanned; `cookie` is split into its pairs.
+    #[serde(default)]
+    pub headers: Option<Vec<Spanned<String>>>,
+    /// Fields never scanned: `query:NAME`, `json:NAME`, `form:NAME`, `header:NAME`, `cookie:NAME`.
+    #[serde(default)]
+    pub exclude: Vec<Spanned<String>>,
+    /// Largest JSON, form or XML body read for inspection; bigger ones are refused with 413.
+    #[serde(default)]
+    pub max_body_bytes: Option<ByteSize>,
+    #[serde(default)]
+    pub max_json_depth: Option<usize>,
 }
 
 /// Per-stage enforce/monitor switches; unset stages inherit (route → global → enforce).

