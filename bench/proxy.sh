@@ -21,7 +21,7 @@ cargo build --release -q -p rampart
 RAMPART=$ROOT/target/release/rampart
 
 WORK=$(mktemp -d)
-UP=18181 NGX=18182 RMP=18183
+UP=18181 NGX=18182 RMP=18183 RNI=18184
 trap 'kill $(cat $WORK/*.pid 2>/dev/null) 2>/dev/null; $NGINX -p $WORK -c $WORK/nginx.conf -s stop 2>/dev/null; rm -rf $WORK' EXIT
 
 cat > $WORK/nginx.conf <<CONF
@@ -46,7 +46,19 @@ $NGINX -p $WORK -c $WORK/nginx.conf
 
 RAMPART_LOG=warn $RAMPART serve --upstream http://127.0.0.1:$UP --listen 127.0.0.1:$RMP > $WORK/rampart-access.log 2> $WORK/rampart.err &
 echo $! > $WORK/rampart.pid
-for _ in $(seq 50); do curl -sf http://127.0.0.1:$RMP/users/1 >/dev/null && break; sleep 0.1; done
+# The same, with the inspect stage (injection detection) switched off, to price it.
+cat > $WORK/noinspect.yaml <<CONF
+listen: [{ addr: "127.0.0.1:$RNI" }]
+access_log: $WORK/rampart-noinspect-access.log
+inspect: { enabled: false }
+upstreams:
+  app: { targets: ["http://127.0.0.1:$UP"] }
+routes:
+  - { path: "/*", methods: [ANY], upstream: app }
+CONF
+RAMPART_LOG=warn $RAMPART serve --no-watch --config $WORK/noinspect.yaml 2> $WORK/rampart-noinspect.err &
+echo $! > $WORK/rampart-noinspect.pid
+for _ in $(seq 50); do curl -sf http://127.0.0.1:$RMP/users/1 >/dev/null && curl -sf http://127.0.0.1:$RNI/users/1 >/dev/null && break; sleep 0.1; done
 curl -sf http://127.0.0.1:$NGX/users/1 >/dev/null
 sleep 1
 RSS_IDLE=$(awk '/VmRSS/ {print $2}' /proc/$(cat $WORK/rampart.pid)/status)
@@ -59,19 +71,23 @@ run() { # url → "rps p99_ms"
 }
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
-echo "round  nginx_rps  nginx_p99_ms  rampart_rps  rampart_p99_ms"
+# A typical API GET with a query string, so the inspect stage has values to scan.
+URLPATH="/users/1?fields=name,email&expand=orders"
+echo "round  nginx_rps  nginx_p99_ms  rampart_rps  rampart_p99_ms  no-inspect_rps  no-inspect_p99_ms"
 : > $WORK/results
 for r in $(seq $ROUNDS); do
-  read -r nr np < <(run http://127.0.0.1:$NGX/users/1)
-  read -r rr rp < <(run http://127.0.0.1:$RMP/users/1)
-  echo "$r      $nr      $np          $rr      $rp"
-  echo "$nr $np $rr $rp" >> $WORK/results
+  read -r nr np < <(run "http://127.0.0.1:$NGX$URLPATH")
+  read -r rr rp < <(run "http://127.0.0.1:$RMP$URLPATH")
+  read -r xr xp < <(run "http://127.0.0.1:$RNI$URLPATH")
+  echo "$r      $nr      $np          $rr      $rp           $xr      $xp"
+  echo "$nr $np $rr $rp $xr $xp" >> $WORK/results
 done
-NR=$(awk '{print $1}' $WORK/results | median); NP=$(awk '{print $2}' $WORK/results | median)
-RR=$(awk '{print $3}' $WORK/results | median); RP=$(awk '{print $4}' $WORK/results | median)
+col() { awk -v c=$1 '{print $c}' $WORK/results | median; }
+NR=$(col 1); NP=$(col 2); RR=$(col 3); RP=$(col 4); XR=$(col 5); XP=$(col 6)
 echo
-echo "median nginx:   $NR req/s, p99 $NP ms"
-echo "median rampart: $RR req/s, p99 $RP ms"
-awk -v rr=$RR -v nr=$NR -v rp=$RP -v np=$NP 'BEGIN {printf "ratio rampart/nginx: throughput %.2fx, p99 %.2fx\n", rr/nr, rp/np}'
+echo "median nginx:                $NR req/s, p99 $NP ms"
+echo "median rampart:              $RR req/s, p99 $RP ms"
+echo "median rampart (no inspect): $XR req/s, p99 $XP ms"
+awk -v rr=$RR -v nr=$NR -v rp=$RP -v np=$NP -v xr=$XR 'BEGIN {printf "ratio rampart/nginx: throughput %.2fx, p99 %.2fx; inspect on/off: %.2fx\n", rr/nr, rp/np, rr/xr}'
 echo "rampart idle RSS: $((RSS_IDLE / 1024)) MiB; after load: $(( $(awk '/VmRSS/ {print $2}' /proc/$(cat $WORK/rampart.pid)/status) / 1024 )) MiB"
 echo "(wrk -t1 -c$CONNS -d${SECS}s, $ROUNDS rounds alternated, $(nproc) cores; rampart access log on, to a file like nginx's)"

@@ -39,6 +39,16 @@ fn hex(b: u8) -> Option<u8> {
     }
 }
 
+/// Whether a segment, read by a server that decodes `%2F`/`%5C` into separators, contains `.` or `..`.
+fn hides_dot_segment(seg: &str) -> bool {
+    let upper = seg.to_ascii_uppercase();
+    let mut pieces = upper.split("%2F").flat_map(|p| p.split("%5C"));
+    let first = pieces.next();
+    // Only matters when there was an encoded separator at all.
+    let rest: Vec<&str> = pieces.collect();
+    !rest.is_empty() && first.into_iter().chain(rest).any(|p| matches!(p.split(';').next(), Some("." | "..")))
+}
+
 /// Returns the canonical form of `path` (no query), borrowing when it is already canonical — the common case.
 pub fn normalize(path: &str) -> Result<Cow<'_, str>, PathError> {
     let bytes = path.as_bytes();
@@ -75,7 +85,11 @@ pub fn normalize(path: &str) -> Result<Cow<'_, str>, PathError> {
             };
             let v = h * 16 + l;
             match v {
-                b'/' | b'\\' | 0 => return Err(PathError::EncodedSeparator),
+                0 => return Err(PathError::EncodedSeparator),
+                // An encoded `/` or `\` stays encoded: it is data inside a segment (`KB-104%2FUS`), not a
+                // separator. Only its use to smuggle a dot segment past us is refused, below.
+                b'/' => decoded.extend_from_slice(b"%2F"),
+                b'\\' => decoded.extend_from_slice(b"%5C"),
                 0x01..=0x1f | 0x7f => return Err(PathError::Control),
                 b'%' => decoded.extend_from_slice(b"%25"),
                 _ if is_unreserved(v) => decoded.push(v),
@@ -106,6 +120,9 @@ pub fn normalize(path: &str) -> Result<Cow<'_, str>, PathError> {
     let trailing_slash = decoded.ends_with('/') && decoded.len() > 1;
     let mut out: Vec<&str> = Vec::new();
     for seg in decoded.split('/') {
+        if seg.contains('%') && hides_dot_segment(seg) {
+            return Err(PathError::EncodedSeparator);
+        }
         let bare = seg.split(';').next().unwrap_or(seg);
         if bare != seg && (bare == "." || bare == "..") {
             return Err(PathError::DotSegmentParam);
@@ -167,7 +184,8 @@ mod tests {
     fn refuses_ambiguous_spellings() {
         assert_eq!(n("/..").unwrap_err(), PathError::AboveRoot);
         assert_eq!(n("/a/..%2fadmin").unwrap_err(), PathError::EncodedSeparator);
-        assert_eq!(n("/a%5cb").unwrap_err(), PathError::EncodedSeparator);
+        assert_eq!(n("/a%5c..%5cb").unwrap_err(), PathError::EncodedSeparator);
+        assert_eq!(n("/a/%2e%2e%2fadmin").unwrap_err(), PathError::EncodedSeparator);
         assert_eq!(n("/a\\b").unwrap_err(), PathError::Backslash);
         assert_eq!(n("/a%00").unwrap_err(), PathError::EncodedSeparator);
         assert_eq!(n("/a/..;/admin").unwrap_err(), PathError::DotSegmentParam);
@@ -176,6 +194,13 @@ mod tests {
         assert_eq!(n("/%zz").unwrap_err(), PathError::BadEncoding);
         assert_eq!(n("/%4").unwrap_err(), PathError::BadEncoding);
         assert_eq!(n("x").unwrap_err(), PathError::NotAbsolute);
+    }
+
+    #[test]
+    fn encoded_slashes_inside_a_segment_are_data() {
+        assert_eq!(n("/sku/KB-104%2fUS"), Ok("/sku/KB-104%2FUS".into()));
+        assert_eq!(n("/files/a%5Cb.txt"), Ok("/files/a%5Cb.txt".into()));
+        assert_eq!(n("/files/..x%2Fy"), Ok("/files/..x%2Fy".into()));
     }
 
     #[test]
