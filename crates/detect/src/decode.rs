@@ -45,6 +45,29 @@ pub fn decode_into(input: &[u8], limits: &DecodeLimits, out: &mut Vec<u8>) -> u8
     layers
 }
 
+/// One layer of `application/x-www-form-urlencoded` decoding (`%XX` and `+` as a space): the value an
+/// application reads from a query string or form field. Malformed escapes are kept as they are.
+pub fn form_decode(input: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        match input[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < input.len() => match (hex(input[i + 1]), hex(input[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h * 16 + l);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    out
+}
+
 fn hex(b: u8) -> Option<u8> {
     match b {
         b'0'..=b'9' => Some(b - b'0'),
@@ -435,5 +458,18 @@ mod tests {
         assert_eq!(decode_base64_text(b"helloworld", &l), None);
         assert_eq!(decode_base64_text(b"short", &l), None);
         assert!(decode_base64_text(b"rO0ABXNyABFqYXZh", &l).is_some());
+    }
+}
+
+#[cfg(test)]
+mod form_decode_tests {
+    use super::form_decode;
+
+    #[test]
+    fn one_layer_plus_is_space_malformed_kept() {
+        assert_eq!(form_decode(b"a+b%20c%2"), b"a b c%2");
+        assert_eq!(form_decode(b"%252e"), b"%2e");
+        assert_eq!(form_decode(b"%"), b"%");
+        assert_eq!(form_decode(b"%zz%41"), b"%zzA");
     }
 }

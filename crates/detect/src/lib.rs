@@ -20,7 +20,7 @@ mod text;
 mod xml;
 mod xss;
 
-pub use decode::{decode, decode_base64_text, decode_into, DecodeLimits};
+pub use decode::{decode, decode_base64_text, decode_into, form_decode, DecodeLimits};
 pub use prefilter::{classify, ByteClasses};
 pub use sqli::{sql_fingerprint, SqlContext};
 

@@ -52,7 +52,8 @@ fn load() -> Vec<Case> {
     let dir = corpus_dir();
     let mut cases = Vec::new();
     let lib = dir.join("libinjection");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&lib).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+    let mut files: Vec<PathBuf> =
+        std::fs::read_dir(&lib).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
     files.sort();
     for f in files {
         let name = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -73,7 +74,7 @@ fn load() -> Vec<Case> {
             if l.starts_with('#') || !seen.insert(l.clone()) {
                 continue;
             }
-            let v = String::from_utf8_lossy(&gateway::stages::inspect::form_decode(l.as_bytes())).into_owned();
+            let v = String::from_utf8_lossy(&detect::form_decode(l.as_bytes())).into_owned();
             cases.push(Case { set: set.into(), value: v });
         }
     }
@@ -149,7 +150,11 @@ async fn upstream() -> (SocketAddr, Arc<AtomicUsize>) {
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |_req| {
                     h.fetch_add(1, Ordering::Relaxed);
-                    async { Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from_static(b"UPSTREAM-OK")))) }
+                    async {
+                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from_static(
+                            b"UPSTREAM-OK",
+                        ))))
+                    }
                 });
                 let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(s), svc).await;
             });
@@ -158,9 +163,12 @@ async fn upstream() -> (SocketAddr, Arc<AtomicUsize>) {
     (addr, hits)
 }
 
+/// A request to send: (case index, place index, request).
+type Job = (usize, usize, Request<Full<Bytes>>);
+
 /// Sends every request of one worker's share on one keep-alive connection (reconnecting when the gateway
 /// closes it); returns (case index, place index, reached the upstream).
-async fn worker(gw: SocketAddr, jobs: Vec<(usize, usize, Request<Full<Bytes>>)>) -> Vec<(usize, usize, bool)> {
+async fn worker(gw: SocketAddr, jobs: Vec<Job>) -> Vec<(usize, usize, bool)> {
     let mut out = Vec::with_capacity(jobs.len());
     let mut sender: Option<hyper::client::conn::http1::SendRequest<Full<Bytes>>> = None;
     for (ci, pi, req) in jobs {
@@ -208,7 +216,7 @@ async fn main() {
     let addr = gw.addrs[0];
     let cases = load();
     let started = std::time::Instant::now();
-    let mut shares: Vec<Vec<(usize, usize, Request<Full<Bytes>>)>> = (0..8).map(|_| Vec::new()).collect();
+    let mut shares: Vec<Vec<Job>> = (0..8).map(|_| Vec::new()).collect();
     let mut skipped = 0usize;
     let mut n = 0usize;
     for (ci, c) in cases.iter().enumerate() {

@@ -6,7 +6,7 @@
 
 use crate::pipeline::{Code, Verdict};
 use bytes::Bytes;
-use detect::{Context, Detector, Place};
+use detect::{form_decode, Context, Detector, Place};
 use http::header::{HeaderName, CONTENT_TYPE, COOKIE};
 use http::request::Parts;
 use std::collections::HashSet;
@@ -91,37 +91,6 @@ pub struct InspectPolicy {
     pub max_body_bytes: u64,
     /// Deepest JSON nesting accepted.
     pub max_json_depth: usize,
-}
-
-/// Percent-decodes a query or form component once (`+` is a space), as the application will see it.
-pub fn form_decode(s: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(s.len());
-    let mut i = 0;
-    while i < s.len() {
-        match s[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < s.len() => match (hex(s[i + 1]), hex(s[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push(h * 16 + l);
-                    i += 3;
-                    continue;
-                }
-                _ => out.push(b'%'),
-            },
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    out
-}
-
-fn hex(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
 }
 
 fn finding_verdict(f: detect::Finding, field: Field, name: &str) -> Verdict {
@@ -330,12 +299,5 @@ mod tests {
             b"<?xml version=\"1.0\"?><!DOCTYPE a [<!ENTITY x SYSTEM \"file:///etc/passwd\">]><a>&x;</a>",
         );
         assert_eq!(code(p.scan_body(BodyKind::Xml, &xxe)), Some("inspect.xxe"));
-    }
-
-    #[test]
-    fn form_decoding_is_single_and_lenient() {
-        assert_eq!(form_decode(b"a+b%20c%2"), b"a b c%2");
-        assert_eq!(form_decode(b"%252e"), b"%2e");
-        assert_eq!(form_decode(b"%"), b"%");
     }
 }
