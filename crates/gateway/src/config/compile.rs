@@ -7,7 +7,7 @@ use crate::metrics::{Metrics, RouteCounters};
 use crate::pipeline::{Mode, StageName};
 use crate::server::tls::{MinVersion, TlsSpec};
 use crate::stages::admit::{AdmitPolicy, TrustedProxies};
-use crate::stages::inspect::{Field, InspectPolicy, Inspection};
+use crate::stages::inspect::{Field, InspectPolicy, Inspection, JsonLimits};
 use crate::stages::route::{RouteSpec, Router};
 use crate::upstream::circuit::{CircuitBreaker, CircuitPolicy};
 use crate::upstream::{self, HealthPolicy, PassivePolicy, Target, Timeouts, Upstream};
@@ -575,7 +575,7 @@ struct InspectSettings {
     headers: Vec<http::HeaderName>,
     exclude: Vec<(Field, String)>,
     max_body_bytes: u64,
-    max_json_depth: usize,
+    json: JsonLimits,
 }
 
 impl InspectSettings {
@@ -588,7 +588,7 @@ impl InspectSettings {
             headers: self.headers.clone(),
             exclude: inherited.iter().chain(self.exclude.iter()).cloned().collect(),
             max_body_bytes: self.max_body_bytes,
-            max_json_depth: self.max_json_depth,
+            json: self.json,
         }))
     }
 }
@@ -600,7 +600,7 @@ impl super::raw::RawInspect {
             && self.headers.is_none()
             && self.exclude.is_empty()
             && self.max_body_bytes.is_none()
-            && self.max_json_depth.is_none()
+            && self.json.is_none()
     }
 }
 
@@ -617,7 +617,7 @@ fn compile_inspect(
         headers: vec![http::header::USER_AGENT, http::header::REFERER, http::header::COOKIE],
         exclude: Vec::new(),
         max_body_bytes: 1024 * 1024,
-        max_json_depth: 32,
+        json: JsonLimits::default(),
     };
     let base = base.cloned().unwrap_or(defaults);
     let before = errs.list.len();
@@ -666,6 +666,14 @@ fn compile_inspect(
         headers,
         exclude,
         max_body_bytes: raw.max_body_bytes.map_or(base.max_body_bytes, |b| b.0),
-        max_json_depth: raw.max_json_depth.unwrap_or(base.max_json_depth).clamp(1, 512),
+        json: match &raw.json {
+            None => base.json,
+            Some(j) => JsonLimits {
+                max_depth: j.max_depth.unwrap_or(base.json.max_depth).clamp(1, 128),
+                max_string_bytes: j.max_string_bytes.map_or(base.json.max_string_bytes, |b| b.0 as usize),
+                max_array_items: j.max_array_items.unwrap_or(base.json.max_array_items),
+                max_object_keys: j.max_object_keys.unwrap_or(base.json.max_object_keys),
+            },
+        },
     })
 }

@@ -402,8 +402,22 @@ pub struct RawInspect {
     /// Largest JSON, form or XML body read for inspection; bigger ones are refused with 413.
     #[serde(default)]
     pub max_body_bytes: Option<ByteSize>,
+    /// Hostile-JSON limits for inspected bodies.
     #[serde(default)]
-    pub max_json_depth: Option<usize>,
+    pub json: Option<RawJsonLimits>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJsonLimits {
+    #[serde(default)]
+    pub max_depth: Option<usize>,
+    #[serde(default)]
+    pub max_string_bytes: Option<ByteSize>,
+    #[serde(default)]
+    pub max_array_items: Option<usize>,
+    #[serde(default)]
+    pub max_object_keys: Option<usize>,
 }
 
 /// Per-stage enforce/monitor switches; unset stages inherit (route → global → enforce).

@@ -9,6 +9,8 @@ use bytes::Bytes;
 use detect::{form_decode, Context, Detector, Place};
 use http::header::{HeaderName, CONTENT_TYPE, COOKIE};
 use http::request::Parts;
+use serde::de::DeserializeSeed;
+use std::cell::RefCell;
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -89,8 +91,22 @@ pub struct InspectPolicy {
     pub exclude: HashSet<(Field, String)>,
     /// Largest body buffered for inspection; a bigger JSON, form or XML body is refused (413).
     pub max_body_bytes: u64,
-    /// Deepest JSON nesting accepted.
-    pub max_json_depth: usize,
+    pub json: JsonLimits,
+}
+
+/// Hostile-JSON limits: a body past any of them is refused before it can hurt the upstream's parser.
+#[derive(Debug, Clone, Copy)]
+pub struct JsonLimits {
+    pub max_depth: usize,
+    pub max_string_bytes: usize,
+    pub max_array_items: usize,
+    pub max_object_keys: usize,
+}
+
+impl Default for JsonLimits {
+    fn default() -> Self {
+        JsonLimits { max_depth: 32, max_string_bytes: 256 * 1024, max_array_items: 10_000, max_object_keys: 1_000 }
+    }
 }
 
 fn finding_verdict(f: detect::Finding, field: Field, name: &str) -> Verdict {
@@ -173,36 +189,134 @@ impl InspectPolicy {
             BodyKind::Opaque => Verdict::Continue,
             BodyKind::Form => self.scan_pairs(body, Place::Form, Place::Form, Field::Form).unwrap_or(Verdict::Continue),
             BodyKind::Xml => self.scan(body, Place::Body, Field::Body, "").unwrap_or(Verdict::Continue),
-            BodyKind::Json => {
-                if body.iter().all(u8::is_ascii_whitespace) {
-                    return Verdict::Continue;
-                }
-                let value: serde_json::Value = match serde_json::from_slice(body) {
-                    Ok(v) => v,
-                    Err(e) => {
-                        return Verdict::reject(Code::InspectMalformedBody, format!("JSON body does not parse: {e}"))
-                    }
-                };
-                self.scan_json(&value, "", 0).unwrap_or(Verdict::Continue)
-            }
+            BodyKind::Json => self.scan_json(body),
         }
     }
 
-    fn scan_json(&self, v: &serde_json::Value, key: &str, depth: usize) -> Option<Verdict> {
-        if depth > self.max_json_depth {
-            return Some(Verdict::reject(
-                Code::InspectMalformedBody,
-                format!("JSON nested deeper than {}", self.max_json_depth),
-            ));
+    /// One pass over the JSON tokens (no tree is built): limits, duplicate keys and every string and key
+    /// through the detector. Trailing bytes after the value are refused too.
+    fn scan_json(&self, body: &[u8]) -> Verdict {
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Verdict::Continue;
         }
-        match v {
-            serde_json::Value::String(s) => self.scan(s.as_bytes(), Place::JsonString, Field::Json, key),
-            serde_json::Value::Array(items) => items.iter().find_map(|i| self.scan_json(i, key, depth + 1)),
-            serde_json::Value::Object(map) => map.iter().find_map(|(k, val)| {
-                self.scan(k.as_bytes(), Place::JsonKey, Field::Json, "").or_else(|| self.scan_json(val, k, depth + 1))
-            }),
-            _ => None,
+        let walk = Walk { policy: self, verdict: RefCell::new(None) };
+        let mut de = serde_json::Deserializer::from_slice(body);
+        let parsed = Node { walk: &walk, depth: 0, key: "" }.deserialize(&mut de).and_then(|()| de.end());
+        match (parsed, walk.verdict.into_inner()) {
+            (_, Some(v)) => v,
+            (Ok(()), None) => Verdict::Continue,
+            (Err(e), None) => Verdict::reject(Code::InspectMalformedBody, format!("JSON body: {e}")),
         }
+    }
+}
+
+struct Walk<'p> {
+    policy: &'p InspectPolicy,
+    /// The verdict that stopped the walk (the deserializer only carries an error message out).
+    verdict: RefCell<Option<Verdict>>,
+}
+
+struct Node<'w, 'p> {
+    walk: &'w Walk<'p>,
+    depth: usize,
+    /// The name of the member this value belongs to (the parent's, for array items).
+    key: &'w str,
+}
+
+impl Node<'_, '_> {
+    fn stop<E: serde::de::Error>(&self, v: Verdict) -> E {
+        *self.walk.verdict.borrow_mut() = Some(v);
+        E::custom("stopped by inspection")
+    }
+
+    fn malformed<E: serde::de::Error>(&self, detail: String) -> E {
+        self.stop(Verdict::reject(Code::InspectMalformedBody, detail))
+    }
+
+    fn limits(&self) -> JsonLimits {
+        self.walk.policy.json
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Node<'_, '_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Node<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<(), E> {
+        if v.len() > self.limits().max_string_bytes {
+            return Err(self.malformed(format!("a string of {} bytes under `{}`", v.len(), self.key)));
+        }
+        match self.walk.policy.scan(v.as_bytes(), Place::JsonString, Field::Json, self.key) {
+            Some(verdict) => Err(self.stop(verdict)),
+            None => Ok(()),
+        }
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<(), E> {
+        if v.is_finite() {
+            Ok(())
+        } else {
+            Err(self.malformed(format!("a number out of range under `{}`", self.key)))
+        }
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        if self.depth >= self.limits().max_depth {
+            return Err(self.malformed(format!("JSON nested deeper than {}", self.limits().max_depth)));
+        }
+        let mut n = 0usize;
+        while seq.next_element_seed(Node { walk: self.walk, depth: self.depth + 1, key: self.key })?.is_some() {
+            n += 1;
+            if n > self.limits().max_array_items {
+                return Err(self.malformed(format!("an array of more than {} items", self.limits().max_array_items)));
+            }
+        }
+        Ok(())
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        if self.depth >= self.limits().max_depth {
+            return Err(self.malformed(format!("JSON nested deeper than {}", self.limits().max_depth)));
+        }
+        let mut seen: HashSet<String> = HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if seen.len() >= self.limits().max_object_keys {
+                return Err(self.malformed(format!("an object with more than {} keys", self.limits().max_object_keys)));
+            }
+            if let Some(verdict) = self.walk.policy.scan(key.as_bytes(), Place::JsonKey, Field::Json, "") {
+                return Err(self.stop(verdict));
+            }
+            if !seen.insert(key.clone()) {
+                // Parsers disagree on which duplicate wins; a gateway that checked one and forwarded both
+                // would be bypassed.
+                return Err(self.malformed(format!("duplicate key `{}`", key.chars().take(64).collect::<String>())));
+            }
+            let key_ref: &str = &key;
+            map.next_value_seed(Node { walk: self.walk, depth: self.depth + 1, key: key_ref })?;
+        }
+        Ok(())
     }
 }
 
@@ -219,7 +333,7 @@ mod tests {
             headers: vec![http::header::USER_AGENT, COOKIE],
             exclude: [(Field::Query, "snippet".to_string())].into_iter().collect(),
             max_body_bytes: 1 << 20,
-            max_json_depth: 32,
+            json: JsonLimits::default(),
         }
     }
 
@@ -288,6 +402,25 @@ mod tests {
         assert_eq!(code(p.scan_body(BodyKind::Json, &body("{not json"))), Some("inspect.malformed_body"));
         let deep = format!("{}1{}", "[".repeat(40), "]".repeat(40));
         assert_eq!(code(p.scan_body(BodyKind::Json, &body(&deep))), Some("inspect.malformed_body"));
+        let shallow = format!("{}1{}", "[".repeat(20), "]".repeat(20));
+        assert_eq!(code(p.scan_body(BodyKind::Json, &body(&shallow))), None);
+    }
+
+    #[test]
+    fn hostile_json_is_refused() {
+        let p = policy();
+        let body = |s: &str| Bytes::from(s.to_string());
+        let malformed = |s: &str| code(p.scan_body(BodyKind::Json, &body(s)));
+        assert_eq!(malformed(r#"{"role":"user","role":"admin"}"#), Some("inspect.malformed_body"));
+        assert_eq!(malformed(r#"{"n": 1e999}"#), Some("inspect.malformed_body"));
+        assert_eq!(malformed(r#"{"a":1} {"b":2}"#), Some("inspect.malformed_body"));
+        assert_eq!(malformed(&format!("[{}1]", "1,".repeat(10_000))), Some("inspect.malformed_body"));
+        let many_keys: Vec<String> = (0..1001).map(|i| format!("\"k{i}\":1")).collect();
+        assert_eq!(malformed(&format!("{{{}}}", many_keys.join(","))), Some("inspect.malformed_body"));
+        assert_eq!(malformed(&format!("{{\"s\":\"{}\"}}", "a".repeat(300 * 1024))), Some("inspect.malformed_body"));
+        // Within the limits: fine, and the detector still sees strings nested in arrays under their member name.
+        assert_eq!(malformed(&format!("[{}1]", "1,".repeat(100))), None);
+        assert_eq!(malformed(r#"{"items":[{"note":"fine"},{"note":"' OR '1'='1' --"}]}"#), Some("inspect.sqli"));
     }
 
     #[test]
