@@ -36,6 +36,11 @@ impl AdmitPolicy {
                 format!("{header_bytes} header bytes exceed {}", self.max_header_bytes),
             );
         }
+        // Two Host headers make routing ambiguous (we could route by one while the upstream reads the other).
+        let mut hosts = parts.headers.get_all(http::header::HOST).iter();
+        if hosts.next().is_some() && hosts.next().is_some() {
+            return Verdict::reject(Code::AdmitBadRequest, "more than one Host header");
+        }
         if self.ip_deny.iter().any(|n| n.contains(&client_ip))
             || (!self.ip_allow.is_empty() && !self.ip_allow.iter().any(|n| n.contains(&client_ip)))
         {

@@ -124,3 +124,36 @@ async fn connections_per_ip_are_capped() {
     assert_eq!(get(gw.addr(), "/ok").await.status, 200);
     gw.handle.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_smuggling_shapes_are_refused() {
+    let up = TestUpstream::start().await;
+    let gw = TestGateway::start(&config(&one_upstream(&up.url()), all_routes(), "")).await;
+    let wait = Duration::from_secs(2);
+    // Content-Length and Transfer-Encoding together, with a second request hidden after the chunked body.
+    let got = raw(
+        gw.addr(),
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+        wait,
+    )
+    .await;
+    assert!(!got.contains("upstream:/smuggled"), "a smuggled request reached the upstream: {got}");
+    // Two different Content-Length values.
+    let got =
+        raw(gw.addr(), b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab", wait)
+            .await;
+    assert!(got.starts_with("HTTP/1.1 400"), "{got}");
+    // An unknown transfer coding.
+    let got =
+        raw(gw.addr(), b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked2\r\n\r\n0\r\n\r\n", wait)
+            .await;
+    assert!(got.starts_with("HTTP/1.1 4") || got.starts_with("HTTP/1.1 501"), "{got}");
+    // Two Host headers.
+    let got =
+        raw(gw.addr(), b"GET /echo HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\nConnection: close\r\n\r\n", wait)
+            .await;
+    assert!(got.starts_with("HTTP/1.1 400") && got.contains("admit.bad_request"), "{got}");
+    let hits = up.hits();
+    assert!(hits <= 1, "upstream saw {hits} requests");
+    gw.handle.shutdown().await;
+}
