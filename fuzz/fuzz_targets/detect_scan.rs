@@ -4,17 +4,7 @@
 use detect::{Context, Detector, Level, Place};
 use libfuzzer_sys::fuzz_target;
 
-const PLACES: [Place; 9] = [
-    Place::Query,
-    Place::QueryKey,
-    Place::Path,
-    Place::JsonString,
-    Place::JsonKey,
-    Place::Form,
-    Place::Header,
-    Place::Cookie,
-    Place::Body,
-];
+const PLACES: [Place; 9] = Place::ALL;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&sel, value)) = data.split_first() else {

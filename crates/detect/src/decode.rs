@@ -1,5 +1,5 @@
-//! Decoding layers applied before detection: percent (also `%uXXXX` and `+`), HTML
-//! entities, `\uXXXX` / `\xHH` escapes, overlong and fullwidth UTF-8, NUL removal.
+//! Decoding layers applied before detection: percent (also `%u` + four hex digits, and `+`), HTML
+//! entities, `\u` + four hex digits / `\xHH` escapes, overlong and fullwidth UTF-8, NUL removal.
 //!
 //! Every layer only shrinks its input, so the output is never longer than the input, and
 //! the number of layers is bounded: total work is `O(layers × len)`.

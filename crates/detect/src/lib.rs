@@ -60,6 +60,19 @@ pub enum Place {
 }
 
 impl Place {
+    /// Every place, for loops over placements (fuzzing, evaluation).
+    pub const ALL: [Place; 9] = [
+        Place::Query,
+        Place::QueryKey,
+        Place::Path,
+        Place::JsonString,
+        Place::JsonKey,
+        Place::Form,
+        Place::Header,
+        Place::Cookie,
+        Place::Body,
+    ];
+
     /// True for places that name a field rather than hold its value.
     pub fn is_key(self) -> bool {
         matches!(self, Place::QueryKey | Place::JsonKey)
@@ -424,17 +437,7 @@ mod tests {
             seed ^= seed << 17;
             seed
         };
-        let places = [
-            Place::Query,
-            Place::QueryKey,
-            Place::Path,
-            Place::JsonString,
-            Place::JsonKey,
-            Place::Form,
-            Place::Header,
-            Place::Cookie,
-            Place::Body,
-        ];
+        let places = Place::ALL;
         let dets = [Detector::new(Level::L1), Detector::new(Level::L2), Detector::new(Level::L3)];
         for round in 0..6000usize {
             let len = (next() % 96) as usize;
