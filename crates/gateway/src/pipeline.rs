@@ -114,6 +114,8 @@ pub enum Code {
     UpstreamTimeout,
     UpstreamUnavailable,
     UpstreamBadResponse,
+    /// The upstream answered with an error whose body was replaced (the upstream's status is kept).
+    UpstreamError,
 }
 
 impl Code {
@@ -135,6 +137,7 @@ impl Code {
             Code::UpstreamTimeout => "upstream.timeout",
             Code::UpstreamUnavailable => "upstream.unavailable",
             Code::UpstreamBadResponse => "upstream.bad_response",
+            Code::UpstreamError => "upstream.error",
         }
     }
 
@@ -152,6 +155,7 @@ impl Code {
             Code::RouteMethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Code::UpstreamUnreachable | Code::UpstreamBadResponse => StatusCode::BAD_GATEWAY,
             Code::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Code::UpstreamError => StatusCode::INTERNAL_SERVER_ERROR,
             Code::UpstreamUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -173,7 +177,8 @@ impl Code {
             Code::UpstreamUnreachable
             | Code::UpstreamTimeout
             | Code::UpstreamUnavailable
-            | Code::UpstreamBadResponse => None,
+            | Code::UpstreamBadResponse
+            | Code::UpstreamError => None,
         }
     }
 
@@ -193,6 +198,7 @@ impl Code {
             | Code::UpstreamTimeout
             | Code::UpstreamUnavailable
             | Code::UpstreamBadResponse => StageName::Forward,
+            Code::UpstreamError => StageName::Respond,
         }
     }
 
@@ -232,6 +238,7 @@ impl Code {
         Code::UpstreamTimeout,
         Code::UpstreamUnavailable,
         Code::UpstreamBadResponse,
+        Code::UpstreamError,
     ];
 }
 

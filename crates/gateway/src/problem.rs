@@ -11,7 +11,11 @@ pub const PROBLEM_JSON: HeaderValue = HeaderValue::from_static("application/prob
 
 /// Builds the client-facing problem response for a rejection.
 pub fn response(rejection: &Rejection, request_id: &str) -> Response<ResponseBody> {
-    let status = rejection.status();
+    with_status(rejection, request_id, rejection.status())
+}
+
+/// The same with another status than the code's own (a hidden upstream error keeps the upstream's status).
+pub fn with_status(rejection: &Rejection, request_id: &str, status: http::StatusCode) -> Response<ResponseBody> {
     let title = status.canonical_reason().unwrap_or("Error");
     let body = serde_json::json!({
         "type": "about:blank",

@@ -120,6 +120,7 @@ pub struct Runtime {
     pub base_dir: PathBuf,
     pub shutdown_timeout: Duration,
     pub modes: Modes,
+    pub respond: crate::stages::respond::RespondPolicy,
 }
 
 struct Errs<'a> {
@@ -425,6 +426,19 @@ pub fn compile(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Runtime, ConfigErrors> {
         });
     }
 
+    let mut respond = crate::stages::respond::RespondPolicy {
+        hide_upstream_errors: raw.respond.hide_upstream_errors,
+        hide_client_errors: raw.respond.hide_client_errors,
+        security_headers: raw.respond.security_headers,
+        ..Default::default()
+    };
+    for h in &raw.respond.strip_headers {
+        match http::HeaderName::from_bytes(h.value.trim().to_ascii_lowercase().as_bytes()) {
+            Ok(n) => respond.strip.push(n),
+            Err(_) => errs.at(h, format!("invalid header name `{}`", h.value), None),
+        }
+    }
+
     let access_log = raw.access_log.as_ref().map_or_else(|| "stdout".to_string(), |s| s.value.trim().to_string());
     if let Err(e) = crate::stages::record::LogSink::open(&access_log, Some(base)) {
         if let Some(s) = &raw.access_log {
@@ -456,6 +470,7 @@ pub fn compile(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Runtime, ConfigErrors> {
         base_dir: base.to_path_buf(),
         shutdown_timeout: raw.shutdown_timeout.map_or(Duration::from_secs(30), |d| d.0),
         modes: global_modes,
+        respond,
     })
 }
 

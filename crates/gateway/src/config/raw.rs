@@ -30,6 +30,8 @@ pub struct RawConfig {
     pub shutdown_timeout: Option<Dur>,
     #[serde(default)]
     pub inspect: RawInspect,
+    #[serde(default)]
+    pub respond: RawRespond,
     /// Match literal path segments case-insensitively (default), so `/Login` cannot dodge `/login`'s protections.
     #[serde(default = "yes")]
     pub case_insensitive_paths: bool,
@@ -418,6 +420,35 @@ pub struct RawJsonLimits {
     pub max_array_items: Option<usize>,
     #[serde(default)]
     pub max_object_keys: Option<usize>,
+}
+
+/// Response hardening (all on by default).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRespond {
+    /// Replace upstream 5xx bodies with a generic problem+json (the status is kept).
+    #[serde(default = "yes")]
+    pub hide_upstream_errors: bool,
+    /// Also replace upstream 4xx bodies.
+    #[serde(default)]
+    pub hide_client_errors: bool,
+    /// More response headers to remove, on top of `Server`, `X-Powered-By`, `X-AspNet-Version` … and `X-Debug-*`.
+    #[serde(default)]
+    pub strip_headers: Vec<Spanned<String>>,
+    /// Add `X-Content-Type-Options`, `X-Frame-Options`, `Referrer-Policy` and an API `Content-Security-Policy`.
+    #[serde(default = "yes")]
+    pub security_headers: bool,
+}
+
+impl Default for RawRespond {
+    fn default() -> Self {
+        RawRespond {
+            hide_upstream_errors: true,
+            hide_client_errors: false,
+            strip_headers: Vec::new(),
+            security_headers: true,
+        }
+    }
 }
 
 /// Per-stage enforce/monitor switches; unset stages inherit (route → global → enforce).

@@ -95,6 +95,7 @@ impl Exit<'_> {
         if let Ok(v) = HeaderValue::from_str(self.request_id) {
             headers.insert(X_REQUEST_ID, v);
         }
+        self.rt.respond.secure(headers);
         if self.conn.tls {
             if let Some(hsts) = self.rt.listeners.get(self.conn.listener).and_then(|l| l.hsts.clone()) {
                 headers.insert(header::STRICT_TRANSPORT_SECURITY, hsts);
@@ -332,7 +333,7 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
             Ok(Ok(resp)) => {
                 upstream.record_transport(target, true);
                 circuit_record(shared, upstream, admission, resp.status().as_u16() < 500);
-                return respond(&exit, resp, rec, client_upgrade, upstream);
+                return respond(&exit, resp, rec, client_upgrade, upstream, route.modes.get(StageName::Respond));
             }
             Ok(Err(failed)) => failed,
             Err(_) => {
@@ -427,10 +428,35 @@ fn respond(
     mut rec: Box<RequestRecord>,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     upstream: &Upstream,
+    mode: Mode,
 ) -> Response<ResponseBody> {
     let (mut parts, body) = resp.into_parts();
     let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
     strip_hop_by_hop(&mut parts.headers, switching);
+    exit.rt.respond.strip(&mut parts.headers);
+    if exit.rt.respond.hides(parts.status) {
+        match mode {
+            Mode::Enforce => {
+                let content_type = parts.headers.get(header::CONTENT_TYPE).cloned();
+                tokio::spawn(crate::stages::respond::log_hidden_body(
+                    body,
+                    parts.status,
+                    content_type,
+                    exit.request_id.to_string(),
+                ));
+                let mut resp =
+                    problem::with_status(&Rejection::new(Code::UpstreamError, ""), exit.request_id, parts.status);
+                // A problem body: only the status survives of the upstream's answer.
+                if let Some(retry) = parts.headers.get(header::RETRY_AFTER) {
+                    resp.headers_mut().insert(header::RETRY_AFTER, retry.clone());
+                }
+                rec.code = Some(Code::UpstreamError);
+                rec.outcome = Outcome::Pass;
+                return exit.finish(resp, rec);
+            }
+            Mode::Monitor => rec.flagged.push(Code::UpstreamError),
+        }
+    }
     if switching {
         match (client_upgrade, parts.extensions.remove::<hyper::upgrade::OnUpgrade>()) {
             (Some(client), Some(server)) => {

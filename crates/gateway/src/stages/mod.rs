@@ -5,4 +5,5 @@ pub mod admit;
 pub mod inspect;
 pub mod normalize;
 pub mod record;
+pub mod respond;
 pub mod route;

@@ -4,6 +4,7 @@ mod admit;
 mod inspect;
 mod proxying;
 mod reload;
+mod respond;
 mod routing;
 mod testkit;
 mod tls;

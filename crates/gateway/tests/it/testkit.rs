@@ -117,6 +117,21 @@ async fn upstream_handle(mut req: Request<Incoming>, hits: Arc<AtomicUsize>) -> 
         let stream = tokio_stream_from(rx);
         return Ok(Response::new(StreamBody::new(stream).boxed()));
     }
+    if path.starts_with("/leak") || path.ends_with("/leak") {
+        let mut r = Response::new(full(
+            "<html><title>OperationalError // Werkzeug Debugger</title><pre>Traceback (most recent call last):\n  File \"/srv/app/db.py\", line 12\nsqlite3.OperationalError: near \"'\": syntax error</pre><script>var SECRET = \"Yx4kq9GfWQ1cC0d3\";</script></html>",
+        ));
+        *r.status_mut() =
+            StatusCode::from_u16(query_num(&query, "status", 500) as u16).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let h = r.headers_mut();
+        h.insert("server", "Werkzeug/2.2.3 Python/3.11.7".parse().unwrap());
+        h.insert("x-powered-by", "Express".parse().unwrap());
+        h.insert("x-aspnet-version", "4.0.30319".parse().unwrap());
+        h.insert("x-debug-token", "a1b2c3".parse().unwrap());
+        h.insert("retry-after", "7".parse().unwrap());
+        h.insert("content-type", "text/html".parse().unwrap());
+        return Ok(r);
+    }
     if let Some(code) = path.strip_prefix("/status/") {
         let mut r = Response::new(full(format!("status {code}")));
         *r.status_mut() =
