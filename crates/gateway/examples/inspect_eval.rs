@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-const PLACES: [&str; 5] = ["query", "path", "json", "form", "header"];
+const PLACES: [&str; 6] = ["query", "path", "json", "form", "multipart", "header"];
 
 /// One labelled value.
 struct Case {
@@ -130,6 +130,13 @@ fn request(place: &str, value: &str) -> Option<Request<Full<Bytes>>> {
             .uri("/items")
             .header("content-type", "application/x-www-form-urlencoded")
             .body(Full::new(Bytes::from(format!("v={}", pct(value))))),
+        "multipart" => b
+            .method("POST")
+            .uri("/items")
+            .header("content-type", "multipart/form-data; boundary=rampart-eval-7d3f")
+            .body(Full::new(Bytes::from(format!(
+                "--rampart-eval-7d3f\r\nContent-Disposition: form-data; name=\"v\"\r\n\r\n{value}\r\n--rampart-eval-7d3f--\r\n"
+            )))),
         _ => {
             let hv = http::HeaderValue::from_str(value).ok()?;
             b.uri("/items").header("user-agent", hv).body(Full::new(Bytes::new()))
@@ -261,7 +268,7 @@ async fn main() {
         print!("{p:>10}");
     }
     println!("{:>10}", "all");
-    let (mut det, mut att, mut fp, mut ben) = ([0usize; 5], [0usize; 5], [0usize; 5], [0usize; 5]);
+    let (mut det, mut att, mut fp, mut ben) = ([0usize; 6], [0usize; 6], [0usize; 6], [0usize; 6]);
     for set in &sets {
         let attack = !set.starts_with("benign");
         print!("{set:<44}");

@@ -255,7 +255,7 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
                     return exit.reject(Rejection::new(Code::AdmitBodyTimeout, detail), rec);
                 }
             };
-            if let Some(rej) = exit.verdict(mode, policy.scan_body(kind, &bytes), &mut rec) {
+            if let Some(rej) = exit.verdict(mode, policy.scan_body(kind.clone(), &bytes), &mut rec) {
                 return exit.reject(rej, rec);
             }
             buffered = Some(bytes);

@@ -54,12 +54,14 @@ impl Field {
 }
 
 /// How a body is read for inspection, from its `Content-Type`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BodyKind {
     Json,
     Form,
     Xml,
-    /// Not inspected (binary, multipart, unknown): streamed through untouched.
+    /// `multipart/form-data` with its boundary: text fields and file names are scanned, file contents are not.
+    Multipart(String),
+    /// Not inspected (binary, unknown): streamed through untouched.
     Opaque,
 }
 
@@ -75,6 +77,17 @@ impl BodyKind {
             BodyKind::Form
         } else if mime == "application/xml" || mime == "text/xml" || mime.ends_with("+xml") {
             BodyKind::Xml
+        } else if mime == "multipart/form-data" {
+            // Without a usable boundary the body cannot be read the way the application will read it, so it is
+            // refused later rather than let through uninspected.
+            let boundary = ct
+                .split(';')
+                .skip(1)
+                .filter_map(|p| p.split_once('='))
+                .find(|(k, _)| k.trim().eq_ignore_ascii_case("boundary"))
+                .map(|(_, v)| v.trim().trim_matches('"').to_string())
+                .unwrap_or_default();
+            BodyKind::Multipart(boundary)
         } else {
             BodyKind::Opaque
         }
@@ -190,6 +203,79 @@ impl InspectPolicy {
             BodyKind::Form => self.scan_pairs(body, Place::Form, Place::Form, Field::Form).unwrap_or(Verdict::Continue),
             BodyKind::Xml => self.scan(body, Place::Body, Field::Body, "").unwrap_or(Verdict::Continue),
             BodyKind::Json => self.scan_json(body),
+            BodyKind::Multipart(boundary) => self.scan_multipart(body, boundary.as_bytes()),
+        }
+    }
+
+    /// Reads `multipart/form-data` (RFC 7578): each part's name and file name are scanned, text fields (parts
+    /// without a file name, or with a textual content type) are scanned as form values.
+    fn scan_multipart(&self, body: &[u8], boundary: &[u8]) -> Verdict {
+        const MAX_PARTS: usize = 1000;
+        let malformed = |d: &str| Verdict::reject(Code::InspectMalformedBody, format!("multipart body: {d}"));
+        if boundary.is_empty() || boundary.len() > 70 {
+            return malformed("missing or invalid boundary");
+        }
+        let mut delim = Vec::with_capacity(boundary.len() + 4);
+        delim.extend_from_slice(b"--");
+        delim.extend_from_slice(boundary);
+        let Some(first) = find(body, &delim) else { return malformed("no part") };
+        let mut rest = &body[first + delim.len()..];
+        let mut parts = 0;
+        loop {
+            if rest.starts_with(b"--") {
+                return Verdict::Continue; // closing delimiter
+            }
+            let Some(after_eol) = rest.strip_prefix(b"\r\n") else { return malformed("bad delimiter line") };
+            let Some(head_end) = find(after_eol, b"\r\n\r\n") else { return malformed("part without headers end") };
+            let head = &after_eol[..head_end];
+            let content_start = &after_eol[head_end + 4..];
+            let mut end_delim = Vec::with_capacity(delim.len() + 2);
+            end_delim.extend_from_slice(b"\r\n");
+            end_delim.extend_from_slice(&delim);
+            let Some(content_end) = find(content_start, &end_delim) else { return malformed("unterminated part") };
+            let content = &content_start[..content_end];
+            rest = &content_start[content_end + end_delim.len()..];
+            parts += 1;
+            if parts > MAX_PARTS {
+                return malformed("too many parts");
+            }
+            let head = String::from_utf8_lossy(head);
+            let (mut name, mut filename, mut textual) = (String::new(), None::<String>, true);
+            for line in head.split("\r\n") {
+                let Some((h, v)) = line.split_once(':') else { continue };
+                let h = h.trim().to_ascii_lowercase();
+                if h == "content-disposition" {
+                    for param in v.split(';').skip(1) {
+                        if let Some((k, val)) = param.split_once('=') {
+                            let val = val.trim().trim_matches('"').to_string();
+                            match k.trim().to_ascii_lowercase().as_str() {
+                                "name" => name = val,
+                                "filename" | "filename*" => filename = Some(val),
+                                _ => {}
+                            }
+                        }
+                    }
+                } else if h == "content-type" {
+                    let t = v.trim().to_ascii_lowercase();
+                    textual = t.starts_with("text/")
+                        || t.contains("json")
+                        || t.contains("xml")
+                        || t.contains("x-www-form-urlencoded");
+                }
+            }
+            if let Some(v) = self.scan(name.as_bytes(), Place::QueryKey, Field::Form, "") {
+                return v;
+            }
+            if let Some(f) = &filename {
+                if let Some(v) = self.scan(f.as_bytes(), Place::Form, Field::Form, "filename") {
+                    return v;
+                }
+            }
+            if filename.is_none() || textual {
+                if let Some(v) = self.scan(content, Place::Form, Field::Form, &name) {
+                    return v;
+                }
+            }
         }
     }
 
@@ -320,6 +406,13 @@ impl<'de> serde::de::Visitor<'de> for Node<'_, '_> {
     }
 }
 
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() || needle.len() > haystack.len() {
+        return None;
+    }
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
 /// A route's inspection: off, or a shared compiled policy.
 pub type Inspection = Option<Arc<InspectPolicy>>;
 
@@ -421,6 +514,45 @@ mod tests {
         // Within the limits: fine, and the detector still sees strings nested in arrays under their member name.
         assert_eq!(malformed(&format!("[{}1]", "1,".repeat(100))), None);
         assert_eq!(malformed(r#"{"items":[{"note":"fine"},{"note":"' OR '1'='1' --"}]}"#), Some("inspect.sqli"));
+    }
+
+    #[test]
+    fn multipart_fields_and_file_names_are_scanned_file_contents_are_not() {
+        let p = policy();
+        let mp = |parts: &[(&str, Option<&str>, Option<&str>, &str)]| {
+            let mut b = String::new();
+            for (name, filename, ctype, content) in parts {
+                b.push_str("--XyZ\r\nContent-Disposition: form-data; name=\"");
+                b.push_str(name);
+                b.push('"');
+                if let Some(f) = filename {
+                    b.push_str(&format!("; filename=\"{f}\""));
+                }
+                b.push_str("\r\n");
+                if let Some(t) = ctype {
+                    b.push_str(&format!("Content-Type: {t}\r\n"));
+                }
+                b.push_str("\r\n");
+                b.push_str(content);
+                b.push_str("\r\n");
+            }
+            b.push_str("--XyZ--\r\n");
+            Bytes::from(b)
+        };
+        let kind = BodyKind::Multipart("XyZ".into());
+        let ok = mp(&[
+            ("title", None, None, "Rock & roll, or not?"),
+            ("doc", Some("a.bin"), Some("application/octet-stream"), "' OR 1=1 --"),
+        ]);
+        assert_eq!(code(p.scan_body(kind.clone(), &ok)), None);
+        let sqli = mp(&[("title", None, None, "1' UNION SELECT password FROM users--")]);
+        assert_eq!(code(p.scan_body(kind.clone(), &sqli)), Some("inspect.sqli"));
+        let trav = mp(&[("doc", Some("../../../etc/passwd"), Some("text/plain"), "x")]);
+        assert_eq!(code(p.scan_body(kind.clone(), &trav)), Some("inspect.path_traversal"));
+        let text_file = mp(&[("doc", Some("a.txt"), Some("text/plain"), "<script>alert(1)</script>")]);
+        assert_eq!(code(p.scan_body(kind.clone(), &text_file)), Some("inspect.xss"));
+        assert_eq!(code(p.scan_body(BodyKind::Multipart(String::new()), &ok)), Some("inspect.malformed_body"));
+        assert_eq!(code(p.scan_body(kind, &Bytes::from_static(b"--XyZ\r\nno end"))), Some("inspect.malformed_body"));
     }
 
     #[test]
