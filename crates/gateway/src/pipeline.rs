@@ -106,6 +106,8 @@ pub enum Code {
     AdmitBodyTimeout,
     RouteNotFound,
     RouteMethodNotAllowed,
+    /// A CORS preflight from an origin, for a method or with headers the route's allow-list does not grant.
+    CorsDenied,
     /// The detection engine found an attack of this family in a value.
     Inspect(detect::Family),
     InspectMalformedBody,
@@ -130,6 +132,7 @@ impl Code {
             Code::AdmitBodyTimeout => "admit.body_timeout",
             Code::RouteNotFound => "route.not_found",
             Code::RouteMethodNotAllowed => "route.method_not_allowed",
+            Code::CorsDenied => "cors.denied",
             Code::Inspect(f) => f.code(),
             Code::InspectMalformedBody => "inspect.malformed_body",
             Code::InspectBodyTooLarge => "inspect.body_too_large",
@@ -148,7 +151,7 @@ impl Code {
             Code::AdmitBodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Code::AdmitHeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Code::AdmitBodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Code::AdmitIpDenied | Code::Inspect(_) => StatusCode::FORBIDDEN,
+            Code::AdmitIpDenied | Code::Inspect(_) | Code::CorsDenied => StatusCode::FORBIDDEN,
             Code::InspectMalformedBody => StatusCode::BAD_REQUEST,
             Code::InspectBodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Code::RouteNotFound => StatusCode::NOT_FOUND,
@@ -170,6 +173,7 @@ impl Code {
                 Some(Owasp::Api8SecurityMisconfiguration)
             }
             Code::RouteNotFound | Code::RouteMethodNotAllowed => Some(Owasp::Api9ImproperInventoryManagement),
+            Code::CorsDenied => Some(Owasp::Api8SecurityMisconfiguration),
             Code::Inspect(detect::Family::Ssrf) => Some(Owasp::Api7ServerSideRequestForgery),
             Code::Inspect(detect::Family::ProtoPollution) => Some(Owasp::Api3BrokenObjectPropertyLevelAuthorization),
             Code::Inspect(_) | Code::InspectMalformedBody => Some(Owasp::Api8SecurityMisconfiguration),
@@ -192,7 +196,7 @@ impl Code {
             | Code::AdmitBadPath
             | Code::AdmitBadRequest
             | Code::AdmitBodyTimeout => StageName::Admit,
-            Code::RouteNotFound | Code::RouteMethodNotAllowed => StageName::Route,
+            Code::RouteNotFound | Code::RouteMethodNotAllowed | Code::CorsDenied => StageName::Route,
             Code::Inspect(_) | Code::InspectMalformedBody | Code::InspectBodyTooLarge => StageName::Inspect,
             Code::UpstreamUnreachable
             | Code::UpstreamTimeout
@@ -218,6 +222,7 @@ impl Code {
         Code::AdmitBodyTimeout,
         Code::RouteNotFound,
         Code::RouteMethodNotAllowed,
+        Code::CorsDenied,
         Code::Inspect(detect::Family::Sqli),
         Code::Inspect(detect::Family::Nosqli),
         Code::Inspect(detect::Family::Xss),

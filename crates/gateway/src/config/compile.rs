@@ -72,6 +72,7 @@ pub struct Route {
     pub counters: RouteCounters,
     /// The negative model for this route, or `None` where inspection is off.
     pub inspect: Inspection,
+    pub cors: Option<Arc<crate::stages::cors::CorsPolicy>>,
 }
 
 /// A compiled listener.
@@ -416,7 +417,9 @@ pub fn compile(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Runtime, ConfigErrors> {
             Some(g) => compile_inspect(&mut errs, &r.inspect, Some(g)).and_then(|c| c.build(&g.exclude)),
             None => None,
         };
+        let cors = r.cors.as_ref().and_then(|c| compile_cors(&mut errs, c, &methods, any));
         routes.push(Route {
+            cors,
             inspect: route_inspect,
             counters: ctx.metrics.route_counters(&id),
             id: Arc::from(id.as_str()),
@@ -691,4 +694,91 @@ fn compile_inspect(
             },
         },
     })
+}
+
+fn compile_cors(
+    errs: &mut Errs<'_>,
+    c: &super::raw::RawCors,
+    route_methods: &[Method],
+    any_method: bool,
+) -> Option<Arc<crate::stages::cors::CorsPolicy>> {
+    let before = errs.list.len();
+    let wildcard = c.origins.value.iter().any(|o| o.trim() == "*");
+    if c.origins.value.is_empty() {
+        errs.at(
+            &c.origins,
+            "cors.origins is empty",
+            Some("list the origins allowed, e.g. [\"https://app.example.com\"]"),
+        );
+    }
+    if wildcard && c.credentials {
+        errs.at(
+            &c.origins,
+            "cors allows any origin (`*`) with credentials",
+            Some("list the exact origins, or set credentials: false"),
+        );
+    }
+    if wildcard && c.origins.value.len() > 1 {
+        errs.at(&c.origins, "`*` cannot be mixed with explicit origins", None);
+    }
+    let mut origins = Vec::new();
+    for o in c.origins.value.iter().map(|o| o.trim()).filter(|o| *o != "*") {
+        let ok = o.parse::<http::Uri>().is_ok_and(|u| {
+            matches!(u.scheme_str(), Some("http" | "https"))
+                && u.authority().is_some()
+                && u.path() == "/"
+                && !o.ends_with('/')
+        });
+        if ok {
+            origins.push(o.to_string());
+        } else {
+            errs.at(
+                &c.origins,
+                format!("`{o}` is not an origin"),
+                Some("write scheme://host[:port], no path: https://app.example.com"),
+            );
+        }
+    }
+    let methods: Vec<Method> = if c.methods.is_empty() {
+        if any_method {
+            [Method::GET, Method::HEAD, Method::POST, Method::PUT, Method::PATCH, Method::DELETE].to_vec()
+        } else {
+            route_methods.to_vec()
+        }
+    } else {
+        c.methods
+            .iter()
+            .filter_map(|m| match Method::from_bytes(m.value.trim().to_ascii_uppercase().as_bytes()) {
+                Ok(m) => Some(m),
+                Err(_) => {
+                    errs.at(m, format!("invalid method `{}`", m.value), None);
+                    None
+                }
+            })
+            .collect()
+    };
+    let names = |errs: &mut Errs<'_>, list: &[Spanned<String>]| -> Vec<http::HeaderName> {
+        list.iter()
+            .filter_map(|h| match http::HeaderName::from_bytes(h.value.trim().to_ascii_lowercase().as_bytes()) {
+                Ok(n) => Some(n),
+                Err(_) => {
+                    errs.at(h, format!("invalid header name `{}`", h.value), None);
+                    None
+                }
+            })
+            .collect()
+    };
+    let headers = names(errs, &c.headers);
+    let expose = names(errs, &c.expose);
+    if errs.list.len() > before {
+        return None;
+    }
+    Some(Arc::new(crate::stages::cors::CorsPolicy {
+        origins: if wildcard { None } else { Some(origins) },
+        methods,
+        headers,
+        expose,
+        credentials: c.credentials,
+        max_age_secs: c.max_age.map_or(600, |d| d.0.as_secs()),
+    }))
 }

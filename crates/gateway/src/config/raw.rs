@@ -382,6 +382,29 @@ pub struct RawRoute {
     /// Overrides of the global `inspect` settings for this route; `exclude` adds to the global list.
     #[serde(default)]
     pub inspect: RawInspect,
+    /// Cross-origin access for browsers; none unless listed.
+    #[serde(default)]
+    pub cors: Option<RawCors>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCors {
+    /// Exact origins (`https://app.example.com`), or `["*"]` for any origin (never with credentials).
+    pub origins: Spanned<Vec<String>>,
+    /// Methods a cross-origin request may use; default: the route's methods.
+    #[serde(default)]
+    pub methods: Vec<Spanned<String>>,
+    /// Request headers a cross-origin request may send.
+    #[serde(default)]
+    pub headers: Vec<Spanned<String>>,
+    /// Response headers a browser script may read.
+    #[serde(default)]
+    pub expose: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub credentials: bool,
+    #[serde(default)]
+    pub max_age: Option<Dur>,
 }
 
 /// Injection detection settings (the inspect stage's negative model). Every field is optional so the same

@@ -11,6 +11,7 @@ use crate::pipeline::{Code, Mode, Rejection, StageName, Verdict};
 use crate::problem;
 use crate::server::tls::PeerCert;
 use crate::stages::admit;
+use crate::stages::cors::{CorsPolicy, Preflight};
 use crate::stages::inspect::BodyKind;
 use crate::stages::normalize::normalize;
 use crate::stages::record::{security_event, AccessLog, Outcome, RequestRecord};
@@ -20,7 +21,7 @@ use crate::upstream::Upstream;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use http::{Request, Response, StatusCode, Uri, Version};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::{Body, Incoming};
 use std::net::SocketAddr;
@@ -198,6 +199,14 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
         Err(e) => return exit.reject(Rejection::new(Code::AdmitBadPath, format!("{e}: {}", parts.uri.path())), rec),
     };
 
+    // CORS preflight: answered here for routes that declare CORS, never forwarded.
+    if parts.method == Method::OPTIONS {
+        rec = match preflight(&exit, &rt, &parts, &path, rec) {
+            Ok(resp) => return resp,
+            Err(rec) => rec,
+        };
+    }
+
     // route
     let route_idx = match rt.router.find(host_of(&parts), &parts.method, &path) {
         RouteMatch::Found { route, .. } => route,
@@ -267,6 +276,7 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
     let upgrade = is_upgrade(&parts.headers);
     let client_upgrade = if upgrade { parts.extensions.remove::<hyper::upgrade::OnUpgrade>() } else { None };
     let host_header = host_value(&parts);
+    let origin = route.cors.as_ref().and_then(|_| parts.headers.get(header::ORIGIN).cloned());
     let mut headers = std::mem::take(&mut parts.headers);
     let over_limit = Arc::new(AtomicBool::new(false));
     strip_hop_by_hop(&mut headers, upgrade);
@@ -333,7 +343,8 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
             Ok(Ok(resp)) => {
                 upstream.record_transport(target, true);
                 circuit_record(shared, upstream, admission, resp.status().as_u16() < 500);
-                return respond(&exit, resp, rec, client_upgrade, upstream, route.modes.get(StageName::Respond));
+                let cors = route.cors.as_deref().map(|c| (c, origin.as_ref()));
+                return respond(&exit, resp, rec, client_upgrade, upstream, route.modes.get(StageName::Respond), cors);
             }
             Ok(Err(failed)) => failed,
             Err(_) => {
@@ -429,11 +440,15 @@ fn respond(
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     upstream: &Upstream,
     mode: Mode,
+    cors: Option<(&CorsPolicy, Option<&HeaderValue>)>,
 ) -> Response<ResponseBody> {
     let (mut parts, body) = resp.into_parts();
     let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
     strip_hop_by_hop(&mut parts.headers, switching);
     exit.rt.respond.strip(&mut parts.headers);
+    if let Some((policy, origin)) = cors {
+        policy.apply(origin, &mut parts.headers);
+    }
     if exit.rt.respond.hides(parts.status) {
         match mode {
             Mode::Enforce => {
@@ -447,8 +462,14 @@ fn respond(
                 let mut resp =
                     problem::with_status(&Rejection::new(Code::UpstreamError, ""), exit.request_id, parts.status);
                 // A problem body: only the status survives of the upstream's answer.
-                if let Some(retry) = parts.headers.get(header::RETRY_AFTER) {
-                    resp.headers_mut().insert(header::RETRY_AFTER, retry.clone());
+                for (name, value) in parts.headers.iter() {
+                    // Only the status, Retry-After and our CORS decision survive of the upstream's answer.
+                    if name == header::RETRY_AFTER
+                        || name.as_str().starts_with("access-control-")
+                        || name == header::VARY
+                    {
+                        resp.headers_mut().append(name.clone(), value.clone());
+                    }
                 }
                 rec.code = Some(Code::UpstreamError);
                 rec.outcome = Outcome::Pass;
@@ -480,6 +501,37 @@ fn respond(
     let resp = Response::from_parts(parts, ResponseBody::upstream(body, deadline));
     rec.outcome = Outcome::Pass;
     exit.finish(resp, rec)
+}
+
+/// Answers a CORS preflight (`OPTIONS` with `Origin` and `Access-Control-Request-Method`) for a route that
+/// declares CORS; otherwise the record comes back and the request goes on to normal routing.
+fn preflight(
+    exit: &Exit<'_>,
+    rt: &Runtime,
+    parts: &http::request::Parts,
+    path: &str,
+    mut rec: Box<RequestRecord>,
+) -> Result<Response<ResponseBody>, Box<RequestRecord>> {
+    let (Some(origin), Some(wanted)) =
+        (parts.headers.get(header::ORIGIN), parts.headers.get(header::ACCESS_CONTROL_REQUEST_METHOD))
+    else {
+        return Err(rec);
+    };
+    let Ok(method) = Method::from_bytes(wanted.as_bytes()) else { return Err(rec) };
+    let RouteMatch::Found { route, .. } = rt.router.find(host_of(parts), &method, path) else { return Err(rec) };
+    let route = &rt.routes[route];
+    let Some(cors) = route.cors.as_ref() else { return Err(rec) };
+    rec.route = Some(route.id.clone());
+    rec.counters = Some(route.counters.clone());
+    Ok(match cors.preflight(origin, &method, parts.headers.get(header::ACCESS_CONTROL_REQUEST_HEADERS)) {
+        Preflight::Allowed(headers) => {
+            let mut resp = Response::new(ResponseBody::empty());
+            *resp.status_mut() = StatusCode::NO_CONTENT;
+            resp.headers_mut().extend(headers);
+            exit.finish(resp, rec)
+        }
+        Preflight::Denied(detail) => exit.reject(Rejection::new(Code::CorsDenied, detail), rec),
+    })
 }
 
 /// The answer of a `redirect_https` listener: 308 to the same host and path on the HTTPS port. The host is

@@ -2,6 +2,7 @@
 //! [`crate::proxy`] runs them in order.
 
 pub mod admit;
+pub mod cors;
 pub mod inspect;
 pub mod normalize;
 pub mod record;

@@ -1,6 +1,7 @@
 //! Integration tests: real listeners on 127.0.0.1, a real upstream, real TLS.
 
 mod admit;
+mod cors;
 mod inspect;
 mod proxying;
 mod reload;
