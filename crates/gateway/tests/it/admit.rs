@@ -2,10 +2,6 @@ use crate::testkit::*;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-fn all_routes() -> &'static str {
-    "  - { path: \"/*\", methods: [ANY], upstream: app }"
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn head_limits_answer_with_their_codes() {
     let up = TestUpstream::start().await;

@@ -1,17 +1,11 @@
 use crate::testkit::*;
-use bytes::Bytes;
-use http::Request;
-use http_body_util::Full;
 
 async fn options(addr: std::net::SocketAddr, path: &str, origin: &str, method: &str, headers: Option<&str>) -> Got {
-    let mut b = Request::options(path)
-        .header("host", "api.test")
-        .header("origin", origin)
-        .header("access-control-request-method", method);
-    if let Some(h) = headers {
-        b = b.header("access-control-request-headers", h);
+    let mut h = vec![("host", "api.test"), ("origin", origin), ("access-control-request-method", method)];
+    if let Some(req) = headers {
+        h.push(("access-control-request-headers", req));
     }
-    send(addr, b.body(Full::new(Bytes::new())).unwrap()).await
+    call(addr, "OPTIONS", path, &h, "").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,19 +1,7 @@
 use crate::testkit::*;
-use bytes::Bytes;
-use http::Request;
-use http_body_util::Full;
-
-fn all_routes() -> &'static str {
-    "  - { path: \"/*\", methods: [ANY], upstream: app }"
-}
 
 async fn post_as(addr: std::net::SocketAddr, path: &str, content_type: &str, body: &str) -> Got {
-    let req = Request::post(path)
-        .header("host", "localhost")
-        .header("content-type", content_type)
-        .body(Full::new(Bytes::from(body.to_string())))
-        .unwrap();
-    send(addr, req).await
+    call(addr, "POST", path, &[("content-type", content_type)], body).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,10 +8,6 @@ use std::convert::Infallible;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-fn all_routes() -> &'static str {
-    "  - { path: \"/*\", methods: [ANY], upstream: app }"
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_and_post_are_proxied_with_forwarding_headers() {
     let up = TestUpstream::start().await;

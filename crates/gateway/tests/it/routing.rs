@@ -70,9 +70,7 @@ async fn hosts_select_routes() {
 }
 
 async fn send_host(addr: std::net::SocketAddr, path: &str, host: &str) -> Got {
-    let req =
-        http::Request::get(path).header("host", host).body(http_body_util::Full::new(bytes::Bytes::new())).unwrap();
-    send(addr, req).await
+    call(addr, "GET", path, &[("host", host)], "").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

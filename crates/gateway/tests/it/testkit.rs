@@ -278,6 +278,11 @@ pub fn config(upstreams: &str, routes: &str, extra: &str) -> String {
     format!("listen: [{{ addr: \"127.0.0.1:0\" }}]\nworkers: 2\naccess_log: off\n{extra}\nupstreams:\n{upstreams}\nroutes:\n{routes}\n")
 }
 
+/// One catch-all route to the upstream `app`.
+pub fn all_routes() -> &'static str {
+    "  - { path: \"/*\", methods: [ANY], upstream: app }"
+}
+
 pub fn one_upstream(url: &str) -> String {
     format!("  app: {{ targets: [\"{url}\"], timeouts: {{ connect: 500ms, response: 2s }} }}")
 }
@@ -324,6 +329,18 @@ pub async fn send(addr: SocketAddr, req: Request<Full<Bytes>>) -> Got {
     });
     let resp = sender.send_request(req).await.unwrap();
     read(resp).await
+}
+
+/// Sends `method path` with the given headers (a `host` of `localhost` unless one is given) and body.
+pub async fn call(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Got {
+    let mut b = Request::builder().method(method).uri(path);
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        b = b.header("host", "localhost");
+    }
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    send(addr, b.body(Full::new(Bytes::from(body.to_string()))).unwrap()).await
 }
 
 pub async fn get(addr: SocketAddr, path: &str) -> Got {

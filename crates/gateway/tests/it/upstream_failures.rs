@@ -1,10 +1,6 @@
 use crate::testkit::*;
 use std::time::Duration;
 
-fn all_routes() -> &'static str {
-    "  - { path: \"/*\", methods: [ANY], upstream: app }"
-}
-
 /// An address nobody listens on.
 async fn dead_addr() -> std::net::SocketAddr {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
