@@ -20,6 +20,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// What `methods: [ANY]` stands for.
+const STANDARD_METHODS: [Method; 7] =
+    [Method::GET, Method::HEAD, Method::POST, Method::PUT, Method::PATCH, Method::DELETE, Method::OPTIONS];
+
 pub struct Ctx<'a> {
     pub file: &'a str,
     pub base_dir: &'a Path,
@@ -377,7 +381,11 @@ pub fn compile(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Runtime, ConfigErrors> {
             );
         }
         if any {
-            methods.clear();
+            // ANY means the methods an API uses; TRACE (cross-site tracing) and CONNECT (tunnelling) must be
+            // listed by name to be forwarded.
+            let extra: Vec<Method> = methods.drain(..).filter(|m| !STANDARD_METHODS.contains(m)).collect();
+            methods = STANDARD_METHODS.to_vec();
+            methods.extend(extra);
         }
         let Some(&up) = upstream_index.get(r.upstream.value.trim()) else {
             if !raw.upstreams.contains_key(r.upstream.value.trim()) {
@@ -417,7 +425,7 @@ pub fn compile(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Runtime, ConfigErrors> {
             Some(g) => compile_inspect(&mut errs, &r.inspect, Some(g)).and_then(|c| c.build(&g.exclude)),
             None => None,
         };
-        let cors = r.cors.as_ref().and_then(|c| compile_cors(&mut errs, c, &methods, any));
+        let cors = r.cors.as_ref().and_then(|c| compile_cors(&mut errs, c, &methods));
         routes.push(Route {
             cors,
             inspect: route_inspect,
@@ -700,7 +708,6 @@ fn compile_cors(
     errs: &mut Errs<'_>,
     c: &super::raw::RawCors,
     route_methods: &[Method],
-    any_method: bool,
 ) -> Option<Arc<crate::stages::cors::CorsPolicy>> {
     let before = errs.list.len();
     let wildcard = c.origins.value.iter().any(|o| o.trim() == "*");
@@ -740,11 +747,7 @@ fn compile_cors(
         }
     }
     let methods: Vec<Method> = if c.methods.is_empty() {
-        if any_method {
-            [Method::GET, Method::HEAD, Method::POST, Method::PUT, Method::PATCH, Method::DELETE].to_vec()
-        } else {
-            route_methods.to_vec()
-        }
+        route_methods.to_vec()
     } else {
         c.methods
             .iter()

@@ -51,6 +51,9 @@ async fn path_spelling_cannot_dodge_a_route() {
         assert_eq!(got.code(), "admit.bad_path");
     }
     assert_eq!(up.hits(), 0);
+    // ANY does not include TRACE (cross-site tracing) or CONNECT.
+    let got = call(gw.addr(), "TRACE", "/anything", &[], "").await;
+    assert_eq!((got.status, got.code()), (405, "route.method_not_allowed".to_string()));
     // The upstream sees the canonical path.
     assert_eq!(get(gw.addr(), "/a/./b//c/../%64").await.text(), "upstream:/a/b/d");
     gw.handle.shutdown().await;
