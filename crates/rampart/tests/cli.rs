@@ -47,24 +47,21 @@ fn tls_example_validates_with_real_certificates() {
     let cert = rcgen::CertificateParams::new(vec!["api.example.com".to_string()]).unwrap().self_signed(&key).unwrap();
     std::fs::write(dir.join("api.pem"), cert.pem()).unwrap();
     std::fs::write(dir.join("api.key"), key.serialize_pem()).unwrap();
-    let out = rampart()
-        .arg("validate")
-        .arg(repo().join("examples/tls.yaml"))
-        .env("RAMPART_TLS_CERT", dir.join("api.pem"))
-        .env("RAMPART_TLS_KEY", dir.join("api.key"))
-        .output()
-        .unwrap();
+    let validate_with = |key: &str| {
+        rampart()
+            .arg("validate")
+            .arg(repo().join("examples/tls.yaml"))
+            .env("RAMPART_TLS_CERT", dir.join("api.pem"))
+            .env("RAMPART_TLS_KEY", dir.join(key))
+            .output()
+            .unwrap()
+    };
+    let out = validate_with("api.key");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     // The key of another certificate is refused with the file named.
     let other = rcgen::KeyPair::generate().unwrap();
     std::fs::write(dir.join("other.key"), other.serialize_pem()).unwrap();
-    let out = rampart()
-        .arg("validate")
-        .arg(repo().join("examples/tls.yaml"))
-        .env("RAMPART_TLS_CERT", dir.join("api.pem"))
-        .env("RAMPART_TLS_KEY", dir.join("other.key"))
-        .output()
-        .unwrap();
+    let out = validate_with("other.key");
     assert_eq!(out.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("do not belong together"),

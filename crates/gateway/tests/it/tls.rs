@@ -5,10 +5,9 @@ use http_body_util::Full;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::time::Duration;
 
-fn tls_config(dir: &TempDir, pki: &Pki, upstream: &str, extra_tls: &str) -> String {
+fn tls_config(pki: &Pki, upstream: &str, extra_tls: &str) -> String {
     let (cert, key) = pki.leaf("server", &["api.test", "localhost"], false);
     let (ocert, okey) = pki.leaf("other", &["other.test"], false);
-    let _ = dir;
     format!(
         "listen:\n  - addr: \"127.0.0.1:0\"\n    tls:\n      cert: {}\n      key: {}\n      sni: [{{ hosts: [other.test], cert: {}, key: {} }}]\n{extra_tls}\naccess_log: off\nupstreams:\n{}\nroutes:\n  - {{ path: \"/*\", methods: [ANY], upstream: app }}\n",
         cert.display(),
@@ -24,7 +23,7 @@ async fn h2_over_tls_with_sni_and_hsts() {
     let up = TestUpstream::start().await;
     let dir = TempDir::new();
     let pki = Pki::new(dir.path(), "t");
-    let yaml = tls_config(&dir, &pki, &up.url(), "");
+    let yaml = tls_config(&pki, &up.url(), "");
     let gw = TestGateway::start_in(dir, &yaml, false).await;
 
     let connector = tls_client(&pki.ca_der(), &[b"h2"], None);
@@ -70,7 +69,7 @@ async fn mtls_accepts_known_clients_and_rejects_others() {
     let clients = Pki::new(dir.path(), "clients");
     let rogue = Pki::new(dir.path(), "rogue");
     let extra = format!("      client_auth: {{ ca: {} }}", clients.ca_path.display());
-    let yaml = tls_config(&dir, &pki, &up.url(), &extra);
+    let yaml = tls_config(&pki, &up.url(), &extra);
     let (ccert, ckey) = clients.leaf("billing", &["billing.clients.test"], true);
     let (rcert, rkey) = rogue.leaf("mallory", &["mallory.test"], true);
     let gw = TestGateway::start_in(dir, &yaml, false).await;
@@ -119,7 +118,7 @@ async fn certificate_reload_keeps_open_connections() {
     let up = TestUpstream::start().await;
     let dir = TempDir::new();
     let pki = Pki::new(dir.path(), "r");
-    let yaml = tls_config(&dir, &pki, &up.url(), "");
+    let yaml = tls_config(&pki, &up.url(), "");
     let gw = TestGateway::start_in(dir, &yaml, true).await;
     let connector = tls_client(&pki.ca_der(), &[b"http/1.1"], None);
 
