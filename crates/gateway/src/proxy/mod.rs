@@ -12,6 +12,7 @@ use crate::problem;
 use crate::server::tls::PeerCert;
 use crate::stages::admit;
 use crate::stages::cors::{CorsPolicy, Preflight};
+use crate::stages::identify::Identity;
 use crate::stages::inspect::BodyKind;
 use crate::stages::normalize::normalize;
 use crate::stages::record::{security_event, AccessLog, Outcome, RequestRecord};
@@ -224,6 +225,10 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
     let route = &rt.routes[route_idx];
     rec.route = Some(route.id.clone());
     rec.counters = Some(route.counters.clone());
+
+    // identify, then authorize and throttle, which key on the identity. Public routes (`auth: none`) have none.
+    let identity: Option<Arc<Identity>> = None;
+    let _ = &identity;
 
     // admit, route-level: body size
     let mut body_limit = route.max_body_bytes;

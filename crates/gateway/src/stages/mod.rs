@@ -3,6 +3,7 @@
 
 pub mod admit;
 pub mod cors;
+pub mod identify;
 pub mod inspect;
 pub mod normalize;
 pub mod record;
