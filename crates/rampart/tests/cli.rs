@@ -18,7 +18,7 @@ fn validate_reports_every_error_with_file_line_column_and_exit_1() {
     let file = dir.join("broken.yaml");
     std::fs::write(
         &file,
-        "listen:\n  - addr: \"nowhere\"\nupstreams:\n  api: { targets: [\"http://127.0.0.1:9\"] }\nroutes:\n  - { path: /a, methods: [GET], upstream: apu }\n  - { path: /b, upstream: api }\n",
+        "listen:\n  - addr: \"nowhere\"\nupstreams:\n  api: { targets: [\"http://127.0.0.1:9\"] }\nroutes:\n  - { path: /a, methods: [GET], upstream: apu, auth: none }\n  - { path: /b, upstream: api, auth: none }\n  - { path: /c, methods: [GET], upstream: api }\n",
     )
     .unwrap();
     let out = rampart().arg("validate").arg(&file).output().unwrap();
@@ -29,7 +29,9 @@ fn validate_reports_every_error_with_file_line_column_and_exit_1() {
     assert!(err.contains(&format!("{f}:6:")) && err.contains("unknown upstream `apu`"), "{err}");
     assert!(err.contains("declared upstreams: api"), "{err}");
     assert!(err.contains(&format!("{f}:7:")) && err.contains("lists no methods"), "{err}");
-    assert!(err.matches("hint:").count() >= 3, "{err}");
+    assert!(err.contains(&format!("{f}:8:")) && err.contains("route `/c` does not say who may call it"), "{err}");
+    assert!(err.contains("add `auth: none` for a public route"), "{err}");
+    assert!(err.matches("hint:").count() >= 4, "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -138,7 +140,7 @@ fn sighup_reloads_and_sigterm_stops() {
     let write = |route: &str| {
         // Written without the file watcher noticing a half-written file: temp file + rename.
         let text = format!(
-            "listen: [{{ addr: \"127.0.0.1:0\" }}]\nupstreams:\n  app: {{ targets: [\"http://{up_addr}\"] }}\nroutes:\n  - {{ path: {route}, methods: [GET], upstream: app }}\n"
+            "listen: [{{ addr: \"127.0.0.1:0\" }}]\nupstreams:\n  app: {{ targets: [\"http://{up_addr}\"] }}\nroutes:\n  - {{ path: {route}, methods: [GET], upstream: app, auth: none }}\n"
         );
         std::fs::write(dir.join("tmp.yaml"), text).unwrap();
         std::fs::rename(dir.join("tmp.yaml"), &config).unwrap();

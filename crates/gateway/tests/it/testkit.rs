@@ -280,7 +280,7 @@ pub fn config(upstreams: &str, routes: &str, extra: &str) -> String {
 
 /// One catch-all route to the upstream `app`.
 pub fn all_routes() -> &'static str {
-    "  - { path: \"/*\", methods: [ANY], upstream: app }"
+    "  - { path: \"/*\", methods: [ANY], upstream: app, auth: none }"
 }
 
 pub fn one_upstream(url: &str) -> String {

@@ -302,7 +302,7 @@ mod tests {
 
     fn rsa_jwk(kid: &str) -> serde_json::Value {
         // A 2048-bit modulus shape (the value need not be a real key to be parsed).
-        serde_json::json!({ "kty": "RSA", "kid": kid, "alg": "RS256", "use": "sig", "n": "x".repeat(342), "e": "AQAB" })
+        serde_json::json!({ "kty": "RSA", "kid": kid, "alg": "RS256", "use": "sig", "n": format!("{}w", "x".repeat(341)), "e": "AQAB" })
     }
 
     #[test]
