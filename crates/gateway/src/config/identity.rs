@@ -539,7 +539,7 @@ fn compile_issuer(errs: &mut Errs<'_>, base: &Path, i: &RawJwtIssuer, watch: &mu
     }
     let leeway = i.leeway.map_or(30, |d| d.0.as_secs());
     Some(JwtIssuer {
-        validation: JwtIssuer::validation(&issuer, &audience, &algorithms, leeway),
+        validations: JwtIssuer::validations(&issuer, &audience, &algorithms, leeway),
         issuer,
         algorithms,
         keys,

@@ -43,7 +43,9 @@ pub struct JwtIssuer {
     pub keys: KeySource,
     /// The HMAC key, only when an HS algorithm is allowed (and then from a secret of ≥ 32 bytes).
     pub hmac: Option<DecodingKey>,
-    pub validation: Validation,
+    /// One validation per allowed algorithm: `jsonwebtoken` insists every algorithm of a validation belongs to
+    /// the verifying key's family.
+    pub validations: Vec<(Algorithm, Validation)>,
     pub leeway: u64,
     /// Claims that must be present on top of `iss`, `aud` and `exp`.
     pub required_claims: Vec<String>,
@@ -54,18 +56,27 @@ pub struct JwtIssuer {
 }
 
 impl JwtIssuer {
-    /// The validation `jsonwebtoken` runs after the signature: issuer, audience, `exp`, `nbf`, leeway.
-    pub fn validation(issuer: &str, audience: &[String], algorithms: &[Algorithm], leeway: u64) -> Validation {
-        let mut v = Validation::new(algorithms.first().copied().unwrap_or(Algorithm::RS256));
-        v.algorithms = algorithms.to_vec();
-        v.set_issuer(&[issuer]);
-        v.set_audience(audience);
-        v.set_required_spec_claims(&["exp", "iss", "aud"]);
-        v.validate_exp = true;
-        v.validate_nbf = true;
-        v.validate_aud = true;
-        v.leeway = leeway;
-        v
+    /// The validations `jsonwebtoken` runs after the signature: issuer, audience, `exp`, `nbf`, leeway.
+    pub fn validations(
+        issuer: &str,
+        audience: &[String],
+        algorithms: &[Algorithm],
+        leeway: u64,
+    ) -> Vec<(Algorithm, Validation)> {
+        algorithms
+            .iter()
+            .map(|alg| {
+                let mut v = Validation::new(*alg);
+                v.set_issuer(&[issuer]);
+                v.set_audience(audience);
+                v.set_required_spec_claims(&["exp", "iss", "aud"]);
+                v.validate_exp = true;
+                v.validate_nbf = true;
+                v.validate_aud = true;
+                v.leeway = leeway;
+                (*alg, v)
+            })
+            .collect()
     }
 }
 
@@ -185,14 +196,14 @@ impl JwtVerifier {
                 .ok_or_else(|| fail(IdentifyCode::JwtIssuer, format!("untrusted issuer `{}`", truncate(iss))))?,
             (None, _) => return Err(fail(IdentifyCode::JwtClaims, "no `iss` claim")),
         };
-        if !issuer.algorithms.contains(&u.alg) {
+        let Some((_, validation)) = issuer.validations.iter().find(|(a, _)| *a == u.alg) else {
             return Err(fail(
                 IdentifyCode::JwtAlg,
                 format!("alg {:?} not allowed for issuer {}", u.alg, issuer.issuer),
             ));
-        }
+        };
         let key = self.key_for(issuer, &u).await?;
-        let data = jsonwebtoken::decode::<Value>(u.token, key.as_ref(), &issuer.validation)
+        let data = jsonwebtoken::decode::<Value>(u.token, key.as_ref(), validation)
             .map_err(|e| fail(map_error(&e), format!("{e} (issuer {}, kid {:?})", issuer.issuer, u.kid)))?;
         identity(issuer, data.claims, now)
     }
