@@ -170,6 +170,13 @@ impl AuthzPolicy {
         if owner_json.is_none() && mass.is_none() {
             return Verdict::Continue;
         }
+        if body.is_empty() {
+            // Nothing is being set; but a missing object id is not permission.
+            return match owner_json {
+                Some(_) => deny(AuthzCode::Object, "no body to find the owner in"),
+                None => Verdict::Continue,
+            };
+        }
         match kind {
             BodyKind::Json => {
                 let doc = match strict_json(body) {
@@ -213,13 +220,6 @@ impl AuthzPolicy {
                     }
                 }
                 Verdict::Continue
-            }
-            _ if body.is_empty() => {
-                if owner_json.is_some() {
-                    deny(AuthzCode::Object, "no body to find the owner in")
-                } else {
-                    Verdict::Continue
-                }
             }
             _ => {
                 let code = if owner_json.is_some() { AuthzCode::Object } else { AuthzCode::MassAssignment };
@@ -442,6 +442,7 @@ mod tests {
         };
         let alice = who("alice", &[], &[]);
         assert_eq!(code(p.check_body(&alice, &BodyKind::Json, br#"{"name":"a"}"#)), None);
+        assert_eq!(code(p.check_body(&alice, &BodyKind::Json, b"")), None);
         assert_eq!(
             code(p.check_body(&alice, &BodyKind::Json, br#"{"name":"a","Role":"admin"}"#)),
             Some("authz.mass_assignment")

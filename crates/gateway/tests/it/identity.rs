@@ -476,3 +476,93 @@ fn routes_must_say_who_may_call_them() {
     let Err(e) = gateway::config::load_file(&p, &gateway::metrics::Metrics::new()) else { panic!("accepted") };
     assert!(e.to_string().contains("scopes do not cover DELETE"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwt_example_config_works_as_shipped() {
+    let up = TestUpstream::start().await;
+    let dir = TempDir::new();
+    let (rsa, ec) = (JwtKey::rsa("rsa-1"), JwtKey::ec("ec-1"));
+    let jwks_file = dir.write("jwks.json", &jwks(&[&rsa, &ec]));
+    let yaml = example(
+        "jwt.yaml",
+        &[
+            ("RAMPART_LISTEN", "127.0.0.1:0".into()),
+            ("RAMPART_UPSTREAM", up.url()),
+            ("RAMPART_JWKS", jwks_file.display().to_string()),
+            ("RAMPART_JWT_ISSUER", ISS.into()),
+            ("RAMPART_JWT_AUDIENCE", AUD.into()),
+        ],
+    );
+    let gw = TestGateway::start_in(dir, &yaml, false).await;
+    let reader = rsa.token(&claims("alice", "read"));
+    let writer = ec.token(&claims("alice", "read write"));
+    let admin = rsa.token(&with(claims("carol", "read"), "roles", json!(["admin"])));
+    let none = forge(&json!({ "alg": "none" }), &claims("alice", "read write"), b"");
+    let hs = rsa.sign(json!({ "alg": "HS256" }), &claims("alice", "read"));
+    for (method, path, token, want) in [
+        ("GET", "/health", "", 200),
+        ("GET", "/api/orders", "", 401),
+        ("GET", "/api/orders", reader.as_str(), 200),
+        ("GET", "/api/orders", none.as_str(), 401),
+        ("GET", "/api/orders", hs.as_str(), 401),
+        ("POST", "/api/orders", reader.as_str(), 403),
+        ("POST", "/api/orders", writer.as_str(), 200),
+        ("GET", "/api/users/bob/profile", reader.as_str(), 403),
+        ("GET", "/api/users/alice/profile", reader.as_str(), 200),
+        ("GET", "/api/users/bob/profile", admin.as_str(), 200),
+        ("GET", "/admin/stats", reader.as_str(), 403),
+        ("GET", "/admin/stats", admin.as_str(), 200),
+    ] {
+        let got = if token.is_empty() {
+            call(gw.addr(), method, path, &[], "").await
+        } else {
+            bearer(&gw, method, path, token, if method == "POST" { r#"{"item":"w"}"# } else { "" }).await
+        };
+        assert_eq!(got.status, want, "{method} {path}: {}", got.text());
+    }
+    let got = bearer(&gw, "PATCH", "/api/users/alice/profile", &writer, r#"{"is_admin":true}"#).await;
+    assert_eq!((got.status, got.code()), (403, "authz.mass_assignment".to_string()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_keys_example_config_works_as_shipped() {
+    let up = TestUpstream::start().await;
+    let dir = TempDir::new();
+    let keys = dir.path().join("partner-keys.yaml");
+    let partner = api_key::add(&keys, "partner-a", vec!["orders:read".into()], vec![], None).unwrap();
+    let billing =
+        api_key::add(&keys, "billing", vec!["orders:read".into(), "orders:write".into()], vec!["billing".into()], None)
+            .unwrap();
+    let yaml = example(
+        "api-keys.yaml",
+        &[
+            ("RAMPART_LISTEN", "127.0.0.1:0".into()),
+            ("RAMPART_UPSTREAM", up.url()),
+            ("RAMPART_API_KEYS", keys.display().to_string()),
+        ],
+    );
+    let gw = TestGateway::start_in(dir, &yaml, false).await;
+    let k = |s: &str| vec![("x-api-key", s.to_string())];
+    let send = |method: &'static str, path: &'static str, key: Vec<(&'static str, String)>, body: &'static str| {
+        let addr = gw.addr();
+        async move {
+            let mut h: Vec<(&str, &str)> = key.iter().map(|(a, b)| (*a, b.as_str())).collect();
+            h.push(("content-type", "application/json"));
+            call(addr, method, path, &h, body).await
+        }
+    };
+    assert_eq!(send("GET", "/health", vec![], "").await.status, 200);
+    assert_eq!(send("GET", "/orders", vec![], "").await.status, 401);
+    assert_eq!(send("GET", "/orders", k("rk_wrong"), "").await.status, 401);
+    assert_eq!(send("GET", "/orders", k(&partner.secret), "").await.status, 200);
+    assert_eq!(send("POST", "/orders", k(&partner.secret), r#"{"item":"w"}"#).await.code(), "authz.scope");
+    let got = send("POST", "/orders", k(&billing.secret), r#"{"item":"w","paid":true}"#).await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert_eq!(send("GET", "/partners/partner-a/orders", k(&partner.secret), "").await.status, 200);
+    assert_eq!(send("GET", "/partners/partner-b/orders", k(&partner.secret), "").await.code(), "authz.object");
+    assert_eq!(send("GET", "/admin/keys", k(&billing.secret), "").await.code(), "authz.function");
+    let got =
+        send("GET", "/orders", vec![("x-api-key", partner.secret.clone()), ("x-partner-tier", "gold".into())], "")
+            .await;
+    assert_eq!(got.status, 200);
+}

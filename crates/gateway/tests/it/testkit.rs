@@ -635,3 +635,12 @@ impl JwksServer {
         self.hits.load(Ordering::SeqCst)
     }
 }
+
+/// A shipped example config (`examples/NAME`) with `${VAR}`s filled from `vars` (then their defaults), so tests
+/// run the file as operators do without touching the process environment.
+pub fn example(name: &str, vars: &[(&str, String)]) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples").join(name);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lookup = |v: &str| vars.iter().find(|(k, _)| *k == v).map(|(_, x)| x.clone());
+    gateway::config::env::substitute(name, &text, &lookup).unwrap()
+}
