@@ -261,8 +261,8 @@ async fn jwks_url_rotation_unknown_kid_rate_limit_and_idp_down() {
     let old = JwtKey::rsa("k-old");
     let new = JwtKey::ec("k-new");
     let idp = JwksServer::start(jwks(&[&old])).await;
-    let issuer = format!("    min_refetch: 300ms\n    refresh: 1h\n    fetch_timeout: 1s\n");
-    let gw = TestGateway::start_in(TempDir::new(), &jwt_config(&up.url(), &idp.url(), &issuer), true).await;
+    let issuer = "    min_refetch: 300ms\n    refresh: 1h\n    fetch_timeout: 1s\n";
+    let gw = TestGateway::start_in(TempDir::new(), &jwt_config(&up.url(), &idp.url(), issuer), true).await;
     let admin = gw.handle.admin_addr.unwrap();
     let ok = |got: Got| assert_eq!(got.status, 200, "{}", got.text());
     ok(bearer(&gw, "GET", "/api/orders", &old.token(&claims("alice", "read")), "").await);

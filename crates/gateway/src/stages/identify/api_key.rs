@@ -160,13 +160,13 @@ impl ApiKeys {
         self.by_hash.is_empty()
     }
 
-    fn from_query<'a>(&self, parts: &'a Parts) -> Option<&'a str> {
+    fn query_key<'a>(&self, parts: &'a Parts) -> Option<&'a str> {
         let name = self.query.as_deref()?;
         parts.uri.query()?.split('&').find_map(|kv| kv.strip_prefix(name).and_then(|rest| rest.strip_prefix('=')))
     }
 
     pub fn presented(&self, parts: &Parts) -> bool {
-        parts.headers.contains_key(&self.header) || self.from_query(parts).is_some()
+        parts.headers.contains_key(&self.header) || self.query_key(parts).is_some()
     }
 
     /// Verifies the request's key: hash, look up, confirm in constant time, then revocation and expiry.
@@ -175,7 +175,7 @@ impl ApiKeys {
         let key: &[u8] = match (values.next(), values.next()) {
             (Some(v), None) => v.as_bytes(),
             (Some(_), Some(_)) => return Err(AuthFailure::new(IdentifyCode::KeyInvalid, "several API key headers")),
-            (None, _) => match self.from_query(parts) {
+            (None, _) => match self.query_key(parts) {
                 Some(q) => q.as_bytes(),
                 None => return Err(AuthFailure::new(IdentifyCode::Missing, "no API key")),
             },

@@ -208,10 +208,10 @@ impl JwtVerifier {
         identity(issuer, data.claims, now)
     }
 
-    async fn key_for(&self, issuer: &JwtIssuer, u: &Unverified<'_>) -> Result<KeyRef, AuthFailure> {
+    async fn key_for<'i>(&self, issuer: &'i JwtIssuer, u: &Unverified<'_>) -> Result<KeyRef<'i>, AuthFailure> {
         if matches!(u.alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) {
             return match &issuer.hmac {
-                Some(k) => Ok(KeyRef::Hmac(k.clone())),
+                Some(k) => Ok(KeyRef::Hmac(k)),
                 None => Err(fail(IdentifyCode::JwtAlg, "HMAC token for an issuer without a secret")),
             };
         }
@@ -259,12 +259,12 @@ impl JwtVerifier {
 }
 
 /// A key borrowed for one verification.
-enum KeyRef {
-    Hmac(DecodingKey),
+enum KeyRef<'i> {
+    Hmac(&'i DecodingKey),
     Asymmetric(Arc<VerifyKey>),
 }
 
-impl KeyRef {
+impl KeyRef<'_> {
     fn as_ref(&self) -> &DecodingKey {
         match self {
             KeyRef::Hmac(k) => k,
