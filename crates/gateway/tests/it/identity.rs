@@ -566,3 +566,30 @@ async fn api_keys_example_config_works_as_shipped() {
             .await;
     assert_eq!(got.status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monitor_mode_records_identity_and_authorization_failures_without_blocking() {
+    let up = TestUpstream::start().await;
+    let dir = TempDir::new();
+    let key = JwtKey::ec("ec-1");
+    dir.write("jwks.json", &jwks(&[&key]));
+    let routes = "  - { path: /try/*, methods: [GET], upstream: app, auth: [jwt], roles: [admin], modes: { identify: monitor, authorize: monitor } }\n  - { path: /enforced/*, methods: [GET], upstream: app, auth: [jwt] }";
+    let extra = format!("admin: {{ addr: \"127.0.0.1:0\" }}\nidentity:\n  jwt: {{ issuer: \"{ISS}\", audience: {AUD}, jwks: jwks.json, algorithms: [ES256] }}\n");
+    let gw = TestGateway::start_in(dir, &config(&one_upstream(&up.url()), routes, &extra), false).await;
+    let admin = gw.handle.admin_addr.unwrap();
+    let monitored = |code: &'static str| async move {
+        let text = get(admin, "/metrics").await.text();
+        let prefix = format!("rampart_rejections_total{{code=\"{code}\",mode=\"monitor\"}} ");
+        text.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|n| n.trim().parse::<u64>().ok()).unwrap_or(0)
+    };
+    assert_eq!(get(gw.addr(), "/try/x").await.status, 200);
+    assert_eq!(monitored("auth.missing").await, 1);
+    assert_eq!(bearer(&gw, "GET", "/try/x", &key.token(&claims("alice", "")), "").await.status, 200);
+    assert_eq!(monitored("authz.function").await, 1);
+    assert_eq!(get(gw.addr(), "/enforced/x").await.status, 401);
+    // mtls needs a listener that asks for client certificates.
+    let d = TempDir::new();
+    let p = d.write("m.yaml", "listen: [{ addr: \"127.0.0.1:0\" }]\nidentity: { mtls: [{ san: \"DNS:a.test\", consumer: a }] }\nupstreams:\n  app: { targets: [\"http://127.0.0.1:9\"] }\nroutes:\n  - { path: /m, methods: [GET], upstream: app, auth: [mtls] }\n");
+    let Err(e) = gateway::config::load_file(&p, &gateway::metrics::Metrics::new()) else { panic!("accepted") };
+    assert!(e.to_string().contains("needs a listener that asks for client certificates"), "{e}");
+}
