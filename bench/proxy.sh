@@ -54,7 +54,7 @@ inspect: { enabled: false }
 upstreams:
   app: { targets: ["http://127.0.0.1:$UP"] }
 routes:
-  - { path: "/*", methods: [ANY], upstream: app }
+  - { path: "/*", methods: [ANY], upstream: app, auth: none }
 CONF
 RAMPART_LOG=warn $RAMPART serve --no-watch --config $WORK/noinspect.yaml 2> $WORK/rampart-noinspect.err &
 echo $! > $WORK/rampart-noinspect.pid

@@ -210,7 +210,7 @@ async fn main() {
     let level: u8 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(1);
     let (up, hits) = upstream().await;
     let yaml = format!(
-        "listen: [{{ addr: \"127.0.0.1:0\" }}]\naccess_log: off\nlimits: {{ max_uri_bytes: 64KiB, max_header_bytes: 64KiB }}\ninspect: {{ level: {level} }}\nupstreams:\n  app: {{ targets: [\"http://{up}\"] }}\nroutes:\n  - {{ path: \"/*\", methods: [ANY], upstream: app }}\n"
+        "listen: [{{ addr: \"127.0.0.1:0\" }}]\naccess_log: off\nlimits: {{ max_uri_bytes: 64KiB, max_header_bytes: 64KiB }}\ninspect: {{ level: {level} }}\nupstreams:\n  app: {{ targets: [\"http://{up}\"] }}\nroutes:\n  - {{ path: \"/*\", methods: [ANY], upstream: app, auth: none }}\n"
     );
     let source = Source::Inline { name: "inspect_eval".into(), text: yaml, base_dir: PathBuf::from(".") };
     let gw = match Gateway::start(source, StartOptions::default()).await {

@@ -118,6 +118,10 @@ pub enum Code {
     UpstreamBadResponse,
     /// The upstream answered with an error whose body was replaced (the upstream's status is kept).
     UpstreamError,
+    /// The caller could not be identified (401); the precise reason is logged, the client sees `auth.failed`.
+    Identify(crate::stages::identify::IdentifyCode),
+    /// The identified caller may not do this (403).
+    Authorize(crate::stages::authorize::AuthzCode),
 }
 
 impl Code {
@@ -141,6 +145,8 @@ impl Code {
             Code::UpstreamUnavailable => "upstream.unavailable",
             Code::UpstreamBadResponse => "upstream.bad_response",
             Code::UpstreamError => "upstream.error",
+            Code::Identify(c) => c.as_str(),
+            Code::Authorize(c) => c.as_str(),
         }
     }
 
@@ -160,6 +166,8 @@ impl Code {
             Code::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Code::UpstreamError => StatusCode::INTERNAL_SERVER_ERROR,
             Code::UpstreamUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Code::Identify(c) => c.status(),
+            Code::Authorize(_) => StatusCode::FORBIDDEN,
         }
     }
 
@@ -183,6 +191,8 @@ impl Code {
             | Code::UpstreamUnavailable
             | Code::UpstreamBadResponse
             | Code::UpstreamError => None,
+            Code::Identify(_) => Some(Owasp::Api2BrokenAuthentication),
+            Code::Authorize(c) => Some(c.owasp()),
         }
     }
 
@@ -203,12 +213,24 @@ impl Code {
             | Code::UpstreamUnavailable
             | Code::UpstreamBadResponse => StageName::Forward,
             Code::UpstreamError => StageName::Respond,
+            Code::Identify(_) => StageName::Identify,
+            Code::Authorize(_) => StageName::Authorize,
         }
     }
 
     /// Whether this is a security decision (recorded as a security event) rather than an availability failure.
     pub fn is_security(self) -> bool {
         self.owasp().is_some()
+    }
+
+    /// The code the client sees in the problem body. Identification failures all read `auth.failed` so a
+    /// client cannot probe which check its credential failed (expired, unknown key, bad signature …); the
+    /// precise code goes to the log and metrics.
+    pub fn client_str(self) -> &'static str {
+        match self {
+            Code::Identify(c) => c.client_str(),
+            other => other.as_str(),
+        }
     }
 
     /// Every code, for the README table and tests that check it stays complete.
@@ -244,6 +266,26 @@ impl Code {
         Code::UpstreamUnavailable,
         Code::UpstreamBadResponse,
         Code::UpstreamError,
+        Code::Identify(crate::stages::identify::IdentifyCode::Missing),
+        Code::Identify(crate::stages::identify::IdentifyCode::KeyInvalid),
+        Code::Identify(crate::stages::identify::IdentifyCode::KeyExpired),
+        Code::Identify(crate::stages::identify::IdentifyCode::KeyRevoked),
+        Code::Identify(crate::stages::identify::IdentifyCode::JwtMalformed),
+        Code::Identify(crate::stages::identify::IdentifyCode::JwtAlg),
+        Code::Identify(crate::stages::identify::IdentifyCode::JwtHeader),
+        Code::Identify(crate::stages::identify::IdentifyCode::JwtKid),
+        Code::Identify(crate::stages::identify::IdentifyCode::JwtSignature),
+        Code::Identify(crate::stages::identify::IdentifyCode::JwtExpired),
+        Code::Identify(crate::stages::identify::IdentifyCode::JwtNotYetValid),
+        Code::Identify(crate::stages::identify::IdentifyCode::JwtIssuer),
+        Code::Identify(crate::stages::identify::IdentifyCode::JwtAudience),
+        Code::Identify(crate::stages::identify::IdentifyCode::JwtClaims),
+        Code::Identify(crate::stages::identify::IdentifyCode::JwtKeysUnavailable),
+        Code::Identify(crate::stages::identify::IdentifyCode::MtlsUnmapped),
+        Code::Authorize(crate::stages::authorize::AuthzCode::Scope),
+        Code::Authorize(crate::stages::authorize::AuthzCode::Function),
+        Code::Authorize(crate::stages::authorize::AuthzCode::Object),
+        Code::Authorize(crate::stages::authorize::AuthzCode::MassAssignment),
     ];
 }
 

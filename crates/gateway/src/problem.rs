@@ -21,7 +21,7 @@ pub fn with_status(rejection: &Rejection, request_id: &str, status: http::Status
         "type": "about:blank",
         "title": title,
         "status": status.as_u16(),
-        "code": rejection.code.as_str(),
+        "code": rejection.code.client_str(),
         "request_id": request_id,
     });
     let bytes = Bytes::from(body.to_string());

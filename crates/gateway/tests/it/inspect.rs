@@ -79,7 +79,7 @@ async fn legitimate_traffic_passes_unchanged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn monitor_mode_exclusions_levels_and_off() {
     let up = TestUpstream::start().await;
-    let routes = "  - { path: /notes, methods: [POST], upstream: app, inspect: { exclude: [\"json:code\"] } }\n  - { path: /raw, methods: [POST], upstream: app, inspect: { enabled: false } }\n  - { path: /watch, methods: [GET], upstream: app, modes: { inspect: monitor } }\n  - { path: /small, methods: [POST], upstream: app, inspect: { max_body_bytes: 16 } }";
+    let routes = "  - { path: /notes, methods: [POST], upstream: app, auth: none, inspect: { exclude: [\"json:code\"] } }\n  - { path: /raw, methods: [POST], upstream: app, auth: none, inspect: { enabled: false } }\n  - { path: /watch, methods: [GET], upstream: app, auth: none, modes: { inspect: monitor } }\n  - { path: /small, methods: [POST], upstream: app, auth: none, inspect: { max_body_bytes: 16 } }";
     let gw = TestGateway::start(&config(&one_upstream(&up.url()), routes, "")).await;
     let a = gw.addr();
     // The excluded field may hold code; another field may not.

@@ -2,6 +2,7 @@
 
 mod admit;
 mod cors;
+mod identity;
 mod inspect;
 mod proxying;
 mod reload;

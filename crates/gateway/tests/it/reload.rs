@@ -4,7 +4,7 @@ use std::time::Duration;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_applies_good_configs_and_refuses_broken_ones() {
     let up = TestUpstream::start().await;
-    let v1 = config(&one_upstream(&up.url()), "  - { path: /v1, methods: [GET], upstream: app }", "");
+    let v1 = config(&one_upstream(&up.url()), "  - { path: /v1, methods: [GET], upstream: app, auth: none }", "");
     let gw = TestGateway::start(&v1).await;
     assert_eq!(get(gw.addr(), "/v1").await.status, 200);
     assert_eq!(get(gw.addr(), "/v2").await.status, 404);
@@ -13,7 +13,7 @@ async fn reload_applies_good_configs_and_refuses_broken_ones() {
     let addr = gw.addr();
     let v1b = config(
         &one_upstream(&up.url()),
-        "  - { path: /v1, methods: [GET], upstream: app }\n  - { path: /slow, methods: [GET], upstream: app }",
+        "  - { path: /v1, methods: [GET], upstream: app, auth: none }\n  - { path: /slow, methods: [GET], upstream: app, auth: none }",
         "",
     );
     std::fs::write(&gw.config, &v1b).unwrap();
@@ -21,7 +21,7 @@ async fn reload_applies_good_configs_and_refuses_broken_ones() {
     let slow = tokio::spawn(async move { get(addr, "/slow?ms=400").await });
     tokio::time::sleep(Duration::from_millis(100)).await;
 
-    let v2 = config(&one_upstream(&up.url()), "  - { path: /v2, methods: [GET], upstream: app }", "");
+    let v2 = config(&one_upstream(&up.url()), "  - { path: /v2, methods: [GET], upstream: app, auth: none }", "");
     std::fs::write(&gw.config, &v2).unwrap();
     gw.handle.reload().await.unwrap();
     assert_eq!(get(gw.addr(), "/v2").await.status, 200);
@@ -31,7 +31,8 @@ async fn reload_applies_good_configs_and_refuses_broken_ones() {
     // Broken YAML and a dangling reference: refused, v2 keeps serving.
     std::fs::write(&gw.config, "listen: [ { addr: oops\n").unwrap();
     assert!(gw.handle.reload().await.is_err());
-    let dangling = config(&one_upstream(&up.url()), "  - { path: /v3, methods: [GET], upstream: nowhere }", "");
+    let dangling =
+        config(&one_upstream(&up.url()), "  - { path: /v3, methods: [GET], upstream: nowhere, auth: none }", "");
     std::fs::write(&gw.config, &dangling).unwrap();
     let err = gw.handle.reload().await.unwrap_err().to_string();
     assert!(err.contains("unknown upstream `nowhere`"), "{err}");
@@ -42,9 +43,9 @@ async fn reload_applies_good_configs_and_refuses_broken_ones() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_changes_trigger_a_reload() {
     let up = TestUpstream::start().await;
-    let v1 = config(&one_upstream(&up.url()), "  - { path: /v1, methods: [GET], upstream: app }", "");
+    let v1 = config(&one_upstream(&up.url()), "  - { path: /v1, methods: [GET], upstream: app, auth: none }", "");
     let gw = TestGateway::start_in(TempDir::new(), &v1, true).await;
-    let v2 = config(&one_upstream(&up.url()), "  - { path: /v2, methods: [GET], upstream: app }", "");
+    let v2 = config(&one_upstream(&up.url()), "  - { path: /v2, methods: [GET], upstream: app, auth: none }", "");
     std::fs::write(&gw.config, &v2).unwrap();
     let mut ok = false;
     for _ in 0..50 {
@@ -62,7 +63,7 @@ async fn file_changes_trigger_a_reload() {
 fn errors_point_at_file_line_and_column() {
     let dir = TempDir::new();
     let metrics = gateway::metrics::Metrics::new();
-    let yaml = "listen:\n  - addr: \"127.0.0.1:0\"\nupstreams:\n  app: { targets: [\"ftp://x\"] }\nroutes:\n  - { path: /a, methods: [GET], upstream: ghost }\n  - { path: b, methods: [FETCH!], upstream: app }\n";
+    let yaml = "listen:\n  - addr: \"127.0.0.1:0\"\nupstreams:\n  app: { targets: [\"ftp://x\"] }\nroutes:\n  - { path: /a, methods: [GET], upstream: ghost, auth: none }\n  - { path: b, methods: [FETCH!], upstream: app, auth: none }\n";
     let p = dir.write("bad.yaml", yaml);
     let Err(errs) = gateway::config::load_file(&p, &metrics) else { panic!("bad config accepted") };
     let text = errs.to_string();

@@ -1,7 +1,7 @@
 use crate::testkit::*;
 
 fn routes() -> &'static str {
-    "  - { path: \"/*\", methods: [ANY], upstream: app }\n  - { path: /debug/*, methods: [GET], upstream: app, modes: { respond: monitor } }"
+    "  - { path: \"/*\", methods: [ANY], upstream: app, auth: none }\n  - { path: /debug/*, methods: [GET], upstream: app, auth: none, modes: { respond: monitor } }"
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

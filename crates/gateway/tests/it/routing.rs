@@ -4,7 +4,7 @@ use std::time::Duration;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn undeclared_routes_and_methods_are_refused_with_problem_json() {
     let up = TestUpstream::start().await;
-    let routes = "  - { path: \"/users/{id}\", methods: [GET], upstream: app }\n  - { path: /public/*, methods: [GET], upstream: app }";
+    let routes = "  - { path: \"/users/{id}\", methods: [GET], upstream: app, auth: none }\n  - { path: /public/*, methods: [GET], upstream: app, auth: none }";
     let gw = TestGateway::start(&config(&one_upstream(&up.url()), routes, "")).await;
     assert_eq!(get(gw.addr(), "/users/7").await.text(), "upstream:/users/7");
     assert_eq!(get(gw.addr(), "/public/a/b.css").await.status, 200);
@@ -26,7 +26,7 @@ async fn undeclared_routes_and_methods_are_refused_with_problem_json() {
 async fn path_spelling_cannot_dodge_a_route() {
     let up = TestUpstream::start().await;
     // /login has a tiny body cap; everything else is open. Every spelling of /login must hit the cap.
-    let routes = "  - { path: /login, methods: [POST], upstream: app, max_body_bytes: 10 }\n  - { path: \"/*\", methods: [ANY], upstream: app }";
+    let routes = "  - { path: /login, methods: [POST], upstream: app, auth: none, max_body_bytes: 10 }\n  - { path: \"/*\", methods: [ANY], upstream: app, auth: none }";
     let gw = TestGateway::start(&config(&one_upstream(&up.url()), routes, "")).await;
     for spelling in [
         "/login",
@@ -62,7 +62,7 @@ async fn path_spelling_cannot_dodge_a_route() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hosts_select_routes() {
     let up = TestUpstream::start().await;
-    let routes = "  - { path: /a, hosts: [api.example.com], methods: [GET], upstream: app }\n  - { path: /b, hosts: [\"*.tenant.test\"], methods: [GET], upstream: app }";
+    let routes = "  - { path: /a, hosts: [api.example.com], methods: [GET], upstream: app, auth: none }\n  - { path: /b, hosts: [\"*.tenant.test\"], methods: [GET], upstream: app, auth: none }";
     let gw = TestGateway::start(&config(&one_upstream(&up.url()), routes, "")).await;
     let got = send_host(gw.addr(), "/a", "API.example.com:8080").await;
     assert_eq!(got.status, 200);
@@ -79,7 +79,7 @@ async fn send_host(addr: std::net::SocketAddr, path: &str, host: &str) -> Got {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redirect_listener_sends_clients_to_https() {
     let dir = TempDir::new();
-    let yaml = "listen:\n  - { addr: \"127.0.0.1:0\", redirect_https: { port: 8443 } }\naccess_log: off\nupstreams:\n  app: { targets: [\"http://127.0.0.1:9\"] }\nroutes:\n  - { path: \"/*\", methods: [ANY], upstream: app }\n";
+    let yaml = "listen:\n  - { addr: \"127.0.0.1:0\", redirect_https: { port: 8443 } }\naccess_log: off\nupstreams:\n  app: { targets: [\"http://127.0.0.1:9\"] }\nroutes:\n  - { path: \"/*\", methods: [ANY], upstream: app, auth: none }\n";
     let gw = TestGateway::start_in(dir, yaml, false).await;
     let got = send_host(gw.addr(), "/users/1?x=2", "api.example.com").await;
     assert_eq!(got.status, 308);

@@ -280,7 +280,7 @@ pub fn config(upstreams: &str, routes: &str, extra: &str) -> String {
 
 /// One catch-all route to the upstream `app`.
 pub fn all_routes() -> &'static str {
-    "  - { path: \"/*\", methods: [ANY], upstream: app }"
+    "  - { path: \"/*\", methods: [ANY], upstream: app, auth: none }"
 }
 
 pub fn one_upstream(url: &str) -> String {
@@ -445,4 +445,202 @@ pub async fn tls_connect(
 /// The certificate the server presented on a TLS connection.
 pub fn server_cert(s: &tokio_rustls::client::TlsStream<TcpStream>) -> CertificateDer<'static> {
     s.get_ref().1.peer_certificates().unwrap()[0].clone().into_owned()
+}
+
+/// How many times the gateway refused with `code` (enforce mode), from its admin `/metrics`. Identification
+/// failures all read `auth.failed` to the client; the precise code is visible here and in the log.
+pub async fn rejections(admin: SocketAddr, code: &str) -> u64 {
+    let text = get(admin, "/metrics").await.text();
+    let prefix = format!("rampart_rejections_total{{code=\"{code}\",mode=\"enforce\"}} ");
+    text.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|n| n.trim().parse().ok()).unwrap_or(0)
+}
+
+/// Asserts a 401 with the generic body and a challenge, and that the gateway logged `code` for it.
+pub async fn expect_401(gw: &TestGateway, got: Got, code: &str, before: u64) {
+    assert_eq!(got.status, 401, "{code}: {}", got.text());
+    assert_eq!(got.code(), "auth.failed", "{code}");
+    assert!(got.headers.contains_key("www-authenticate"), "{code}: no challenge");
+    let admin = gw.handle.admin_addr.expect("the test config needs an admin listener");
+    assert_eq!(rejections(admin, code).await, before + 1, "expected {code}");
+}
+
+/// base64url without padding (JWT segments).
+pub fn b64(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..=chunk.len() {
+            out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+enum Signer {
+    Rsa(aws_lc_rs::rsa::KeyPair),
+    Ec(aws_lc_rs::signature::EcdsaKeyPair),
+    Ed(aws_lc_rs::signature::Ed25519KeyPair),
+}
+
+/// A signing key made in the test (aws-lc), its JWK, and a token signer that can also forge headers.
+pub struct JwtKey {
+    pub kid: String,
+    pub alg: &'static str,
+    signer: Signer,
+}
+
+impl JwtKey {
+    pub fn rsa(kid: &str) -> JwtKey {
+        let kp = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+        JwtKey { kid: kid.into(), alg: "RS256", signer: Signer::Rsa(kp) }
+    }
+    pub fn ec(kid: &str) -> JwtKey {
+        let kp = aws_lc_rs::signature::EcdsaKeyPair::generate(&aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING)
+            .unwrap();
+        JwtKey { kid: kid.into(), alg: "ES256", signer: Signer::Ec(kp) }
+    }
+    pub fn ed(kid: &str) -> JwtKey {
+        let kp = aws_lc_rs::signature::Ed25519KeyPair::generate().unwrap();
+        JwtKey { kid: kid.into(), alg: "EdDSA", signer: Signer::Ed(kp) }
+    }
+
+    /// The public JWK.
+    pub fn jwk(&self) -> serde_json::Value {
+        use aws_lc_rs::signature::KeyPair as _;
+        match &self.signer {
+            Signer::Rsa(kp) => {
+                let pk = kp.public_key();
+                let (n, e) = (pk.modulus(), pk.exponent());
+                serde_json::json!({ "kty": "RSA", "kid": self.kid, "alg": self.alg, "use": "sig",
+                    "n": b64(n.big_endian_without_leading_zero()), "e": b64(e.big_endian_without_leading_zero()) })
+            }
+            Signer::Ec(kp) => {
+                let p = kp.public_key().as_ref();
+                serde_json::json!({ "kty": "EC", "kid": self.kid, "crv": "P-256", "alg": self.alg,
+                    "x": b64(&p[1..33]), "y": b64(&p[33..65]) })
+            }
+            Signer::Ed(kp) => serde_json::json!({ "kty": "OKP", "kid": self.kid, "crv": "Ed25519", "alg": self.alg,
+                "x": b64(kp.public_key().as_ref()) }),
+        }
+    }
+
+    /// The public key as DER SubjectPublicKeyInfo bytes (what a key-confusion attacker HMACs with).
+    pub fn public_der(&self) -> Vec<u8> {
+        use aws_lc_rs::encoding::AsDer;
+        use aws_lc_rs::signature::KeyPair as _;
+        match &self.signer {
+            Signer::Rsa(kp) => kp.public_key().as_der().unwrap().as_ref().to_vec(),
+            Signer::Ec(kp) => kp.public_key().as_ref().to_vec(),
+            Signer::Ed(kp) => kp.public_key().as_ref().to_vec(),
+        }
+    }
+
+    /// Signs `claims` under `header` (given fields win; `alg` and `kid` are added when missing).
+    pub fn sign(&self, header: serde_json::Value, claims: &serde_json::Value) -> String {
+        let mut h = serde_json::json!({ "alg": self.alg, "typ": "JWT", "kid": self.kid });
+        for (k, v) in header.as_object().unwrap() {
+            if v.is_null() {
+                h.as_object_mut().unwrap().remove(k);
+            } else {
+                h[k] = v.clone();
+            }
+        }
+        let msg = format!("{}.{}", b64(h.to_string().as_bytes()), b64(claims.to_string().as_bytes()));
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let sig = match &self.signer {
+            Signer::Rsa(kp) => {
+                let mut sig = vec![0; kp.public_modulus_len()];
+                kp.sign(&aws_lc_rs::signature::RSA_PKCS1_SHA256, &rng, msg.as_bytes(), &mut sig).unwrap();
+                sig
+            }
+            Signer::Ec(kp) => kp.sign(&rng, msg.as_bytes()).unwrap().as_ref().to_vec(),
+            Signer::Ed(kp) => kp.sign(msg.as_bytes()).as_ref().to_vec(),
+        };
+        format!("{msg}.{}", b64(&sig))
+    }
+
+    pub fn token(&self, claims: &serde_json::Value) -> String {
+        self.sign(serde_json::json!({}), claims)
+    }
+}
+
+/// An unsigned token with any header (for `alg: none` and HMAC forgeries).
+pub fn forge(header: &serde_json::Value, claims: &serde_json::Value, sig: &[u8]) -> String {
+    format!("{}.{}.{}", b64(header.to_string().as_bytes()), b64(claims.to_string().as_bytes()), b64(sig))
+}
+
+pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> Vec<u8> {
+    let k = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, key);
+    aws_lc_rs::hmac::sign(&k, msg).as_ref().to_vec()
+}
+
+pub fn jwks(keys: &[&JwtKey]) -> String {
+    serde_json::json!({ "keys": keys.iter().map(|k| k.jwk()).collect::<Vec<_>>() }).to_string()
+}
+
+pub fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// A real identity provider's JWKS endpoint: serves the current document at `/jwks.json`, counts fetches,
+/// and can be taken down (503) and brought back.
+pub struct JwksServer {
+    pub addr: SocketAddr,
+    pub doc: Arc<std::sync::Mutex<String>>,
+    pub hits: Arc<AtomicUsize>,
+    pub up: Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for JwksServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl JwksServer {
+    pub async fn start(doc: String) -> JwksServer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let doc = Arc::new(std::sync::Mutex::new(doc));
+        let hits = Arc::new(AtomicUsize::new(0));
+        let up = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let (d, h, u) = (doc.clone(), hits.clone(), up.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((s, _)) = listener.accept().await else { continue };
+                let (d, h, u) = (d.clone(), h.clone(), u.clone());
+                tokio::spawn(async move {
+                    let svc = service_fn(move |_req: Request<Incoming>| {
+                        h.fetch_add(1, Ordering::SeqCst);
+                        let mut r = Response::new(full(d.lock().unwrap().clone()));
+                        if !u.load(Ordering::SeqCst) {
+                            *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                        }
+                        async move { Ok::<_, Infallible>(r) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(s), svc).await;
+                });
+            }
+        });
+        JwksServer { addr, doc, hits, up, task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/jwks.json", self.addr)
+    }
+
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+/// A shipped example config (`examples/NAME`) with `${VAR}`s filled from `vars` (then their defaults), so tests
+/// run the file as operators do without touching the process environment.
+pub fn example(name: &str, vars: &[(&str, String)]) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples").join(name);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lookup = |v: &str| vars.iter().find(|(k, _)| *k == v).map(|(_, x)| x.clone());
+    gateway::config::env::substitute(name, &text, &lookup).unwrap()
 }

@@ -9,7 +9,7 @@ fn tls_config(pki: &Pki, upstream: &str, extra_tls: &str) -> String {
     let (cert, key) = pki.leaf("server", &["api.test", "localhost"], false);
     let (ocert, okey) = pki.leaf("other", &["other.test"], false);
     format!(
-        "listen:\n  - addr: \"127.0.0.1:0\"\n    tls:\n      cert: {}\n      key: {}\n      sni: [{{ hosts: [other.test], cert: {}, key: {} }}]\n{extra_tls}\naccess_log: off\nupstreams:\n{}\nroutes:\n  - {{ path: \"/*\", methods: [ANY], upstream: app }}\n",
+        "listen:\n  - addr: \"127.0.0.1:0\"\n    tls:\n      cert: {}\n      key: {}\n      sni: [{{ hosts: [other.test], cert: {}, key: {} }}]\n{extra_tls}\naccess_log: off\nupstreams:\n{}\nroutes:\n  - {{ path: \"/*\", methods: [ANY], upstream: app, auth: none }}\n",
         cert.display(),
         key.display(),
         ocert.display(),

@@ -112,7 +112,8 @@ async fn https_upstream_is_verified_and_can_require_a_client_certificate() {
         ccert.display(),
         ckey.display()
     );
-    let gw = TestGateway::start(&config(&ups, "  - { path: \"/*\", methods: [ANY], upstream: app }", "")).await;
+    let gw =
+        TestGateway::start(&config(&ups, "  - { path: \"/*\", methods: [ANY], upstream: app, auth: none }", "")).await;
     let got = get(gw.addr(), "/echo/tls").await;
     assert_eq!(got.status, 200, "{}", got.text());
     assert_eq!(got.json()["headers"]["host"], format!("localhost:{}", up.addr.port()));
@@ -121,7 +122,9 @@ async fn https_upstream_is_verified_and_can_require_a_client_certificate() {
     // Without the client certificate the upstream refuses; with the system roots its certificate is not trusted.
     for tls in [format!("tls: {{ ca: {} }}", pki.ca_path.display()), String::new()] {
         let ups = format!("  app: {{ targets: [\"{url}\"], retries: 0, {tls} }}");
-        let gw = TestGateway::start(&config(&ups, "  - { path: \"/*\", methods: [ANY], upstream: app }", "")).await;
+        let gw =
+            TestGateway::start(&config(&ups, "  - { path: \"/*\", methods: [ANY], upstream: app, auth: none }", ""))
+                .await;
         let got = get(gw.addr(), "/echo/tls").await;
         assert_eq!(got.status, 502, "{tls}: {}", got.text());
         assert_eq!(got.code(), "upstream.unreachable");
@@ -134,7 +137,7 @@ async fn https_upstream_is_verified_and_can_require_a_client_certificate() {
 async fn h2c_is_served_when_enabled() {
     let up = TestUpstream::start().await;
     let yaml = format!(
-        "listen: [{{ addr: \"127.0.0.1:0\", h2c: true }}]\naccess_log: off\nupstreams:\n{}\nroutes:\n  - {{ path: \"/*\", methods: [ANY], upstream: app }}\n",
+        "listen: [{{ addr: \"127.0.0.1:0\", h2c: true }}]\naccess_log: off\nupstreams:\n{}\nroutes:\n  - {{ path: \"/*\", methods: [ANY], upstream: app, auth: none }}\n",
         one_upstream(&up.url())
     );
     let gw = TestGateway::start(&yaml).await;

@@ -60,3 +60,197 @@ impl Identity {
         self.scopes.iter().any(|s| &**s == scope)
     }
 }
+
+pub mod api_key;
+mod fetch;
+pub mod forward;
+pub mod jwks;
+pub mod jwt;
+pub mod mtls;
+
+use crate::pipeline::{Code, Rejection};
+use crate::server::tls::PeerCert;
+use http::header::{HeaderValue, WWW_AUTHENTICATE};
+use http::request::Parts;
+use http::StatusCode;
+
+/// Why a caller could not be identified. Every variant is a stable code in logs and metrics; the client only
+/// ever sees `auth.failed` with status 401 (see [`IdentifyCode::client_str`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IdentifyCode {
+    /// The route needs a credential and the request carries none of the accepted kinds.
+    Missing,
+    KeyInvalid,
+    KeyExpired,
+    /// The key's record is disabled (`rampart keys revoke`).
+    KeyRevoked,
+    /// Not a JWT: wrong shape, bad base64 or JSON, oversized.
+    JwtMalformed,
+    /// `alg` is `none` (any casing), not on the issuer's allow-list, or HMAC for an asymmetric issuer.
+    JwtAlg,
+    /// `jku`, `x5u`, `jwk`, `x5c` or `crit` in the header: keys named by the token are never fetched or trusted.
+    JwtHeader,
+    /// `kid` unknown after a refetch, or not a plain identifier (path or SQL payloads).
+    JwtKid,
+    JwtSignature,
+    JwtExpired,
+    /// `nbf` or `iat` in the future (beyond the leeway).
+    JwtNotYetValid,
+    JwtIssuer,
+    JwtAudience,
+    /// A required claim is missing or has the wrong type.
+    JwtClaims,
+    /// The issuer's JWKS has never been loaded (identity provider unreachable since start): fail closed.
+    JwtKeysUnavailable,
+    /// A verified client certificate that no `identity.mtls` entry maps to a consumer.
+    MtlsUnmapped,
+}
+
+impl IdentifyCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IdentifyCode::Missing => "auth.missing",
+            IdentifyCode::KeyInvalid => "auth.key.invalid",
+            IdentifyCode::KeyExpired => "auth.key.expired",
+            IdentifyCode::KeyRevoked => "auth.key.revoked",
+            IdentifyCode::JwtMalformed => "auth.jwt.malformed",
+            IdentifyCode::JwtAlg => "auth.jwt.alg",
+            IdentifyCode::JwtHeader => "auth.jwt.header",
+            IdentifyCode::JwtKid => "auth.jwt.kid",
+            IdentifyCode::JwtSignature => "auth.jwt.signature",
+            IdentifyCode::JwtExpired => "auth.jwt.expired",
+            IdentifyCode::JwtNotYetValid => "auth.jwt.not_yet_valid",
+            IdentifyCode::JwtIssuer => "auth.jwt.issuer",
+            IdentifyCode::JwtAudience => "auth.jwt.audience",
+            IdentifyCode::JwtClaims => "auth.jwt.claims",
+            IdentifyCode::JwtKeysUnavailable => "auth.jwt.keys_unavailable",
+            IdentifyCode::MtlsUnmapped => "auth.mtls.unmapped",
+        }
+    }
+
+    pub fn status(self) -> StatusCode {
+        StatusCode::UNAUTHORIZED
+    }
+
+    /// What the client is told: one code for every identification failure.
+    pub fn client_str(self) -> &'static str {
+        "auth.failed"
+    }
+}
+
+/// A failed identification: the code and the operator's detail (never a secret or a whole token).
+#[derive(Debug, Clone)]
+pub struct AuthFailure {
+    pub code: IdentifyCode,
+    pub detail: String,
+}
+
+impl AuthFailure {
+    pub fn new(code: IdentifyCode, detail: impl Into<String>) -> Self {
+        AuthFailure { code, detail: detail.into() }
+    }
+}
+
+/// What a route accepts: no credential at all (`auth: none`), or any one of a list of methods. There is no
+/// "unset": config validation refuses a route that does not say (closed by default).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteAuth {
+    Public,
+    AnyOf(Vec<AuthMethod>),
+}
+
+/// The request as the verifiers see it.
+pub struct AuthRequest<'a> {
+    pub parts: &'a Parts,
+    pub client_cert: Option<&'a PeerCert>,
+}
+
+/// The compiled `identity` section: one verifier per configured method, shared by every route.
+#[derive(Default)]
+pub struct Identifier {
+    pub api_keys: Option<api_key::ApiKeys>,
+    pub jwt: Option<jwt::JwtVerifier>,
+    pub mtls: Option<mtls::MtlsMap>,
+    /// Client-supplied identity headers to strip and the verified identity's headers to add.
+    pub headers: forward::IdentityHeaders,
+}
+
+impl Identifier {
+    /// Whether the request carries a credential of this kind (the first one present decides).
+    fn presented(&self, method: AuthMethod, req: &AuthRequest<'_>) -> bool {
+        match method {
+            AuthMethod::ApiKey => self.api_keys.as_ref().is_some_and(|k| k.presented(req.parts)),
+            AuthMethod::Jwt => self.jwt.as_ref().is_some_and(|j| j.presented(req.parts)),
+            AuthMethod::Mtls => self.mtls.is_some() && req.client_cert.is_some(),
+            AuthMethod::Introspection | AuthMethod::Signature => false,
+        }
+    }
+
+    /// identify: of the route's accepted methods, the first whose credential the request carries is verified,
+    /// and its answer is final (a bad API key is not rescued by a good token, nor the other way round).
+    pub async fn identify(&self, accepted: &[AuthMethod], req: &AuthRequest<'_>) -> Result<Arc<Identity>, AuthFailure> {
+        let Some(method) = accepted.iter().copied().find(|m| self.presented(*m, req)) else {
+            let names: Vec<&str> = accepted.iter().map(|m| m.as_str()).collect();
+            return Err(AuthFailure::new(IdentifyCode::Missing, format!("no credential of: {}", names.join(", "))));
+        };
+        match method {
+            AuthMethod::ApiKey => match &self.api_keys {
+                Some(k) => k.verify(req.parts),
+                None => Err(AuthFailure::new(IdentifyCode::Missing, "api keys not configured")),
+            },
+            AuthMethod::Jwt => match &self.jwt {
+                Some(j) => j.verify(req.parts).await,
+                None => Err(AuthFailure::new(IdentifyCode::Missing, "jwt not configured")),
+            },
+            AuthMethod::Mtls => match (&self.mtls, req.client_cert) {
+                (Some(m), Some(cert)) => m.identify(cert),
+                _ => Err(AuthFailure::new(IdentifyCode::Missing, "no client certificate")),
+            },
+            AuthMethod::Introspection | AuthMethod::Signature => {
+                Err(AuthFailure::new(IdentifyCode::Missing, format!("{} not available", method.as_str())))
+            }
+        }
+    }
+}
+
+/// A route's identify step, compiled: what it accepts and the `WWW-Authenticate` challenge its 401s carry.
+#[derive(Debug, Clone)]
+pub struct RouteIdentify {
+    pub auth: RouteAuth,
+    pub challenge: HeaderValue,
+}
+
+impl RouteIdentify {
+    pub fn new(auth: RouteAuth, api_key_header: &str) -> Self {
+        let mut parts = Vec::new();
+        if let RouteAuth::AnyOf(methods) = &auth {
+            for m in methods {
+                match m {
+                    AuthMethod::Jwt | AuthMethod::Introspection => parts.push("Bearer realm=\"rampart\"".to_string()),
+                    AuthMethod::ApiKey => parts.push(format!("ApiKey realm=\"rampart\", header=\"{api_key_header}\"")),
+                    AuthMethod::Mtls => parts.push("Mutual realm=\"rampart\"".to_string()),
+                    AuthMethod::Signature => parts.push("Signature realm=\"rampart\"".to_string()),
+                }
+            }
+        }
+        parts.dedup();
+        let challenge = HeaderValue::from_str(&parts.join(", ")).unwrap_or(HeaderValue::from_static("Bearer"));
+        RouteIdentify { auth, challenge }
+    }
+
+    /// The 401 for a failure, with the route's challenge.
+    pub fn rejection(&self, failure: AuthFailure) -> Rejection {
+        Rejection::new(Code::Identify(failure.code), failure.detail)
+            .with_header(WWW_AUTHENTICATE, self.challenge.clone())
+    }
+}
+
+/// Parses a method name as written in `auth: [...]`.
+pub fn parse_method(name: &str) -> Option<AuthMethod> {
+    match name.trim().to_ascii_lowercase().as_str() {
+        "api_key" | "apikey" | "api-key" => Some(AuthMethod::ApiKey),
+        "jwt" => Some(AuthMethod::Jwt),
+        "mtls" => Some(AuthMethod::Mtls),
+        _ => None,
+    }
+}

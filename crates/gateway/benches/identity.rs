@@ -1,0 +1,167 @@
+//! Cost of identifying a request: JWT verification with a cached key (RS256, ES256, EdDSA) — header read,
+//! signature, claims, identity built — and API-key lookup (hash, map, constant-time confirm) among 10 000 keys.
+//!
+//!     cargo bench -p rampart-gateway --bench identity
+
+use gateway::stages::identify::api_key::{self, ApiKeys};
+use gateway::stages::identify::jwks::KeySet;
+use gateway::stages::identify::jwt::{JwtIssuer, JwtVerifier, KeySource};
+use http::header::HeaderName;
+use std::future::Future;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+fn main() {
+    divan::main();
+}
+
+fn b64(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..=chunk.len() {
+            out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+const ISS: &str = "https://id.bench.example/";
+
+fn now() -> u64 {
+    jsonwebtoken::get_current_timestamp()
+}
+
+fn claims() -> String {
+    let t = now();
+    serde_json::json!({ "iss": ISS, "aud": "orders-api", "sub": "alice", "scope": "read write",
+        "roles": ["user"], "iat": t, "nbf": t, "exp": t + 3600 })
+    .to_string()
+}
+
+/// A verifier with one issuer whose JWKS holds the three keys, and one token per algorithm.
+struct Setup {
+    verifier: JwtVerifier,
+    rs256: String,
+    es256: String,
+    eddsa: String,
+}
+
+fn setup() -> Setup {
+    use aws_lc_rs::signature::KeyPair;
+    let rng = aws_lc_rs::rand::SystemRandom::new();
+    let rsa = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+    let ec =
+        aws_lc_rs::signature::EcdsaKeyPair::generate(&aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
+    let ed = aws_lc_rs::signature::Ed25519KeyPair::generate().unwrap();
+    let p = ec.public_key().as_ref().to_vec();
+    let jwks = serde_json::json!({ "keys": [
+        { "kty": "RSA", "kid": "rsa-1", "alg": "RS256", "n": b64(rsa.public_key().modulus().big_endian_without_leading_zero()),
+          "e": b64(rsa.public_key().exponent().big_endian_without_leading_zero()) },
+        { "kty": "EC", "kid": "ec-1", "crv": "P-256", "alg": "ES256", "x": b64(&p[1..33]), "y": b64(&p[33..65]) },
+        { "kty": "OKP", "kid": "ed-1", "crv": "Ed25519", "alg": "EdDSA", "x": b64(ed.public_key().as_ref()) },
+    ]});
+    let (set, _) = KeySet::parse(jwks.to_string().as_bytes()).unwrap();
+    let sign = |alg: &str, kid: &str, f: &dyn Fn(&[u8]) -> Vec<u8>| {
+        let h = serde_json::json!({ "alg": alg, "typ": "JWT", "kid": kid }).to_string();
+        let msg = format!("{}.{}", b64(h.as_bytes()), b64(claims().as_bytes()));
+        format!("{msg}.{}", b64(&f(msg.as_bytes())))
+    };
+    let rs256 = sign("RS256", "rsa-1", &|m| {
+        let mut sig = vec![0; rsa.public_modulus_len()];
+        rsa.sign(&aws_lc_rs::signature::RSA_PKCS1_SHA256, &rng, m, &mut sig).unwrap();
+        sig
+    });
+    let es256 = sign("ES256", "ec-1", &|m| ec.sign(&rng, m).unwrap().as_ref().to_vec());
+    let eddsa = sign("EdDSA", "ed-1", &|m| ed.sign(m).as_ref().to_vec());
+    let algorithms =
+        vec![jsonwebtoken::Algorithm::RS256, jsonwebtoken::Algorithm::ES256, jsonwebtoken::Algorithm::EdDSA];
+    let issuer = JwtIssuer {
+        validations: JwtIssuer::validations(ISS, &["orders-api".to_string()], &algorithms, 30),
+        issuer: ISS.into(),
+        algorithms,
+        keys: KeySource::File(Arc::new(set)),
+        hmac: None,
+        leeway: 30,
+        required_claims: vec!["sub".into()],
+        consumer_claim: "sub".into(),
+        roles_claim: vec!["roles".into()],
+    };
+    Setup { verifier: JwtVerifier { issuers: vec![issuer] }, rs256, es256, eddsa }
+}
+
+/// Runs a future that never waits (a file-backed key set): the measured cost is the verification alone.
+fn ready<F: Future>(f: F) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    match f.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(v) => v,
+        Poll::Pending => panic!("verification waited"),
+    }
+}
+
+#[divan::bench(args = ["RS256", "ES256", "EdDSA"])]
+fn jwt_verify_cached_key(bencher: divan::Bencher, alg: &str) {
+    let s = setup();
+    let token = match alg {
+        "RS256" => s.rs256.clone(),
+        "ES256" => s.es256.clone(),
+        _ => s.eddsa.clone(),
+    };
+    let t = now();
+    assert!(ready(s.verifier.verify_token(&token, t)).is_ok());
+    bencher.bench_local(|| ready(s.verifier.verify_token(divan::black_box(&token), t)).is_ok());
+}
+
+#[divan::bench]
+fn jwt_reject_alg_none(bencher: divan::Bencher) {
+    let s = setup();
+    let h = b64(br#"{"alg":"none","typ":"JWT"}"#);
+    let token = format!("{h}.{}.", b64(claims().as_bytes()));
+    let t = now();
+    bencher.bench_local(|| ready(s.verifier.verify_token(divan::black_box(&token), t)).is_err());
+}
+
+#[divan::bench(args = [1, 10_000])]
+fn api_key_lookup(bencher: divan::Bencher, keys: usize) {
+    let mut entries = Vec::with_capacity(keys);
+    let mut secret = String::new();
+    for i in 0..keys {
+        let k = api_key::generate(&format!("consumer-{i}"), vec!["read".into()], vec![], None).unwrap();
+        secret = k.secret;
+        entries.push(k.entry);
+    }
+    let store = ApiKeys::from_entries("bench", &entries, HeaderName::from_static("x-api-key"), None).unwrap();
+    let now = std::time::SystemTime::now();
+    assert!(store.check(secret.as_bytes(), now).is_ok());
+    bencher.bench_local(|| store.check(divan::black_box(secret.as_bytes()), now).is_ok());
+}
+
+#[divan::bench]
+fn api_key_unknown(bencher: divan::Bencher) {
+    let entries: Vec<_> =
+        (0..1000).map(|i| api_key::generate(&format!("c{i}"), vec![], vec![], None).unwrap().entry).collect();
+    let store = ApiKeys::from_entries("bench", &entries, HeaderName::from_static("x-api-key"), None).unwrap();
+    let now = std::time::SystemTime::now();
+    let wrong = "rk_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    bencher.bench_local(|| store.check(divan::black_box(wrong.as_bytes()), now).is_err());
+}
+
+#[divan::bench(args = ["parsed", "unparsed"])]
+fn raw_es256_verify(bencher: divan::Bencher, how: &str) {
+    use aws_lc_rs::signature::{KeyPair, ParsedPublicKey, UnparsedPublicKey, ECDSA_P256_SHA256_FIXED};
+    let rng = aws_lc_rs::rand::SystemRandom::new();
+    let ec =
+        aws_lc_rs::signature::EcdsaKeyPair::generate(&aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
+    let msg = b"eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9";
+    let sig = ec.sign(&rng, msg).unwrap().as_ref().to_vec();
+    let point = ec.public_key().as_ref().to_vec();
+    let parsed = ParsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &point).unwrap();
+    if how == "parsed" {
+        bencher.bench_local(|| parsed.verify_sig(divan::black_box(msg), &sig).is_ok());
+    } else {
+        bencher.bench_local(|| {
+            UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &point).verify(divan::black_box(msg), &sig).is_ok()
+        });
+    }
+}

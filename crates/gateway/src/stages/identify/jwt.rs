@@ -1,0 +1,396 @@
+//! JWT bearer tokens (RFC 7519/7515), per issuer: keys from a JWKS (file or URL) or, for HS256/384/512 only, a
+//! shared secret of at least 32 bytes from the environment; an algorithm allow-list; `iss`, `aud`, `exp`, `nbf`,
+//! `iat` with a leeway; required claims.
+//!
+//! The header is read by us before anything else so every attack has its own code: `alg: none` in any casing
+//! and algorithms off the issuer's list (`auth.jwt.alg`, which is also what HMAC-with-the-RSA-public-key key
+//! confusion hits), `jku`/`x5u`/`jwk`/`x5c`/`crit` (`auth.jwt.header`, never fetched), `kid` values that are
+//! not plain identifiers (`auth.jwt.kid`). Signature and standard claims are then checked by `jsonwebtoken`
+//! (aws-lc), which also refuses ECDSA signatures with r = s = 0.
+
+use super::jwks::{KeySet, Lookup, RemoteJwks, VerifyKey};
+use super::{AuthFailure, AuthMethod, IdentifyCode, Identity};
+use http::header::AUTHORIZATION;
+use http::request::Parts;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::Value;
+use std::str::FromStr;
+use std::sync::Arc;
+
+/// Longest token accepted; real access tokens are 1–2 KB.
+const MAX_TOKEN_BYTES: usize = 8 * 1024;
+/// Longest `kid` accepted.
+const MAX_KID_BYTES: usize = 256;
+/// Header parameters that name or carry keys (RFC 7515 §4.1) or demand extensions we do not implement.
+const FORBIDDEN_HEADERS: [&str; 5] = ["jku", "x5u", "jwk", "x5c", "crit"];
+/// Smallest HMAC secret accepted (bytes): RFC 7518 §3.2 requires a key at least as long as the hash.
+pub const MIN_HMAC_SECRET_BYTES: usize = 32;
+
+/// Where an issuer's asymmetric keys come from.
+pub enum KeySource {
+    /// No asymmetric keys (HMAC-only issuer).
+    None,
+    /// A JWKS file, read at config load.
+    File(Arc<KeySet>),
+    Remote(Arc<RemoteJwks>),
+}
+
+/// One trusted issuer, compiled.
+pub struct JwtIssuer {
+    pub issuer: String,
+    pub algorithms: Vec<Algorithm>,
+    pub keys: KeySource,
+    /// The HMAC key, only when an HS algorithm is allowed (and then from a secret of ≥ 32 bytes).
+    pub hmac: Option<DecodingKey>,
+    /// One validation per allowed algorithm: `jsonwebtoken` insists every algorithm of a validation belongs to
+    /// the verifying key's family.
+    pub validations: Vec<(Algorithm, Validation)>,
+    pub leeway: u64,
+    /// Claims that must be present on top of `iss`, `aud` and `exp`.
+    pub required_claims: Vec<String>,
+    /// The claim whose value is the consumer id (default `sub`).
+    pub consumer_claim: String,
+    /// Dotted path of the roles claim (default `roles`; e.g. `realm_access.roles`).
+    pub roles_claim: Vec<String>,
+}
+
+impl JwtIssuer {
+    /// The validations `jsonwebtoken` runs after the signature: issuer, audience, `exp`, `nbf`, leeway.
+    pub fn validations(
+        issuer: &str,
+        audience: &[String],
+        algorithms: &[Algorithm],
+        leeway: u64,
+    ) -> Vec<(Algorithm, Validation)> {
+        algorithms
+            .iter()
+            .map(|alg| {
+                let mut v = Validation::new(*alg);
+                v.set_issuer(&[issuer]);
+                v.set_audience(audience);
+                v.set_required_spec_claims(&["exp", "iss", "aud"]);
+                v.validate_exp = true;
+                v.validate_nbf = true;
+                v.validate_aud = true;
+                v.leeway = leeway;
+                (*alg, v)
+            })
+            .collect()
+    }
+}
+
+/// The compiled JWT verifier: one or more issuers, picked by the token's `iss`.
+pub struct JwtVerifier {
+    pub issuers: Vec<JwtIssuer>,
+}
+
+fn fail(code: IdentifyCode, detail: impl Into<String>) -> AuthFailure {
+    AuthFailure::new(code, detail)
+}
+
+fn b64url_decode(s: &str) -> Option<Vec<u8>> {
+    fn val(c: u8) -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'-' => 62,
+            b'_' => 63,
+            _ => return None,
+        } as u32)
+    }
+    let s = s.as_bytes();
+    if s.len() % 4 == 1 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    for chunk in s.chunks(4) {
+        let mut n = 0u32;
+        for (i, c) in chunk.iter().enumerate() {
+            n |= val(*c)? << (18 - 6 * i);
+        }
+        out.push((n >> 16) as u8);
+        if chunk.len() > 2 {
+            out.push((n >> 8) as u8);
+        }
+        if chunk.len() > 3 {
+            out.push(n as u8);
+        }
+    }
+    Some(out)
+}
+
+/// A `kid` is a lookup key, nothing more; anything that looks like a path, a query or markup is refused before
+/// it gets near a lookup or a log line.
+fn plain_kid(kid: &str) -> bool {
+    !kid.is_empty()
+        && kid.len() <= MAX_KID_BYTES
+        && !kid.contains("..")
+        && kid.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'+' | b'/' | b'='))
+}
+
+fn claim_path<'a>(claims: &'a Value, path: &[String]) -> Option<&'a Value> {
+    path.iter().try_fold(claims, |v, seg| v.get(seg))
+}
+
+fn strings(v: Option<&Value>, split: bool) -> Vec<Arc<str>> {
+    match v {
+        Some(Value::String(s)) if split => s.split_whitespace().map(Arc::from).collect(),
+        Some(Value::String(s)) => vec![Arc::from(s.as_str())],
+        Some(Value::Array(a)) => a.iter().filter_map(|x| x.as_str()).map(Arc::from).collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn map_error(e: &jsonwebtoken::errors::Error) -> IdentifyCode {
+    match e.kind() {
+        ErrorKind::InvalidSignature => IdentifyCode::JwtSignature,
+        ErrorKind::ExpiredSignature => IdentifyCode::JwtExpired,
+        ErrorKind::ImmatureSignature => IdentifyCode::JwtNotYetValid,
+        ErrorKind::InvalidIssuer => IdentifyCode::JwtIssuer,
+        ErrorKind::InvalidAudience => IdentifyCode::JwtAudience,
+        ErrorKind::MissingRequiredClaim(_) | ErrorKind::InvalidClaimFormat(_) | ErrorKind::InvalidSubject => {
+            IdentifyCode::JwtClaims
+        }
+        ErrorKind::InvalidAlgorithm
+        | ErrorKind::InvalidAlgorithmName
+        | ErrorKind::UnsupportedAlgorithm
+        | ErrorKind::MissingAlgorithm => IdentifyCode::JwtAlg,
+        ErrorKind::InvalidToken | ErrorKind::Base64(_) | ErrorKind::Json(_) | ErrorKind::Utf8(_) => {
+            IdentifyCode::JwtMalformed
+        }
+        _ => IdentifyCode::JwtSignature,
+    }
+}
+
+/// The pieces of a token read before verification.
+struct Unverified<'t> {
+    token: &'t str,
+    alg: Algorithm,
+    kid: Option<String>,
+    iss: Option<String>,
+}
+
+impl JwtVerifier {
+    pub fn presented(&self, parts: &Parts) -> bool {
+        bearer(parts).is_some()
+    }
+
+    /// Verifies the request's bearer token.
+    pub async fn verify(&self, parts: &Parts) -> Result<Arc<Identity>, AuthFailure> {
+        let Some(token) = bearer(parts) else { return Err(fail(IdentifyCode::Missing, "no bearer token")) };
+        if parts.headers.get_all(AUTHORIZATION).iter().count() > 1 {
+            return Err(fail(IdentifyCode::JwtMalformed, "several Authorization headers"));
+        }
+        self.verify_token(token, jsonwebtoken::get_current_timestamp()).await
+    }
+
+    /// Verifies one token (without the `Bearer ` prefix) at time `now` (seconds since the epoch).
+    pub async fn verify_token(&self, token: &str, now: u64) -> Result<Arc<Identity>, AuthFailure> {
+        let u = read_unverified(token)?;
+        let issuer = match (&u.iss, self.issuers.as_slice()) {
+            (Some(iss), list) => list
+                .iter()
+                .find(|i| &i.issuer == iss)
+                .ok_or_else(|| fail(IdentifyCode::JwtIssuer, format!("untrusted issuer `{}`", truncate(iss))))?,
+            (None, _) => return Err(fail(IdentifyCode::JwtClaims, "no `iss` claim")),
+        };
+        let Some((_, validation)) = issuer.validations.iter().find(|(a, _)| *a == u.alg) else {
+            return Err(fail(
+                IdentifyCode::JwtAlg,
+                format!("alg {:?} not allowed for issuer {}", u.alg, issuer.issuer),
+            ));
+        };
+        let key = self.key_for(issuer, &u).await?;
+        let data = jsonwebtoken::decode::<Value>(u.token, key.as_ref(), validation)
+            .map_err(|e| fail(map_error(&e), format!("{e} (issuer {}, kid {:?})", issuer.issuer, u.kid)))?;
+        identity(issuer, data.claims, now)
+    }
+
+    async fn key_for<'i>(&self, issuer: &'i JwtIssuer, u: &Unverified<'_>) -> Result<KeyRef<'i>, AuthFailure> {
+        if matches!(u.alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) {
+            return match &issuer.hmac {
+                Some(k) => Ok(KeyRef::Hmac(k)),
+                None => Err(fail(IdentifyCode::JwtAlg, "HMAC token for an issuer without a secret")),
+            };
+        }
+        let kid = u.kid.as_deref();
+        let pick = |set: &KeySet| -> Result<Option<Arc<VerifyKey>>, AuthFailure> {
+            match set.find(kid, u.alg) {
+                Lookup::Found(k) => Ok(Some(k.clone())),
+                Lookup::UnknownKid => Ok(None),
+                Lookup::Ambiguous => Err(fail(IdentifyCode::JwtKid, "no kid and several keys fit")),
+            }
+        };
+        let found = match &issuer.keys {
+            KeySource::None => None,
+            KeySource::File(set) => pick(set)?,
+            KeySource::Remote(remote) => {
+                let first = match remote.current() {
+                    Some(set) => pick(&set)?,
+                    None => None,
+                };
+                match first {
+                    Some(k) => Some(k),
+                    None => {
+                        // Unknown kid (a rotation the cache has not seen yet) or nothing loaded: one refetch,
+                        // rate-limited and single-flight.
+                        remote.refetch(kid, false).await;
+                        match remote.current() {
+                            Some(set) => pick(&set)?,
+                            None => {
+                                return Err(fail(
+                                    IdentifyCode::JwtKeysUnavailable,
+                                    format!("JWKS {} never loaded", remote.url()),
+                                ))
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        let key = found.ok_or_else(|| fail(IdentifyCode::JwtKid, format!("unknown kid {:?}", kid)))?;
+        if !key.kind.fits(u.alg) || key.alg.is_some_and(|a| a != u.alg) {
+            return Err(fail(IdentifyCode::JwtAlg, format!("alg {:?} does not match key {:?}", u.alg, key.kid)));
+        }
+        Ok(KeyRef::Asymmetric(key))
+    }
+}
+
+/// A key borrowed for one verification.
+enum KeyRef<'i> {
+    Hmac(&'i DecodingKey),
+    Asymmetric(Arc<VerifyKey>),
+}
+
+impl KeyRef<'_> {
+    fn as_ref(&self) -> &DecodingKey {
+        match self {
+            KeyRef::Hmac(k) => k,
+            KeyRef::Asymmetric(k) => &k.key,
+        }
+    }
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(80).flat_map(char::escape_default).collect()
+}
+
+fn bearer(parts: &Parts) -> Option<&str> {
+    let v = parts.headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, rest) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+}
+
+fn read_unverified(token: &str) -> Result<Unverified<'_>, AuthFailure> {
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(fail(IdentifyCode::JwtMalformed, format!("token of {} bytes", token.len())));
+    }
+    let mut segs = token.split('.');
+    let (Some(h), Some(p), Some(_s), None) = (segs.next(), segs.next(), segs.next(), segs.next()) else {
+        return Err(fail(IdentifyCode::JwtMalformed, "not three dot-separated parts (JWE is not accepted)"));
+    };
+    let header: serde_json::Map<String, Value> = b64url_decode(h)
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or_else(|| fail(IdentifyCode::JwtMalformed, "header is not base64url JSON"))?;
+    if let Some(name) = FORBIDDEN_HEADERS.iter().find(|n| header.contains_key(**n)) {
+        return Err(fail(IdentifyCode::JwtHeader, format!("`{name}` header present (never trusted)")));
+    }
+    let alg_text = header.get("alg").and_then(Value::as_str).unwrap_or("");
+    if alg_text.eq_ignore_ascii_case("none") || alg_text.is_empty() {
+        return Err(fail(IdentifyCode::JwtAlg, format!("alg `{}`", truncate(alg_text))));
+    }
+    let alg = Algorithm::from_str(alg_text)
+        .map_err(|_| fail(IdentifyCode::JwtAlg, format!("unknown alg `{}`", truncate(alg_text))))?;
+    let kid = match header.get("kid") {
+        None => None,
+        Some(Value::String(k)) if plain_kid(k) => Some(k.clone()),
+        Some(other) => {
+            let shown = other.as_str().map_or_else(|| other.to_string(), str::to_string);
+            return Err(fail(IdentifyCode::JwtKid, format!("kid `{}` is not a plain identifier", truncate(&shown))));
+        }
+    };
+    let payload: Value = b64url_decode(p)
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .filter(Value::is_object)
+        .ok_or_else(|| fail(IdentifyCode::JwtMalformed, "payload is not a base64url JSON object"))?;
+    let iss = payload.get("iss").and_then(Value::as_str).map(str::to_string);
+    Ok(Unverified { token, alg, kid, iss })
+}
+
+/// Checks what `jsonwebtoken` does not (`iat`, extra required claims, a usable consumer id) and builds the
+/// identity.
+fn identity(issuer: &JwtIssuer, claims: Value, now: u64) -> Result<Arc<Identity>, AuthFailure> {
+    match claims.get("iat") {
+        None => {}
+        Some(v) => match v.as_f64() {
+            Some(iat) if iat <= (now + issuer.leeway) as f64 => {}
+            Some(_) => return Err(fail(IdentifyCode::JwtNotYetValid, "iat in the future")),
+            None => return Err(fail(IdentifyCode::JwtClaims, "iat is not a number")),
+        },
+    }
+    if let Some(missing) = issuer.required_claims.iter().find(|c| claims.get(c.as_str()).is_none_or(Value::is_null)) {
+        return Err(fail(IdentifyCode::JwtClaims, format!("required claim `{missing}` missing")));
+    }
+    let consumer = match claims.get(&issuer.consumer_claim) {
+        Some(Value::String(s)) if !s.is_empty() && s.len() <= 256 && !s.chars().any(char::is_control) => s.clone(),
+        _ => {
+            return Err(fail(
+                IdentifyCode::JwtClaims,
+                format!("`{}` claim is not a usable consumer id", issuer.consumer_claim),
+            ))
+        }
+    };
+    let mut scopes = strings(claims.get("scope"), true);
+    for s in strings(claims.get("scp"), true) {
+        if !scopes.contains(&s) {
+            scopes.push(s);
+        }
+    }
+    let roles = strings(claim_path(&claims, &issuer.roles_claim), false);
+    Ok(Arc::new(Identity { consumer: Arc::from(consumer), method: AuthMethod::Jwt, scopes, roles, claims }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64url_decodes_unpadded_text() {
+        assert_eq!(b64url_decode("eyJhIjoxfQ").unwrap(), br#"{"a":1}"#);
+        assert_eq!(b64url_decode("-_8").unwrap(), b"\xfb\xff");
+        assert!(b64url_decode("a").is_none());
+        assert!(b64url_decode("ab=c").is_none());
+    }
+
+    #[test]
+    fn kids_are_plain_identifiers() {
+        for ok in ["rsa-1", "2024-06:key_1", "abc/def+ghi=", "a.b"] {
+            assert!(plain_kid(ok), "{ok}");
+        }
+        for bad in ["../../../../dev/null", "x' UNION SELECT 'key", "", "a b", "k\u{0}", "a..b", "<script>"] {
+            assert!(!plain_kid(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_header_is_read_before_any_key_is_touched() {
+        let enc = |h: &str, p: &str| {
+            let b = |s: &str| super::super::api_key::b64url(s.as_bytes());
+            format!("{}.{}.c2ln", b(h), b(p))
+        };
+        let code = |t: &str| read_unverified(t).err().map(|e| e.code);
+        for alg in ["none", "None", "NONE", "nOnE"] {
+            assert_eq!(code(&enc(&format!(r#"{{"alg":"{alg}"}}"#), "{}")), Some(IdentifyCode::JwtAlg));
+        }
+        assert_eq!(code(&enc(r#"{"alg":"RS256","jku":"http://x"}"#, "{}")), Some(IdentifyCode::JwtHeader));
+        assert_eq!(code(&enc(r#"{"alg":"RS256","x5c":["AA"]}"#, "{}")), Some(IdentifyCode::JwtHeader));
+        assert_eq!(code(&enc(r#"{"alg":"RS256","kid":"../x"}"#, "{}")), Some(IdentifyCode::JwtKid));
+        assert_eq!(code(&enc(r#"{"alg":"RS256","kid":7}"#, "{}")), Some(IdentifyCode::JwtKid));
+        assert_eq!(code(&enc(r#"{"alg":"RS256"}"#, "[]")), Some(IdentifyCode::JwtMalformed));
+        assert_eq!(code("abc.def.ghi"), Some(IdentifyCode::JwtMalformed));
+        assert_eq!(code("a.b.c.d.e"), Some(IdentifyCode::JwtMalformed));
+        assert!(code(&enc(r#"{"alg":"RS256","kid":"k1"}"#, r#"{"iss":"x"}"#)).is_none());
+    }
+}
