@@ -3,6 +3,7 @@
 mod admit;
 mod cors;
 mod inspect;
+mod openapi;
 mod proxying;
 mod reload;
 mod respond;
