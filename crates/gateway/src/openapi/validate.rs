@@ -185,7 +185,7 @@ fn read_param(p: &Param, values: &[Cow<'_, str>]) -> Result<Value, &'static str>
             // `x,1,y,2`: names and values alternate.
             let v = one()?;
             let parts: Vec<&str> = v.split(',').collect();
-            if parts.len() % 2 != 0 {
+            if !parts.len().is_multiple_of(2) {
                 return Err("not a list of name,value pairs");
             }
             let mut o = Map::new();
