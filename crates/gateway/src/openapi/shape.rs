@@ -35,14 +35,19 @@ struct Prop {
 
 #[derive(Debug)]
 struct Node {
-    props: HashMap<String, Prop>,
+    /// Sorted by name: a binary search over a few names beats hashing each key of each response.
+    props: Vec<(Box<str>, Prop)>,
     extra: Extra,
     items: ShapeId,
 }
 
 impl Node {
     fn any() -> Node {
-        Node { props: HashMap::new(), extra: Extra::Any, items: ANY }
+        Node { props: Vec::new(), extra: Extra::Any, items: ANY }
+    }
+
+    fn prop(&self, key: &str) -> Option<&Prop> {
+        self.props.binary_search_by(|(k, _)| k.as_ref().cmp(key)).ok().map(|i| &self.props[i].1)
     }
 }
 
@@ -119,7 +124,7 @@ impl Shapes {
         match value {
             Value::Object(map) => {
                 for (k, v) in map {
-                    let child = match (node.props.get(k), node.extra) {
+                    let child = match (node.prop(k), node.extra) {
                         (Some(p), _) => p.shape,
                         (None, Extra::Any) => ANY,
                         (None, Extra::Schema(s)) => s,
@@ -175,7 +180,7 @@ impl Shapes {
         let node = &self.nodes[id];
         match value {
             Value::Object(map) => {
-                map.retain(|k, _| match (node.props.get(k), node.extra) {
+                map.retain(|k, _| match (node.prop(k), node.extra) {
                     (Some(p), _) => {
                         if p.write_only {
                             out.write_only_removed += 1;
@@ -194,7 +199,7 @@ impl Shapes {
                     (None, _) => true,
                 });
                 for (k, v) in map.iter_mut() {
-                    let child = match (node.props.get(k), node.extra) {
+                    let child = match (node.prop(k), node.extra) {
                         (Some(p), _) => p.shape,
                         (None, Extra::Schema(s)) => s,
                         _ => ANY,
@@ -351,6 +356,8 @@ fn flatten(raw: &[RawNode], id: ShapeId) -> Node {
         None if lists_props => Extra::Undeclared,
         None => Extra::Any,
     };
+    let mut props: Vec<(Box<str>, Prop)> = props.into_iter().map(|(k, p)| (k.into_boxed_str(), p)).collect();
+    props.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     Node { props, extra, items: items.unwrap_or(ANY) }
 }
 
