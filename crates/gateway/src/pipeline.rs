@@ -122,6 +122,14 @@ pub enum Code {
     Identify(crate::stages::identify::IdentifyCode),
     /// The identified caller may not do this (403).
     Authorize(crate::stages::authorize::AuthzCode),
+    /// The request does not match its OpenAPI operation: a parameter, the body, a `readOnly` property, or
+    /// (strict routes) a property nobody declared.
+    InspectSchema,
+    /// The body's media type is not one the operation declares.
+    InspectContentType,
+    /// A JSON response carried properties its response schema does not declare (route in `block` mode), or
+    /// could not be read for filtering.
+    RespondSchema,
 }
 
 impl Code {
@@ -147,6 +155,9 @@ impl Code {
             Code::UpstreamError => "upstream.error",
             Code::Identify(c) => c.as_str(),
             Code::Authorize(c) => c.as_str(),
+            Code::InspectSchema => "inspect.schema",
+            Code::InspectContentType => "inspect.content_type",
+            Code::RespondSchema => "respond.schema",
         }
     }
 
@@ -158,7 +169,9 @@ impl Code {
             Code::AdmitHeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Code::AdmitBodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Code::AdmitIpDenied | Code::Inspect(_) | Code::CorsDenied => StatusCode::FORBIDDEN,
-            Code::InspectMalformedBody => StatusCode::BAD_REQUEST,
+            Code::InspectMalformedBody | Code::InspectSchema => StatusCode::BAD_REQUEST,
+            Code::InspectContentType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Code::RespondSchema => StatusCode::BAD_GATEWAY,
             Code::InspectBodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Code::RouteNotFound => StatusCode::NOT_FOUND,
             Code::RouteMethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -186,6 +199,8 @@ impl Code {
             Code::Inspect(detect::Family::ProtoPollution) => Some(Owasp::Api3BrokenObjectPropertyLevelAuthorization),
             Code::Inspect(_) | Code::InspectMalformedBody => Some(Owasp::Api8SecurityMisconfiguration),
             Code::InspectBodyTooLarge => Some(Owasp::Api4UnrestrictedResourceConsumption),
+            Code::InspectSchema | Code::RespondSchema => Some(Owasp::Api3BrokenObjectPropertyLevelAuthorization),
+            Code::InspectContentType => Some(Owasp::Api8SecurityMisconfiguration),
             Code::UpstreamUnreachable
             | Code::UpstreamTimeout
             | Code::UpstreamUnavailable
@@ -207,14 +222,18 @@ impl Code {
             | Code::AdmitBadRequest
             | Code::AdmitBodyTimeout => StageName::Admit,
             Code::RouteNotFound | Code::RouteMethodNotAllowed | Code::CorsDenied => StageName::Route,
-            Code::Inspect(_) | Code::InspectMalformedBody | Code::InspectBodyTooLarge => StageName::Inspect,
+            Code::Inspect(_)
+            | Code::InspectMalformedBody
+            | Code::InspectBodyTooLarge
+            | Code::InspectSchema
+            | Code::InspectContentType => StageName::Inspect,
             Code::UpstreamUnreachable
             | Code::UpstreamTimeout
             | Code::UpstreamUnavailable
             | Code::UpstreamBadResponse => StageName::Forward,
-            Code::UpstreamError => StageName::Respond,
             Code::Identify(_) => StageName::Identify,
             Code::Authorize(_) => StageName::Authorize,
+            Code::UpstreamError | Code::RespondSchema => StageName::Respond,
         }
     }
 
@@ -286,6 +305,9 @@ impl Code {
         Code::Authorize(crate::stages::authorize::AuthzCode::Function),
         Code::Authorize(crate::stages::authorize::AuthzCode::Object),
         Code::Authorize(crate::stages::authorize::AuthzCode::MassAssignment),
+        Code::InspectSchema,
+        Code::InspectContentType,
+        Code::RespondSchema,
     ];
 }
 

@@ -39,6 +39,15 @@ fn validate_reports_every_error_with_file_line_column_and_exit_1() {
 fn shipped_examples_validate() {
     let out = rampart().arg("validate").arg(repo().join("examples/quickstart.yaml")).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // The OpenAPI example with its sample spec (the spec path defaults to examples/specs/sample-api.yaml).
+    let out = rampart()
+        .arg("validate")
+        .arg(repo().join("examples/openapi.yaml"))
+        .env("RAMPART_UPSTREAM", "http://127.0.0.1:9000")
+        .env_remove("RAMPART_OPENAPI")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]

@@ -81,6 +81,8 @@ pub struct Route {
     pub identify: crate::stages::identify::RouteIdentify,
     /// Roles, scopes, ownership and mass-assignment rules for identified callers.
     pub authorize: crate::stages::authorize::AuthzPolicy,
+    /// The positive model: the route's OpenAPI operations, or `None` where the route has no spec.
+    pub openapi: Option<Arc<crate::openapi::OpenApi>>,
 }
 
 /// A compiled listener.
@@ -365,6 +367,8 @@ pub fn compile(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Runtime, ConfigErrors> {
     let mut router = Router::new(raw.case_insensitive_paths);
     let mut routes = Vec::new();
     let mut ids = HashSet::new();
+    // Specs shared by several routes are compiled once.
+    let mut specs: SpecCache = HashMap::new();
     for r in &raw.routes {
         let mut methods = Vec::new();
         let mut any = false;
@@ -437,9 +441,12 @@ pub fn compile(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Runtime, ConfigErrors> {
         };
         let cors = r.cors.as_ref().and_then(|c| compile_cors(&mut errs, c, &methods));
         let (identify, authorize) = super::identity::compile_route(&mut errs, r, &methods, &identity, mtls_listener);
+        let openapi =
+            r.openapi.as_ref().and_then(|o| compile_openapi(&mut errs, base, o, &mut specs, &mut watch_files));
         routes.push(Route {
             identify,
             authorize,
+            openapi,
             cors,
             inspect: route_inspect,
             counters: ctx.metrics.route_counters(&id),
@@ -798,4 +805,63 @@ fn compile_cors(
         credentials: c.credentials,
         max_age_secs: c.max_age.map_or(600, |d| d.0.as_secs()),
     }))
+}
+
+type SpecCache = HashMap<(PathBuf, String), Arc<crate::openapi::OpenApi>>;
+
+/// Loads and compiles a route's OpenAPI document (once per file and settings); spec errors name the spec's
+/// file and JSON pointer, reported at the config line that names the spec.
+fn compile_openapi(
+    errs: &mut Errs<'_>,
+    base: &Path,
+    o: &raw::RawOpenApi,
+    cache: &mut SpecCache,
+    watch: &mut Vec<PathBuf>,
+) -> Option<Arc<crate::openapi::OpenApi>> {
+    use crate::openapi::compile::Settings;
+    use crate::openapi::ResponseMode;
+    let responses = match o.responses.as_ref() {
+        None => ResponseMode::Filter,
+        Some(s) => match ResponseMode::parse(s.value.trim()) {
+            Some(m) => m,
+            None => {
+                errs.at(s, format!("unknown response mode `{}`", s.value), Some("use filter (default), block or off"));
+                return None;
+            }
+        },
+    };
+    let base_path = o.base_path.as_ref().map_or(String::new(), |b| b.value.trim().to_string());
+    if !base_path.is_empty() && !base_path.starts_with('/') {
+        if let Some(b) = &o.base_path {
+            errs.at(b, "base_path starts with `/`", Some("write e.g. `/v1`"));
+        }
+        return None;
+    }
+    let settings = Settings {
+        strict: o.strict,
+        base_path,
+        responses,
+        max_response_bytes: o.max_response_bytes.map_or(4 * 1024 * 1024, |b| b.0 as usize),
+    };
+    let path = resolve(base, o.spec.value.trim());
+    let key = (path.clone(), format!("{settings:?}"));
+    if let Some(api) = cache.get(&key) {
+        return Some(api.clone());
+    }
+    match crate::openapi::OpenApi::load(&path, settings) {
+        Ok(api) => {
+            watch.push(path);
+            let api = Arc::new(api);
+            cache.insert(key, api.clone());
+            Some(api)
+        }
+        Err(e) => {
+            errs.at(
+                &o.spec,
+                format!("OpenAPI spec: {e}"),
+                Some("the location after `#` is a JSON pointer into that file"),
+            );
+            None
+        }
+    }
 }

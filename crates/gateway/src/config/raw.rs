@@ -403,6 +403,30 @@ pub struct RawRoute {
     /// Identity-sensitive body fields only some roles may set.
     #[serde(default)]
     pub mass_assignment: Option<Spanned<super::identity::RawMassAssignment>>,
+    /// The positive model: only the operations of this OpenAPI document pass, each checked against it.
+    #[serde(default)]
+    pub openapi: Option<RawOpenApi>,
+}
+
+/// A route's OpenAPI document and how it is applied.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOpenApi {
+    /// Path of the OpenAPI 3.0/3.1 document (YAML or JSON), relative to the config file.
+    pub spec: Spanned<String>,
+    /// Refuse request-body properties the schema does not declare (mass assignment). Default: true.
+    #[serde(default = "yes")]
+    pub strict: bool,
+    /// Prefix of every path in the spec as the gateway sees it (e.g. `/v1`); default none.
+    #[serde(default)]
+    pub base_path: Option<Spanned<String>>,
+    /// JSON responses: `filter` (default) removes undeclared properties, `block` refuses such responses,
+    /// `off` streams them untouched. `writeOnly` properties are removed in `filter` and `block`.
+    #[serde(default)]
+    pub responses: Option<Spanned<String>>,
+    /// Largest JSON response buffered for the filter (default 4MiB); a bigger one is refused.
+    #[serde(default)]
+    pub max_response_bytes: Option<ByteSize>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -7,6 +7,7 @@ mod headers;
 use crate::body::{RequestBody, ResponseBody};
 use crate::config::Runtime;
 use crate::metrics::{CodeLabel, Metrics};
+use crate::openapi::{OpenApi, Operation, ResponseCheck, ResponseMode};
 use crate::pipeline::{Code, Mode, Rejection, StageName, Verdict};
 use crate::problem;
 use crate::server::tls::PeerCert;
@@ -264,11 +265,20 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
         }
     }
 
-    // inspect
+    // inspect: the positive model (the route's OpenAPI operation) first, then the detection engine.
     let mut buffered: Option<Bytes> = None;
-    let mut body = Some(body);
     let inspect_mode = route.modes.get(StageName::Inspect);
-    if let Some(policy) = &route.inspect {
+    let (mut operation, mut check_media) = (None, None);
+    if let Some(api) = &route.openapi {
+        let head = crate::openapi::check_head(api, &parts, &path, !body.is_end_stream());
+        (operation, check_media) = (head.op.cloned(), head.media);
+        if let Some(rej) = exit.verdict(inspect_mode, head.verdict, &mut rec) {
+            return exit.reject(rej, rec);
+        }
+    }
+    let mut body = Some(body);
+    let policy = route.inspect.as_ref();
+    if let Some(policy) = policy {
         if let Some(rej) = exit.verdict(inspect_mode, policy.scan_head(&parts, &path), &mut rec) {
             return exit.reject(rej, rec);
         }
@@ -276,7 +286,7 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
     {
         let kind = BodyKind::of(&parts);
         let has_body = body.as_ref().is_some_and(|b| !b.is_end_stream());
-        let inspects = route.inspect.is_some() && kind != BodyKind::Opaque;
+        let scanned = policy.is_some() && kind != BodyKind::Opaque;
         if !has_body {
             if let Some(id) = authz_body {
                 if let Some(rej) = exit.verdict(authz_mode, route.authorize.check_body(id, &kind, &[]), &mut rec) {
@@ -284,8 +294,9 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
                 }
             }
         }
-        if let Some(incoming) = body.take_if(|_| has_body && (inspects || authz_body.is_some())) {
-            let cap = route.inspect.as_ref().map_or(body_limit, |p| p.max_body_bytes.min(body_limit));
+        let readable = has_body && (scanned || check_media.is_some() || authz_body.is_some());
+        if let Some(incoming) = body.take_if(|_| readable) {
+            let cap = policy.map_or(body_limit, |p| p.max_body_bytes.min(body_limit));
             let read =
                 tokio::time::timeout(rt.limits.body_read_timeout, Limited::new(incoming, cap as usize).collect());
             let bytes = match read.await {
@@ -307,7 +318,15 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
                     return exit.reject(rej, rec);
                 }
             }
-            if let Some(policy) = route.inspect.as_ref().filter(|_| inspects) {
+            if let (Some(op), Some(media), Some(api)) = (&operation, check_media, &route.openapi) {
+                let limits = policy.map_or_else(Default::default, |p| p.json);
+                if let Some(rej) =
+                    exit.verdict(inspect_mode, op.check_body(media, &bytes, &limits, api.strict), &mut rec)
+                {
+                    return exit.reject(rej, rec);
+                }
+            }
+            if let Some(policy) = policy.filter(|_| scanned) {
                 if let Some(rej) = exit.verdict(inspect_mode, policy.scan_body(kind.clone(), &bytes), &mut rec) {
                     return exit.reject(rej, rec);
                 }
@@ -333,6 +352,12 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
     set_forwarded(&mut headers, conn, rt.trusted.is_trusted(conn.peer.ip()), host_header.as_ref());
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         headers.insert(X_REQUEST_ID, v);
+    }
+    // The response filter reads JSON: ask for it uncompressed.
+    let schema =
+        route.openapi.as_deref().zip(operation.as_deref()).filter(|(api, _)| api.responses != ResponseMode::Off);
+    if schema.is_some() {
+        headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
     }
     if !upstream.preserve_host {
         headers.remove(header::HOST);
@@ -393,7 +418,8 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
                 upstream.record_transport(target, true);
                 circuit_record(shared, upstream, admission, resp.status().as_u16() < 500);
                 let cors = route.cors.as_deref().map(|c| (c, origin.as_ref()));
-                return respond(&exit, resp, rec, client_upgrade, upstream, route.modes.get(StageName::Respond), cors);
+                let mode = route.modes.get(StageName::Respond);
+                return respond(&exit, resp, rec, client_upgrade, upstream, mode, cors, schema).await;
             }
             Ok(Err(failed)) => failed,
             Err(_) => {
@@ -482,7 +508,8 @@ fn build_uri(target: &crate::upstream::Target, path: &str, query: Option<&str>) 
 
 /// respond: the upstream's answer on its way back — hop-by-hop headers removed, upgrades bridged, body
 /// streamed under the total deadline.
-fn respond(
+#[allow(clippy::too_many_arguments)]
+async fn respond(
     exit: &Exit<'_>,
     resp: Response<Incoming>,
     mut rec: Box<RequestRecord>,
@@ -490,6 +517,7 @@ fn respond(
     upstream: &Upstream,
     mode: Mode,
     cors: Option<(&CorsPolicy, Option<&HeaderValue>)>,
+    schema: Option<(&OpenApi, &Operation)>,
 ) -> Response<ResponseBody> {
     let (mut parts, body) = resp.into_parts();
     let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
@@ -547,9 +575,72 @@ fn respond(
         return exit.finish(resp, rec);
     }
     let deadline = upstream.timeouts.total.map(|t| tokio::time::Instant::from_std(rec.start) + t);
+    if let Some((api, op)) = schema.filter(|_| crate::openapi::response::is_json(&parts.headers)) {
+        let until = deadline.unwrap_or_else(|| tokio::time::Instant::now() + upstream.timeouts.response);
+        let read = crate::openapi::response::read_json(&parts.headers, body, api.max_response_bytes, until).await;
+        let (body, rejection) = schema_filter(exit, &mut rec, mode, api, op, parts.status, read);
+        if let Some(rejection) = rejection {
+            return exit.reject(rejection, rec);
+        }
+        parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        rec.outcome = Outcome::Pass;
+        return exit.finish(Response::from_parts(parts, ResponseBody::full(body)), rec);
+    }
     let resp = Response::from_parts(parts, ResponseBody::upstream(body, deadline));
     rec.outcome = Outcome::Pass;
     exit.finish(resp, rec)
+}
+
+/// The response filter on a buffered JSON body: the body to send, or the rejection that replaces it (enforce
+/// mode). In monitor mode the original bytes go out and the finding is recorded.
+fn schema_filter(
+    exit: &Exit<'_>,
+    rec: &mut Box<RequestRecord>,
+    mode: Mode,
+    api: &OpenApi,
+    op: &Operation,
+    status: StatusCode,
+    read: Result<(Bytes, Option<serde_json::Value>), crate::openapi::response::ReadError>,
+) -> (Bytes, Option<Rejection>) {
+    let (original, value) = match read {
+        Ok(r) => r,
+        Err(e) => {
+            let rej = Rejection::new(Code::RespondSchema, format!("operation {}: {e}", op.id));
+            return match exit.verdict(mode, Verdict::Reject(rej), rec) {
+                Some(rej) => (Bytes::new(), Some(rej)),
+                None => (Bytes::new(), None),
+            };
+        }
+    };
+    let Some(mut value) = value else { return (original, None) };
+    // Monitor mode keeps undeclared properties (and records them); `writeOnly` ones go in every mode.
+    let effective = if mode == Mode::Monitor { ResponseMode::Block } else { api.responses };
+    let serialize = |v: &serde_json::Value| Bytes::from(serde_json::to_vec(v).unwrap_or_default());
+    match op.filter_response(status.as_u16(), &mut value, effective) {
+        ResponseCheck::Clean => (original, None),
+        ResponseCheck::UndeclaredStatus => {
+            tracing::warn!(target: "rampart::security", code = "respond.undeclared_status", request_id = exit.request_id, route = rec.route.as_deref().unwrap_or(""), operation = %op.id, status = status.as_u16(), "the upstream answered with a status the OpenAPI spec does not declare");
+            (original, None)
+        }
+        ResponseCheck::Block(f) => {
+            let detail = format!(
+                "operation {}: {} undeclared properties: {}",
+                op.id,
+                f.undeclared_count,
+                f.undeclared.join(", ")
+            );
+            match exit.verdict(mode, Verdict::reject(Code::RespondSchema, detail), rec) {
+                Some(rej) => (Bytes::new(), Some(rej)),
+                None => (serialize(&value), None),
+            }
+        }
+        ResponseCheck::Filtered(f) => {
+            if f.undeclared_count > 0 {
+                tracing::info!(target: "rampart::security", code = "respond.filtered", request_id = exit.request_id, route = rec.route.as_deref().unwrap_or(""), operation = %op.id, removed = f.undeclared_count, write_only = f.write_only_removed, pointers = %f.undeclared.join(", "), "undeclared response properties removed");
+            }
+            (serialize(&value), None)
+        }
+    }
 }
 
 /// Answers a CORS preflight (`OPTIONS` with `Origin` and `Access-Control-Request-Method`) for a route that

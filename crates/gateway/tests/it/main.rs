@@ -4,6 +4,7 @@ mod admit;
 mod cors;
 mod identity;
 mod inspect;
+mod openapi;
 mod proxying;
 mod reload;
 mod respond;

@@ -1,0 +1,131 @@
+//! Response schema enforcement: a JSON response keeps only the properties its operation's response schema
+//! declares for that status (`filter`), or is refused when it carries any other (`block`); `writeOnly`
+//! properties (passwords) are always removed; a status the operation does not declare is reported.
+//!
+//! [`Operation::filter_response`] is a pure transform on a parsed body, so it can share one buffered pass
+//! with other response transforms (redaction). [`read_json`] is the small buffering step in front of it.
+
+use super::compile::{BodySchema, Operation, StatusKey};
+use super::shape::Filtered;
+use bytes::Bytes;
+use http::header::{HeaderMap, CONTENT_ENCODING, CONTENT_TYPE};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use serde_json::Value;
+
+/// What a route does with JSON responses whose schema does not declare every property.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseMode {
+    /// Responses stream through untouched.
+    Off,
+    /// Undeclared and `writeOnly` properties are removed.
+    Filter,
+    /// A response with undeclared properties is replaced by an error; `writeOnly` ones are removed.
+    Block,
+}
+
+impl ResponseMode {
+    pub fn parse(s: &str) -> Option<ResponseMode> {
+        match s {
+            "off" => Some(ResponseMode::Off),
+            "filter" => Some(ResponseMode::Filter),
+            "block" => Some(ResponseMode::Block),
+            _ => None,
+        }
+    }
+}
+
+/// The outcome of checking one response body.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ResponseCheck {
+    /// Nothing to change.
+    Clean,
+    /// The body was changed (undeclared and/or `writeOnly` properties removed).
+    Filtered(Filtered),
+    /// The body carries undeclared properties and the mode is `block` (`writeOnly` ones are already removed).
+    Block(Filtered),
+    /// The operation declares no response for this status (nor a range or `default`); the body is unchanged.
+    UndeclaredStatus,
+}
+
+impl Operation {
+    /// The response schema for a status: exact, then `2XX`-style range, then `default`.
+    fn response_schema(&self, status: u16) -> Option<Option<&BodySchema>> {
+        let pick = |key: StatusKey| self.responses.iter().find(|(k, _)| *k == key).map(|(_, s)| s.as_ref());
+        pick(StatusKey::Exact(status))
+            .or_else(|| pick(StatusKey::Range(status / 100)))
+            .or_else(|| pick(StatusKey::Default))
+    }
+
+    /// Applies the response schema of `status` to a parsed JSON body, in place.
+    pub fn filter_response(&self, status: u16, body: &mut Value, mode: ResponseMode) -> ResponseCheck {
+        if mode == ResponseMode::Off {
+            return ResponseCheck::Clean;
+        }
+        let schema = match self.response_schema(status) {
+            None => return ResponseCheck::UndeclaredStatus,
+            // A declared response without a JSON schema says nothing about the body's properties.
+            Some(None) => return ResponseCheck::Clean,
+            Some(Some(s)) => s,
+        };
+        let f = schema.shapes.filter(body, mode == ResponseMode::Filter);
+        if f.undeclared_count > 0 && mode == ResponseMode::Block {
+            ResponseCheck::Block(f)
+        } else if f.undeclared_count > 0 || f.write_only_removed > 0 {
+            ResponseCheck::Filtered(f)
+        } else {
+            ResponseCheck::Clean
+        }
+    }
+}
+
+/// Whether a response is one the filter reads: a JSON media type.
+pub fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| super::compile::media_kind(ct) == super::compile::MediaKind::Json)
+}
+
+/// Why a JSON response could not be read for filtering; the route refuses it rather than let it through
+/// unchecked.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("response encoded with `{0}` (the gateway asked for identity)")]
+    Encoded(String),
+    #[error("response larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("response body did not arrive before the deadline")]
+    Timeout,
+    #[error("reading the response body: {0}")]
+    Body(String),
+    #[error("response is not valid JSON: {0}")]
+    Json(String),
+}
+
+/// Buffers a JSON response (up to `cap`, before `deadline`) and parses it. Returns the raw bytes too, for
+/// monitor mode, which passes the original.
+pub async fn read_json(
+    headers: &HeaderMap,
+    body: Incoming,
+    cap: usize,
+    deadline: tokio::time::Instant,
+) -> Result<(Bytes, Option<Value>), ReadError> {
+    if let Some(enc) = headers.get(CONTENT_ENCODING) {
+        let enc = String::from_utf8_lossy(enc.as_bytes()).trim().to_ascii_lowercase();
+        if enc != "identity" {
+            return Err(ReadError::Encoded(enc.chars().take(32).collect()));
+        }
+    }
+    let bytes = match tokio::time::timeout_at(deadline, Limited::new(body, cap).collect()).await {
+        Ok(Ok(c)) => c.to_bytes(),
+        Ok(Err(e)) if e.is::<LengthLimitError>() => return Err(ReadError::TooLarge(cap)),
+        Ok(Err(e)) => return Err(ReadError::Body(e.to_string())),
+        Err(_) => return Err(ReadError::Timeout),
+    };
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok((bytes, None));
+    }
+    let value = serde_json::from_slice::<Value>(&bytes).map_err(|e| ReadError::Json(e.to_string()))?;
+    Ok((bytes, Some(value)))
+}

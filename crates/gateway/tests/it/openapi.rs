@@ -1,0 +1,260 @@
+use crate::testkit::*;
+use std::path::PathBuf;
+
+fn sample_spec() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/specs/sample-api.yaml")
+}
+
+async fn json_call(a: std::net::SocketAddr, method: &str, path: &str, body: &str) -> Got {
+    call(a, method, path, &[("content-type", "application/json")], body).await
+}
+
+/// The sample API behind the shipped sample spec: undeclared operations, parameters, content types,
+/// bodies, readOnly and undeclared (mass-assignment) properties.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_declared_operations_with_valid_requests_reach_the_sample_api() {
+    let (api, _task) = sample_api::spawn("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let routes = format!(
+        "  - {{ path: \"/*\", methods: [ANY], upstream: app, auth: none, openapi: {{ spec: \"{}\" }} }}",
+        sample_spec().display()
+    );
+    let gw = TestGateway::start(&config(&one_upstream(&format!("http://{api}")), &routes, "")).await;
+    let a = gw.addr();
+    let ok = |g: &Got, want: u16| assert_eq!(g.status, want, "{}", g.text());
+    let rejected = |g: Got, status: u16, code: &str| {
+        assert_eq!((g.status, g.code()), (status, code.to_string()), "{}", g.text());
+    };
+    ok(&get(a, "/users").await, 200);
+    ok(&get(a, "/users?limit=2&role=admin").await, 200);
+    ok(&get(a, "/users/2").await, 200);
+    ok(&get(a, "/products?sku=KB-104%2FUS").await, 200);
+    // Undeclared operations: the debug endpoint the sample API exposes, and a method the spec lacks.
+    rejected(get(a, "/internal/debug").await, 404, "route.not_found");
+    let got = call(a, "DELETE", "/users/1", &[], "").await;
+    assert_eq!(got.headers["allow"], "GET, PATCH");
+    rejected(got, 405, "route.method_not_allowed");
+    // Parameters: type, minimum, int32 range, maximum, enum, pattern.
+    rejected(get(a, "/users/abc").await, 400, "inspect.schema");
+    rejected(get(a, "/users/0").await, 400, "inspect.schema");
+    rejected(get(a, "/users/99999999999").await, 400, "inspect.schema");
+    rejected(get(a, "/users?limit=500").await, 400, "inspect.schema");
+    rejected(get(a, "/users?limit=ten").await, 400, "inspect.schema");
+    rejected(get(a, "/users?role=root").await, 400, "inspect.schema");
+    rejected(get(a, "/products?sku=DROP%20TABLE").await, 400, "inspect.schema");
+    // Bodies.
+    let good = r#"{"name":"Grace Hopper","email":"grace@example.com","password":"correct horse"}"#;
+    let got = json_call(a, "POST", "/users", good).await;
+    ok(&got, 201);
+    let created = got.json();
+    assert_eq!(created["name"], "Grace Hopper");
+    assert_eq!(created["id"], 4);
+    assert!(created.get("password").is_none(), "writeOnly password echoed back: {created}");
+    rejected(call(a, "POST", "/users", &[("content-type", "text/plain")], good).await, 415, "inspect.content_type");
+    rejected(call(a, "POST", "/users", &[], good).await, 415, "inspect.content_type");
+    rejected(json_call(a, "POST", "/users", "").await, 400, "inspect.schema");
+    rejected(
+        json_call(a, "POST", "/users", r#"{"name":"G","email":"not-an-email","password":"correct horse"}"#).await,
+        400,
+        "inspect.schema",
+    );
+    rejected(json_call(a, "POST", "/users", r#"{"name":"G","email":"g@example.com"}"#).await, 400, "inspect.schema");
+    // readOnly properties cannot be set, undeclared ones cannot be smuggled in (strict is the default).
+    let promote = r#"{"name":"G","email":"g@example.com","password":"correct horse","role":"admin"}"#;
+    rejected(json_call(a, "POST", "/users", promote).await, 400, "inspect.schema");
+    rejected(json_call(a, "PATCH", "/users/2", r#"{"id":1}"#).await, 400, "inspect.schema");
+    let smuggle = r#"{"name":"G","email":"g@example.com","password":"correct horse","is_admin":true}"#;
+    rejected(json_call(a, "POST", "/users", smuggle).await, 400, "inspect.schema");
+    ok(&json_call(a, "PATCH", "/users/2", r#"{"name":"Seán Ó Briain"}"#).await, 200);
+    // Hostile JSON.
+    rejected(json_call(a, "PATCH", "/users/2", r#"{"name":"a","name":"b"}"#).await, 400, "inspect.malformed_body");
+    rejected(json_call(a, "PATCH", "/users/2", r#"{"name":1e999}"#).await, 400, "inspect.malformed_body");
+    // The detection engine still runs on what the spec allows.
+    rejected(json_call(a, "PATCH", "/users/2", r#"{"name":"x' OR '1'='1' --"}"#).await, 403, "inspect.sqli");
+    gw.handle.shutdown().await;
+}
+
+const SPEC: &str = r##"openapi: 3.0.3
+info: { title: test, version: "1" }
+paths:
+  /echo/items:
+    get:
+      parameters:
+        - { name: ids, in: query, required: true, schema: { type: array, items: { type: integer } } }
+        - { name: filter, in: query, style: deepObject, schema: { type: object, properties: { min: { type: integer }, q: { type: string } } } }
+        - { name: X-Tenant, in: header, required: true, schema: { type: string, pattern: "^[a-z]{3,8}$" } }
+        - { name: session, in: cookie, schema: { type: string, minLength: 4 } }
+        - { name: note, in: query, schema: { type: string, nullable: true, maxLength: 5 } }
+      responses:
+        "200": { $ref: "common.yaml#/responses/Echo" }
+    post:
+      requestBody:
+        content:
+          application/json: { schema: { $ref: "common.yaml#/schemas/Item" } }
+          application/x-www-form-urlencoded: { schema: { $ref: "common.yaml#/schemas/Item" } }
+      responses:
+        "200": { $ref: "common.yaml#/responses/Echo" }
+  /echo/blocked:
+    get:
+      responses: { "200": { $ref: "common.yaml#/responses/Echo" } }
+  /echo/open:
+    get:
+      responses: { "200": { description: free-form, content: { application/json: { schema: { type: object } } } } }
+  /echo/status:
+    get:
+      responses: { "201": { $ref: "common.yaml#/responses/Echo" } }
+  /stream:
+    get:
+      parameters: [{ name: chunks, in: query, schema: { type: integer } }, { name: ms, in: query, schema: { type: integer } }]
+      responses: { "200": { description: text } }
+"##;
+
+const COMMON: &str = r##"schemas:
+  Item:
+    type: object
+    required: [name, qty]
+    properties:
+      id: { type: integer, readOnly: true }
+      name: { type: string, maxLength: 20 }
+      qty: { type: integer, format: int32, minimum: 1 }
+      price: { type: number, nullable: true }
+      tags: { type: array, items: { type: string }, maxItems: 3 }
+      parent: { $ref: "#/schemas/Item" }
+responses:
+  Echo:
+    description: what the upstream saw
+    content:
+      application/json:
+        schema:
+          type: object
+          properties:
+            method: { type: string }
+            path: { type: string }
+            headers:
+              type: object
+              properties:
+                host: { type: string }
+                x-tenant: { type: string, writeOnly: true }
+"##;
+
+async fn spec_gateway(up: &TestUpstream) -> TestGateway {
+    let dir = TempDir::new();
+    dir.write("api.yaml", SPEC);
+    dir.write("common.yaml", COMMON);
+    let routes = "  - { path: \"/echo/*\", methods: [ANY], upstream: app, auth: none, openapi: { spec: api.yaml } }
+  - { path: /echo/blocked, methods: [GET], upstream: app, auth: none, openapi: { spec: api.yaml, responses: block } }
+  - { path: \"/v2/*\", methods: [ANY], upstream: app, auth: none, modes: { inspect: monitor, respond: monitor }, openapi: { spec: api.yaml, base_path: /v2 } }
+  - { path: /stream, methods: [GET], upstream: app, auth: none, openapi: { spec: api.yaml } }
+  - { path: /plain/*, methods: [GET], upstream: app, auth: none }";
+    TestGateway::start_in(dir, &config(&one_upstream(&up.url()), routes, ""), false).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parameters_and_bodies_of_a_30_spec_with_file_refs() {
+    let up = TestUpstream::start().await;
+    let gw = spec_gateway(&up).await;
+    let a = gw.addr();
+    let tenant = [("x-tenant", "acme")];
+    let q = |path: &'static str| async move {
+        call(a, "GET", path, &[("x-tenant", "acme"), ("cookie", "session=abcdef")], "").await
+    };
+    assert_eq!(q("/echo/items?ids=1&ids=2&filter[min]=3&filter[q]=x&note=hi").await.status, 200);
+    let before = up.hits();
+    let bad: Vec<(Got, &str)> = vec![
+        (q("/echo/items?ids=1&ids=x").await, "array item type"),
+        (q("/echo/items").await, "missing required query"),
+        (call(a, "GET", "/echo/items?ids=1", &[], "").await, "missing required header"),
+        (call(a, "GET", "/echo/items?ids=1", &[("x-tenant", "ACME!")], "").await, "header pattern"),
+        (
+            call(a, "GET", "/echo/items?ids=1", &[("x-tenant", "acme"), ("cookie", "session=ab")], "").await,
+            "cookie minLength",
+        ),
+        (q("/echo/items?ids=1&filter[min]=lots").await, "deepObject property type"),
+        (q("/echo/items?ids=1&note=far+too+long").await, "maxLength"),
+    ];
+    for (got, why) in bad {
+        assert_eq!((got.status, got.code()), (400, "inspect.schema".to_string()), "{why}: {}", got.text());
+    }
+    let post = |ct: &'static str, body: &'static str| async move {
+        call(a, "POST", "/echo/items", &[("content-type", ct)], body).await
+    };
+    let json = "application/json";
+    assert_eq!(post(json, r#"{"name":"a","qty":1,"price":null,"parent":{"name":"b","qty":2}}"#).await.status, 200);
+    assert_eq!(post("application/x-www-form-urlencoded", "name=a&qty=2&tags=x&tags=y").await.status, 200);
+    let bad: Vec<(Got, &str, &str)> = vec![
+        (post(json, r#"{"name":"a","qty":0}"#).await, "inspect.schema", "minimum"),
+        (post(json, r#"{"name":"a","qty":3000000000}"#).await, "inspect.schema", "int32 overflow"),
+        (post(json, r#"{"name":"a","qty":1e400}"#).await, "inspect.malformed_body", "number overflow"),
+        (post(json, r#"{"name":"a","qty":1,"id":5}"#).await, "inspect.schema", "readOnly"),
+        (
+            post(json, r#"{"name":"a","qty":1,"parent":{"name":"b","qty":1,"admin":true}}"#).await,
+            "inspect.schema",
+            "nested undeclared",
+        ),
+        (post(json, r#"{"name":"a","qty":1,"qty":2}"#).await, "inspect.malformed_body", "duplicate key"),
+        (post(json, r#"{"name":"a","qty":1,"tags":["1","2","3","4"]}"#).await, "inspect.schema", "maxItems"),
+        (post("application/x-www-form-urlencoded", "name=a&qty=many").await, "inspect.schema", "form type"),
+        (post("application/xml", "<item/>").await, "inspect.content_type", "415"),
+    ];
+    for (got, code, why) in bad {
+        assert_eq!(got.code(), code, "{why}: {}", got.text());
+    }
+    assert_eq!(up.hits(), before + 2, "a rejected request reached the upstream");
+    // Monitor mode: the same bad request passes, recorded.
+    let got = call(a, "GET", "/v2/echo/items?ids=x", &tenant, "").await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    // A spec error names the spec file and the JSON pointer, at the config line naming the spec.
+    let dir = TempDir::new();
+    dir.write("api.yaml", "openapi: 3.1.0\npaths:\n  /a:\n    get:\n      responses:\n        '200': { $ref: '#/components/responses/Nope' }\n");
+    let p = dir.write(
+        "bad.yaml",
+        &config(
+            &one_upstream(&up.url()),
+            "  - { path: /a, methods: [GET], upstream: app, auth: none, openapi: { spec: api.yaml } }",
+            "",
+        ),
+    );
+    let Err(e) = gateway::config::load_file(&p, &gateway::metrics::Metrics::new()) else { panic!("accepted") };
+    let text = e.to_string();
+    assert!(
+        text.contains("bad.yaml:")
+            && text.contains("api.yaml#/paths/~1a/get/responses/200")
+            && text.contains("names nothing"),
+        "{text}"
+    );
+    gw.handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_lose_undeclared_and_write_only_properties() {
+    let up = TestUpstream::start().await;
+    let gw = spec_gateway(&up).await;
+    let a = gw.addr();
+    let got = call(a, "GET", "/echo/items?ids=1", &[("x-tenant", "acme"), ("x-internal", "1")], "").await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    let v = got.json();
+    let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["headers", "method", "path"], "undeclared top-level properties removed: {v}");
+    let headers: Vec<&String> = v["headers"].as_object().unwrap().keys().collect();
+    assert_eq!(headers, ["host"], "writeOnly x-tenant and undeclared headers removed: {v}");
+    assert_eq!(got.headers["content-length"], got.body.len().to_string());
+    // Routes without a spec forward the client's Accept-Encoding (routes with one ask for identity: below).
+    let full = call(a, "GET", "/plain/echo", &[("accept-encoding", "gzip")], "").await.json();
+    assert_eq!(full["headers"]["accept-encoding"], "gzip", "routes without a spec forward it unchanged");
+    // block: a response with undeclared properties is refused.
+    let got = get(a, "/echo/blocked").await;
+    assert_eq!((got.status, got.code()), (502, "respond.schema".to_string()), "{}", got.text());
+    assert!(!got.text().contains("x-request-id"));
+    // A free-form object schema, and a status the spec does not declare: unchanged.
+    assert!(get(a, "/echo/open").await.json().get("query").is_some());
+    assert!(get(a, "/echo/status").await.json().get("query").is_some());
+    // Monitor mode: undeclared properties pass (recorded), writeOnly ones still go.
+    let v = call(a, "GET", "/v2/echo/items?ids=1", &[("x-tenant", "acme")], "").await.json();
+    assert!(v.get("query").is_some() && v["headers"].get("x-forwarded-for").is_some(), "{v}");
+    assert!(v["headers"].get("x-tenant").is_none(), "{v}");
+    assert_eq!(v["headers"]["accept-encoding"], "identity", "the filter needs an uncompressed body");
+    // Non-JSON responses stream through untouched on a route with a spec (JSON ones on routes without: above).
+    let got = get(a, "/stream?chunks=3&ms=5").await;
+    assert_eq!(got.text(), "chunk0;chunk1;chunk2;");
+    assert!(got.headers.get("content-length").is_none(), "the stream was buffered");
+    gw.handle.shutdown().await;
+}
