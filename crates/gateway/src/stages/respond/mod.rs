@@ -1,7 +1,12 @@
 //! Respond, baseline: upstream error bodies (stack traces, SQL errors, framework debug pages) are replaced by a
 //! generic problem+json before they reach the client, fingerprinting headers are stripped, and security headers
-//! are added to every response the gateway sends. Body redaction and response-schema filtering come with the
-//! response-protection work.
+//! are added to every response the gateway sends. Secrets in JSON and text bodies are redacted ([`redact`],
+//! [`secrets`]), compressed bodies decoded under a cap ([`decode`]), and bulk reads counted ([`exfil`]).
+
+pub mod decode;
+pub mod exfil;
+pub mod redact;
+pub mod secrets;
 
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
