@@ -118,6 +118,12 @@ pub enum Code {
     UpstreamBadResponse,
     /// The upstream answered with an error whose body was replaced (the upstream's status is kept).
     UpstreamError,
+    /// Secrets or personal data were redacted from a response body (recorded; the response goes out).
+    RespondRedacted,
+    /// A response that should have been inspected could not be (over the cap, unknown or corrupt encoding).
+    RespondUninspected,
+    /// A caller received more records than the route's exfiltration guard allows in its window.
+    RespondExfiltration,
 }
 
 impl Code {
@@ -141,6 +147,9 @@ impl Code {
             Code::UpstreamUnavailable => "upstream.unavailable",
             Code::UpstreamBadResponse => "upstream.bad_response",
             Code::UpstreamError => "upstream.error",
+            Code::RespondRedacted => "respond.redacted",
+            Code::RespondUninspected => "respond.uninspected",
+            Code::RespondExfiltration => "respond.exfiltration",
         }
     }
 
@@ -160,6 +169,9 @@ impl Code {
             Code::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Code::UpstreamError => StatusCode::INTERNAL_SERVER_ERROR,
             Code::UpstreamUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Code::RespondRedacted => StatusCode::OK,
+            Code::RespondUninspected => StatusCode::BAD_GATEWAY,
+            Code::RespondExfiltration => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -183,6 +195,9 @@ impl Code {
             | Code::UpstreamUnavailable
             | Code::UpstreamBadResponse
             | Code::UpstreamError => None,
+            Code::RespondRedacted | Code::RespondUninspected | Code::RespondExfiltration => {
+                Some(Owasp::Api3BrokenObjectPropertyLevelAuthorization)
+            }
         }
     }
 
@@ -202,7 +217,10 @@ impl Code {
             | Code::UpstreamTimeout
             | Code::UpstreamUnavailable
             | Code::UpstreamBadResponse => StageName::Forward,
-            Code::UpstreamError => StageName::Respond,
+            Code::UpstreamError
+            | Code::RespondRedacted
+            | Code::RespondUninspected
+            | Code::RespondExfiltration => StageName::Respond,
         }
     }
 
@@ -244,6 +262,9 @@ impl Code {
         Code::UpstreamUnavailable,
         Code::UpstreamBadResponse,
         Code::UpstreamError,
+        Code::RespondRedacted,
+        Code::RespondUninspected,
+        Code::RespondExfiltration,
     ];
 }
 

@@ -3,6 +3,7 @@
 //! [`finish`], which adds the common response headers and attaches the access-log record.
 
 mod headers;
+mod respond_body;
 
 use crate::body::{RequestBody, ResponseBody};
 use crate::config::Runtime;
@@ -228,7 +229,6 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
 
     // identify, then authorize and throttle, which key on the identity. Public routes (`auth: none`) have none.
     let identity: Option<Arc<Identity>> = None;
-    let _ = &identity;
 
     // admit, route-level: body size
     let mut body_limit = route.max_body_bytes;
@@ -290,6 +290,10 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         headers.insert(X_REQUEST_ID, v);
     }
+    if route.response_body.is_some() {
+        // Inspected routes ask for an uncompressed answer (one that comes compressed anyway is decoded).
+        headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+    }
     if !upstream.preserve_host {
         headers.remove(header::HOST);
     } else if !headers.contains_key(header::HOST) {
@@ -349,7 +353,14 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
                 upstream.record_transport(target, true);
                 circuit_record(shared, upstream, admission, resp.status().as_u16() < 500);
                 let cors = route.cors.as_deref().map(|c| (c, origin.as_ref()));
-                return respond(&exit, resp, rec, client_upgrade, upstream, route.modes.get(StageName::Respond), cors);
+                let ctx = RespondCtx {
+                    mode: route.modes.get(StageName::Respond),
+                    cors,
+                    identity: identity.as_deref(),
+                    body: route.response_body.as_deref(),
+                    head: parts.method == Method::HEAD,
+                };
+                return respond(&exit, resp, rec, client_upgrade, upstream, ctx).await;
             }
             Ok(Err(failed)) => failed,
             Err(_) => {
@@ -436,33 +447,47 @@ fn build_uri(target: &crate::upstream::Target, path: &str, query: Option<&str>) 
     Uri::try_from(pq).ok()
 }
 
-/// respond: the upstream's answer on its way back — hop-by-hop headers removed, upgrades bridged, body
-/// streamed under the total deadline.
-fn respond(
+/// What `respond` needs to know about the route and the caller.
+struct RespondCtx<'a> {
+    mode: Mode,
+    cors: Option<(&'a CorsPolicy, Option<&'a HeaderValue>)>,
+    identity: Option<&'a Identity>,
+    /// The route's body rules; `None`: bodies stream.
+    body: Option<&'a crate::stages::respond::body::BodyPolicy>,
+    head: bool,
+}
+
+/// respond: the upstream's answer on its way back — hop-by-hop headers removed, upgrades bridged, JSON and text
+/// bodies of routes with body rules read and redacted, every other body streamed under the total deadline.
+async fn respond(
     exit: &Exit<'_>,
     resp: Response<Incoming>,
     mut rec: Box<RequestRecord>,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     upstream: &Upstream,
-    mode: Mode,
-    cors: Option<(&CorsPolicy, Option<&HeaderValue>)>,
+    ctx: RespondCtx<'_>,
 ) -> Response<ResponseBody> {
+    let RespondCtx { mode, cors, identity, body: body_policy, head } = ctx;
     let (mut parts, body) = resp.into_parts();
     let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
     strip_hop_by_hop(&mut parts.headers, switching);
     exit.rt.respond.strip(&mut parts.headers);
+    if identity.is_some() {
+        // An authenticated answer is for this caller only: no shared or browser cache may keep it.
+        parts.headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
     if let Some((policy, origin)) = cors {
         policy.apply(origin, &mut parts.headers);
     }
     if exit.rt.respond.hides(parts.status) {
         match mode {
             Mode::Enforce => {
-                let content_type = parts.headers.get(header::CONTENT_TYPE).cloned();
                 tokio::spawn(crate::stages::respond::log_hidden_body(
                     body,
                     parts.status,
-                    content_type,
+                    parts.headers.clone(),
                     exit.request_id.to_string(),
+                    exit.rt.respond.log_redactor.clone(),
                 ));
                 let mut resp =
                     problem::with_status(&Rejection::new(Code::UpstreamError, ""), exit.request_id, parts.status);
@@ -503,6 +528,14 @@ fn respond(
         return exit.finish(resp, rec);
     }
     let deadline = upstream.timeouts.total.map(|t| tokio::time::Instant::from_std(rec.start) + t);
+    let bodiless = head || parts.status == StatusCode::NO_CONTENT || parts.status == StatusCode::NOT_MODIFIED;
+    if let Some(policy) = body_policy.filter(|_| !bodiless && !body.is_end_stream()) {
+        if let Some(ty) = policy.inspects(&parts.headers) {
+            let caller = identity.map_or_else(|| rec.client_ip.to_string(), |i| format!("consumer:{}", i.consumer));
+            let cx = respond_body::BufferedCtx { policy, ty, mode, deadline, caller: &caller };
+            return respond_body::buffered(exit, parts, body, rec, cx).await;
+        }
+    }
     let resp = Response::from_parts(parts, ResponseBody::upstream(body, deadline));
     rec.outcome = Outcome::Pass;
     exit.finish(resp, rec)
