@@ -4,6 +4,7 @@ mod admit;
 mod cors;
 mod inspect;
 mod proxying;
+mod redact;
 mod reload;
 mod respond;
 mod routing;

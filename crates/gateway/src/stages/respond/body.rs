@@ -42,10 +42,10 @@ pub enum BodyType {
 }
 
 impl BodyType {
-    /// JSON: `application/json`, `*/*+json`, `text/json`. Text: `text/*`, XML, JavaScript, forms, NDJSON, and
-    /// no content type at all (closed default: an unlabelled body is read as text). Server-sent events stream.
+    /// JSON: `application/json`, `*/*+json`, `text/json`. Text: `text/*`, XML, JavaScript, forms, NDJSON, YAML.
+    /// Server-sent events, binary types and unlabelled bodies (downloads, long polls) stream.
     pub fn of(content_type: Option<&HeaderValue>) -> BodyType {
-        let Some(ct) = content_type.and_then(|v| v.to_str().ok()) else { return BodyType::Text };
+        let Some(ct) = content_type.and_then(|v| v.to_str().ok()) else { return BodyType::Other };
         let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
         let (top, sub) = essence.split_once('/').unwrap_or((essence.as_str(), ""));
         if sub == "json" || sub.ends_with("+json") {
@@ -169,6 +169,6 @@ mod tests {
         assert_eq!(t("text/event-stream"), BodyType::Other);
         assert_eq!(t("image/png"), BodyType::Other);
         assert_eq!(t("application/octet-stream"), BodyType::Other);
-        assert_eq!(BodyType::of(None), BodyType::Text);
+        assert_eq!(BodyType::of(None), BodyType::Other);
     }
 }
