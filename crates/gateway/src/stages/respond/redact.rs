@@ -57,11 +57,38 @@ impl Report {
 
 /// Sensitive field names, normalised at load: lowercase, with `_`, `-`, `.` and spaces dropped, so `api_key`,
 /// `apiKey`, `API-KEY` and `x.api.key` (suffix `*apikey`) all match. A pattern is exact, `*suffix` or `prefix*`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct FieldNames {
     exact: Vec<Box<[u8]>>,
     suffix: Vec<Box<[u8]>>,
     prefix: Vec<Box<[u8]>>,
+    /// Prefilter, read before a name is normalised: (first, last) byte pairs of the exact names (a 256×256
+    /// bitset), last bytes of the suffixes, first bytes of the prefixes. Most names fail all three.
+    pairs: Box<[u64; 1024]>,
+    suffix_last: [bool; 256],
+    prefix_first: [bool; 256],
+}
+
+impl Default for FieldNames {
+    fn default() -> Self {
+        FieldNames {
+            exact: Vec::new(),
+            suffix: Vec::new(),
+            prefix: Vec::new(),
+            pairs: Box::new([0; 1024]),
+            suffix_last: [false; 256],
+            prefix_first: [false; 256],
+        }
+    }
+}
+
+fn is_separator(b: u8) -> bool {
+    matches!(b, b'_' | b'-' | b'.' | b' ')
+}
+
+fn pair_bit(first: u8, last: u8) -> (usize, u64) {
+    let i = (first as usize) << 8 | last as usize;
+    (i >> 6, 1u64 << (i & 63))
 }
 
 /// Field names redacted unless configured otherwise. Exact names, and suffixes that only secrets end with —
@@ -138,6 +165,16 @@ impl FieldNames {
                 _ => return Err(format!("`{p}` is not a field name pattern")),
             }
         }
+        for e in &f.exact {
+            let (w, bit) = pair_bit(e[0], e[e.len() - 1]);
+            f.pairs[w] |= bit;
+        }
+        for s in &f.suffix {
+            f.suffix_last[s[s.len() - 1] as usize] = true;
+        }
+        for p in &f.prefix {
+            f.prefix_first[p[0] as usize] = true;
+        }
         Ok(f)
     }
 
@@ -146,15 +183,24 @@ impl FieldNames {
     }
 
     pub fn matches(&self, name: &[u8]) -> bool {
-        if name.is_empty() || self.is_empty() {
+        let (Some(&first), Some(&last)) =
+            (name.iter().find(|b| !is_separator(**b)), name.iter().rev().find(|b| !is_separator(**b)))
+        else {
+            return false;
+        };
+        let (first, last) = (first.to_ascii_lowercase(), last.to_ascii_lowercase());
+        let (w, bit) = pair_bit(first, last);
+        if self.pairs[w] & bit == 0 && !self.suffix_last[last as usize] && !self.prefix_first[first as usize] {
             return false;
         }
         let mut buf = [0u8; MAX_NAME];
-        let Some(n) = normalize_into(name, &mut buf) else { return false };
+        let Some(n) = normalize_into(name, &mut buf).filter(|&n| n > 0) else { return false };
         let k = &buf[..n];
-        self.exact.iter().any(|e| **e == *k)
-            || self.suffix.iter().any(|s| k.ends_with(s))
-            || self.prefix.iter().any(|p| k.starts_with(p))
+        // First and last bytes are compared before any slice comparison: most keys fail there.
+        let (first, last) = (k[0], k[n - 1]);
+        self.exact.iter().any(|e| e.len() == n && e[0] == first && **e == *k)
+            || self.suffix.iter().any(|s| s.len() <= n && s[s.len() - 1] == last && k.ends_with(s))
+            || self.prefix.iter().any(|p| p.len() <= n && p[0] == first && k.starts_with(p))
     }
 }
 
@@ -228,7 +274,10 @@ impl Redactor {
     /// sensitive field; overlaps resolved in favour of the earlier finding.
     pub fn find(&self, s: &[u8], out: &mut Vec<Span>) {
         let start = out.len();
-        secrets::find(s, self.enabled, out);
+        // The shortest secret a detector finds (an SSN) has 11 characters; shorter strings only hold pairs.
+        if s.len() >= 11 {
+            secrets::find(s, self.enabled, out);
+        }
         if self.enabled.has(Kind::Field) {
             let before = out.len();
             self.field_pairs(s, out);
@@ -251,7 +300,7 @@ impl Redactor {
     /// `password=hunter2`, `"api_key": "abc"`, `SECRET = 'x'` inside text: the value after a sensitive name.
     fn field_pairs(&self, s: &[u8], out: &mut Vec<Span>) {
         let mut i = 0;
-        while let Some(p) = s[i..].iter().position(|&b| b == b'=' || b == b':') {
+        while let Some(p) = secrets::find2(&s[i..], b'=', b':') {
             let op = i + p;
             i = op + 1;
             // The name: back over spaces and a closing quote, then identifier characters.
@@ -675,8 +724,8 @@ impl JsonPass<'_, '_> {
         let start = self.pos;
         let mut escaped = false;
         loop {
-            let rest = &self.src[self.pos..];
-            let Some(k) = rest.iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20) else {
+            // Raw control characters are not refused: this pass redacts, it does not validate.
+            let Some(k) = secrets::find2(&self.src[self.pos..], b'"', b'\\') else {
                 return Err(Malformed(self.src.len()));
             };
             self.pos += k;
@@ -686,7 +735,7 @@ impl JsonPass<'_, '_> {
                     self.pos += 1;
                     return Ok((start, end, escaped));
                 }
-                b'\\' => {
+                _ => {
                     escaped = true;
                     match self.src.get(self.pos + 1) {
                         Some(b'u') => self.pos += 6,
@@ -697,7 +746,6 @@ impl JsonPass<'_, '_> {
                         return Err(Malformed(self.src.len()));
                     }
                 }
-                _ => return Err(Malformed(self.pos)),
             }
         }
     }

@@ -140,14 +140,21 @@ pub fn find(s: &[u8], enabled: KindSet, out: &mut Vec<Span>) {
             i += 1;
             continue;
         }
+        // Lowercase triggers are common letters: the byte after them is checked here, before any call.
+        let next = s.get(i + 1).copied().unwrap_or(0);
         let found = match b {
             b'0'..=b'9' => digits(s, i, enabled),
             b'A'..=b'Z' => capitals(s, i, enabled),
             b'$' if enabled.has(Kind::PasswordHash) => hash(s, i),
-            b'-' if enabled.has(Kind::PrivateKey) => pem(s, i),
-            b'e' if enabled.has(Kind::Jwt) => jwt(s, i),
-            b'x' | b'g' | b's' | b'r' if enabled.has(Kind::CloudKey) => token(s, i),
-            b'p' if enabled.has(Kind::PasswordHash) => django_hash(s, i),
+            b'-' if next == b'-' && enabled.has(Kind::PrivateKey) => pem(s, i),
+            b'e' if next == b'y' && enabled.has(Kind::Jwt) => jwt(s, i),
+            b'x' | b'g' | b's' | b'r'
+                if matches!((b, next), (b'x', b'o' | b'a') | (b'g', b'h' | b'i' | b'l') | (b's' | b'r', b'k'))
+                    && enabled.has(Kind::CloudKey) =>
+            {
+                token(s, i)
+            }
+            b'p' if next == b'b' && enabled.has(Kind::PasswordHash) => django_hash(s, i),
             _ => Err(i + 1),
         };
         match found {
@@ -161,7 +168,8 @@ pub fn find(s: &[u8], enabled: KindSet, out: &mut Vec<Span>) {
             Err(next) => i = next.max(i + 1),
         }
     }
-    if enabled.has(Kind::CloudKey) && (aws_anchor || mentions_aws_secret(s)) {
+    // The words and a 40-character secret need at least 55 bytes together.
+    if enabled.has(Kind::CloudKey) && (aws_anchor || (s.len() >= 55 && mentions_aws_secret(s))) {
         aws_secrets_near(s, first_aws, out);
     }
 }
@@ -286,7 +294,8 @@ pub fn luhn(d: &[u8]) -> bool {
 // ---- capitals: IBANs, AWS access key ids, Google API keys ----
 
 fn capitals(s: &[u8], i: usize, enabled: KindSet) -> Result<Span, usize> {
-    if !boundary_before(s, i) {
+    // Every pattern here starts with two capitals (`AK`, `AI`, `GB`), or ends before 15 characters.
+    if !boundary_before(s, i) || !s.get(i + 1).is_some_and(|b| b.is_ascii_uppercase()) || s.len() - i < 15 {
         return Err(i + 1);
     }
     if enabled.has(Kind::CloudKey) {
@@ -476,23 +485,18 @@ fn pem(s: &[u8], i: usize) -> Result<Span, usize> {
     Ok(Span { start: i, end, kind: Kind::PrivateKey })
 }
 
-/// First occurrence of `needle` in `hay` (first-byte scan, then compare).
+/// First occurrence of `needle` in `hay` (SIMD substring search).
 pub fn find_sub(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    let first = *needle.first()?;
-    let mut k = 0;
-    while k + needle.len() <= hay.len() {
-        match hay[k..hay.len() - needle.len() + 1].iter().position(|&b| b == first) {
-            Some(p) => {
-                k += p;
-                if &hay[k..k + needle.len()] == needle {
-                    return Some(k);
-                }
-                k += 1;
-            }
-            None => return None,
-        }
+    memchr::memmem::find(hay, needle)
+}
+
+/// First `a` or `b` in `hay`: a plain loop on short input (where SIMD setup costs more than it saves).
+pub fn find2(hay: &[u8], a: u8, b: u8) -> Option<usize> {
+    if hay.len() < 64 {
+        hay.iter().position(|&x| x == a || x == b)
+    } else {
+        memchr::memchr2(a, b, hay)
     }
-    None
 }
 
 // ---- JWTs ----
