@@ -217,10 +217,9 @@ impl Code {
             | Code::UpstreamTimeout
             | Code::UpstreamUnavailable
             | Code::UpstreamBadResponse => StageName::Forward,
-            Code::UpstreamError
-            | Code::RespondRedacted
-            | Code::RespondUninspected
-            | Code::RespondExfiltration => StageName::Respond,
+            Code::UpstreamError | Code::RespondRedacted | Code::RespondUninspected | Code::RespondExfiltration => {
+                StageName::Respond
+            }
         }
     }
 

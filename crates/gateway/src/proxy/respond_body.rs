@@ -6,7 +6,7 @@ use super::Exit;
 use crate::body::ResponseBody;
 use crate::metrics::CodeLabel;
 use crate::pipeline::{Code, Mode, Rejection};
-use crate::stages::record::{security_event, Outcome, RequestRecord};
+use crate::stages::record::{Outcome, RequestRecord};
 use crate::stages::respond::body::{self, BodyPolicy, BodyType, Collected, OverLimit};
 use crate::stages::respond::exfil::ExfilAction;
 use http::header::{self, HeaderValue};
@@ -16,11 +16,22 @@ use hyper::body::Incoming;
 impl Exit<'_> {
     /// Records a response-stage finding that does not stop the response: security event, metric, `flagged`.
     fn note(&self, code: Code, mode: Mode, detail: &str, rec: &mut RequestRecord) {
-        security_event(code, mode, self.request_id, rec.client_ip, rec.route.as_deref(), detail);
         let mode_label = match mode {
             Mode::Enforce => "enforce",
             Mode::Monitor => "monitor",
         };
+        // The same fields as `security_event`, with a message that does not claim a rejection.
+        tracing::warn!(
+            target: "rampart::security",
+            code = code.as_str(),
+            owasp = code.owasp().map_or("", |o| o.id()),
+            mode = mode_label,
+            request_id = self.request_id,
+            client_ip = %rec.client_ip,
+            route = rec.route.as_deref().unwrap_or(""),
+            detail,
+            "response finding"
+        );
         self.shared.metrics.rejections.get_or_create(&CodeLabel { code: code.as_str(), mode: mode_label }).inc();
         rec.flagged.push(code);
     }
@@ -55,7 +66,8 @@ pub(super) async fn buffered(
             return uninspected(exit, parts, stream, rec, &cx, &detail);
         }
         Collected::Failed(e) => {
-            return exit.reject(Rejection::new(Code::UpstreamBadResponse, format!("reading the response body: {e}")), rec)
+            return exit
+                .reject(Rejection::new(Code::UpstreamBadResponse, format!("reading the response body: {e}")), rec)
         }
         Collected::TimedOut => {
             let detail = "response body not received within the read deadline";

@@ -202,7 +202,11 @@ async fn config_errors_point_at_the_field() {
         Err(e) => e.to_string(),
     };
     assert!(err.contains("`a*b` is not a field name pattern") && err.contains("max_records"), "{err}");
-    let bad_rule = config(&one_upstream(&up.url()), "  - { path: /x, methods: [GET], upstream: app, redact: { rules: { jwt: hide } } }", "");
+    let bad_rule = config(
+        &one_upstream(&up.url()),
+        "  - { path: /x, methods: [GET], upstream: app, redact: { rules: { jwt: hide } } }",
+        "",
+    );
     let path = dir.write("rampart2.yaml", &bad_rule);
     assert!(gateway::config::load_file(&path, &gateway::metrics::Metrics::new()).is_err());
 }

@@ -78,7 +78,10 @@ impl BodyPolicy {
 pub enum Collected {
     Whole(Bytes),
     /// Past the cap: what was read, and the rest still on the wire.
-    Over { prefix: Bytes, rest: Incoming },
+    Over {
+        prefix: Bytes,
+        rest: Incoming,
+    },
     /// The upstream failed while sending it.
     Failed(String),
     TimedOut,

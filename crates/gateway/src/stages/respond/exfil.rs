@@ -2,7 +2,7 @@
 //! The counter sits behind [`RecordCounter`] so a shared backend (Redis) can replace the in-memory one.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -37,10 +37,13 @@ struct Cell {
     previous: u64,
 }
 
+/// One lock's worth of callers.
+type Shard = Mutex<HashMap<Box<str>, Cell>>;
+
 /// In-memory counter: sharded maps (a caller's lock is never contended by most others), each bounded; a full
 /// shard first drops expired callers, then the one with the oldest window.
 pub struct MemoryCounter {
-    shards: Box<[Mutex<HashMap<Box<str>, Cell>>]>,
+    shards: Box<[Shard]>,
     max_per_shard: usize,
     epoch: Instant,
     hasher: std::collections::hash_map::RandomState,
@@ -63,9 +66,7 @@ impl MemoryCounter {
 
     fn add_at(&self, key: &str, records: u64, window: Duration, now_ms: u64) -> u64 {
         let w = (window.as_millis() as u64).max(1);
-        let mut h = self.hasher.build_hasher();
-        key.hash(&mut h);
-        let shard = &self.shards[(h.finish() as usize) % self.shards.len()];
+        let shard = &self.shards[(self.hasher.hash_one(key) as usize) % self.shards.len()];
         let mut map = match shard.lock() {
             Ok(m) => m,
             Err(poisoned) => poisoned.into_inner(),

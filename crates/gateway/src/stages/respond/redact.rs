@@ -215,7 +215,11 @@ pub struct Redactor {
 impl Default for Redactor {
     /// Every detector on, every finding masked, the default field names.
     fn default() -> Self {
-        Redactor::new(KindSet::all(), [Action::Mask; Kind::ALL.len()], FieldNames::new(DEFAULT_FIELDS.iter().copied()).unwrap_or_default())
+        Redactor::new(
+            KindSet::all(),
+            [Action::Mask; Kind::ALL.len()],
+            FieldNames::new(DEFAULT_FIELDS.iter().copied()).unwrap_or_default(),
+        )
     }
 }
 
@@ -338,10 +342,15 @@ impl Redactor {
                     }
                     j.min(s.len())
                 }
-                None => v + s[v..]
-                    .iter()
-                    .position(|&b| b.is_ascii_whitespace() || matches!(b, b'&' | b',' | b';' | b'<' | b'"' | b'\'' | b'}' | b')' | b']'))
-                    .unwrap_or(s.len() - v),
+                None => {
+                    v + s[v..]
+                        .iter()
+                        .position(|&b| {
+                            b.is_ascii_whitespace()
+                                || matches!(b, b'&' | b',' | b';' | b'<' | b'"' | b'\'' | b'}' | b')' | b']')
+                        })
+                        .unwrap_or(s.len() - v)
+                }
             };
             if end > v && !(quote.is_none() && matches!(&s[v..end], b"null" | b"true" | b"false")) {
                 out.push(Span { start: v, end, kind: Kind::Field });
@@ -923,7 +932,10 @@ impl JsonPass<'_, '_> {
     /// Whether the value at `pos` is one a sensitive field would hide (not `null`, a boolean or `""`).
     fn has_content(&self) -> bool {
         let rest = &self.src[self.pos..];
-        !(rest.starts_with(b"null") || rest.starts_with(b"true") || rest.starts_with(b"false") || rest.starts_with(b"\"\""))
+        !(rest.starts_with(b"null")
+            || rest.starts_with(b"true")
+            || rest.starts_with(b"false")
+            || rest.starts_with(b"\"\""))
     }
 
     fn array(&mut self, level: usize) -> Result<Leaf, Malformed> {
@@ -971,11 +983,16 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    const JWT: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJhbGljZSJ9.qnR0eJ2y0c3m3xY1fJbQ5m0m2rj7r0Jc1zv3Q5o5Q0c";
+    const JWT: &str =
+        "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJhbGljZSJ9.qnR0eJ2y0c3m3xY1fJbQ5m0m2rj7r0Jc1zv3Q5o5Q0c";
     const BCRYPT: &str = "$2b$12$KIXQeH0x9yG3.3rXbQp0yOkUq3O3kYQm0pWl1n6t3yqM4uVv6h9eW";
 
     fn with(action: Action) -> Redactor {
-        Redactor::new(KindSet::all(), [action; Kind::ALL.len()], FieldNames::new(DEFAULT_FIELDS.iter().copied()).unwrap())
+        Redactor::new(
+            KindSet::all(),
+            [action; Kind::ALL.len()],
+            FieldNames::new(DEFAULT_FIELDS.iter().copied()).unwrap(),
+        )
     }
 
     /// The byte pass and the `Value` pass agree, and the byte pass's output is valid JSON.

@@ -26,8 +26,16 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 8] =
-        [Kind::Card, Kind::Iban, Kind::Ssn, Kind::PrivateKey, Kind::CloudKey, Kind::Jwt, Kind::PasswordHash, Kind::Field];
+    pub const ALL: [Kind; 8] = [
+        Kind::Card,
+        Kind::Iban,
+        Kind::Ssn,
+        Kind::PrivateKey,
+        Kind::CloudKey,
+        Kind::Jwt,
+        Kind::PasswordHash,
+        Kind::Field,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -218,8 +226,7 @@ fn digits(s: &[u8], i: usize, enabled: KindSet) -> Result<Span, usize> {
         }
         ngroups += 1;
         // Another group follows only after a single separator matching the first one, then a digit.
-        if j + 1 < s.len() && (s[j] == b' ' || s[j] == b'-') && s[j + 1].is_ascii_digit() && (sep == 0 || sep == s[j])
-        {
+        if j + 1 < s.len() && (s[j] == b' ' || s[j] == b'-') && s[j + 1].is_ascii_digit() && (sep == 0 || sep == s[j]) {
             sep = s[j];
             j += 1;
             continue;
@@ -288,7 +295,7 @@ pub fn luhn(d: &[u8]) -> bool {
         }
         sum += v;
     }
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 // ---- capitals: IBANs, AWS access key ids, Google API keys ----
@@ -582,7 +589,7 @@ fn hash(s: &[u8], i: usize) -> Result<Span, usize> {
     let body = &s[i + id_len..end];
     let last = body.iter().rposition(|&b| b == b'$');
     match last {
-        Some(p) if body.len() - p - 1 >= 22 && p >= 1 => ok(end),
+        Some(p) if body.len() - p > 22 && p >= 1 => ok(end),
         _ => Err(end.max(i + 1)),
     }
 }
@@ -610,13 +617,12 @@ fn token(s: &[u8], i: usize) -> Result<Span, usize> {
         return Err(i + 1);
     }
     let rest = &s[i..];
-    let body_start = if rest.len() > 5
+    let body_start = if (rest.len() > 5
         && rest.starts_with(b"xox")
         && matches!(rest[3], b'a' | b'b' | b'p' | b'o' | b's' | b'r' | b'e')
-        && rest[4] == b'-'
+        && rest[4] == b'-')
+        || rest.starts_with(b"xapp-")
     {
-        5
-    } else if rest.starts_with(b"xapp-") {
         5
     } else if rest.len() > 4
         && rest.starts_with(b"gh")
@@ -737,7 +743,8 @@ mod tests {
     #[test]
     fn ssns_dashed_and_valid() {
         one("ssn: 123-45-6789.", Kind::Ssn, "123-45-6789");
-        for s in ["000-12-3456", "666-12-3456", "900-12-3456", "123-00-4567", "123-45-0000", "123-456-789", "123456789"] {
+        for s in ["000-12-3456", "666-12-3456", "900-12-3456", "123-00-4567", "123-45-0000", "123-456-789", "123456789"]
+        {
             assert!(kinds(s).is_empty(), "{s}");
         }
     }
@@ -747,14 +754,16 @@ mod tests {
         one("iban GB82WEST12345698765432 x", Kind::Iban, "GB82WEST12345698765432");
         one("DE89 3704 0044 0532 0130 00", Kind::Iban, "DE89 3704 0044 0532 0130 00");
         one("FR1420041010050500013M02606", Kind::Iban, "FR1420041010050500013M02606");
-        for s in ["GB83WEST12345698765432", "DE8937040044053201300", "ZZ89370400440532013000", "GB82WEST1234569876543"] {
+        for s in ["GB83WEST12345698765432", "DE8937040044053201300", "ZZ89370400440532013000", "GB82WEST1234569876543"]
+        {
             assert!(kinds(s).is_empty(), "{s}");
         }
     }
 
     #[test]
     fn private_keys_in_any_pem_flavour() {
-        let k = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmU\n-----END OPENSSH PRIVATE KEY-----";
+        let k =
+            "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmU\n-----END OPENSSH PRIVATE KEY-----";
         one(&format!("key: {k}\nafter"), Kind::PrivateKey, k);
         let escaped = "-----BEGIN PRIVATE KEY-----\\nMIIEvQIBADANBg\\n-----END PRIVATE KEY-----\\n";
         one(escaped, Kind::PrivateKey, "-----BEGIN PRIVATE KEY-----\\nMIIEvQIBADANBg\\n-----END PRIVATE KEY-----");
@@ -769,9 +778,14 @@ mod tests {
         one("k=AIzaSyDaGmWKa4JsXZ-HjGw7ISLn_3namBGewQe", Kind::CloudKey, "AIzaSyDaGmWKa4JsXZ-HjGw7ISLn_3namBGewQe");
         one("xoxb-123456789012-abcdefGHIJKL", Kind::CloudKey, "xoxb-123456789012-abcdefGHIJKL");
         one("ghp_abcdefghijklmnopqrstuvwxyz0123456789", Kind::CloudKey, "ghp_abcdefghijklmnopqrstuvwxyz0123456789");
-        one("github_pat_11ABCDEFG0123456789_abcdefghijkl", Kind::CloudKey, "github_pat_11ABCDEFG0123456789_abcdefghijkl");
+        one(
+            "github_pat_11ABCDEFG0123456789_abcdefghijkl",
+            Kind::CloudKey,
+            "github_pat_11ABCDEFG0123456789_abcdefghijkl",
+        );
         one("glpat-abcdefghij0123456789", Kind::CloudKey, "glpat-abcdefghij0123456789");
-        let pair = "aws_access_key_id=AKIAIOSFODNN7EXAMPLE\naws_secret_access_key=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+        let pair =
+            "aws_access_key_id=AKIAIOSFODNN7EXAMPLE\naws_secret_access_key=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
         assert_eq!(
             kinds(pair),
             vec![
