@@ -23,6 +23,7 @@ cargo build --release -q -p rampart
 RAMPART=${CARGO_TARGET_DIR:-$ROOT/target}/release/rampart
 
 WORK=$(mktemp -d)
+chmod 755 $WORK                  # nginx workers (not root) read the bodies from here
 UP=18191 RMP=18193
 trap 'kill $(cat $WORK/*.pid 2>/dev/null) 2>/dev/null; $NGINX -p $WORK -c $WORK/nginx.conf -s stop 2>/dev/null; rm -rf $WORK' EXIT
 
@@ -42,6 +43,7 @@ open(f"{sys.argv[1]}/clean.json", "w").write(doc)
 dirty = doc.replace("Ada Lovelace", "4111 1111 1111 1111", 1).replace("KB-104/US", "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJlc2ln", 1)
 open(f"{sys.argv[1]}/dirty.json", "w").write(dirty)
 PY
+chmod 644 $WORK/*.json
 cat > $WORK/nginx.conf <<CONF
 worker_processes 1;
 pid $WORK/nginx.pid;

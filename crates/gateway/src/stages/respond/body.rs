@@ -89,25 +89,45 @@ pub enum Collected {
 
 /// Reads a body up to `cap` bytes, before `deadline`.
 pub async fn collect(mut body: Incoming, cap: usize, deadline: tokio::time::Instant) -> Collected {
-    let mut buf = BytesMut::new();
-    if let Some(n) = body.size_hint().exact() {
-        if n as usize > cap {
-            return Collected::Over { prefix: Bytes::new(), rest: body };
-        }
-        buf.reserve(n as usize);
+    let exact = body.size_hint().exact();
+    if exact.is_some_and(|n| n > cap as u64) {
+        return Collected::Over { prefix: Bytes::new(), rest: body };
     }
+    // A body that arrives in one frame (the usual small response) is kept as is, without a copy.
+    let mut first: Option<Bytes> = None;
+    let mut buf = BytesMut::new();
+    let sleep = tokio::time::sleep_until(deadline);
+    tokio::pin!(sleep);
     loop {
-        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
-            Err(_) => return Collected::TimedOut,
-            Ok(None) => return Collected::Whole(buf.freeze()),
-            Ok(Some(Err(e))) => return Collected::Failed(e.to_string()),
-            Ok(Some(Ok(f))) => f,
+        let frame = tokio::select! {
+            biased;
+            f = body.frame() => f,
+            _ = &mut sleep => return Collected::TimedOut,
         };
-        if let Ok(data) = frame.into_data() {
-            buf.extend_from_slice(&data);
-            if buf.len() > cap {
-                return Collected::Over { prefix: buf.freeze(), rest: body };
+        let data = match frame {
+            None => return Collected::Whole(first.unwrap_or_else(|| buf.freeze())),
+            Some(Err(e)) => return Collected::Failed(e.to_string()),
+            Some(Ok(f)) => match f.into_data() {
+                Ok(d) => d,
+                Err(_) => continue,
+            },
+        };
+        if first.is_none() && buf.is_empty() {
+            first = Some(data);
+        } else {
+            if let Some(f) = first.take() {
+                buf.reserve(exact.map_or(f.len() + data.len(), |n| n as usize));
+                buf.extend_from_slice(&f);
             }
+            buf.extend_from_slice(&data);
+        }
+        let len = first.as_ref().map_or(buf.len(), Bytes::len);
+        if len > cap {
+            let prefix = match first.take() {
+                Some(f) => f,
+                None => buf.freeze(),
+            };
+            return Collected::Over { prefix, rest: body };
         }
     }
 }

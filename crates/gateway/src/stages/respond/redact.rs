@@ -65,7 +65,10 @@ pub struct FieldNames {
     /// Prefilter, read before a name is normalised: (first, last) byte pairs of the exact names (a 256×256
     /// bitset), last bytes of the suffixes, first bytes of the prefixes. Most names fail all three.
     pairs: Box<[u64; 1024]>,
-    suffix_last: [bool; 256],
+    /// Normalised lengths of the exact names (bit n = length n).
+    exact_lens: u64,
+    /// Last two bytes of the suffixes (a 256×256 bitset; a one-byte suffix sets its whole row).
+    suffix_last2: Box<[u64; 1024]>,
     prefix_first: [bool; 256],
 }
 
@@ -76,7 +79,8 @@ impl Default for FieldNames {
             suffix: Vec::new(),
             prefix: Vec::new(),
             pairs: Box::new([0; 1024]),
-            suffix_last: [false; 256],
+            exact_lens: 0,
+            suffix_last2: Box::new([0; 1024]),
             prefix_first: [false; 256],
         }
     }
@@ -84,6 +88,15 @@ impl Default for FieldNames {
 
 fn is_separator(b: u8) -> bool {
     matches!(b, b'_' | b'-' | b'.' | b' ')
+}
+
+/// Bits 0..=n set.
+fn mask_upto(n: usize) -> u64 {
+    if n >= 63 {
+        u64::MAX
+    } else {
+        (1u64 << (n + 1)) - 1
+    }
 }
 
 fn pair_bit(first: u8, last: u8) -> (usize, u64) {
@@ -168,9 +181,18 @@ impl FieldNames {
         for e in &f.exact {
             let (w, bit) = pair_bit(e[0], e[e.len() - 1]);
             f.pairs[w] |= bit;
+            f.exact_lens |= 1u64.checked_shl(e.len() as u32).unwrap_or(0);
         }
         for s in &f.suffix {
-            f.suffix_last[s[s.len() - 1] as usize] = true;
+            if s.len() == 1 {
+                for before in 0..=255u8 {
+                    let (w, bit) = pair_bit(before, s[0]);
+                    f.suffix_last2[w] |= bit;
+                }
+            } else {
+                let (w, bit) = pair_bit(s[s.len() - 2], s[s.len() - 1]);
+                f.suffix_last2[w] |= bit;
+            }
         }
         for p in &f.prefix {
             f.prefix_first[p[0] as usize] = true;
@@ -190,7 +212,12 @@ impl FieldNames {
         };
         let (first, last) = (first.to_ascii_lowercase(), last.to_ascii_lowercase());
         let (w, bit) = pair_bit(first, last);
-        if self.pairs[w] & bit == 0 && !self.suffix_last[last as usize] && !self.prefix_first[first as usize] {
+        // The separators dropped by normalising can only shorten a name: exact lengths up to the raw length.
+        let exact_possible = self.pairs[w] & bit != 0 && self.exact_lens & mask_upto(name.len()) != 0;
+        let before_last = name.iter().rev().filter(|b| !is_separator(**b)).nth(1).map_or(0, u8::to_ascii_lowercase);
+        let (w2, bit2) = pair_bit(before_last, last);
+        let suffix_possible = self.suffix_last2[w2] & bit2 != 0;
+        if !exact_possible && !suffix_possible && !self.prefix_first[first as usize] {
             return false;
         }
         let mut buf = [0u8; MAX_NAME];

@@ -659,7 +659,9 @@ fn is_aws_key_id_span(s: &[u8], sp: &Span) -> bool {
 
 fn mentions_aws_secret(s: &[u8]) -> bool {
     // Cheap check first: the words always contain "ecret" in some case.
-    find_sub(s, b"ecret").is_some() && {
+    static ECRET: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"ecret"));
+    ECRET.find(s).is_some() && {
         let lower: Vec<u8> = s.iter().filter(|b| is_alnum(**b)).map(|b| b.to_ascii_lowercase()).collect();
         find_sub(&lower, b"secretaccesskey").is_some()
     }
