@@ -79,28 +79,39 @@ DIRTY=$(curl -s http://127.0.0.1:$RMP/dirty/x)
 echo "body: $OFF bytes passed through, $ON bytes redacted (clean: unchanged); dirty body redacted: $(echo "$DIRTY" | grep -c '\[redacted:jwt\]') jwt, card $(echo "$DIRTY" | grep -o '\*\*\*\* \*\*\*\* \*\*\*\* 1111' | head -1)"
 sleep 1
 
-run() { # url → "rps p99_ms"
-  wrk -t1 -c$CONNS -d${SECS}s --latency "$1" 2>/dev/null | awk '
+PID=$(cat $WORK/rampart.pid)
+TICK=$(getconf CLK_TCK)
+cpu() { awk '{print $14 + $15}' /proc/$PID/stat; }
+run() { # url → "rps p99_ms cpu_us_per_request" (the gateway's own user+system CPU time, steadier than req/s on a busy box)
+  local before after out
+  before=$(cpu)
+  out=$(wrk -t1 -c$CONNS -d${SECS}s --latency "$1" 2>/dev/null)
+  after=$(cpu)
+  echo "$out" | awk -v ticks=$((after - before)) -v hz=$TICK '
+    /requests in/ {n=$1}
     /Requests\/sec/ {rps=$2}
     /^ +99%/ {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v=v*1000}; p99=v}
-    END {printf "%.0f %.3f\n", rps, p99}'
+    END {printf "%.0f %.3f %.1f\n", rps, p99, ticks * 1e6 / hz / n}'
 }
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
-echo "round  off_rps  off_p99_ms  on_rps  on_p99_ms  dirty_rps  dirty_p99_ms"
+echo "round  off_rps  off_p99_ms  off_cpu_us  on_rps  on_p99_ms  on_cpu_us  dirty_rps  dirty_p99_ms  dirty_cpu_us"
 : > $WORK/results
 for r in $(seq $ROUNDS); do
-  read -r fr fp < <(run "http://127.0.0.1:$RMP/off/users")
-  read -r nr np < <(run "http://127.0.0.1:$RMP/on/users")
-  read -r dr dp < <(run "http://127.0.0.1:$RMP/dirty/users")
-  echo "$r      $fr    $fp       $nr   $np      $dr     $dp"
-  echo "$fr $fp $nr $np $dr $dp" >> $WORK/results
+  read -r fr fp fc < <(run "http://127.0.0.1:$RMP/off/users")
+  read -r nr np nc < <(run "http://127.0.0.1:$RMP/on/users")
+  read -r dr dp dc < <(run "http://127.0.0.1:$RMP/dirty/users")
+  echo "$r      $fr    $fp      $fc        $nr   $np      $nc       $dr     $dp        $dc"
+  echo "$fr $fp $fc $nr $np $nc $dr $dp $dc" >> $WORK/results
 done
 col() { awk -v c=$1 '{print $c}' $WORK/results | median; }
-FR=$(col 1); FP=$(col 2); NR=$(col 3); NP=$(col 4); DR=$(col 5); DP=$(col 6)
+FR=$(col 1); FP=$(col 2); FC=$(col 3); NR=$(col 4); NP=$(col 5); NC=$(col 6); DR=$(col 7); DP=$(col 8); DC=$(col 9)
 echo
-echo "median redaction off (streamed):  $FR req/s, p99 $FP ms"
-echo "median redaction on (clean body): $NR req/s, p99 $NP ms"
-echo "median redaction on (secrets):    $DR req/s, p99 $DP ms"
-awk -v f=$FR -v n=$NR -v d=$DR 'BEGIN {printf "ratio on/off: throughput %.2fx (clean body), %.2fx (body with secrets)\n", n/f, d/f}'
+echo "median redaction off (streamed):  $FR req/s, p99 $FP ms, $FC µs CPU per request"
+echo "median redaction on (clean body): $NR req/s, p99 $NP ms, $NC µs CPU per request"
+echo "median redaction on (secrets):    $DR req/s, p99 $DP ms, $DC µs CPU per request"
+awk -v f=$FR -v n=$NR -v d=$DR -v fc=$FC -v nc=$NC -v dc=$DC 'BEGIN {
+  printf "ratio on/off: throughput %.2fx (clean body), %.2fx (body with secrets)\n", n/f, d/f
+  printf "ratio on/off by gateway CPU per request (the throughput ratio when the gateway owns the cores): %.2fx (clean), %.2fx (secrets)\n", fc/nc, fc/dc }'
+echo "load average during the run: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "(wrk -t1 -c$CONNS -d${SECS}s, $ROUNDS rounds alternated, $(nproc) cores, nginx static upstream, rampart access log to a file)"
