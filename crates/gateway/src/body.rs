@@ -101,7 +101,7 @@ pub trait OnBodyEnd: Send + Sync {
 
 enum Kind {
     Full(Option<Bytes>),
-    Upstream { inner: Incoming, deadline: Option<Pin<Box<Sleep>>> },
+    Upstream { inner: Incoming, deadline: Option<Pin<Box<Sleep>>>, prefix: Option<Bytes> },
 }
 
 /// The body of every response the gateway sends: its own (problem+json, redirects, admin) or the upstream's,
@@ -124,7 +124,16 @@ impl ResponseBody {
 
     pub fn upstream(inner: Incoming, deadline: Option<tokio::time::Instant>) -> Self {
         let deadline = deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
-        ResponseBody { kind: Kind::Upstream { inner, deadline }, sent: 0, done: false, on_end: None }
+        ResponseBody { kind: Kind::Upstream { inner, deadline, prefix: None }, sent: 0, done: false, on_end: None }
+    }
+
+    /// The upstream's body of which `prefix` was already read (a response too large to inspect, sent as is).
+    pub fn upstream_after(prefix: Bytes, inner: Incoming, deadline: Option<tokio::time::Instant>) -> Self {
+        let mut b = Self::upstream(inner, deadline);
+        if let Kind::Upstream { prefix: p, .. } = &mut b.kind {
+            *p = Some(prefix).filter(|b| !b.is_empty());
+        }
+        b
     }
 
     pub fn set_on_end(&mut self, on_end: Box<dyn OnBodyEnd>) {
@@ -153,7 +162,11 @@ impl Body for ResponseBody {
         let this = &mut *self;
         let res = match &mut this.kind {
             Kind::Full(slot) => Poll::Ready(slot.take().map(|b| Ok(Frame::data(b)))),
-            Kind::Upstream { inner, deadline } => {
+            Kind::Upstream { inner, deadline, prefix } => {
+                if let Some(p) = prefix.take() {
+                    this.sent += p.len() as u64;
+                    return Poll::Ready(Some(Ok(Frame::data(p))));
+                }
                 if let Some(d) = deadline.as_mut() {
                     if d.as_mut().poll(cx).is_ready() {
                         return Poll::Ready(Some(Err(BodyError::Deadline)));
@@ -184,7 +197,7 @@ impl Body for ResponseBody {
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Full(slot) => slot.is_none(),
-            Kind::Upstream { inner, .. } => inner.is_end_stream(),
+            Kind::Upstream { inner, prefix, .. } => prefix.is_none() && inner.is_end_stream(),
         }
     }
 
@@ -192,7 +205,17 @@ impl Body for ResponseBody {
         match &self.kind {
             Kind::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Kind::Full(None) => SizeHint::with_exact(0),
-            Kind::Upstream { inner, .. } => inner.size_hint(),
+            Kind::Upstream { inner, prefix: None, .. } => inner.size_hint(),
+            Kind::Upstream { inner, prefix: Some(p), .. } => {
+                let inner = inner.size_hint();
+                let n = p.len() as u64;
+                let mut h = SizeHint::new();
+                if let Some(u) = inner.upper() {
+                    h.set_upper(u + n);
+                }
+                h.set_lower(inner.lower() + n);
+                h
+            }
         }
     }
 }

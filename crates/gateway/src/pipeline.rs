@@ -130,6 +130,12 @@ pub enum Code {
     /// A JSON response carried properties its response schema does not declare (route in `block` mode), or
     /// could not be read for filtering.
     RespondSchema,
+    /// Secrets or personal data were redacted from a response body (recorded; the response goes out).
+    RespondRedacted,
+    /// A response that should have been inspected could not be (over the cap, unknown or corrupt encoding).
+    RespondUninspected,
+    /// A caller received more records than the route's exfiltration guard allows in its window.
+    RespondExfiltration,
 }
 
 impl Code {
@@ -158,6 +164,9 @@ impl Code {
             Code::InspectSchema => "inspect.schema",
             Code::InspectContentType => "inspect.content_type",
             Code::RespondSchema => "respond.schema",
+            Code::RespondRedacted => "respond.redacted",
+            Code::RespondUninspected => "respond.uninspected",
+            Code::RespondExfiltration => "respond.exfiltration",
         }
     }
 
@@ -181,6 +190,9 @@ impl Code {
             Code::UpstreamUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Code::Identify(c) => c.status(),
             Code::Authorize(_) => StatusCode::FORBIDDEN,
+            Code::RespondRedacted => StatusCode::OK,
+            Code::RespondUninspected => StatusCode::BAD_GATEWAY,
+            Code::RespondExfiltration => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -208,6 +220,9 @@ impl Code {
             | Code::UpstreamError => None,
             Code::Identify(_) => Some(Owasp::Api2BrokenAuthentication),
             Code::Authorize(c) => Some(c.owasp()),
+            Code::RespondRedacted | Code::RespondUninspected | Code::RespondExfiltration => {
+                Some(Owasp::Api3BrokenObjectPropertyLevelAuthorization)
+            }
         }
     }
 
@@ -233,7 +248,11 @@ impl Code {
             | Code::UpstreamBadResponse => StageName::Forward,
             Code::Identify(_) => StageName::Identify,
             Code::Authorize(_) => StageName::Authorize,
-            Code::UpstreamError | Code::RespondSchema => StageName::Respond,
+            Code::UpstreamError
+            | Code::RespondSchema
+            | Code::RespondRedacted
+            | Code::RespondUninspected
+            | Code::RespondExfiltration => StageName::Respond,
         }
     }
 
@@ -308,6 +327,9 @@ impl Code {
         Code::InspectSchema,
         Code::InspectContentType,
         Code::RespondSchema,
+        Code::RespondRedacted,
+        Code::RespondUninspected,
+        Code::RespondExfiltration,
     ];
 }
 

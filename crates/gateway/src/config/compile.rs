@@ -83,6 +83,8 @@ pub struct Route {
     pub authorize: crate::stages::authorize::AuthzPolicy,
     /// The positive model: the route's OpenAPI operations, or `None` where the route has no spec.
     pub openapi: Option<Arc<crate::openapi::OpenApi>>,
+    /// Response-body rules (redaction, exfiltration guard), or `None` where bodies always stream.
+    pub response_body: Option<Arc<crate::stages::respond::body::BodyPolicy>>,
 }
 
 /// A compiled listener.
@@ -361,6 +363,10 @@ pub fn compile(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Runtime, ConfigErrors> {
     // Identity (before routes, which name its methods).
     let identity = super::identity::compile_identity(&mut errs, base, &raw.identity, &mut watch_files);
     let mtls_listener = raw.listen.iter().any(|l| l.tls.as_ref().is_some_and(|t| t.client_auth.is_some()));
+    // Response bodies: the global redaction settings, and one record counter for every route's guard.
+    let global_redact = compile_redact(&mut errs, &raw.respond.redact, None);
+    let record_counter: Arc<dyn crate::stages::respond::exfil::RecordCounter> =
+        Arc::new(crate::stages::respond::exfil::MemoryCounter::new(16, 100_000));
 
     // Routes.
     let global_modes = Modes::default().overlay(&raw.modes);
@@ -443,10 +449,12 @@ pub fn compile(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Runtime, ConfigErrors> {
         let (identify, authorize) = super::identity::compile_route(&mut errs, r, &methods, &identity, mtls_listener);
         let openapi =
             r.openapi.as_ref().and_then(|o| compile_openapi(&mut errs, base, o, &mut specs, &mut watch_files));
+        let response_body = compile_body_policy(&mut errs, &global_redact, r, &record_counter);
         routes.push(Route {
             identify,
             authorize,
             openapi,
+            response_body,
             cors,
             inspect: route_inspect,
             counters: ctx.metrics.route_counters(&id),
@@ -864,4 +872,114 @@ fn compile_openapi(
             None
         }
     }
+}
+
+/// Redaction settings after defaults and inheritance, before they become a route's policy.
+#[derive(Clone)]
+struct RedactSettings {
+    enabled: bool,
+    /// Per detector (`Kind::index`): `None` = off.
+    actions: [Option<crate::stages::respond::redact::Action>; 8],
+    fields: Vec<String>,
+    max_body_bytes: u64,
+    over_limit: crate::stages::respond::body::OverLimit,
+}
+
+fn compile_redact(errs: &mut Errs<'_>, raw: &raw::RawRedact, base: Option<&RedactSettings>) -> RedactSettings {
+    use crate::stages::respond::redact::{Action, FieldNames, DEFAULT_FIELDS};
+    use crate::stages::respond::secrets::Kind;
+    let mut s = base.cloned().unwrap_or_else(|| RedactSettings {
+        enabled: true,
+        actions: [Some(Action::Mask); 8],
+        fields: DEFAULT_FIELDS.iter().map(|f| f.to_string()).collect(),
+        max_body_bytes: 1024 * 1024,
+        over_limit: crate::stages::respond::body::OverLimit::Pass,
+    });
+    if let Some(e) = raw.enabled {
+        s.enabled = e;
+    }
+    let r = &raw.rules;
+    for (kind, rule) in [
+        (Kind::Card, r.card),
+        (Kind::Iban, r.iban),
+        (Kind::Ssn, r.ssn),
+        (Kind::PrivateKey, r.private_key),
+        (Kind::CloudKey, r.cloud_key),
+        (Kind::Jwt, r.jwt),
+        (Kind::PasswordHash, r.password_hash),
+        (Kind::Field, r.field),
+    ] {
+        if let Some(rule) = rule {
+            s.actions[kind.index()] = match rule {
+                raw::RuleAction::Mask => Some(Action::Mask),
+                raw::RuleAction::Remove => Some(Action::Remove),
+                raw::RuleAction::Off => None,
+            };
+        }
+    }
+    if let Some(list) = &raw.fields {
+        s.fields.clear();
+        s.fields.extend(list.iter().map(|f| f.value.trim().to_string()));
+    }
+    s.fields.extend(raw.extra_fields.iter().map(|f| f.value.trim().to_string()));
+    for f in raw.fields.iter().flatten().chain(raw.extra_fields.iter()) {
+        if let Err(e) = FieldNames::new([f.value.trim()]) {
+            errs.at(f, e, Some("write a field name (`password`), `*suffix` or `prefix*`"));
+        }
+    }
+    if let Some(b) = raw.max_body_bytes {
+        s.max_body_bytes = b.0.max(1);
+    }
+    if let Some(o) = raw.over_limit {
+        s.over_limit = o;
+    }
+    s
+}
+
+fn compile_body_policy(
+    errs: &mut Errs<'_>,
+    global: &RedactSettings,
+    r: &raw::RawRoute,
+    counter: &Arc<dyn crate::stages::respond::exfil::RecordCounter>,
+) -> Option<Arc<crate::stages::respond::body::BodyPolicy>> {
+    use crate::stages::respond::redact::{Action, FieldNames, Redactor};
+    use crate::stages::respond::secrets::{Kind, KindSet};
+    let settings = match &r.redact {
+        Some(raw) => compile_redact(errs, raw, Some(global)),
+        None => global.clone(),
+    };
+    let exfiltration = r.exfiltration.as_ref().and_then(|x| {
+        if x.max_records.value == 0 {
+            errs.at(&x.max_records, "exfiltration.max_records must be at least 1", None);
+            return None;
+        }
+        Some(crate::stages::respond::exfil::ExfilPolicy {
+            max_records: x.max_records.value,
+            window: x.window.0.max(Duration::from_secs(1)),
+            action: x.action,
+        })
+    });
+    let mut kinds = KindSet::empty();
+    let mut actions = [Action::Mask; 8];
+    for k in Kind::ALL {
+        if let Some(a) = settings.actions[k.index()] {
+            kinds = kinds.with(k);
+            actions[k.index()] = a;
+        }
+    }
+    let redactor = if settings.enabled {
+        Redactor::new(kinds, actions, FieldNames::new(settings.fields.iter().map(String::as_str)).unwrap_or_default())
+    } else {
+        Redactor::off()
+    };
+    if redactor.is_off() && exfiltration.is_none() {
+        return None;
+    }
+    Some(Arc::new(crate::stages::respond::body::BodyPolicy {
+        redactor,
+        max_body_bytes: settings.max_body_bytes.min(usize::MAX as u64) as usize,
+        over_limit: settings.over_limit,
+        exfiltration,
+        counter: counter.clone(),
+    }))
 }

@@ -406,6 +406,12 @@ pub struct RawRoute {
     /// The positive model: only the operations of this OpenAPI document pass, each checked against it.
     #[serde(default)]
     pub openapi: Option<RawOpenApi>,
+    /// Overrides of `respond.redact` for this route (rules and fields merge over the global ones).
+    #[serde(default)]
+    pub redact: Option<RawRedact>,
+    /// Bulk exfiltration guard: JSON records returned per caller per window.
+    #[serde(default)]
+    pub exfiltration: Option<RawExfiltration>,
 }
 
 /// A route's OpenAPI document and how it is applied.
@@ -427,6 +433,78 @@ pub struct RawOpenApi {
     /// Largest JSON response buffered for the filter (default 4MiB); a bigger one is refused.
     #[serde(default)]
     pub max_response_bytes: Option<ByteSize>,
+}
+
+/// Secret and PII redaction in JSON and text response bodies. Every field is optional so the same shape serves
+/// as global settings (`respond.redact`) and as a route's overrides.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedact {
+    /// On by default for JSON and text responses.
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// What each detector does: `mask`, `remove` or `off`.
+    #[serde(default)]
+    pub rules: RawRedactRules,
+    /// Sensitive field names (replaces the default list); `*suffix` and `prefix*` patterns allowed.
+    #[serde(default)]
+    pub fields: Option<Vec<Spanned<String>>>,
+    /// More field names on top of `fields` (or the defaults).
+    #[serde(default)]
+    pub extra_fields: Vec<Spanned<String>>,
+    /// Largest response body read for redaction (compressed and decoded).
+    #[serde(default)]
+    pub max_body_bytes: Option<ByteSize>,
+    /// Past the cap: `pass` (send unredacted, record an event) or `block` (502).
+    #[serde(default)]
+    pub over_limit: Option<crate::stages::respond::body::OverLimit>,
+}
+
+/// One action per detector; unset ones inherit.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedactRules {
+    #[serde(default)]
+    pub card: Option<RuleAction>,
+    #[serde(default)]
+    pub iban: Option<RuleAction>,
+    #[serde(default)]
+    pub ssn: Option<RuleAction>,
+    #[serde(default)]
+    pub private_key: Option<RuleAction>,
+    #[serde(default)]
+    pub cloud_key: Option<RuleAction>,
+    #[serde(default)]
+    pub jwt: Option<RuleAction>,
+    #[serde(default)]
+    pub password_hash: Option<RuleAction>,
+    #[serde(default)]
+    pub field: Option<RuleAction>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleAction {
+    Mask,
+    Remove,
+    Off,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawExfiltration {
+    pub max_records: Spanned<u64>,
+    #[serde(default = "d_exfil_window")]
+    pub window: Dur,
+    #[serde(default = "d_exfil_action")]
+    pub action: crate::stages::respond::exfil::ExfilAction,
+}
+
+fn d_exfil_window() -> Dur {
+    Dur(Duration::from_secs(60))
+}
+fn d_exfil_action() -> crate::stages::respond::exfil::ExfilAction {
+    crate::stages::respond::exfil::ExfilAction::Log
 }
 
 #[derive(Debug, Deserialize)]
@@ -503,6 +581,9 @@ pub struct RawRespond {
     /// Add `X-Content-Type-Options`, `X-Frame-Options`, `Referrer-Policy` and an API `Content-Security-Policy`.
     #[serde(default = "yes")]
     pub security_headers: bool,
+    /// Secret/PII redaction in response bodies (on by default); routes override it with their own `redact`.
+    #[serde(default)]
+    pub redact: RawRedact,
 }
 
 impl Default for RawRespond {
@@ -512,6 +593,7 @@ impl Default for RawRespond {
             hide_client_errors: false,
             strip_headers: Vec::new(),
             security_headers: true,
+            redact: RawRedact::default(),
         }
     }
 }

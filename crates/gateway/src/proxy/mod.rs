@@ -3,6 +3,7 @@
 //! [`finish`], which adds the common response headers and attaches the access-log record.
 
 mod headers;
+mod respond_body;
 
 use crate::body::{RequestBody, ResponseBody};
 use crate::config::Runtime;
@@ -353,10 +354,11 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         headers.insert(X_REQUEST_ID, v);
     }
-    // The response filter reads JSON: ask for it uncompressed.
+    // Routes whose response bodies are read (schema filter, redaction) ask for them uncompressed; one that comes
+    // compressed anyway is decoded by the redaction pass.
     let schema =
         route.openapi.as_deref().zip(operation.as_deref()).filter(|(api, _)| api.responses != ResponseMode::Off);
-    if schema.is_some() {
+    if schema.is_some() || route.response_body.is_some() {
         headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
     }
     if !upstream.preserve_host {
@@ -418,8 +420,15 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
                 upstream.record_transport(target, true);
                 circuit_record(shared, upstream, admission, resp.status().as_u16() < 500);
                 let cors = route.cors.as_deref().map(|c| (c, origin.as_ref()));
-                let mode = route.modes.get(StageName::Respond);
-                return respond(&exit, resp, rec, client_upgrade, upstream, mode, cors, schema).await;
+                let ctx = RespondCtx {
+                    mode: route.modes.get(StageName::Respond),
+                    cors,
+                    identity: identity.as_deref(),
+                    body: route.response_body.as_deref(),
+                    schema,
+                    head: parts.method == Method::HEAD,
+                };
+                return respond(&exit, resp, rec, client_upgrade, upstream, ctx).await;
             }
             Ok(Err(failed)) => failed,
             Err(_) => {
@@ -506,35 +515,49 @@ fn build_uri(target: &crate::upstream::Target, path: &str, query: Option<&str>) 
     Uri::try_from(pq).ok()
 }
 
-/// respond: the upstream's answer on its way back — hop-by-hop headers removed, upgrades bridged, body
-/// streamed under the total deadline.
-#[allow(clippy::too_many_arguments)]
+/// What `respond` needs to know about the route and the caller.
+struct RespondCtx<'a> {
+    mode: Mode,
+    cors: Option<(&'a CorsPolicy, Option<&'a HeaderValue>)>,
+    identity: Option<&'a Identity>,
+    /// The route's body rules; `None`: bodies stream.
+    body: Option<&'a crate::stages::respond::body::BodyPolicy>,
+    /// The route's OpenAPI operation when its JSON responses are checked against the spec.
+    schema: Option<(&'a OpenApi, &'a Operation)>,
+    head: bool,
+}
+
+/// respond: the upstream's answer on its way back — hop-by-hop headers removed, upgrades bridged, JSON and text
+/// bodies of routes with body rules read, filtered against the OpenAPI response schema and redacted, every other body streamed under the total deadline.
 async fn respond(
     exit: &Exit<'_>,
     resp: Response<Incoming>,
     mut rec: Box<RequestRecord>,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     upstream: &Upstream,
-    mode: Mode,
-    cors: Option<(&CorsPolicy, Option<&HeaderValue>)>,
-    schema: Option<(&OpenApi, &Operation)>,
+    ctx: RespondCtx<'_>,
 ) -> Response<ResponseBody> {
+    let RespondCtx { mode, cors, identity, body: body_policy, schema, head } = ctx;
     let (mut parts, body) = resp.into_parts();
     let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
     strip_hop_by_hop(&mut parts.headers, switching);
     exit.rt.respond.strip(&mut parts.headers);
+    if identity.is_some() {
+        // An authenticated answer is for this caller only: no shared or browser cache may keep it.
+        parts.headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
     if let Some((policy, origin)) = cors {
         policy.apply(origin, &mut parts.headers);
     }
     if exit.rt.respond.hides(parts.status) {
         match mode {
             Mode::Enforce => {
-                let content_type = parts.headers.get(header::CONTENT_TYPE).cloned();
                 tokio::spawn(crate::stages::respond::log_hidden_body(
                     body,
                     parts.status,
-                    content_type,
+                    parts.headers.clone(),
                     exit.request_id.to_string(),
+                    exit.rt.respond.log_redactor.clone(),
                 ));
                 let mut resp =
                     problem::with_status(&Rejection::new(Code::UpstreamError, ""), exit.request_id, parts.status);
@@ -575,16 +598,30 @@ async fn respond(
         return exit.finish(resp, rec);
     }
     let deadline = upstream.timeouts.total.map(|t| tokio::time::Instant::from_std(rec.start) + t);
-    if let Some((api, op)) = schema.filter(|_| crate::openapi::response::is_json(&parts.headers)) {
+    let bodiless = head || parts.status == StatusCode::NO_CONTENT || parts.status == StatusCode::NOT_MODIFIED;
+    if let Some((api, op)) = schema.filter(|_| !bodiless && crate::openapi::response::is_json(&parts.headers)) {
         let until = deadline.unwrap_or_else(|| tokio::time::Instant::now() + upstream.timeouts.response);
         let read = crate::openapi::response::read_json(&parts.headers, body, api.max_response_bytes, until).await;
         let (body, rejection) = schema_filter(exit, &mut rec, mode, api, op, parts.status, read);
         if let Some(rejection) = rejection {
             return exit.reject(rejection, rec);
         }
+        // The same bytes, filtered, go on to redaction: one read, one buffered pass.
+        if let Some((policy, ty)) = body_policy.and_then(|p| p.inspects(&parts.headers).map(|t| (p, t))) {
+            let caller = caller_key(identity, &rec);
+            let cx = respond_body::BufferedCtx { policy, ty, mode, deadline, caller: &caller };
+            return respond_body::inspect_whole(exit, parts, body, rec, cx);
+        }
         parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
         rec.outcome = Outcome::Pass;
         return exit.finish(Response::from_parts(parts, ResponseBody::full(body)), rec);
+    }
+    if let Some(policy) = body_policy.filter(|_| !bodiless && !body.is_end_stream()) {
+        if let Some(ty) = policy.inspects(&parts.headers) {
+            let caller = caller_key(identity, &rec);
+            let cx = respond_body::BufferedCtx { policy, ty, mode, deadline, caller: &caller };
+            return respond_body::buffered(exit, parts, body, rec, cx).await;
+        }
     }
     let resp = Response::from_parts(parts, ResponseBody::upstream(body, deadline));
     rec.outcome = Outcome::Pass;
@@ -691,4 +728,9 @@ fn redirect(parts: &http::request::Parts, port: u16) -> Option<Response<Response
     resp.headers_mut().insert(header::LOCATION, HeaderValue::from_str(&location).ok()?);
     resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
     Some(resp)
+}
+
+/// Who the exfiltration guard counts for: the consumer, or the client IP when the caller is anonymous.
+fn caller_key(identity: Option<&Identity>, rec: &RequestRecord) -> String {
+    identity.map_or_else(|| rec.client_ip.to_string(), |i| format!("consumer:{}", i.consumer))
 }

@@ -6,6 +6,7 @@ mod identity;
 mod inspect;
 mod openapi;
 mod proxying;
+mod redact;
 mod reload;
 mod respond;
 mod routing;

@@ -52,6 +52,8 @@ impl Drop for TempDir {
 pub struct TestUpstream {
     pub addr: SocketAddr,
     pub hits: Arc<AtomicUsize>,
+    /// Opens `/secrets/gated` streams: the first chunk goes out at once, the rest only after `notify_one`.
+    pub gate: Arc<tokio::sync::Notify>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -75,10 +77,17 @@ fn query_num(q: &str, key: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-async fn upstream_handle(mut req: Request<Incoming>, hits: Arc<AtomicUsize>) -> Result<Response<UpBody>, Infallible> {
+async fn upstream_handle(
+    mut req: Request<Incoming>,
+    hits: Arc<AtomicUsize>,
+    gate: Arc<tokio::sync::Notify>,
+) -> Result<Response<UpBody>, Infallible> {
     hits.fetch_add(1, Ordering::SeqCst);
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
+    if let Some(r) = leaky(&path, &query, gate) {
+        return Ok(r);
+    }
     if path == "/ws" {
         let on = hyper::upgrade::on(&mut req);
         tokio::spawn(async move {
@@ -155,6 +164,137 @@ async fn upstream_handle(mut req: Request<Incoming>, hits: Arc<AtomicUsize>) -> 
     Ok(Response::new(full(format!("upstream:{path}"))))
 }
 
+/// The user record of the leaky endpoints: legitimate fields and every kind of secret.
+pub const LEAKY_USER: &str = include_str!("fixtures/user.json");
+/// The same, brotli-compressed (made with `brotli -c user.json`).
+pub const LEAKY_USER_BR: &[u8] = include_bytes!("fixtures/user.json.br");
+/// Every secret of `LEAKY_USER` (and of the other leaky endpoints), as a client must never see it.
+pub const LEAKY_SECRETS: &[&str] = &[
+    "KIXQeH0x9yG3",
+    "4111 1111 1111 1111",
+    "4111111111111111",
+    "DE89 3704",
+    "123-45-6789",
+    "AKIAIOSFODNN7EXAMPLE",
+    "wJalrXUtnFEMI",
+    "MIIEvQIBADAN",
+    "AIzaSyDaGmWKa4",
+    "b3BlbnNzaC1rZXkt",
+    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9",
+    "xoxb-1234",
+    "ghp_abcdef",
+    "hunter2",
+    "Yx4kq9GfWQ1cC0d3",
+];
+
+fn gzip(b: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(b).unwrap();
+    e.finish().unwrap()
+}
+
+fn typed(status: u16, content_type: &str, body: impl Into<Bytes>) -> Response<UpBody> {
+    let mut r = Response::new(full(body));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap();
+    r.headers_mut().insert("content-type", content_type.parse().unwrap());
+    r.headers_mut().insert("server", "Werkzeug/2.2.3 Python/3.11.7".parse().unwrap());
+    r.headers_mut().insert("x-powered-by", "PHP/8.1.2".parse().unwrap());
+    r
+}
+
+/// Framework debug pages (all with a secret in them), by framework.
+pub const DEBUG_PAGES: &[(&str, &str, &str)] = &[
+    ("werkzeug", "text/html", "<title>OperationalError // Werkzeug Debugger</title><pre>Traceback (most recent call last):\n  File \"/srv/app/db.py\", line 12\nsqlite3.OperationalError: near \"'\": syntax error</pre><script>var SECRET = \"Yx4kq9GfWQ1cC0d3\";</script>"),
+    ("django", "text/html", "<title>ProgrammingError at /users/</title><h1>ProgrammingError</h1><pre>psycopg2.errors.SyntaxError</pre><table><tr><td>DATABASES</td><td>{'PASSWORD': 'hunter2'}</td></tr></table><p>You're seeing this error because you have DEBUG = True in your Django settings file.</p>"),
+    ("rails", "text/html", "<h1>ActiveRecord::StatementInvalid in UsersController#show</h1><pre>PG::SyntaxError: ERROR: syntax error at or near \"'\"\napp/controllers/users_controller.rb:12:in `show'</pre><div>Rails.root: /srv/app</div>"),
+    ("spring", "application/json", "{\"timestamp\":\"2024-01-15T12:30:00.000+00:00\",\"status\":500,\"error\":\"Internal Server Error\",\"trace\":\"java.sql.SQLSyntaxErrorException: You have an error in your SQL syntax\\n\\tat com.mysql.cj.jdbc.exceptions.SQLError.createSQLException(SQLError.java:120)\",\"path\":\"/users\"}"),
+    ("aspnet", "text/html", "<title>Server Error in '/' Application.</title><h2><i>Invalid column name 'x'.</i></h2><b>Exception Details: </b>System.Data.SqlClient.SqlException<pre>[SqlException (0x80131904)]\n   at System.Data.SqlClient.SqlConnection.OnError()</pre><b>Version Information:</b> Microsoft .NET Framework Version:4.0.30319; ASP.NET Version:4.8.4465.0"),
+    ("php", "text/html", "<br /><b>Fatal error</b>:  Uncaught PDOException: SQLSTATE[42000]: Syntax error in /var/www/html/db.php:7\nStack trace:\n#0 /var/www/html/db.php(7): PDO->query('SELECT * FROM u...')\n#1 {main}\n  thrown in <b>/var/www/html/db.php</b> on line <b>7</b><br />"),
+];
+
+/// The leaky endpoints: `/secrets/user` (JSON full of secrets), `/secrets/user.gz` and `.br` (the same,
+/// compressed whatever the client asked for), `/secrets/text` (a text page with secrets), `/secrets/list?n=N`
+/// (a JSON array of N records), `/secrets/big?kb=N` (a chunked JSON body of N KiB with a card number at the
+/// end), `/secrets/bomb` (a gzip bomb), `/secrets/gated?type=T` (two chunks of a body typed T, the second sent
+/// only once the test opens the gate), `/secrets/split` (chunked JSON whose card number straddles two chunks),
+/// `/debug-page/<framework>` (a 500 debug page); under any path prefix.
+fn leaky(path: &str, query: &str, gate: Arc<tokio::sync::Notify>) -> Option<Response<UpBody>> {
+    if let Some(fw) = path.find("/debug-page/").map(|i| &path[i + 12..]) {
+        let (_, ct, page) = DEBUG_PAGES.iter().find(|(name, _, _)| *name == fw)?;
+        return Some(typed(500, ct, *page));
+    }
+    let name = path.find("/secrets/").map(|i| &path[i + 9..])?;
+    let chunked = |chunks: Vec<Bytes>, ct: &str, gate: Option<Arc<tokio::sync::Notify>>| {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(4);
+        tokio::spawn(async move {
+            for (i, c) in chunks.into_iter().enumerate() {
+                if i == 1 {
+                    if let Some(g) = &gate {
+                        g.notified().await;
+                    }
+                }
+                if tx.send(Ok(Frame::data(c))).await.is_err() {
+                    return;
+                }
+                tokio::task::yield_now().await;
+            }
+        });
+        let mut r = Response::new(StreamBody::new(tokio_stream_from(rx)).boxed());
+        r.headers_mut().insert("content-type", ct.parse().unwrap());
+        r
+    };
+    Some(match name {
+        "user" => {
+            let mut r = typed(200, "application/json", LEAKY_USER);
+            r.headers_mut().insert("etag", "\"v1\"".parse().unwrap());
+            r
+        }
+        "user.gz" => {
+            let mut r = typed(200, "application/json", gzip(LEAKY_USER.as_bytes()));
+            r.headers_mut().insert("content-encoding", "gzip".parse().unwrap());
+            r
+        }
+        "user.br" => {
+            let mut r = typed(200, "application/json; charset=utf-8", LEAKY_USER_BR);
+            r.headers_mut().insert("content-encoding", "br".parse().unwrap());
+            r
+        }
+        "text" => typed(
+            200,
+            "text/plain",
+            "deploy log\nDB_PASSWORD=hunter2 host=db\ncard on file: 4111-1111-1111-1111\nAWS_ACCESS_KEY_ID=AKIAIOSFODNN7EXAMPLE\nAWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\ndone\n",
+        ),
+        "list" => {
+            let n = query_num(query, "n", 3);
+            let items: Vec<serde_json::Value> = (0..n).map(|i| serde_json::json!({"id": i, "name": format!("user{i}")})).collect();
+            typed(200, "application/json", serde_json::Value::Array(items).to_string())
+        }
+        "big" => {
+            let kb = query_num(query, "kb", 256) as usize;
+            let mut chunks = vec![Bytes::from_static(b"{\"filler\":\"")];
+            chunks.extend((0..kb).map(|_| Bytes::from(vec![b'a'; 1024])));
+            chunks.push(Bytes::from_static(b"\",\"card\":\"4111 1111 1111 1111\"}"));
+            chunked(chunks, "application/json", None)
+        }
+        "bomb" => {
+            let mut r = typed(200, "application/json", gzip(&vec![b' '; 8 << 20]));
+            r.headers_mut().insert("content-encoding", "gzip".parse().unwrap());
+            r
+        }
+        "gated" => {
+            let ct = if query.contains("type=json") { "application/json" } else { "application/octet-stream" };
+            chunked(vec![Bytes::from_static(b"[{\"id\":1},"), Bytes::from_static(b"{\"id\":2}]")], ct, Some(gate))
+        }
+        "split" => chunked(
+            vec![Bytes::from_static(b"{\"name\":\"Ada\",\"card\":\"4111 1111 11"), Bytes::from_static(b"11 1111\"}")],
+            "application/json",
+            None,
+        ),
+        _ => return None,
+    })
+}
+
 fn tokio_stream_from<T: Send + 'static>(
     mut rx: tokio::sync::mpsc::Receiver<T>,
 ) -> impl futures_core::Stream<Item = T> + Send {
@@ -170,22 +310,25 @@ impl TestUpstream {
     pub fn serve(listener: TcpListener) -> TestUpstream {
         let addr = listener.local_addr().unwrap();
         let hits = Arc::new(AtomicUsize::new(0));
+        let gate = Arc::new(tokio::sync::Notify::new());
         let h = hits.clone();
+        let g = gate.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((s, _)) = listener.accept().await else {
                     continue;
                 };
                 let h = h.clone();
+                let g = g.clone();
                 tokio::spawn(async move {
-                    let svc = service_fn(move |req| upstream_handle(req, h.clone()));
+                    let svc = service_fn(move |req| upstream_handle(req, h.clone(), g.clone()));
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection_with_upgrades(TokioIo::new(s), svc)
                         .await;
                 });
             }
         });
-        TestUpstream { addr, hits, task }
+        TestUpstream { addr, hits, gate, task }
     }
 
     pub fn url(&self) -> String {
@@ -220,22 +363,25 @@ impl TestUpstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let hits = Arc::new(AtomicUsize::new(0));
+        let gate = Arc::new(tokio::sync::Notify::new());
         let h = hits.clone();
+        let g = gate.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((s, _)) = listener.accept().await else { continue };
                 let h = h.clone();
+                let g = g.clone();
                 let acceptor = acceptor.clone();
                 tokio::spawn(async move {
                     let Ok(tls) = acceptor.accept(s).await else { return };
-                    let svc = service_fn(move |req| upstream_handle(req, h.clone()));
+                    let svc = service_fn(move |req| upstream_handle(req, h.clone(), g.clone()));
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection_with_upgrades(TokioIo::new(tls), svc)
                         .await;
                 });
             }
         });
-        TestUpstream { addr, hits, task }
+        TestUpstream { addr, hits, gate, task }
     }
 
     pub fn hits(&self) -> usize {

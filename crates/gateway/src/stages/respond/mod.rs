@@ -1,7 +1,13 @@
 //! Respond, baseline: upstream error bodies (stack traces, SQL errors, framework debug pages) are replaced by a
 //! generic problem+json before they reach the client, fingerprinting headers are stripped, and security headers
-//! are added to every response the gateway sends. Body redaction and response-schema filtering come with the
-//! response-protection work.
+//! are added to every response the gateway sends. Secrets in JSON and text bodies are redacted ([`redact`],
+//! [`secrets`]), compressed bodies decoded under a cap ([`decode`]), and bulk reads counted ([`exfil`]).
+
+pub mod body;
+pub mod decode;
+pub mod exfil;
+pub mod redact;
+pub mod secrets;
 
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
@@ -38,6 +44,8 @@ pub struct RespondPolicy {
     /// Add `X-Content-Type-Options`, `X-Frame-Options`, `Referrer-Policy` and a restrictive
     /// `Content-Security-Policy` (unless the upstream set its own) to every response.
     pub security_headers: bool,
+    /// Redacts the excerpt of a hidden error body before it is logged (built-in detectors and field names).
+    pub log_redactor: std::sync::Arc<redact::Redactor>,
 }
 
 impl Default for RespondPolicy {
@@ -48,6 +56,7 @@ impl Default for RespondPolicy {
             strip: FINGERPRINT_HEADERS.iter().map(|h| HeaderName::from_static(h)).collect(),
             strip_prefixes: DEBUG_PREFIXES.iter().map(|p| p.to_string()).collect(),
             security_headers: true,
+            log_redactor: std::sync::Arc::new(redact::Redactor::default()),
         }
     }
 }
@@ -94,30 +103,59 @@ impl RespondPolicy {
 /// Largest part of a hidden error body read to describe it in the log (the rest is drained unread).
 const DESCRIBE_BYTES: usize = 64 * 1024;
 
-/// Reads (and so frees the upstream connection of) a hidden error body and logs what it was — its size, type
-/// and a hash prefix, never its content, which may hold secrets.
+/// Longest excerpt of a hidden error body written to the log, after redaction.
+pub const EXCERPT_BYTES: usize = 1024;
+
+/// What the log may show of a hidden error body: decoded if compressed, redacted as a whole (so no secret is
+/// cut in half and half-shown), then cut to [`EXCERPT_BYTES`] on a character boundary.
+pub fn excerpt(body: &[u8], content_encoding: Option<&HeaderValue>, redactor: &redact::Redactor) -> String {
+    let decoded = decode::codings(content_encoding).and_then(|c| decode::decode(body, &c, DESCRIBE_BYTES));
+    let plain: &[u8] = match &decoded {
+        Ok(d) => d,
+        Err(_) => body,
+    };
+    let mut report = redact::Report::default();
+    let redacted = redactor.redact_text(plain, &mut report);
+    let text = String::from_utf8_lossy(redacted.as_deref().unwrap_or(plain));
+    let mut cut = text.len().min(EXCERPT_BYTES);
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let mut out = text[..cut].to_string();
+    if cut < text.len() {
+        out.push('…');
+    }
+    out
+}
+
+/// Reads (and so frees the upstream connection of) a hidden error body and logs what it was: its size, type,
+/// a hash prefix and a redacted, truncated excerpt — stack traces help the operator; secrets in them must not
+/// reach the log.
 pub async fn log_hidden_body(
     body: Incoming,
     status: StatusCode,
-    content_type: Option<HeaderValue>,
+    headers: HeaderMap,
     request_id: String,
+    redactor: std::sync::Arc<redact::Redactor>,
 ) {
     let limited = http_body_util::Limited::new(body, DESCRIBE_BYTES);
     let read = tokio::time::timeout(std::time::Duration::from_secs(5), limited.collect()).await;
-    let (len, hash) = match read {
+    let (len, hash, excerpt) = match read {
         Ok(Ok(c)) => {
             let b: Bytes = c.to_bytes();
-            (b.len().to_string(), hex::encode(&Sha256::digest(&b)[..8]))
+            let ex = excerpt(&b, headers.get(http::header::CONTENT_ENCODING), &redactor);
+            (b.len().to_string(), hex::encode(&Sha256::digest(&b)[..8]), ex)
         }
-        _ => (format!("> {DESCRIBE_BYTES} or unreadable"), String::new()),
+        _ => (format!("> {DESCRIBE_BYTES} or unreadable"), String::new(), String::new()),
     };
     tracing::warn!(
         target: "rampart::upstream",
         request_id,
         status = status.as_u16(),
-        content_type = content_type.as_ref().and_then(|v| v.to_str().ok()).unwrap_or(""),
+        content_type = headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or(""),
         bytes = %len,
         sha256_prefix = %hash,
+        excerpt = %excerpt,
         "upstream error body hidden from the client"
     );
 }
@@ -151,5 +189,33 @@ mod tests {
         assert!(!p.hides(StatusCode::NOT_FOUND) && !p.hides(StatusCode::OK));
         p.hide_client_errors = true;
         assert!(p.hides(StatusCode::NOT_FOUND));
+    }
+
+    /// Debug pages of the common frameworks, each with a secret in it: the log excerpt keeps the shape of the
+    /// error and none of the secrets, and is cut to size.
+    #[test]
+    fn error_excerpts_are_redacted_and_truncated() {
+        let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJlc2lnbmF0dXJl";
+        let pages = [
+            ("werkzeug", "<title>OperationalError // Werkzeug Debugger</title><pre>Traceback (most recent call last):\n  File \"/srv/app.py\"</pre><script>var SECRET = \"Yx4kq9GfWQ1cC0d3\";</script>".to_string(), "Yx4kq9GfWQ1cC0d3"),
+            ("django", "<title>DatabaseError at /users/</title>\nDATABASES = {'default': {'PASSWORD': 's3cr3t-db-pw'}}\nSECRET_KEY = 'django-insecure-abc123'".to_string(), "s3cr3t-db-pw"),
+            ("rails", "ActiveRecord::StatementInvalid (PG::SyntaxError)\napp/models/user.rb:12\nsecret_key_base: 9f8e7d6c5b4a\nAuthorization: Bearer TOKEN".replace("TOKEN", jwt), jwt),
+            ("spring", "Whitelabel Error Page\njava.sql.SQLException: Access denied for user 'app'@'db' (using password: YES)\n\tat com.example.UserRepo.find(UserRepo.java:42)\nspring.datasource.password=hunter2".to_string(), "hunter2"),
+            ("aspnet", "<title>Server Error in '/' Application.</title>System.Data.SqlClient.SqlException\nconnectionString=\"Server=db;User Id=sa;Password=P@ssw0rd!\"".to_string(), "P@ssw0rd!"),
+            ("php", "<b>Fatal error</b>: Uncaught PDOException: SQLSTATE[HY000] [1045] in /var/www/db.php:7\n$password = 'php-secret-9'; card 4111111111111111".to_string(), "4111111111111111"),
+        ];
+        let r = redact::Redactor::default();
+        for (name, page, secret) in pages {
+            let page = format!("{page}\n{}", "padding line\n".repeat(200));
+            let ex = excerpt(page.as_bytes(), None, &r);
+            assert!(!ex.contains(secret), "{name}: {secret} in {ex}");
+            assert!(ex.len() <= EXCERPT_BYTES + 3 && ex.ends_with('…'), "{name}: not truncated");
+        }
+        // Compressed error bodies are decoded before redaction.
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(b"boom password=hunter2").unwrap();
+        let ex = excerpt(&gz.finish().unwrap(), Some(&HeaderValue::from_static("gzip")), &r);
+        assert_eq!(ex, "boom password=[redacted]");
     }
 }

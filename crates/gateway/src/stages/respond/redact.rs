@@ -1,0 +1,1141 @@
+//! Redaction as a pure transform: JSON bodies (raw bytes, or an already parsed `serde_json::Value` so it can
+//! share one pass with the response-schema filter) and text bodies. Secrets found by [`super::secrets`] and
+//! values under sensitive field names are masked or removed, per rule.
+//!
+//! The byte path never builds a tree: one recursive-descent pass over the JSON visits every key and leaf, runs
+//! the detectors on string (and long number) leaves, and records edits as byte ranges. A body with nothing to
+//! redact comes back as `None` — the original bytes go out untouched, without an allocation.
+
+use super::secrets::{self, Kind, KindSet, Span};
+use serde_json::Value;
+
+/// What happens to a finding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Replace the secret with a marker (`[redacted:jwt]`; card numbers keep their last four digits).
+    Mask,
+    /// Drop it: the JSON member or array element holding it, or the span of text.
+    Remove,
+}
+
+/// What one body held, for the security event and the access log.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Findings per [`Kind`] (indexed by `Kind::index`).
+    pub found: [u32; Kind::ALL.len()],
+    /// Records in the body: a top-level array's length, or the lengths of the arrays directly under a
+    /// top-level object (`{"items": [...]}`); what the exfiltration guard counts.
+    pub records: u64,
+}
+
+impl Report {
+    pub fn total(&self) -> u32 {
+        self.found.iter().sum()
+    }
+
+    fn add(&mut self, k: Kind) {
+        self.found[k.index()] += 1;
+    }
+
+    /// `card=2 jwt=1`, for logs (never the values).
+    pub fn summary(&self) -> String {
+        let mut s = String::new();
+        for k in Kind::ALL {
+            let n = self.found[k.index()];
+            if n > 0 {
+                if !s.is_empty() {
+                    s.push(' ');
+                }
+                s.push_str(k.as_str());
+                s.push('=');
+                s.push_str(&n.to_string());
+            }
+        }
+        s
+    }
+}
+
+/// Sensitive field names, normalised at load: lowercase, with `_`, `-`, `.` and spaces dropped, so `api_key`,
+/// `apiKey`, `API-KEY` and `x.api.key` (suffix `*apikey`) all match. A pattern is exact, `*suffix` or `prefix*`.
+#[derive(Debug, Clone)]
+pub struct FieldNames {
+    exact: Vec<Box<[u8]>>,
+    suffix: Vec<Box<[u8]>>,
+    prefix: Vec<Box<[u8]>>,
+    /// Prefilter, read before a name is normalised: (first, last) byte pairs of the exact names (a 256×256
+    /// bitset), last bytes of the suffixes, first bytes of the prefixes. Most names fail all three.
+    pairs: Box<[u64; 1024]>,
+    /// Normalised lengths of the exact names (bit n = length n).
+    exact_lens: u64,
+    /// Last two bytes of the suffixes (a 256×256 bitset; a one-byte suffix sets its whole row).
+    suffix_last2: Box<[u64; 1024]>,
+    prefix_first: [bool; 256],
+}
+
+impl Default for FieldNames {
+    fn default() -> Self {
+        FieldNames {
+            exact: Vec::new(),
+            suffix: Vec::new(),
+            prefix: Vec::new(),
+            pairs: Box::new([0; 1024]),
+            exact_lens: 0,
+            suffix_last2: Box::new([0; 1024]),
+            prefix_first: [false; 256],
+        }
+    }
+}
+
+fn is_separator(b: u8) -> bool {
+    matches!(b, b'_' | b'-' | b'.' | b' ')
+}
+
+/// Bits 0..=n set.
+fn mask_upto(n: usize) -> u64 {
+    if n >= 63 {
+        u64::MAX
+    } else {
+        (1u64 << (n + 1)) - 1
+    }
+}
+
+fn pair_bit(first: u8, last: u8) -> (usize, u64) {
+    let i = (first as usize) << 8 | last as usize;
+    (i >> 6, 1u64 << (i & 63))
+}
+
+/// Field names redacted unless configured otherwise. Exact names, and suffixes that only secrets end with —
+/// not `*token`, which would take pagination cursors (`next_page_token`), nor `*key` (`sort_key`).
+pub const DEFAULT_FIELDS: &[&str] = &[
+    "password",
+    "passwd",
+    "pwd",
+    "passphrase",
+    "secret",
+    "token",
+    "api_key",
+    "apikey",
+    "api_secret",
+    "access_token",
+    "refresh_token",
+    "id_token",
+    "auth_token",
+    "session_token",
+    "bearer_token",
+    "authorization",
+    "private_key",
+    "secret_key",
+    "client_secret",
+    "secret_access_key",
+    "cvv",
+    "cvv2",
+    "cvc",
+    "ssn",
+    "*password",
+    "*passwd",
+    "*secret",
+    "*apikey",
+    "*privatekey",
+    "*secretkey",
+    "*accesstoken",
+    "*refreshtoken",
+    "*authtoken",
+    "*sessiontoken",
+];
+
+const MAX_NAME: usize = 64;
+
+fn normalize_into(name: &[u8], buf: &mut [u8; MAX_NAME]) -> Option<usize> {
+    let mut n = 0;
+    for &b in name {
+        if matches!(b, b'_' | b'-' | b'.' | b' ') {
+            continue;
+        }
+        if n == MAX_NAME {
+            return None;
+        }
+        buf[n] = b.to_ascii_lowercase();
+        n += 1;
+    }
+    Some(n)
+}
+
+impl FieldNames {
+    /// Builds the matcher; a pattern that normalises to nothing is an error the config reports.
+    pub fn new<'a>(patterns: impl IntoIterator<Item = &'a str>) -> Result<FieldNames, String> {
+        let mut f = FieldNames::default();
+        for p in patterns {
+            let (list, core) = if let Some(rest) = p.strip_prefix('*') {
+                (&mut f.suffix, rest)
+            } else if let Some(rest) = p.strip_suffix('*') {
+                (&mut f.prefix, rest)
+            } else {
+                (&mut f.exact, p)
+            };
+            let mut buf = [0u8; MAX_NAME];
+            match normalize_into(core.as_bytes(), &mut buf) {
+                Some(n) if n > 0 && !core.contains('*') => list.push(buf[..n].into()),
+                _ => return Err(format!("`{p}` is not a field name pattern")),
+            }
+        }
+        for e in &f.exact {
+            let (w, bit) = pair_bit(e[0], e[e.len() - 1]);
+            f.pairs[w] |= bit;
+            f.exact_lens |= 1u64.checked_shl(e.len() as u32).unwrap_or(0);
+        }
+        for s in &f.suffix {
+            if s.len() == 1 {
+                for before in 0..=255u8 {
+                    let (w, bit) = pair_bit(before, s[0]);
+                    f.suffix_last2[w] |= bit;
+                }
+            } else {
+                let (w, bit) = pair_bit(s[s.len() - 2], s[s.len() - 1]);
+                f.suffix_last2[w] |= bit;
+            }
+        }
+        for p in &f.prefix {
+            f.prefix_first[p[0] as usize] = true;
+        }
+        Ok(f)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.exact.is_empty() && self.suffix.is_empty() && self.prefix.is_empty()
+    }
+
+    pub fn matches(&self, name: &[u8]) -> bool {
+        let (Some(&first), Some(&last)) =
+            (name.iter().find(|b| !is_separator(**b)), name.iter().rev().find(|b| !is_separator(**b)))
+        else {
+            return false;
+        };
+        let (first, last) = (first.to_ascii_lowercase(), last.to_ascii_lowercase());
+        let (w, bit) = pair_bit(first, last);
+        // The separators dropped by normalising can only shorten a name: exact lengths up to the raw length.
+        let exact_possible = self.pairs[w] & bit != 0 && self.exact_lens & mask_upto(name.len()) != 0;
+        let before_last = name.iter().rev().filter(|b| !is_separator(**b)).nth(1).map_or(0, u8::to_ascii_lowercase);
+        let (w2, bit2) = pair_bit(before_last, last);
+        let suffix_possible = self.suffix_last2[w2] & bit2 != 0;
+        if !exact_possible && !suffix_possible && !self.prefix_first[first as usize] {
+            return false;
+        }
+        let mut buf = [0u8; MAX_NAME];
+        let Some(n) = normalize_into(name, &mut buf).filter(|&n| n > 0) else { return false };
+        let k = &buf[..n];
+        // First and last bytes are compared before any slice comparison: most keys fail there.
+        let (first, last) = (k[0], k[n - 1]);
+        self.exact.iter().any(|e| e.len() == n && e[0] == first && **e == *k)
+            || self.suffix.iter().any(|s| s.len() <= n && s[s.len() - 1] == last && k.ends_with(s))
+            || self.prefix.iter().any(|p| p.len() <= n && p[0] == first && k.starts_with(p))
+    }
+}
+
+/// The compiled redaction rules of a route.
+#[derive(Debug, Clone)]
+pub struct Redactor {
+    enabled: KindSet,
+    actions: [Action; Kind::ALL.len()],
+    fields: FieldNames,
+}
+
+impl Default for Redactor {
+    /// Every detector on, every finding masked, the default field names.
+    fn default() -> Self {
+        Redactor::new(
+            KindSet::all(),
+            [Action::Mask; Kind::ALL.len()],
+            FieldNames::new(DEFAULT_FIELDS.iter().copied()).unwrap_or_default(),
+        )
+    }
+}
+
+fn mask(kind: Kind, secret: &[u8], out: &mut Vec<u8>) {
+    match kind {
+        Kind::Card => {
+            let total = secret.iter().filter(|b| b.is_ascii_digit()).count();
+            let mut seen = 0;
+            for &b in secret {
+                if b.is_ascii_digit() {
+                    seen += 1;
+                    out.push(if seen + 4 > total { b } else { b'*' });
+                } else {
+                    out.push(b);
+                }
+            }
+        }
+        Kind::Field => out.extend_from_slice(b"[redacted]"),
+        k => {
+            out.extend_from_slice(b"[redacted:");
+            out.extend_from_slice(k.as_str().as_bytes());
+            out.push(b']');
+        }
+    }
+}
+
+const MASKED_FIELD: &[u8] = b"\"[redacted]\"";
+
+/// Why a body declared JSON could not be read as JSON (the caller falls back to text redaction).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("malformed JSON at byte {0}")]
+pub struct Malformed(pub usize);
+
+const MAX_DEPTH: usize = 128;
+
+impl Redactor {
+    pub fn new(enabled: KindSet, actions: [Action; Kind::ALL.len()], fields: FieldNames) -> Redactor {
+        let enabled = if fields.is_empty() { enabled.without(Kind::Field) } else { enabled };
+        Redactor { enabled, actions, fields }
+    }
+
+    /// A redactor that finds nothing (the exfiltration guard alone still counts records with it).
+    pub fn off() -> Redactor {
+        Redactor::new(KindSet::empty(), [Action::Mask; Kind::ALL.len()], FieldNames::default())
+    }
+
+    pub fn is_off(&self) -> bool {
+        self.enabled.is_empty()
+    }
+
+    pub fn action(&self, k: Kind) -> Action {
+        self.actions[k.index()]
+    }
+
+    /// All findings in one string: the detectors, then `name=value` / `name: value` pairs whose name is a
+    /// sensitive field; overlaps resolved in favour of the earlier finding.
+    pub fn find(&self, s: &[u8], out: &mut Vec<Span>) {
+        let start = out.len();
+        // The shortest secret a detector finds (an SSN) has 11 characters; shorter strings only hold pairs.
+        if s.len() >= 11 {
+            secrets::find(s, self.enabled, out);
+        }
+        if self.enabled.has(Kind::Field) {
+            let before = out.len();
+            self.field_pairs(s, out);
+            if out.len() > before && before > start {
+                out[start..].sort_by_key(|sp| (sp.start, std::cmp::Reverse(sp.end)));
+                let mut kept_end = 0;
+                let mut w = start;
+                for r in start..out.len() {
+                    if out[r].start >= kept_end {
+                        kept_end = out[r].end;
+                        out[w] = out[r];
+                        w += 1;
+                    }
+                }
+                out.truncate(w);
+            }
+        }
+    }
+
+    /// `password=hunter2`, `"api_key": "abc"`, `SECRET = 'x'` inside text: the value after a sensitive name.
+    fn field_pairs(&self, s: &[u8], out: &mut Vec<Span>) {
+        let mut i = 0;
+        while let Some(p) = secrets::find2(&s[i..], b'=', b':') {
+            let op = i + p;
+            i = op + 1;
+            // The name: back over spaces and a closing quote, then identifier characters.
+            let mut e = op;
+            while e > 0 && s[e - 1] == b' ' {
+                e -= 1;
+            }
+            if e > 0 && (s[e - 1] == b'"' || s[e - 1] == b'\'') {
+                e -= 1;
+            }
+            let mut b = e;
+            while b > 0 && e - b <= MAX_NAME && (s[b - 1].is_ascii_alphanumeric() || matches!(s[b - 1], b'_' | b'-')) {
+                b -= 1;
+            }
+            if b == e || !self.fields.matches(&s[b..e]) {
+                continue;
+            }
+            // The value: over spaces, an optional quote, then to the closing quote or a delimiter.
+            let mut v = op + 1;
+            if op + 1 < s.len() && s[op] == b':' && s[op + 1] == b'/' {
+                continue; // `password://` is a URL scheme, not an assignment
+            }
+            while v < s.len() && s[v] == b' ' {
+                v += 1;
+            }
+            let quote = s.get(v).copied().filter(|&q| q == b'"' || q == b'\'' || q == b'`');
+            if quote.is_some() {
+                v += 1;
+            }
+            let end = match quote {
+                Some(q) => {
+                    let mut j = v;
+                    while j < s.len() && s[j] != q && !(s[j] == b'\\' && j + 1 < s.len() && s[j + 1] == b'n') {
+                        j += if s[j] == b'\\' { 2 } else { 1 };
+                    }
+                    j.min(s.len())
+                }
+                None => {
+                    v + s[v..]
+                        .iter()
+                        .position(|&b| {
+                            b.is_ascii_whitespace()
+                                || matches!(b, b'&' | b',' | b';' | b'<' | b'"' | b'\'' | b'}' | b')' | b']')
+                        })
+                        .unwrap_or(s.len() - v)
+                }
+            };
+            if end > v && !(quote.is_none() && matches!(&s[v..end], b"null" | b"true" | b"false")) {
+                out.push(Span { start: v, end, kind: Kind::Field });
+                i = end.max(i);
+            }
+        }
+    }
+
+    /// Redacts a text body. `None`: nothing found (send the original).
+    pub fn redact_text(&self, body: &[u8], report: &mut Report) -> Option<Vec<u8>> {
+        if self.is_off() {
+            return None;
+        }
+        let mut spans = Vec::new();
+        self.find(body, &mut spans);
+        if spans.is_empty() {
+            return None;
+        }
+        let mut out = Vec::with_capacity(body.len());
+        let mut at = 0;
+        for sp in &spans {
+            report.add(sp.kind);
+            out.extend_from_slice(&body[at..sp.start]);
+            if self.action(sp.kind) == Action::Mask {
+                mask(sp.kind, &body[sp.start..sp.end], &mut out);
+            }
+            at = sp.end;
+        }
+        out.extend_from_slice(&body[at..]);
+        Some(out)
+    }
+
+    /// Redacts a JSON body in one pass over its bytes. `Ok(None)`: nothing to change (records are still counted
+    /// in `report`); `Err`: not JSON — the caller redacts it as text.
+    pub fn redact_json(&self, body: &[u8], report: &mut Report) -> Result<Option<Vec<u8>>, Malformed> {
+        let mut p = JsonPass {
+            src: body,
+            pos: 0,
+            r: self,
+            edits: Vec::new(),
+            report,
+            spans: Vec::new(),
+            depth: 0,
+            last_array_len: 0,
+        };
+        p.ws();
+        p.value(0)?;
+        p.ws();
+        if p.pos != body.len() {
+            return Err(Malformed(p.pos));
+        }
+        if p.edits.is_empty() {
+            return Ok(None);
+        }
+        let mut edits = std::mem::take(&mut p.edits);
+        edits.sort_by_key(|e| e.start);
+        let mut out = Vec::with_capacity(body.len());
+        let mut at = 0;
+        for e in &edits {
+            if e.start < at {
+                continue; // inside an earlier edit (cannot happen by construction; never splice twice)
+            }
+            out.extend_from_slice(&body[at..e.start]);
+            out.extend_from_slice(&e.with);
+            at = e.end;
+        }
+        out.extend_from_slice(&body[at..]);
+        Ok(Some(out))
+    }
+
+    /// The same rules on a parsed document, in place (for a pass that already holds a `Value`).
+    pub fn redact_value(&self, v: &mut Value, report: &mut Report) {
+        match v {
+            Value::Array(items) => report.records += items.len() as u64,
+            Value::Object(map) => {
+                report.records += map.values().filter_map(|x| x.as_array()).map(|a| a.len() as u64).sum::<u64>()
+            }
+            _ => {}
+        }
+        if !self.is_off() && self.value_leaf(v, report).removed() {
+            *v = Value::Null;
+        }
+    }
+
+    fn value_leaf(&self, v: &mut Value, report: &mut Report) -> Leaf {
+        match v {
+            Value::String(s) => {
+                let mut spans = Vec::new();
+                self.find(s.as_bytes(), &mut spans);
+                if spans.is_empty() {
+                    return if is_secret_shape(s.as_bytes(), self.enabled) { Leaf::AwsCandidate } else { Leaf::Keep };
+                }
+                let anchor = spans.iter().any(|sp| is_aws_id(s.as_bytes(), sp));
+                let mut out = Vec::with_capacity(s.len());
+                let mut at = 0;
+                let mut remove = false;
+                for sp in &spans {
+                    report.add(sp.kind);
+                    remove |= self.action(sp.kind) == Action::Remove;
+                    out.extend_from_slice(&s.as_bytes()[at..sp.start]);
+                    mask(sp.kind, &s.as_bytes()[sp.start..sp.end], &mut out);
+                    at = sp.end;
+                }
+                if remove {
+                    return if anchor { Leaf::RemoveAwsAnchor } else { Leaf::Remove };
+                }
+                out.extend_from_slice(&s.as_bytes()[at..]);
+                *s = String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+                if anchor {
+                    Leaf::AwsAnchor
+                } else {
+                    Leaf::Keep
+                }
+            }
+            Value::Number(n) if self.enabled.has(Kind::Card) => {
+                let text = n.to_string();
+                match card_number(text.as_bytes()) {
+                    Some(masked) => {
+                        report.add(Kind::Card);
+                        if self.action(Kind::Card) == Action::Remove {
+                            return Leaf::Remove;
+                        }
+                        *v = Value::String(String::from_utf8_lossy(&masked).into_owned());
+                        Leaf::Keep
+                    }
+                    None => Leaf::Keep,
+                }
+            }
+            Value::Array(items) => {
+                let mut keep = Vec::with_capacity(items.len());
+                for it in items.iter_mut() {
+                    keep.push(!self.value_leaf(it, report).removed());
+                }
+                let mut k = keep.into_iter();
+                items.retain(|_| k.next().unwrap_or(true));
+                Leaf::Keep
+            }
+            Value::Object(map) => {
+                let mut outcome = Vec::with_capacity(map.len());
+                for (key, val) in map.iter_mut() {
+                    if self.enabled.has(Kind::Field) && masks_as_field(val) && self.fields.matches(key.as_bytes()) {
+                        report.add(Kind::Field);
+                        if self.action(Kind::Field) == Action::Remove {
+                            outcome.push(Leaf::Remove);
+                        } else {
+                            *val = Value::String("[redacted]".into());
+                            outcome.push(Leaf::Keep);
+                        }
+                        continue;
+                    }
+                    outcome.push(self.value_leaf(val, report));
+                }
+                let anchored = outcome.iter().any(|o| o.anchors());
+                let mut i = 0;
+                map.retain(|_, val| {
+                    let o = outcome[i];
+                    i += 1;
+                    if o == Leaf::AwsCandidate && anchored {
+                        report.add(Kind::CloudKey);
+                        *val = match self.action(Kind::CloudKey) {
+                            Action::Remove => Value::Null,
+                            Action::Mask => Value::String("[redacted:cloud_key]".into()),
+                        };
+                    }
+                    !o.removed()
+                });
+                Leaf::Keep
+            }
+            _ => Leaf::Keep,
+        }
+    }
+}
+
+/// Whether a value under a sensitive name has anything to hide: `null`, booleans and `""` do not.
+fn masks_as_field(v: &Value) -> bool {
+    match v {
+        Value::Null | Value::Bool(_) => false,
+        Value::String(s) => !s.is_empty(),
+        _ => true,
+    }
+}
+
+fn is_aws_id(s: &[u8], sp: &Span) -> bool {
+    sp.kind == Kind::CloudKey && sp.end - sp.start == 20 && s[sp.start] == b'A'
+}
+
+fn is_secret_shape(s: &[u8], enabled: KindSet) -> bool {
+    enabled.has(Kind::CloudKey) && secrets::is_aws_secret_shape(s)
+}
+
+/// A JSON number that is a card number: the masked digits.
+fn card_number(digits: &[u8]) -> Option<Vec<u8>> {
+    if !(13..=19).contains(&digits.len()) || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let sp = secrets::scan(digits, KindSet::empty().with(Kind::Card));
+    if sp.len() == 1 && sp[0].start == 0 && sp[0].end == digits.len() {
+        let mut out = Vec::with_capacity(digits.len());
+        mask(Kind::Card, digits, &mut out);
+        Some(out)
+    } else {
+        None
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Leaf {
+    Keep,
+    Remove,
+    /// A string holding an AWS access key id: 40-character secrets beside it are its secret key.
+    AwsAnchor,
+    /// A string shaped like an AWS secret access key, redacted if an anchor sits in the same object.
+    AwsCandidate,
+    /// Removed, and it held an AWS access key id.
+    RemoveAwsAnchor,
+}
+
+impl Leaf {
+    fn removed(self) -> bool {
+        matches!(self, Leaf::Remove | Leaf::RemoveAwsAnchor)
+    }
+    fn anchors(self) -> bool {
+        matches!(self, Leaf::AwsAnchor | Leaf::RemoveAwsAnchor)
+    }
+}
+
+struct Edit {
+    start: usize,
+    end: usize,
+    with: Vec<u8>,
+}
+
+/// One pass over a JSON document's bytes.
+struct JsonPass<'a, 'r> {
+    src: &'a [u8],
+    pos: usize,
+    r: &'r Redactor,
+    edits: Vec<Edit>,
+    report: &'r mut Report,
+    spans: Vec<Span>,
+    depth: usize,
+    /// Length of the array parsed last (for the record count of `{"items": [...]}`).
+    last_array_len: u64,
+}
+
+/// Turns removed members/elements into edits as they are met, commas included, without keeping a list: a run
+/// of removed items before the first kept one goes with the comma after it; a later one with the comma before.
+#[derive(Default)]
+struct Removals {
+    leading_from: Option<usize>,
+    any_kept: bool,
+    prev_end: usize,
+    last_end: usize,
+}
+
+impl Removals {
+    fn item(&mut self, start: usize, end: usize, remove: bool, edits: &mut Vec<Edit>) {
+        match (remove, self.any_kept) {
+            (true, false) => {
+                self.leading_from.get_or_insert(start);
+            }
+            (true, true) => edits.push(Edit { start: self.prev_end, end, with: Vec::new() }),
+            (false, false) => {
+                if let Some(s) = self.leading_from.take() {
+                    edits.push(Edit { start: s, end: start, with: Vec::new() });
+                }
+                self.any_kept = true;
+            }
+            (false, true) => {}
+        }
+        self.prev_end = end;
+        self.last_end = end;
+    }
+
+    fn close(self, edits: &mut Vec<Edit>) {
+        if let (Some(s), false) = (self.leading_from, self.any_kept) {
+            edits.push(Edit { start: s, end: self.last_end, with: Vec::new() });
+        }
+    }
+}
+
+impl JsonPass<'_, '_> {
+    fn ws(&mut self) {
+        while self.pos < self.src.len() && matches!(self.src[self.pos], b' ' | b'\n' | b'\r' | b'\t') {
+            self.pos += 1;
+        }
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.src.get(self.pos).copied()
+    }
+
+    fn expect(&mut self, b: u8) -> Result<(), Malformed> {
+        if self.peek() == Some(b) {
+            self.pos += 1;
+            Ok(())
+        } else {
+            Err(Malformed(self.pos))
+        }
+    }
+
+    /// Parses one value at `self.pos`; `level` is its depth (0 = the document).
+    fn value(&mut self, level: usize) -> Result<Leaf, Malformed> {
+        match self.peek() {
+            Some(b'{') => self.object(level),
+            Some(b'[') => self.array(level),
+            Some(b'"') => self.string_leaf(),
+            Some(b't') => self.literal(b"true"),
+            Some(b'f') => self.literal(b"false"),
+            Some(b'n') => self.literal(b"null"),
+            Some(b'-' | b'0'..=b'9') => self.number(),
+            _ => Err(Malformed(self.pos)),
+        }
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Result<Leaf, Malformed> {
+        if self.src[self.pos..].starts_with(word) {
+            self.pos += word.len();
+            Ok(Leaf::Keep)
+        } else {
+            Err(Malformed(self.pos))
+        }
+    }
+
+    fn number(&mut self) -> Result<Leaf, Malformed> {
+        let start = self.pos;
+        if self.peek() == Some(b'-') {
+            self.pos += 1;
+        }
+        let int_start = self.pos;
+        while self.peek().is_some_and(|b| b.is_ascii_digit()) {
+            self.pos += 1;
+        }
+        if self.pos == int_start {
+            return Err(Malformed(self.pos));
+        }
+        let plain = self.pos;
+        if self.peek() == Some(b'.') {
+            self.pos += 1;
+            let f = self.pos;
+            while self.peek().is_some_and(|b| b.is_ascii_digit()) {
+                self.pos += 1;
+            }
+            if self.pos == f {
+                return Err(Malformed(self.pos));
+            }
+        }
+        if matches!(self.peek(), Some(b'e' | b'E')) {
+            self.pos += 1;
+            if matches!(self.peek(), Some(b'+' | b'-')) {
+                self.pos += 1;
+            }
+            let e = self.pos;
+            while self.peek().is_some_and(|b| b.is_ascii_digit()) {
+                self.pos += 1;
+            }
+            if self.pos == e {
+                return Err(Malformed(self.pos));
+            }
+        }
+        if start == int_start && plain == self.pos && self.r.enabled.has(Kind::Card) {
+            if let Some(masked) = card_number(&self.src[start..plain]) {
+                self.report.add(Kind::Card);
+                if self.r.action(Kind::Card) == Action::Remove {
+                    return Ok(Leaf::Remove);
+                }
+                let mut with = Vec::with_capacity(masked.len() + 2);
+                with.push(b'"');
+                with.extend_from_slice(&masked);
+                with.push(b'"');
+                self.edits.push(Edit { start, end: self.pos, with });
+            }
+        }
+        Ok(Leaf::Keep)
+    }
+
+    /// Reads a string token; returns its content range and whether it holds escapes.
+    fn string_raw(&mut self) -> Result<(usize, usize, bool), Malformed> {
+        self.expect(b'"')?;
+        let start = self.pos;
+        let mut escaped = false;
+        loop {
+            // Raw control characters are not refused: this pass redacts, it does not validate.
+            let Some(k) = secrets::find2(&self.src[self.pos..], b'"', b'\\') else {
+                return Err(Malformed(self.src.len()));
+            };
+            self.pos += k;
+            match self.src[self.pos] {
+                b'"' => {
+                    let end = self.pos;
+                    self.pos += 1;
+                    return Ok((start, end, escaped));
+                }
+                _ => {
+                    escaped = true;
+                    match self.src.get(self.pos + 1) {
+                        Some(b'u') => self.pos += 6,
+                        Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => self.pos += 2,
+                        _ => return Err(Malformed(self.pos)),
+                    }
+                    if self.pos > self.src.len() {
+                        return Err(Malformed(self.src.len()));
+                    }
+                }
+            }
+        }
+    }
+
+    fn decode(&self, start: usize, end: usize) -> Result<String, Malformed> {
+        let mut quoted = Vec::with_capacity(end - start + 2);
+        quoted.push(b'"');
+        quoted.extend_from_slice(&self.src[start..end]);
+        quoted.push(b'"');
+        serde_json::from_slice::<String>(&quoted).map_err(|_| Malformed(start))
+    }
+
+    fn string_leaf(&mut self) -> Result<Leaf, Malformed> {
+        let quote = self.pos;
+        let (start, end, escaped) = self.string_raw()?;
+        if self.r.is_off() {
+            return Ok(Leaf::Keep);
+        }
+        let decoded;
+        let text: &[u8] = if escaped {
+            decoded = self.decode(start, end)?;
+            decoded.as_bytes()
+        } else {
+            &self.src[start..end]
+        };
+        self.spans.clear();
+        self.r.find(text, &mut self.spans);
+        if self.spans.is_empty() {
+            return Ok(if is_secret_shape(text, self.r.enabled) { Leaf::AwsCandidate } else { Leaf::Keep });
+        }
+        let anchor = self.spans.iter().any(|sp| is_aws_id(text, sp));
+        let mut remove = false;
+        for sp in &self.spans {
+            self.report.add(sp.kind);
+            remove |= self.r.action(sp.kind) == Action::Remove;
+        }
+        if remove {
+            return Ok(if anchor { Leaf::RemoveAwsAnchor } else { Leaf::Remove });
+        }
+        if escaped {
+            // Rebuild the decoded string with the masks and re-encode it as one edit.
+            let mut out = Vec::with_capacity(text.len());
+            let mut at = 0;
+            for sp in &self.spans {
+                out.extend_from_slice(&text[at..sp.start]);
+                mask(sp.kind, &text[sp.start..sp.end], &mut out);
+                at = sp.end;
+            }
+            out.extend_from_slice(&text[at..]);
+            let s = String::from_utf8_lossy(&out);
+            let with = serde_json::to_vec(&s).map_err(|_| Malformed(start))?;
+            self.edits.push(Edit { start: quote, end: end + 1, with });
+        } else {
+            for sp in &self.spans {
+                let mut with = Vec::new();
+                mask(sp.kind, &text[sp.start..sp.end], &mut with);
+                self.edits.push(Edit { start: start + sp.start, end: start + sp.end, with });
+            }
+        }
+        Ok(if anchor { Leaf::AwsAnchor } else { Leaf::Keep })
+    }
+
+    /// Parses a value without looking into it (the value of a masked field).
+    fn skip(&mut self, level: usize) -> Result<(), Malformed> {
+        let off = Redactor::off();
+        let mut scratch = Report::default();
+        let mut sub = JsonPass {
+            src: self.src,
+            pos: self.pos,
+            r: &off,
+            edits: Vec::new(),
+            report: &mut scratch,
+            spans: Vec::new(),
+            depth: self.depth,
+            last_array_len: 0,
+        };
+        sub.value(level + 1)?;
+        self.pos = sub.pos;
+        Ok(())
+    }
+
+    fn enter(&mut self) -> Result<(), Malformed> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(Malformed(self.pos));
+        }
+        self.pos += 1;
+        self.ws();
+        Ok(())
+    }
+
+    fn object(&mut self, level: usize) -> Result<Leaf, Malformed> {
+        self.enter()?;
+        let mut removals = Removals::default();
+        let mut anchored = false;
+        let mut candidates: Vec<(usize, usize)> = Vec::new();
+        if self.peek() == Some(b'}') {
+            self.pos += 1;
+            self.depth -= 1;
+            return Ok(Leaf::Keep);
+        }
+        loop {
+            let key_start = self.pos;
+            let (ks, ke, kesc) = self.string_raw()?;
+            self.ws();
+            self.expect(b':')?;
+            self.ws();
+            let mark = self.edits.len();
+            let value_start = self.pos;
+            let is_field = self.r.enabled.has(Kind::Field) && self.has_content() && {
+                if kesc {
+                    let k = self.decode(ks, ke)?;
+                    self.r.fields.matches(k.as_bytes())
+                } else {
+                    self.r.fields.matches(&self.src[ks..ke])
+                }
+            };
+            let leaf = if is_field {
+                self.skip(level)?;
+                self.report.add(Kind::Field);
+                match self.r.action(Kind::Field) {
+                    Action::Remove => Leaf::Remove,
+                    Action::Mask => {
+                        self.edits.push(Edit { start: value_start, end: self.pos, with: MASKED_FIELD.to_vec() });
+                        Leaf::Keep
+                    }
+                }
+            } else {
+                let is_array = self.peek() == Some(b'[');
+                let before = self.report.records;
+                let leaf = self.value(level + 1)?;
+                if level == 0 && is_array {
+                    // Records directly under a top-level object: `{"items": [...]}`.
+                    self.report.records = before + self.last_array_len;
+                }
+                leaf
+            };
+            if leaf.removed() {
+                self.edits.truncate(mark);
+            }
+            anchored |= leaf.anchors();
+            if leaf == Leaf::AwsCandidate {
+                candidates.push((value_start, self.pos));
+            }
+            removals.item(key_start, self.pos, leaf.removed(), &mut self.edits);
+            self.ws();
+            match self.peek() {
+                Some(b',') => {
+                    self.pos += 1;
+                    self.ws();
+                }
+                Some(b'}') => {
+                    self.pos += 1;
+                    break;
+                }
+                _ => return Err(Malformed(self.pos)),
+            }
+        }
+        self.depth -= 1;
+        if anchored {
+            // Recognised only by its neighbour: masked, or nulled under `remove` (the member list is settled).
+            for (start, end) in candidates {
+                self.report.add(Kind::CloudKey);
+                let with = match self.r.action(Kind::CloudKey) {
+                    Action::Remove => b"null".to_vec(),
+                    Action::Mask => b"\"[redacted:cloud_key]\"".to_vec(),
+                };
+                self.edits.push(Edit { start, end, with });
+            }
+        }
+        removals.close(&mut self.edits);
+        Ok(Leaf::Keep)
+    }
+
+    /// Whether the value at `pos` is one a sensitive field would hide (not `null`, a boolean or `""`).
+    fn has_content(&self) -> bool {
+        let rest = &self.src[self.pos..];
+        !(rest.starts_with(b"null")
+            || rest.starts_with(b"true")
+            || rest.starts_with(b"false")
+            || rest.starts_with(b"\"\""))
+    }
+
+    fn array(&mut self, level: usize) -> Result<Leaf, Malformed> {
+        self.enter()?;
+        let mut removals = Removals::default();
+        let mut count = 0u64;
+        if self.peek() == Some(b']') {
+            self.pos += 1;
+        } else {
+            loop {
+                let start = self.pos;
+                let mark = self.edits.len();
+                let leaf = self.value(level + 1)?;
+                count += 1;
+                if leaf.removed() {
+                    self.edits.truncate(mark);
+                }
+                removals.item(start, self.pos, leaf.removed(), &mut self.edits);
+                self.ws();
+                match self.peek() {
+                    Some(b',') => {
+                        self.pos += 1;
+                        self.ws();
+                    }
+                    Some(b']') => {
+                        self.pos += 1;
+                        break;
+                    }
+                    _ => return Err(Malformed(self.pos)),
+                }
+            }
+        }
+        self.depth -= 1;
+        if level == 0 {
+            self.report.records += count;
+        }
+        self.last_array_len = count;
+        removals.close(&mut self.edits);
+        Ok(Leaf::Keep)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const JWT: &str =
+        "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJhbGljZSJ9.qnR0eJ2y0c3m3xY1fJbQ5m0m2rj7r0Jc1zv3Q5o5Q0c";
+    const BCRYPT: &str = "$2b$12$KIXQeH0x9yG3.3rXbQp0yOkUq3O3kYQm0pWl1n6t3yqM4uVv6h9eW";
+
+    fn with(action: Action) -> Redactor {
+        Redactor::new(
+            KindSet::all(),
+            [action; Kind::ALL.len()],
+            FieldNames::new(DEFAULT_FIELDS.iter().copied()).unwrap(),
+        )
+    }
+
+    /// The byte pass and the `Value` pass agree, and the byte pass's output is valid JSON.
+    fn both(r: &Redactor, doc: &str) -> (Value, Report) {
+        let mut rep_b = Report::default();
+        let out = r.redact_json(doc.as_bytes(), &mut rep_b).unwrap();
+        let via_bytes: Value = serde_json::from_slice(out.as_deref().unwrap_or(doc.as_bytes()))
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(out.as_deref().unwrap())));
+        let mut via_value: Value = serde_json::from_str(doc).unwrap();
+        let mut rep_v = Report::default();
+        r.redact_value(&mut via_value, &mut rep_v);
+        assert_eq!(via_bytes, via_value, "byte and value passes differ on {doc}");
+        assert_eq!(rep_b, rep_v);
+        (via_bytes, rep_b)
+    }
+
+    fn user_doc() -> String {
+        json!({
+            "id": 7, "username": "alice", "email": "alice@example.com", "note": "order 4111 1111 1111 1111 shipped",
+            "password": BCRYPT, "hash2": BCRYPT.replace('/', "\\/"), "session": JWT, "apiKey": "k-123",
+            "pan": 4111111111111111u64, "ssh": "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1r\n-----END OPENSSH PRIVATE KEY-----",
+            "aws": { "access_key_id": "AKIAIOSFODNN7EXAMPLE", "secret": "x", "value": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY" },
+            "has_password": true, "token": null, "token_type": "Bearer", "next_page_token": "abc",
+            "items": [ {"iban": "GB82WEST12345698765432"}, {"ssn": "123-45-6789"}, "ok" ],
+        })
+        .to_string()
+    }
+
+    #[test]
+    fn masks_every_kind_and_keeps_the_rest() {
+        let (v, rep) = both(&with(Action::Mask), &user_doc());
+        assert_eq!(v["note"], "order **** **** **** 1111 shipped");
+        assert_eq!(v["password"], "[redacted]");
+        assert_eq!(v["hash2"], "[redacted:password_hash]");
+        assert_eq!(v["session"], "[redacted:jwt]");
+        assert_eq!(v["apiKey"], "[redacted]");
+        assert_eq!(v["pan"], "************1111");
+        assert_eq!(v["ssh"], "[redacted:private_key]");
+        assert_eq!(v["aws"]["access_key_id"], "[redacted:cloud_key]");
+        assert_eq!(v["aws"]["secret"], "[redacted]");
+        assert_eq!(v["aws"]["value"], "[redacted:cloud_key]");
+        assert_eq!(v["items"][0]["iban"], "[redacted:iban]");
+        assert_eq!(v["items"][1]["ssn"], "[redacted]", "the field name wins over the detector");
+        for k in ["id", "username", "email", "has_password", "token", "token_type", "next_page_token"] {
+            assert_eq!(v[k], serde_json::from_str::<Value>(&user_doc()).unwrap()[k], "{k} changed");
+        }
+        assert_eq!(rep.records, 3, "the array under the top-level object");
+        assert!(rep.found[Kind::Card.index()] == 2 && rep.found[Kind::Field.index()] == 4, "{}", rep.summary());
+    }
+
+    #[test]
+    fn remove_drops_members_and_elements_with_their_commas() {
+        let (v, _) = both(&with(Action::Remove), &user_doc());
+        for k in ["note", "password", "hash2", "session", "apiKey", "pan", "ssh"] {
+            assert!(v.get(k).is_none(), "{k} kept: {v}");
+        }
+        assert_eq!(v["aws"], json!({"value": null}));
+        assert_eq!(v["items"], json!([{}, {}, "ok"]));
+        assert_eq!(v["email"], "alice@example.com");
+        // Every position of a removed element: first, middle, last, all.
+        for doc in [
+            format!(r#"["{JWT}", 1, 2]"#),
+            format!(r#"[1, "{JWT}", 2]"#),
+            format!(r#"[1, 2, "{JWT}"]"#),
+            format!(r#"["{JWT}", "{JWT}"]"#),
+            format!(r#"{{"a": "{JWT}", "b": "{JWT}", "c": 1, "d": "{JWT}"}}"#),
+            format!(r#"{{ "a" : "{JWT}" }}"#),
+        ] {
+            both(&with(Action::Remove), &doc);
+        }
+    }
+
+    #[test]
+    fn unchanged_bodies_come_back_as_none_and_records_are_counted() {
+        let r = with(Action::Mask);
+        let mut rep = Report::default();
+        let doc = r#"[{"id":1,"name":"Ada","total":"1999"},{"id":2,"sku":"KB-104/US"}]"#;
+        assert_eq!(r.redact_json(doc.as_bytes(), &mut rep), Ok(None));
+        assert_eq!(rep.records, 2);
+        let mut rep = Report::default();
+        assert!(r.redact_json(b"{\"a\": [1,", &mut rep).is_err());
+        assert!(r.redact_json(b"{\"a\": 1} x", &mut rep).is_err());
+        assert!(r.redact_json(&b"[".repeat(200), &mut rep).is_err(), "depth is bounded");
+        // The off redactor still counts.
+        let mut rep = Report::default();
+        assert_eq!(Redactor::off().redact_json(br#"{"data":[1,2,3],"more":[4]}"#, &mut rep), Ok(None));
+        assert_eq!(rep.records, 4);
+    }
+
+    #[test]
+    fn text_bodies_and_key_value_pairs() {
+        let r = with(Action::Mask);
+        let page = format!(
+            "Traceback (most recent call last):\n  File \"/srv/app.py\", line 3\nDB password=hunter2 user=app\n<script>var SECRET = \"Yx4kq9GfWQ1cC0d3\";</script>\nAuthorization: Bearer {JWT}\nurl https://x/y?api_key=abc123&q=1 card 5500-0055-5555-5559"
+        );
+        let mut rep = Report::default();
+        let out = String::from_utf8(r.redact_text(page.as_bytes(), &mut rep).unwrap()).unwrap();
+        for leak in ["hunter2", "Yx4kq9GfWQ1cC0d3", JWT, "abc123", "5500-0055"] {
+            assert!(!out.contains(leak), "{leak} in {out}");
+        }
+        assert!(out.contains("user=app") && out.contains("&q=1") && out.contains("****-****-****-5559"), "{out}");
+        let mut rep = Report::default();
+        assert_eq!(r.redact_text(b"nothing to see: here, password: null", &mut rep), None);
+        let removed = with(Action::Remove).redact_text(b"a password=x b", &mut rep).unwrap();
+        assert_eq!(removed, b"a password= b");
+    }
+
+    #[test]
+    fn field_names_normalise_and_take_wildcards() {
+        let f = FieldNames::new(["api_key", "*secret", "internal*"]).unwrap();
+        for yes in ["api_key", "apiKey", "API-KEY", "clientSecret", "x_secret", "internal_notes", "Internal"] {
+            assert!(f.matches(yes.as_bytes()), "{yes}");
+        }
+        for no in ["key", "secretary", "notes", ""] {
+            assert!(!f.matches(no.as_bytes()), "{no}");
+        }
+        assert!(FieldNames::new(["*"]).is_err() && FieldNames::new(["a*b"]).is_err());
+    }
+}
