@@ -2,6 +2,7 @@
 //! [`crate::proxy`] runs them in order.
 
 pub mod admit;
+pub mod authorize;
 pub mod cors;
 pub mod identify;
 pub mod inspect;
