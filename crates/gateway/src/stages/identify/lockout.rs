@@ -559,7 +559,7 @@ mod tests {
         c.on_failure(&p, 1);
         let until = c.locked_until_ms;
         for t in 2..100 {
-            assert_eq!(c.on_failure(&p, t).1, false);
+            assert!(!c.on_failure(&p, t).1);
         }
         assert_eq!(c.locked_until_ms, until);
         assert_eq!(c.strikes, 1);

@@ -74,7 +74,8 @@ pub enum KeyError {
 }
 
 enum KeyMaterial {
-    Hmac(hmac::Key),
+    /// Boxed: an aws-lc HMAC key holds its precomputed state inline (over 1 KiB).
+    Hmac(Box<hmac::Key>),
     Ed25519(pk::ParsedPublicKey),
 }
 
@@ -107,7 +108,7 @@ impl SignatureKey {
         if secret.len() < MIN_HMAC_SECRET_LEN {
             return Err(KeyError::SecretTooShort(secret.len()));
         }
-        Ok(Self::with(KeyMaterial::Hmac(hmac::Key::new(hmac::HMAC_SHA256, secret))))
+        Ok(Self::with(KeyMaterial::Hmac(Box::new(hmac::Key::new(hmac::HMAC_SHA256, secret)))))
     }
 
     /// An `ed25519` key from the 32-byte public key, raw or wrapped in DER SubjectPublicKeyInfo.

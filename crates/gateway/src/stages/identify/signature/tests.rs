@@ -190,7 +190,7 @@ fn a_valid_signature_with_the_wrong_key_is_invalid() {
 
 enum Signer {
     Ed(Ed25519KeyPair),
-    Hmac(hmac::Key),
+    Hmac(Box<hmac::Key>),
 }
 
 impl Signer {
@@ -224,7 +224,7 @@ fn default_verifier() -> (SignatureVerifier, Signer, Signer) {
     (
         SignatureVerifier::new(settings).unwrap(),
         Signer::Ed(pair),
-        Signer::Hmac(hmac::Key::new(hmac::HMAC_SHA256, &SECRET)),
+        Signer::Hmac(Box::new(hmac::Key::new(hmac::HMAC_SHA256, &SECRET))),
     )
 }
 
