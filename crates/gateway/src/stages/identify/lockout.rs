@@ -228,7 +228,7 @@ pub enum LockoutScope {
 
 /// A counter's key: 128 bits of SHA-256 over the kind and the value. Fixed-size (no allocation per request), the
 /// same on every replica (a Redis key), and usernames never sit in the store in clear.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct LockoutKey([u8; 16]);
 
 impl LockoutKey {
@@ -357,11 +357,15 @@ impl MemoryLockoutStore {
         if !shard.contains_key(&key) && shard.len() >= self.per_shard {
             shard.retain(|_, c| c.forget_at_ms > now);
             if shard.len() >= self.per_shard {
-                let victim = shard.iter().min_by_key(|(_, c)| c.forget_at_ms).map(|(k, _)| *k);
-                if let Some(victim) = victim {
-                    shard.remove(&victim);
-                    self.evictions.fetch_add(1, Ordering::Relaxed);
+                // Evict a batch (1/16 of the shard) of the soonest-forgotten cells, so that a flood of new keys
+                // pays this O(n) pass once per batch rather than once per request.
+                let batch = (self.per_shard / 16).max(1);
+                let mut order: Vec<(u64, LockoutKey)> = shard.iter().map(|(k, c)| (c.forget_at_ms, *k)).collect();
+                order.select_nth_unstable(batch - 1);
+                for (_, victim) in &order[..batch] {
+                    shard.remove(victim);
                 }
+                self.evictions.fetch_add(batch as u64, Ordering::Relaxed);
             }
         }
         shard.entry(key).or_default().on_failure(policy, now)
