@@ -775,9 +775,7 @@ fn signature_base(
         base.push(b'\n');
     }
     base.extend_from_slice(b"\"@signature-params\": ");
-    let serialized = List::from([ListEntry::InnerList(params.clone())])
-        .serialize()
-        .ok_or_else(|| malformed("signature parameters do not serialize"))?;
+    let serialized = serialize_inner_list(params).ok_or_else(|| malformed("signature parameters do not serialize"))?;
     base.extend_from_slice(serialized.as_bytes());
     Ok(base)
 }
@@ -835,9 +833,9 @@ fn component_value(req: &SignedRequest<'_>, c: &CoveredComponent, out: &mut Vec<
                     .map_err(|_| SignatureError::Invalid(format!("covered field {field:?} is not a dictionary")))?;
                 let value = match dict.get(member.as_str()) {
                     Some(ListEntry::Item(item)) => item.serialize(),
-                    Some(ListEntry::InnerList(list)) => List::from([ListEntry::InnerList(list.clone())])
-                        .serialize()
-                        .ok_or_else(|| malformed("dictionary member does not serialize"))?,
+                    Some(ListEntry::InnerList(list)) => {
+                        serialize_inner_list(list).ok_or_else(|| malformed("dictionary member does not serialize"))?
+                    }
                     None => {
                         return Err(SignatureError::Invalid(format!(
                             "covered member {:?} of {field:?} is absent",
@@ -854,6 +852,15 @@ fn component_value(req: &SignedRequest<'_>, c: &CoveredComponent, out: &mut Vec<
         }
     }
     Ok(())
+}
+
+/// An inner list with its parameters in canonical form (what `@signature-params` and `;key` members sign).
+fn serialize_inner_list(list: &InnerList) -> Option<String> {
+    let mut ser = sfv::ListSerializer::new();
+    let mut inner = ser.inner_list();
+    inner.items(&list.items);
+    let _ = inner.finish().parameters(&list.params);
+    ser.finish()
 }
 
 /// Re-serializes a structured field (`;sf`): tried as a dictionary, then as a list (an item serializes the same
