@@ -2,6 +2,11 @@
 //! ownership), throttle (per-consumer limits), respond (no-store on authenticated responses, per-identity
 //! exfiltration counts) and record (the consumer in events).
 
+pub mod clock;
+pub mod lockout;
+pub mod replay;
+pub mod signature;
+
 use std::sync::Arc;
 
 /// How a caller proved who they are.

@@ -11,6 +11,9 @@
 //!
 //! Checks that need the body run after it is read (the same buffered read inspection uses).
 
+#[cfg(feature = "cedar")]
+pub mod cedar;
+
 use crate::pipeline::{Code, Owasp, Rejection, Verdict};
 use crate::stages::identify::Identity;
 use crate::stages::inspect::BodyKind;
