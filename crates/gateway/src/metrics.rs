@@ -37,6 +37,16 @@ pub struct ReasonLabel {
     pub reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabel {
+    pub event: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModeLabel {
+    pub mode: &'static str,
+}
+
 /// All metrics of one gateway process.
 pub struct Metrics {
     registry: Mutex<Registry>,
@@ -47,6 +57,10 @@ pub struct Metrics {
     pub connections_open: Gauge,
     pub connections_refused: Family<ReasonLabel, Counter>,
     pub reloads: Family<ResultLabel, Counter>,
+    pub state_evictions: Family<ReasonLabel, Counter>,
+    pub state_redis_up: Gauge,
+    pub state_transitions: Family<EventLabel, Counter>,
+    pub state_fallbacks: Family<ModeLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -85,6 +99,22 @@ impl Metrics {
         );
         let reloads = Family::<ResultLabel, Counter>::default();
         registry.register("config_reloads", "Configuration reloads by result", reloads.clone());
+        let state_evictions = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "state_evictions",
+            "Entries dropped from the bounded in-memory state (idle: expired; lru: least recently used)",
+            state_evictions.clone(),
+        );
+        let state_redis_up = Gauge::default();
+        registry.register("state_redis_up", "1 while the Redis limit state answers, 0 while failure modes apply", state_redis_up.clone());
+        let state_transitions = Family::<EventLabel, Counter>::default();
+        registry.register("state_transitions", "Redis state backend going down (degraded) and back (recovered)", state_transitions.clone());
+        let state_fallbacks = Family::<ModeLabel, Counter>::default();
+        registry.register(
+            "state_fallbacks",
+            "Limit decisions made by a route's failure mode while Redis was unreachable",
+            state_fallbacks.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             requests,
@@ -94,6 +124,24 @@ impl Metrics {
             connections_open,
             connections_refused,
             reloads,
+            state_evictions,
+            state_redis_up,
+            state_transitions,
+            state_fallbacks,
+        }
+    }
+
+    /// The handles the state backends update.
+    pub fn state_metrics(&self) -> crate::state::StateMetrics {
+        crate::state::StateMetrics {
+            evicted_idle: self.state_evictions.get_or_create(&ReasonLabel { reason: "idle" }).clone(),
+            evicted_lru: self.state_evictions.get_or_create(&ReasonLabel { reason: "lru" }).clone(),
+            redis_up: self.state_redis_up.clone(),
+            degraded: self.state_transitions.get_or_create(&EventLabel { event: "degraded" }).clone(),
+            recovered: self.state_transitions.get_or_create(&EventLabel { event: "recovered" }).clone(),
+            fallback_local: self.state_fallbacks.get_or_create(&ModeLabel { mode: "local" }).clone(),
+            fallback_open: self.state_fallbacks.get_or_create(&ModeLabel { mode: "open" }).clone(),
+            fallback_closed: self.state_fallbacks.get_or_create(&ModeLabel { mode: "closed" }).clone(),
         }
     }
 

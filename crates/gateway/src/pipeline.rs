@@ -118,6 +118,20 @@ pub enum Code {
     UpstreamBadResponse,
     /// The upstream answered with an error whose body was replaced (the upstream's status is kept).
     UpstreamError,
+    /// A rate limit of the route refused the request.
+    ThrottleRateLimited,
+    /// A quota (per hour, day or month) is used up.
+    ThrottleQuotaExceeded,
+    /// The caller is temporarily blocked as a repeat offender.
+    ThrottleBlocked,
+    /// Too many distinct identities from one IP (credential stuffing, account rotation).
+    ThrottleDistinctIdentities,
+    /// One identity from too many distinct IPs (shared or stolen credential, botnet).
+    ThrottleDistinctIps,
+    /// Load shedding: the route or upstream has its maximum in flight and the queue is full or too slow.
+    ThrottleOverload,
+    /// The shared limit state is unreachable and the route's `limits_on_failure` is `closed`.
+    ThrottleStateUnavailable,
 }
 
 impl Code {
@@ -141,6 +155,13 @@ impl Code {
             Code::UpstreamUnavailable => "upstream.unavailable",
             Code::UpstreamBadResponse => "upstream.bad_response",
             Code::UpstreamError => "upstream.error",
+            Code::ThrottleRateLimited => "throttle.rate_limited",
+            Code::ThrottleQuotaExceeded => "throttle.quota_exceeded",
+            Code::ThrottleBlocked => "throttle.blocked",
+            Code::ThrottleDistinctIdentities => "throttle.distinct_identities",
+            Code::ThrottleDistinctIps => "throttle.distinct_ips",
+            Code::ThrottleOverload => "throttle.overload",
+            Code::ThrottleStateUnavailable => "throttle.state_unavailable",
         }
     }
 
@@ -160,6 +181,12 @@ impl Code {
             Code::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Code::UpstreamError => StatusCode::INTERNAL_SERVER_ERROR,
             Code::UpstreamUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Code::ThrottleRateLimited
+            | Code::ThrottleQuotaExceeded
+            | Code::ThrottleBlocked
+            | Code::ThrottleDistinctIdentities
+            | Code::ThrottleDistinctIps => StatusCode::TOO_MANY_REQUESTS,
+            Code::ThrottleOverload | Code::ThrottleStateUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -183,6 +210,11 @@ impl Code {
             | Code::UpstreamUnavailable
             | Code::UpstreamBadResponse
             | Code::UpstreamError => None,
+            Code::ThrottleRateLimited | Code::ThrottleQuotaExceeded | Code::ThrottleBlocked | Code::ThrottleOverload => {
+                Some(Owasp::Api4UnrestrictedResourceConsumption)
+            }
+            Code::ThrottleDistinctIdentities | Code::ThrottleDistinctIps => Some(Owasp::Api2BrokenAuthentication),
+            Code::ThrottleStateUnavailable => None,
         }
     }
 
@@ -203,6 +235,13 @@ impl Code {
             | Code::UpstreamUnavailable
             | Code::UpstreamBadResponse => StageName::Forward,
             Code::UpstreamError => StageName::Respond,
+            Code::ThrottleRateLimited
+            | Code::ThrottleQuotaExceeded
+            | Code::ThrottleBlocked
+            | Code::ThrottleDistinctIdentities
+            | Code::ThrottleDistinctIps
+            | Code::ThrottleOverload
+            | Code::ThrottleStateUnavailable => StageName::Throttle,
         }
     }
 
@@ -244,6 +283,13 @@ impl Code {
         Code::UpstreamUnavailable,
         Code::UpstreamBadResponse,
         Code::UpstreamError,
+        Code::ThrottleRateLimited,
+        Code::ThrottleQuotaExceeded,
+        Code::ThrottleBlocked,
+        Code::ThrottleDistinctIdentities,
+        Code::ThrottleDistinctIps,
+        Code::ThrottleOverload,
+        Code::ThrottleStateUnavailable,
     ];
 }
 

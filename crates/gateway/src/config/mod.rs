@@ -5,6 +5,8 @@
 pub mod compile;
 pub mod env;
 pub mod raw;
+pub mod raw_throttle;
+pub mod compile_throttle;
 
 pub use compile::{AdminSpec, ConnLimits, ListenerSpec, Modes, Route, Runtime};
 

@@ -35,6 +35,9 @@ pub struct RawConfig {
     /// Match literal path segments case-insensitively (default), so `/Login` cannot dodge `/login`'s protections.
     #[serde(default = "yes")]
     pub case_insensitive_paths: bool,
+    /// Where limit state lives: `memory` (default), a `redis://` URL, or `{ redis: URL, on_failure, timeout, replicas }`.
+    #[serde(default)]
+    pub state: Option<Spanned<super::raw_throttle::RawState>>,
 }
 
 fn yes() -> bool {
@@ -203,6 +206,9 @@ pub struct RawUpstream {
     pub preserve_host: bool,
     #[serde(default)]
     pub pool: RawPool,
+    /// Most requests in flight to this upstream, with a short queue.
+    #[serde(default)]
+    pub load_shedding: Option<super::raw_throttle::RawShed>,
 }
 
 fn d_retries() -> u32 {
@@ -385,6 +391,18 @@ pub struct RawRoute {
     /// Cross-origin access for browsers; none unless listed.
     #[serde(default)]
     pub cors: Option<RawCors>,
+    /// Rate limits, quotas and distinct-value limits, checked in order.
+    #[serde(default)]
+    pub limits: Vec<super::raw_throttle::RawLimit>,
+    /// Units of every limit one request of this route consumes (default 1).
+    #[serde(default)]
+    pub cost: Option<Spanned<u32>>,
+    /// Overrides `state.on_failure` for this route's limits.
+    #[serde(default)]
+    pub limits_on_failure: Option<crate::state::FailureMode>,
+    /// Most requests in flight on this route, with a short queue.
+    #[serde(default)]
+    pub load_shedding: Option<super::raw_throttle::RawShed>,
 }
 
 #[derive(Debug, Deserialize)]

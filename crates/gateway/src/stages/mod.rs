@@ -9,3 +9,4 @@ pub mod normalize;
 pub mod record;
 pub mod respond;
 pub mod route;
+pub mod throttle;
