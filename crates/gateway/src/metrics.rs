@@ -133,15 +133,27 @@ impl Metrics {
 
     /// The handles the state backends update.
     pub fn state_metrics(&self) -> crate::state::StateMetrics {
+        // One statement per handle: a family's read guard lives to the end of its statement, and a second
+        // `get_or_create` in the same statement would wait on it forever.
+        let eviction = |reason: &'static str| self.state_evictions.get_or_create(&ReasonLabel { reason }).clone();
+        let transition = |event: &'static str| self.state_transitions.get_or_create(&EventLabel { event }).clone();
+        let fallback = |mode: &'static str| self.state_fallbacks.get_or_create(&ModeLabel { mode }).clone();
+        let evicted_idle = eviction("idle");
+        let evicted_lru = eviction("lru");
+        let degraded = transition("degraded");
+        let recovered = transition("recovered");
+        let fallback_local = fallback("local");
+        let fallback_open = fallback("open");
+        let fallback_closed = fallback("closed");
         crate::state::StateMetrics {
-            evicted_idle: self.state_evictions.get_or_create(&ReasonLabel { reason: "idle" }).clone(),
-            evicted_lru: self.state_evictions.get_or_create(&ReasonLabel { reason: "lru" }).clone(),
+            evicted_idle,
+            evicted_lru,
             redis_up: self.state_redis_up.clone(),
-            degraded: self.state_transitions.get_or_create(&EventLabel { event: "degraded" }).clone(),
-            recovered: self.state_transitions.get_or_create(&EventLabel { event: "recovered" }).clone(),
-            fallback_local: self.state_fallbacks.get_or_create(&ModeLabel { mode: "local" }).clone(),
-            fallback_open: self.state_fallbacks.get_or_create(&ModeLabel { mode: "open" }).clone(),
-            fallback_closed: self.state_fallbacks.get_or_create(&ModeLabel { mode: "closed" }).clone(),
+            degraded,
+            recovered,
+            fallback_local,
+            fallback_open,
+            fallback_closed,
         }
     }
 

@@ -8,6 +8,7 @@ mod reload;
 mod respond;
 mod routing;
 mod testkit;
+mod throttle;
 mod tls;
 mod upstream_failures;
 
