@@ -106,9 +106,17 @@ impl Metrics {
             state_evictions.clone(),
         );
         let state_redis_up = Gauge::default();
-        registry.register("state_redis_up", "1 while the Redis limit state answers, 0 while failure modes apply", state_redis_up.clone());
+        registry.register(
+            "state_redis_up",
+            "1 while the Redis limit state answers, 0 while failure modes apply",
+            state_redis_up.clone(),
+        );
         let state_transitions = Family::<EventLabel, Counter>::default();
-        registry.register("state_transitions", "Redis state backend going down (degraded) and back (recovered)", state_transitions.clone());
+        registry.register(
+            "state_transitions",
+            "Redis state backend going down (degraded) and back (recovered)",
+            state_transitions.clone(),
+        );
         let state_fallbacks = Family::<ModeLabel, Counter>::default();
         registry.register(
             "state_fallbacks",

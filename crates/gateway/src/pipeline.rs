@@ -210,9 +210,10 @@ impl Code {
             | Code::UpstreamUnavailable
             | Code::UpstreamBadResponse
             | Code::UpstreamError => None,
-            Code::ThrottleRateLimited | Code::ThrottleQuotaExceeded | Code::ThrottleBlocked | Code::ThrottleOverload => {
-                Some(Owasp::Api4UnrestrictedResourceConsumption)
-            }
+            Code::ThrottleRateLimited
+            | Code::ThrottleQuotaExceeded
+            | Code::ThrottleBlocked
+            | Code::ThrottleOverload => Some(Owasp::Api4UnrestrictedResourceConsumption),
             Code::ThrottleDistinctIdentities | Code::ThrottleDistinctIps => Some(Owasp::Api2BrokenAuthentication),
             Code::ThrottleStateUnavailable => None,
         }

@@ -99,7 +99,9 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<ResponseBod
 /// `DELETE /blocks/{subject}` (the subject as listed, percent-encoded or not) → 200 when lifted, 404 if none.
 async fn blocks(state: &crate::state::Store, req: &Request<Incoming>) -> Response<ResponseBody> {
     use crate::state::{Blocks, Subject};
-    let unavailable = || text(StatusCode::SERVICE_UNAVAILABLE, "application/json", "{\"error\":\"state backend unreachable\"}\n".into());
+    let unavailable = || {
+        text(StatusCode::SERVICE_UNAVAILABLE, "application/json", "{\"error\":\"state backend unreachable\"}\n".into())
+    };
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/blocks") => match state.list_blocks().await {
             Ok(list) => text(StatusCode::OK, "application/json", serde_json::json!({ "blocks": list }).to_string()),
@@ -114,7 +116,11 @@ async fn blocks(state: &crate::state::Store, req: &Request<Incoming>) -> Respons
             match state.unblock(&subject).await {
                 Ok(true) => {
                     tracing::warn!(target: "rampart::security", event = "throttle.unblock", subject = %subject, "block lifted through the admin API");
-                    text(StatusCode::OK, "application/json", serde_json::json!({ "lifted": subject.as_str() }).to_string())
+                    text(
+                        StatusCode::OK,
+                        "application/json",
+                        serde_json::json!({ "lifted": subject.as_str() }).to_string(),
+                    )
                 }
                 Ok(false) => text(StatusCode::NOT_FOUND, "application/json", "{\"error\":\"no such block\"}\n".into()),
                 Err(_) => unavailable(),

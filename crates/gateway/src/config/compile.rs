@@ -364,9 +364,11 @@ pub fn compile(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Runtime, ConfigErrors> {
             upstream_index.insert(name.clone(), upstreams.len());
             upstreams.push(Arc::new(up));
             upstream_tls.push(tls);
-            upstream_gates.push(u.load_shedding.as_ref().and_then(|s| {
-                super::compile_throttle::gate(ctx.file, format!("upstream {name}"), s, &mut errs.list)
-            }));
+            upstream_gates.push(
+                u.load_shedding.as_ref().and_then(|s| {
+                    super::compile_throttle::gate(ctx.file, format!("upstream {name}"), s, &mut errs.list)
+                }),
+            );
         }
     }
 
@@ -458,8 +460,10 @@ pub fn compile(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Runtime, ConfigErrors> {
             r.limits_on_failure.unwrap_or(default_on_failure),
             &mut errs.list,
         );
-        let shed =
-            r.load_shedding.as_ref().and_then(|s| super::compile_throttle::gate(ctx.file, format!("route {id}"), s, &mut errs.list));
+        let shed = r
+            .load_shedding
+            .as_ref()
+            .and_then(|s| super::compile_throttle::gate(ctx.file, format!("route {id}"), s, &mut errs.list));
         routes.push(Route {
             throttle,
             shed,

@@ -81,7 +81,12 @@ pub fn state(file: &str, raw: Option<&Spanned<RawState>>, errs: &mut Vec<ConfigE
                 }
                 (Some(u), None) => Some((vec![u.trim().to_string()], false)),
                 (None, Some(list)) if list.is_empty() => {
-                    errs.push(at(file, spanned, "`redis_cluster` lists no node", Some("list seed nodes as redis:// URLs")));
+                    errs.push(at(
+                        file,
+                        spanned,
+                        "`redis_cluster` lists no node",
+                        Some("list seed nodes as redis:// URLs"),
+                    ));
                     return (memory, on_failure);
                 }
                 (None, Some(list)) => Some((list.iter().map(|u| u.trim().to_string()).collect(), true)),
@@ -147,11 +152,15 @@ pub fn route_policy(
             "route" => Some(KeySpec::Route),
             "global" => Some(KeySpec::Global),
             k => match k.split_once(':') {
-                Some(("header", name)) => match http::HeaderName::from_bytes(name.trim().to_ascii_lowercase().as_bytes()) {
-                    Ok(h) if name.len() <= 64 => Some(KeySpec::Header(h)),
-                    _ => None,
-                },
-                Some(("claim", name)) if !name.trim().is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_graphic()) => {
+                Some(("header", name)) => {
+                    match http::HeaderName::from_bytes(name.trim().to_ascii_lowercase().as_bytes()) {
+                        Ok(h) if name.len() <= 64 => Some(KeySpec::Header(h)),
+                        _ => None,
+                    }
+                }
+                Some(("claim", name))
+                    if !name.trim().is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_graphic()) =>
+                {
                     Some(KeySpec::Claim(name.trim().into()))
                 }
                 _ => None,
@@ -178,18 +187,24 @@ pub fn route_policy(
         }
         let kind = if let Some(r) = &l.rate {
             let Some((count, per)) = split_rate(&r.value).and_then(|(n, u)| parse_per(u).map(|p| (n, p))) else {
-                errs.push(at(file, r, format!("invalid rate `{}`", r.value), Some("write COUNT/UNIT: `100/s`, `300/min`, `5000/h`, `20000/day`")));
+                errs.push(at(
+                    file,
+                    r,
+                    format!("invalid rate `{}`", r.value),
+                    Some("write COUNT/UNIT: `100/s`, `300/min`, `5000/h`, `20000/day`"),
+                ));
                 continue;
             };
             let burst = l.burst.unwrap_or(0);
             if u64::from(cost_value) > burst + 1 {
-                let c = cost.map_or(&l.key, |_| &l.key);
-                errs.push(at(
-                    file,
-                    c,
-                    format!("cost {cost_value} is more than this limit allows at once (burst {burst} + 1): no request could pass"),
-                    Some(&format!("set `burst: {}` or more", cost_value - 1)),
-                ));
+                let msg = format!(
+                    "cost {cost_value} is more than this limit allows at once (burst {burst} + 1): no request could pass"
+                );
+                let hint = format!("set `burst: {}` or more", cost_value - 1);
+                errs.push(match cost {
+                    Some(c) => at(file, c, msg, Some(&hint)),
+                    None => at(file, &l.key, msg, Some(&hint)),
+                });
                 continue;
             }
             if per.as_nanos() / u128::from(count) == 0 {
@@ -199,7 +214,12 @@ pub fn route_policy(
             LimitKind::Rate { gcra: Gcra::new(count, per, burst), count, per }
         } else if let Some(q) = &l.quota {
             let Some((max, period)) = split_rate(&q.value).and_then(|(n, u)| Period::parse(u).map(|p| (n, p))) else {
-                errs.push(at(file, q, format!("invalid quota `{}`", q.value), Some("write COUNT/WINDOW with WINDOW hour, day or month: `10000/day`")));
+                errs.push(at(
+                    file,
+                    q,
+                    format!("invalid quota `{}`", q.value),
+                    Some("write COUNT/WINDOW with WINDOW hour, day or month: `10000/day`"),
+                ));
                 continue;
             };
             if u64::from(cost_value) > max {
@@ -222,7 +242,12 @@ pub fn route_policy(
                 }
             };
             let (Some(max), Some(Dur(window))) = (l.max, l.window) else {
-                errs.push(at(file, d, "a `distinct` limit needs `max` and `window`", Some("e.g. `max: 5, window: 1h`")));
+                errs.push(at(
+                    file,
+                    d,
+                    "a `distinct` limit needs `max` and `window`",
+                    Some("e.g. `max: 5, window: 1h`"),
+                ));
                 continue;
             };
             if max == 0 || window.is_zero() {
@@ -241,16 +266,25 @@ pub fn route_policy(
         if let Some(p) = l.ipv6_prefix.as_ref().filter(|p| p.value == 0 || p.value > 128) {
             errs.push(at(file, p, "ipv6_prefix must be 1..128", Some("64 (the default) is one customer site")));
         }
-        let offences = l.block.as_ref().map(|b| Offences { after: b.after.max(1), within: b.within.0, block_for: b.block_for.0 });
+        let offences =
+            l.block.as_ref().map(|b| Offences { after: b.after.max(1), within: b.within.0, block_for: b.block_for.0 });
         if l.block.is_some() && !matches!(kind, LimitKind::Rate { .. }) {
             errs.push(at(file, &l.key, "`block` applies to `rate` limits only", None));
         }
         let scope: Arc<str> = match &l.name {
-            Some(n) if !n.value.trim().is_empty() && n.value.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\') => {
+            Some(n)
+                if !n.value.trim().is_empty()
+                    && n.value.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\') =>
+            {
                 Arc::from(n.value.trim())
             }
             Some(n) => {
-                errs.push(at(file, n, format!("invalid limit name `{}`", n.value), Some("letters, digits and punctuation other than quotes")));
+                errs.push(at(
+                    file,
+                    n,
+                    format!("invalid limit name `{}`", n.value),
+                    Some("letters, digits and punctuation other than quotes"),
+                ));
                 continue;
             }
             None => Arc::from(format!("{route_id}#{i}").as_str()),
@@ -288,7 +322,52 @@ pub fn gate(file: &str, name: String, raw: &RawShed, errs: &mut Vec<ConfigError>
     let queue = raw.queue.unwrap_or((max / 4).max(1));
     let timeout = raw.queue_timeout.map_or(Duration::from_millis(50), |d| d.0);
     if timeout > Duration::from_secs(10) {
-        errs.push(at(file, &raw.max_in_flight, "queue_timeout above 10s", Some("shedding is for fast refusals: keep it short, e.g. 50ms")));
+        errs.push(at(
+            file,
+            &raw.max_in_flight,
+            "queue_timeout above 10s",
+            Some("shedding is for fast refusals: keep it short, e.g. 50ms"),
+        ));
     }
     Some(Arc::new(Gate::new(name, max, queue, timeout)))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::metrics::Metrics;
+
+    fn errors(yaml: &str) -> String {
+        let base = std::env::temp_dir();
+        match crate::config::load_str("t.yaml", yaml, &base, &Metrics::new()) {
+            Ok(_) => String::new(),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    const HEAD: &str = "listen: [{ addr: \"127.0.0.1:0\" }]\naccess_log: off\nupstreams: { app: { targets: [\"http://127.0.0.1:9\"] } }\n";
+
+    #[test]
+    fn bad_limits_are_located_with_a_hint() {
+        let e = errors(&format!("{HEAD}routes:\n  - {{ path: /a, methods: [GET], upstream: app, limits: [{{ key: ip, rate: 10/fortnight }}] }}\n"));
+        assert!(
+            e.starts_with("t.yaml:5:")
+                && e.contains("invalid rate `10/fortnight`")
+                && e.contains("hint: write COUNT/UNIT"),
+            "{e}"
+        );
+        let e = errors(&format!("{HEAD}routes:\n  - {{ path: /a, methods: [GET], upstream: app, limits: [{{ key: cookie, rate: 1/s }}] }}\n"));
+        assert!(e.contains("unknown limit key `cookie`") && e.contains("header:NAME"), "{e}");
+        let e = errors(&format!("{HEAD}routes:\n  - {{ path: /a, methods: [GET], upstream: app, cost: 3, limits: [{{ key: ip, rate: 1/s }}] }}\n"));
+        assert!(e.contains("no request could pass") && e.contains("burst: 2"), "{e}");
+        let e = errors(&format!("{HEAD}routes:\n  - {{ path: /a, methods: [GET], upstream: app, limits: [{{ key: route, distinct: ip, max: 3, window: 1h }}] }}\n"));
+        assert!(e.contains("is not supported"), "{e}");
+        let e = errors(&format!("{HEAD}state: rediss://cache:6380\nroutes: []\n"));
+        assert!(e.starts_with("t.yaml:4:8") && e.contains("TLS to Redis"), "{e}");
+        let e = errors(&format!("{HEAD}state: {{ redis: \"redis://127.0.0.1:6379\", timeout: 30s }}\nroutes: []\n"));
+        assert!(e.contains("state.timeout"), "{e}");
+        let e =
+            errors(&format!("{HEAD}state: {{ redis: \"redis://127.0.0.1:6379\", on_failure: maybe }}\nroutes: []\n"));
+        assert!(e.contains("maybe"), "{e}");
+        assert_eq!(errors(&format!("{HEAD}state: memory\nroutes:\n  - {{ path: /a, methods: [GET], upstream: app, limits: [{{ key: \"header:X-Tenant\", rate: 100/s, burst: 10 }}, {{ key: consumer, quota: 1000/month }}, {{ key: ip, distinct: consumer, max: 5, window: 1h }}] }}\n")), "");
+    }
 }

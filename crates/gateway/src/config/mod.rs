@@ -3,10 +3,10 @@
 //! `file:line:column: message` with a hint, all at once, so one `rampart validate` run shows everything to fix.
 
 pub mod compile;
+pub mod compile_throttle;
 pub mod env;
 pub mod raw;
 pub mod raw_throttle;
-pub mod compile_throttle;
 
 pub use compile::{AdminSpec, ConnLimits, ListenerSpec, Modes, Route, Runtime};
 

@@ -118,7 +118,7 @@ impl MemoryStore {
     }
 
     /// The live entry for `fp`, touched for LRU; an expired one is removed.
-    fn live<'s>(shard: &'s mut Shard, fp: u64, now: u64) -> Option<&'s mut Entry> {
+    fn live(shard: &mut Shard, fp: u64, now: u64) -> Option<&mut Entry> {
         shard.tick += 1;
         let tick = shard.tick;
         if shard.map.get(&fp).is_some_and(|e| e.expires <= now) {
@@ -174,14 +174,18 @@ impl MemoryStore {
             }
         }
         if blocks_gone > 0 {
-            let _ = self.blocks.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| Some(b.saturating_sub(blocks_gone)));
+            let _ =
+                self.blocks.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| Some(b.saturating_sub(blocks_gone)));
         }
         self.metrics.evicted_idle.inc_by(idle as u64);
         self.metrics.evicted_lru.inc_by(lru as u64);
         let now_ms = now / 1_000_000;
         let last = self.last_eviction_log.load(Ordering::Relaxed);
         if (last == 0 || now_ms.saturating_sub(last) >= 10_000)
-            && self.last_eviction_log.compare_exchange(last, now_ms.max(1), Ordering::Relaxed, Ordering::Relaxed).is_ok()
+            && self
+                .last_eviction_log
+                .compare_exchange(last, now_ms.max(1), Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
         {
             tracing::warn!(target: "rampart::state", idle, lru, per_shard = self.cap_per_shard, "memory state full: entries evicted (raise state.memory.max_entries if this repeats)");
         }
@@ -221,7 +225,14 @@ impl MemoryStore {
     }
 
     /// The rate decision at `now` (ns on [`now_ns`]'s clock); the benchmark and unit tests drive the clock.
-    pub fn rate_at(&self, key: CellKey<'_>, gcra: Gcra, cost: u32, offences: Option<Offences>, now: u64) -> RateDecision {
+    pub fn rate_at(
+        &self,
+        key: CellKey<'_>,
+        gcra: Gcra,
+        cost: u32,
+        offences: Option<Offences>,
+        now: u64,
+    ) -> RateDecision {
         if let Some(remaining) = self.block_left(key.subject, now) {
             return RateDecision::Blocked { remaining };
         }
@@ -281,7 +292,15 @@ impl MemoryStore {
         }
     }
 
-    pub fn quota_at(&self, key: CellKey<'_>, window_id: u64, max: u64, cost: u64, reset: Duration, now: u64) -> QuotaDecision {
+    pub fn quota_at(
+        &self,
+        key: CellKey<'_>,
+        window_id: u64,
+        max: u64,
+        cost: u64,
+        reset: Duration,
+        now: u64,
+    ) -> QuotaDecision {
         let fp = self.fp(Tag::Quota, key.scope.as_bytes(), key.subject.as_bytes(), window_id);
         let mut shard = self.shard(fp);
         let used = match Self::live(&mut shard, fp, now) {
@@ -299,7 +318,14 @@ impl MemoryStore {
         QuotaDecision { allowed: true, remaining: max - total, reset }
     }
 
-    pub fn distinct_at(&self, key: CellKey<'_>, member: &Subject, max: u32, window: Duration, now: u64) -> DistinctDecision {
+    pub fn distinct_at(
+        &self,
+        key: CellKey<'_>,
+        member: &Subject,
+        max: u32,
+        window: Duration,
+        now: u64,
+    ) -> DistinctDecision {
         let fp = self.fp(Tag::Distinct, key.scope.as_bytes(), key.subject.as_bytes(), 0);
         let m = self.fp(Tag::Distinct, b"member", member.as_bytes(), 0);
         let mut shard = self.shard(fp);
@@ -345,7 +371,10 @@ impl MemoryStore {
             for e in shard.map.values() {
                 if let Value::Block(label) = &e.value {
                     if e.expires > now {
-                        out.push(BlockEntry { subject: label.to_string(), remaining_ms: (e.expires - now) / 1_000_000 });
+                        out.push(BlockEntry {
+                            subject: label.to_string(),
+                            remaining_ms: (e.expires - now) / 1_000_000,
+                        });
                     }
                 }
             }

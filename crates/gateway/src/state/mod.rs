@@ -255,7 +255,9 @@ pub enum Store {
 impl Store {
     pub fn build(spec: &StateSpec, metrics: StateMetrics) -> Result<Store, String> {
         Ok(match spec {
-            StateSpec::Memory { max_entries } => Store::Memory(Arc::new(memory::MemoryStore::new(*max_entries, metrics))),
+            StateSpec::Memory { max_entries } => {
+                Store::Memory(Arc::new(memory::MemoryStore::new(*max_entries, metrics)))
+            }
             StateSpec::Redis(r) => Store::Redis(Arc::new(redis_store::RedisStore::start(r.clone(), metrics)?)),
         })
     }

@@ -94,7 +94,7 @@ enum Conn {
 
 enum Client {
     Single(redis::Client),
-    Cluster(redis::cluster::ClusterClient),
+    Cluster(Box<redis::cluster::ClusterClient>),
 }
 
 struct Scripts {
@@ -154,7 +154,7 @@ impl RedisStore {
             let b = redis::cluster::ClusterClient::builder(spec.urls.clone())
                 .connection_timeout(Duration::from_secs(1))
                 .response_timeout(spec.timeout.max(Duration::from_millis(1)));
-            Client::Cluster(b.build().map_err(|e| format!("invalid Redis Cluster nodes: {e}"))?)
+            Client::Cluster(Box::new(b.build().map_err(|e| format!("invalid Redis Cluster nodes: {e}"))?))
         } else {
             let url = spec.urls.first().ok_or("no Redis URL")?;
             Client::Single(redis::Client::open(url.as_str()).map_err(|e| format!("invalid Redis URL: {e}"))?)
@@ -179,11 +179,9 @@ impl RedisStore {
         let sup = inner.clone();
         std::thread::Builder::new()
             .name("rampart-redis".into())
-            .spawn(move || {
-                match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                    Ok(rt) => rt.block_on(supervise(sup, stopped)),
-                    Err(e) => tracing::error!(target: "rampart::state", error = %e, "cannot start the Redis runtime"),
-                }
+            .spawn(move || match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt.block_on(supervise(sup, stopped)),
+                Err(e) => tracing::error!(target: "rampart::state", error = %e, "cannot start the Redis runtime"),
             })
             .map_err(|e| format!("cannot start the Redis thread: {e}"))?;
         Ok(RedisStore { inner, _stop: stop })
@@ -358,19 +356,25 @@ impl Limits for RedisStore {
             .await;
         let us = |v: i64| Duration::from_micros(v.max(0) as u64);
         match answer {
-            Some((1, remaining, reset, _)) => Ok(RateDecision::Allowed { remaining: remaining.max(0) as u64, reset: us(reset) }),
+            Some((1, remaining, reset, _)) => {
+                Ok(RateDecision::Allowed { remaining: remaining.max(0) as u64, reset: us(reset) })
+            }
             Some((2, _, left, _)) => Ok(RateDecision::Blocked { remaining: us(left) }),
             Some((_, _, retry, blocked)) => {
                 if blocked == 1 {
                     let expiry = epoch_ms() + ms(o.block_for);
                     let subject = k.subject.to_string();
-                    self.call(|conn| query::<i64>(conn, redis::cmd("ZADD").arg(BLOCK_INDEX).arg(expiry).arg(subject).clone()))
-                        .await;
+                    self.call(|conn| {
+                        query::<i64>(conn, redis::cmd("ZADD").arg(BLOCK_INDEX).arg(expiry).arg(subject).clone())
+                    })
+                    .await;
                 }
                 Ok(RateDecision::Limited { retry_after: us(retry), newly_blocked: blocked == 1 })
             }
             None => match self.fallback(mode) {
-                FailureMode::Local => Ok(self.inner.local.rate_at(k, gcra.scaled(self.replicas()), cost, offences, now_ns())),
+                FailureMode::Local => {
+                    Ok(self.inner.local.rate_at(k, gcra.scaled(self.replicas()), cost, offences, now_ns()))
+                }
                 FailureMode::Open => Ok(RateDecision::Allowed { remaining: 0, reset: Duration::ZERO }),
                 FailureMode::Closed => Err(Unavailable),
             },
@@ -396,7 +400,9 @@ impl Limits for RedisStore {
             })
             .await;
         match answer {
-            Some((allowed, remaining)) => Ok(QuotaDecision { allowed: allowed == 1, remaining: remaining.max(0) as u64, reset }),
+            Some((allowed, remaining)) => {
+                Ok(QuotaDecision { allowed: allowed == 1, remaining: remaining.max(0) as u64, reset })
+            }
             None => match self.fallback(mode) {
                 FailureMode::Local => {
                     let share = (max / u64::from(self.replicas())).max(1);
@@ -486,7 +492,8 @@ impl Blocks for RedisStore {
         if done.is_some() {
             let expiry = epoch_ms() + ms(ttl);
             let label = subject.to_string();
-            self.call(|conn| query::<i64>(conn, redis::cmd("ZADD").arg(BLOCK_INDEX).arg(expiry).arg(label).clone())).await;
+            self.call(|conn| query::<i64>(conn, redis::cmd("ZADD").arg(BLOCK_INDEX).arg(expiry).arg(label).clone()))
+                .await;
             return Ok(());
         }
         match self.fallback(mode) {
@@ -516,7 +523,9 @@ impl Blocks for RedisStore {
     async fn list_blocks(&self) -> Result<Vec<BlockEntry>, Unavailable> {
         let now = epoch_ms();
         let _ = self
-            .call(|conn| query::<i64>(conn, redis::cmd("ZREMRANGEBYSCORE").arg(BLOCK_INDEX).arg("-inf").arg(now).clone()))
+            .call(|conn| {
+                query::<i64>(conn, redis::cmd("ZREMRANGEBYSCORE").arg(BLOCK_INDEX).arg("-inf").arg(now).clone())
+            })
             .await;
         let members: Vec<String> = self
             .call(|conn| query(conn, redis::cmd("ZRANGE").arg(BLOCK_INDEX).arg(0).arg(-1).clone()))
@@ -526,7 +535,8 @@ impl Blocks for RedisStore {
         for m in members {
             let Some(subject) = Subject::parse(&m) else { continue };
             let k = block_key(&subject);
-            let left: i64 = self.call(|conn| query(conn, redis::cmd("PTTL").arg(&k).clone())).await.ok_or(Unavailable)?;
+            let left: i64 =
+                self.call(|conn| query(conn, redis::cmd("PTTL").arg(&k).clone())).await.ok_or(Unavailable)?;
             if left > 0 {
                 out.push(BlockEntry { subject: m, remaining_ms: left as u64 });
             }

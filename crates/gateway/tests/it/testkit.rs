@@ -476,7 +476,9 @@ impl TestRedis {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap_or_else(|e| {
-                panic!("cannot run redis-server ({e}): install it with `apt-get install -y redis-server` (.ci/run does)")
+                panic!(
+                    "cannot run redis-server ({e}): install it with `apt-get install -y redis-server` (.ci/run does)"
+                )
             });
         self.child = Some(child);
         let deadline = std::time::Instant::now() + Duration::from_secs(10);

@@ -2,7 +2,9 @@
 //! gateways through a real Redis, Redis failures handled by the declared mode, blocks, quotas, load shedding.
 
 use crate::testkit::*;
-use gateway::state::{Blocks, CellKey, Counters, FailureMode, Limits, Nonces, Offences, Gcra, RateDecision, StateSpec, Store, Subject};
+use gateway::state::{
+    Blocks, CellKey, Counters, FailureMode, Gcra, Limits, Nonces, Offences, RateDecision, StateSpec, Store, Subject,
+};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,10 +16,12 @@ fn limited(path: &str, limit: &str, extra: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn path_spelling_cannot_escape_a_route_limit() {
     let up = TestUpstream::start().await;
-    let routes = limited("/login", "{ key: ip, rate: 5/min, burst: 4 }", "") + &all_routes().to_string();
+    let routes = limited("/login", "{ key: ip, rate: 5/min, burst: 4 }", "") + all_routes();
     let gw = TestGateway::start(&config(&one_upstream(&up.url()), &routes, "")).await;
     let mut passed = 0;
-    for spelling in ["/login", "/Login", "/login/", "/%6cogin", "/LOGIN", "/x/../login", "//login", "/%6C%6F%67%69%6E", "/./login"] {
+    for spelling in
+        ["/login", "/Login", "/login/", "/%6cogin", "/LOGIN", "/x/../login", "//login", "/%6C%6F%67%69%6E", "/./login"]
+    {
         let got = get(gw.addr(), spelling).await;
         match got.status {
             200 => passed += 1,
@@ -213,7 +217,8 @@ async fn repeat_offenders_are_blocked_on_every_replica_and_the_admin_api_lifts_i
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quotas_and_costs_count_units() {
     let up = TestUpstream::start().await;
-    let routes = limited("/report", "{ key: ip, quota: 10/day }", ", cost: 3") + &limited("/*", "{ key: ip, quota: 10/day, name: shared }", "");
+    let routes = limited("/report", "{ key: ip, quota: 10/day }", ", cost: 3")
+        + &limited("/*", "{ key: ip, quota: 10/day, name: shared }", "");
     let gw = TestGateway::start(&config(&one_upstream(&up.url()), &routes, "")).await;
     let mut codes = Vec::new();
     for _ in 0..4 {
@@ -335,8 +340,14 @@ async fn state_operations_behave_the_same_on_memory_and_redis() {
         let g = Gcra::new(1, Duration::from_secs(60), 1);
         let o = Some(Offences { after: 1, within: w, block_for: Duration::from_millis(300) });
         let rkey = CellKey { scope: "r", subject: &ip };
-        assert!(matches!(s.rate(rkey, g, 2, o, m).await.unwrap(), RateDecision::Allowed { remaining: 0, .. }), "{kind}");
-        assert!(matches!(s.rate(rkey, g, 1, o, m).await.unwrap(), RateDecision::Limited { newly_blocked: true, .. }), "{kind}");
+        assert!(
+            matches!(s.rate(rkey, g, 2, o, m).await.unwrap(), RateDecision::Allowed { remaining: 0, .. }),
+            "{kind}"
+        );
+        assert!(
+            matches!(s.rate(rkey, g, 1, o, m).await.unwrap(), RateDecision::Limited { newly_blocked: true, .. }),
+            "{kind}"
+        );
         assert!(matches!(s.rate(rkey, g, 1, o, m).await.unwrap(), RateDecision::Blocked { .. }), "{kind}");
         tokio::time::sleep(Duration::from_millis(400)).await;
         assert!(s.set_if_absent(&nonce, Duration::from_millis(300), m).await.unwrap(), "{kind}: expired");

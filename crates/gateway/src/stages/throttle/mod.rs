@@ -50,10 +50,21 @@ pub enum DistinctOf {
 #[derive(Debug, Clone, PartialEq)]
 pub enum LimitKind {
     /// `count` requests per `per`, with `gcra` prepared from it and the burst.
-    Rate { gcra: Gcra, count: u64, per: Duration },
+    Rate {
+        gcra: Gcra,
+        count: u64,
+        per: Duration,
+    },
     /// At most `max` cost units per calendar window (UTC).
-    Quota { max: u64, period: window::Period },
-    Distinct { of: DistinctOf, max: u32, window: Duration },
+    Quota {
+        max: u64,
+        period: window::Period,
+    },
+    Distinct {
+        of: DistinctOf,
+        max: u32,
+        window: Duration,
+    },
 }
 
 /// One entry of a route's `limits:`.
@@ -196,7 +207,11 @@ impl ThrottlePolicy {
                         }
                         Ok(q) => {
                             let header = ratelimit_value(&limit.policy_name, q.remaining, reset);
-                            let detail = format!("quota `{}` of {max} per {} used up by {subject}", limit.scope, period.as_str());
+                            let detail = format!(
+                                "quota `{}` of {max} per {} used up by {subject}",
+                                limit.scope,
+                                period.as_str()
+                            );
                             return self.reject(Code::ThrottleQuotaExceeded, detail, Some(reset), header);
                         }
                         Err(_) => return self.unavailable(&limit.scope),
@@ -211,7 +226,10 @@ impl ThrottlePolicy {
                                 DistinctOf::Consumers => (Code::ThrottleDistinctIdentities, "identities"),
                                 DistinctOf::Ips => (Code::ThrottleDistinctIps, "IPs"),
                             };
-                            let detail = format!("{subject} already used {} distinct {what} (max {max}) in {window:?}; refused {member}", d.count);
+                            let detail = format!(
+                                "{subject} already used {} distinct {what} (max {max}) in {window:?}; refused {member}",
+                                d.count
+                            );
                             return self.reject(code, detail, Some(*window), None);
                         }
                         Err(_) => return self.unavailable(&limit.scope),
@@ -238,7 +256,9 @@ pub fn policy_value(limits: &[Limit]) -> Option<HeaderValue> {
     let items: Vec<String> = limits
         .iter()
         .filter_map(|l| match &l.kind {
-            LimitKind::Rate { count, per, .. } => Some(format!("\"{}\";q={count};w={}", l.policy_name, per.as_secs().max(1))),
+            LimitKind::Rate { count, per, .. } => {
+                Some(format!("\"{}\";q={count};w={}", l.policy_name, per.as_secs().max(1)))
+            }
             LimitKind::Quota { max, period } => {
                 Some(format!("\"{}\";q={max};w={}", l.policy_name, period.nominal().as_secs()))
             }
@@ -274,7 +294,10 @@ mod tests {
     async fn anonymous_consumer_and_missing_header_fall_back_to_the_client_ip() {
         let headers = HeaderMap::new();
         let caller = Caller { ip: "192.0.2.5".parse().unwrap(), identity: None, headers: &headers };
-        let l = limit(KeySpec::Consumer, LimitKind::Rate { gcra: Gcra::new(1, Duration::from_secs(1), 0), count: 1, per: Duration::from_secs(1) });
+        let l = limit(
+            KeySpec::Consumer,
+            LimitKind::Rate { gcra: Gcra::new(1, Duration::from_secs(1), 0), count: 1, per: Duration::from_secs(1) },
+        );
         assert_eq!(l.subject(&caller).as_str(), "ip:192.0.2.5/32");
         let l = limit(KeySpec::Header(HeaderName::from_static("x-tenant")), l.kind.clone());
         assert_eq!(l.subject(&caller).as_str(), "ip:192.0.2.5/32");
@@ -293,8 +316,16 @@ mod tests {
     #[tokio::test]
     async fn refusals_carry_retry_after_and_ratelimit_headers() {
         let store = Store::Memory(Arc::new(MemoryStore::new(1000, StateMetrics::default())));
-        let l = limit(KeySpec::Ip, LimitKind::Rate { gcra: Gcra::new(2, Duration::from_secs(60), 0), count: 2, per: Duration::from_secs(60) });
-        let policy = ThrottlePolicy { policy_header: policy_value(std::slice::from_ref(&l)), limits: vec![l], cost: 1, on_failure: FailureMode::Local };
+        let l = limit(
+            KeySpec::Ip,
+            LimitKind::Rate { gcra: Gcra::new(2, Duration::from_secs(60), 0), count: 2, per: Duration::from_secs(60) },
+        );
+        let policy = ThrottlePolicy {
+            policy_header: policy_value(std::slice::from_ref(&l)),
+            limits: vec![l],
+            cost: 1,
+            on_failure: FailureMode::Local,
+        };
         assert_eq!(policy.policy_header.as_ref().unwrap(), "\"ip\";q=2;w=60");
         let headers = HeaderMap::new();
         let caller = Caller { ip: "2001:db8::1".parse().unwrap(), identity: None, headers: &headers };
@@ -305,9 +336,75 @@ mod tests {
         let caller = Caller { ip: "2001:db8::2".parse().unwrap(), ..caller };
         let Verdict::Reject(rej) = policy.check(&store, &caller).await.verdict else { panic!("not limited") };
         assert_eq!(rej.code, Code::ThrottleRateLimited);
-        let get = |n: &HeaderName| rej.headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.to_str().unwrap().to_string());
+        let get =
+            |n: &HeaderName| rej.headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.to_str().unwrap().to_string());
         assert_eq!(get(&RETRY_AFTER).as_deref(), Some("30"));
         assert_eq!(get(&RATELIMIT).as_deref(), Some("\"ip\";r=0;t=30"));
         assert!(get(&RATELIMIT_POLICY).is_some());
+    }
+}
+
+#[cfg(test)]
+mod distinct_tests {
+    use super::*;
+    use crate::stages::identify::AuthMethod;
+    use crate::state::memory::MemoryStore;
+    use crate::state::StateMetrics;
+
+    fn id(name: &str) -> Identity {
+        Identity {
+            consumer: name.into(),
+            method: AuthMethod::ApiKey,
+            scopes: vec![],
+            roles: vec![],
+            claims: serde_json::json!({}),
+        }
+    }
+
+    fn policy(key: KeySpec, of: DistinctOf) -> ThrottlePolicy {
+        let l = Limit {
+            scope: "d".into(),
+            key,
+            kind: LimitKind::Distinct { of, max: 2, window: Duration::from_secs(3600) },
+            ipv4_prefix: 32,
+            ipv6_prefix: 64,
+            offences: None,
+            route: "r".into(),
+            policy_name: "d".into(),
+        };
+        ThrottlePolicy { policy_header: None, limits: vec![l], cost: 1, on_failure: FailureMode::Local }
+    }
+
+    fn code(c: Checked) -> Option<Code> {
+        match c.verdict {
+            Verdict::Continue => None,
+            Verdict::Reject(r) => Some(r.code),
+        }
+    }
+
+    #[tokio::test]
+    async fn identities_per_ip_and_ips_per_identity_have_their_own_codes() {
+        let store = Store::Memory(Arc::new(MemoryStore::new(1000, StateMetrics::default())));
+        let headers = HeaderMap::new();
+        let ip: IpAddr = "203.0.113.9".parse().unwrap();
+        let p = policy(KeySpec::Ip, DistinctOf::Consumers);
+        let (a, b, c) = (id("a"), id("b"), id("c"));
+        for who in [&a, &b, &a] {
+            assert_eq!(code(p.check(&store, &Caller { ip, identity: Some(who), headers: &headers }).await), None);
+        }
+        let third = p.check(&store, &Caller { ip, identity: Some(&c), headers: &headers }).await;
+        assert_eq!(code(third), Some(Code::ThrottleDistinctIdentities));
+        assert_eq!(code(p.check(&store, &Caller { ip, identity: None, headers: &headers }).await), None, "anonymous");
+
+        let p = policy(KeySpec::Consumer, DistinctOf::Ips);
+        for last in [1, 2, 1] {
+            let ip = IpAddr::from([198, 51, 100, last]);
+            assert_eq!(code(p.check(&store, &Caller { ip, identity: Some(&a), headers: &headers }).await), None);
+        }
+        let ip = IpAddr::from([198, 51, 100, 3]);
+        assert_eq!(
+            code(p.check(&store, &Caller { ip, identity: Some(&a), headers: &headers }).await),
+            Some(Code::ThrottleDistinctIps)
+        );
     }
 }

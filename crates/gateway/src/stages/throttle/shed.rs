@@ -23,7 +23,14 @@ pub struct Gate {
 impl Gate {
     pub fn new(name: String, max_in_flight: usize, queue: usize, queue_timeout: Duration) -> Gate {
         let max_in_flight = max_in_flight.max(1);
-        Gate { name, max_in_flight, sem: Semaphore::new(max_in_flight), queued: AtomicUsize::new(0), queue, queue_timeout }
+        Gate {
+            name,
+            max_in_flight,
+            sem: Semaphore::new(max_in_flight),
+            queued: AtomicUsize::new(0),
+            queue,
+            queue_timeout,
+        }
     }
 
     fn overload(&self, why: &str) -> Rejection {
@@ -87,11 +94,10 @@ mod tests {
         drop(first);
         let again = g.enter().await.unwrap();
         // A queued request gets the place when it frees up.
-        let (a, b) = tokio::join!(g.enter(), async {
+        let (a, ()) = tokio::join!(g.enter(), async {
             tokio::time::sleep(Duration::from_millis(10)).await;
             drop(again);
         });
         assert!(a.is_ok());
-        let _ = b;
     }
 }
