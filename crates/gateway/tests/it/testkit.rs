@@ -452,14 +452,40 @@ pub struct TestRedis {
     pub port: u16,
     child: Option<std::process::Child>,
     dir: TempDir,
+    cluster: bool,
 }
 
 impl TestRedis {
     pub fn start() -> TestRedis {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut r = TestRedis { port, child: None, dir: TempDir::new() };
+        let mut r = TestRedis { port, child: None, dir: TempDir::new(), cluster: false };
         r.restart();
         r
+    }
+
+    /// A one-node Redis Cluster owning every slot: enough to prove the cluster client and hash-tagged keys.
+    pub fn start_cluster() -> TestRedis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut r = TestRedis { port, child: None, dir: TempDir::new(), cluster: true };
+        r.restart();
+        assert!(r.command("CLUSTER ADDSLOTSRANGE 0 16383").starts_with("+OK"));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !r.command("CLUSTER INFO").contains("cluster_state:ok") {
+            assert!(std::time::Instant::now() < deadline, "the test cluster did not become ready");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        r
+    }
+
+    /// Sends one inline command and returns what came back first.
+    pub fn command(&self, cmd: &str) -> String {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        s.write_all(format!("{cmd}\r\n").as_bytes()).unwrap();
+        let mut buf = vec![0u8; 8192];
+        let n = s.read(&mut buf).unwrap_or(0);
+        String::from_utf8_lossy(&buf[..n]).into_owned()
     }
 
     pub fn url(&self) -> String {
@@ -470,6 +496,7 @@ impl TestRedis {
     pub fn restart(&mut self) {
         let child = std::process::Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(if self.cluster { &["--cluster-enabled", "yes"][..] } else { &[][..] })
             .arg("--dir")
             .arg(self.dir.path())
             .stdout(std::process::Stdio::null())

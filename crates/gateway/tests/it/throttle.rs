@@ -359,3 +359,21 @@ async fn state_operations_behave_the_same_on_memory_and_redis() {
         assert!(!s.unblock(&bob).await.unwrap());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_and_blocks_work_on_a_redis_cluster() {
+    let redis = TestRedis::start_cluster();
+    let up = TestUpstream::start().await;
+    let routes = limited("/*", "{ key: ip, rate: 2/h, burst: 1, block: { after: 1, within: 1m, for: 1m } }", "");
+    let extra = format!("state: {{ redis_cluster: [\"{}\"], timeout: 500ms, on_failure: closed }}", redis.url());
+    let gw = TestGateway::start(&config(&one_upstream(&up.url()), &routes, &extra)).await;
+    wait_state_healthy(&gw).await;
+    let mut codes = Vec::new();
+    for _ in 0..4 {
+        let got = get(gw.addr(), "/x").await;
+        codes.push(if got.status == 200 { "ok".to_string() } else { got.code() });
+    }
+    assert_eq!(codes, ["ok", "ok", "throttle.rate_limited", "throttle.blocked"]);
+    assert!(redis.command("KEYS *").contains("rampart:blk:{ip:127.0.0.1/32}"), "hash-tagged keys");
+    gw.handle.shutdown().await;
+}
