@@ -159,7 +159,6 @@ impl RedisStore {
             let url = spec.urls.first().ok_or("no Redis URL")?;
             Client::Single(redis::Client::open(url.as_str()).map_err(|e| format!("invalid Redis URL: {e}"))?)
         };
-        metrics.redis_up.set(0);
         let inner = Arc::new(Inner {
             local: MemoryStore::new(spec.max_entries, metrics.clone()),
             spec,
