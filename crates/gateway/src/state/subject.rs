@@ -58,24 +58,43 @@ impl Subject {
     /// whole /64 and could otherwise rotate addresses inside it).
     pub fn ip(ip: IpAddr, v4: u8, v6: u8) -> Subject {
         let mut s = Subject::start("ip:");
-        let (masked, bits) = match ip {
+        match ip {
             IpAddr::V4(a) => {
+                // Written by hand: this runs on every request of a route limited by IP.
                 let bits = v4.min(32);
                 let mask = if bits == 0 { 0 } else { u32::MAX << (32 - bits) };
-                (IpAddr::from((u32::from(a) & mask).to_be_bytes()), bits)
+                let octets = (u32::from(a) & mask).to_be_bytes();
+                for (i, o) in octets.iter().enumerate() {
+                    if i > 0 {
+                        s.push(b".");
+                    }
+                    s.push_decimal(*o);
+                }
+                s.push(b"/");
+                s.push_decimal(bits);
             }
             IpAddr::V6(a) => {
                 let bits = v6.min(128);
                 let mask = if bits == 0 { 0 } else { u128::MAX << (128 - bits) };
-                (IpAddr::from((u128::from(a) & mask).to_be_bytes()), bits)
+                let masked = IpAddr::from((u128::from(a) & mask).to_be_bytes());
+                let mut tmp = [0u8; 48];
+                let mut cur = std::io::Cursor::new(&mut tmp[..]);
+                let _ = write!(cur, "{masked}/{bits}");
+                let n = cur.position() as usize;
+                s.push(&tmp[..n]);
             }
-        };
-        let mut tmp = [0u8; 48];
-        let mut cur = std::io::Cursor::new(&mut tmp[..]);
-        let _ = write!(cur, "{masked}/{bits}");
-        let n = cur.position() as usize;
-        s.push(&tmp[..n]);
+        }
         s
+    }
+
+    fn push_decimal(&mut self, v: u8) {
+        if v >= 100 {
+            self.push(&[b'0' + v / 100]);
+        }
+        if v >= 10 {
+            self.push(&[b'0' + (v / 10) % 10]);
+        }
+        self.push(&[b'0' + v % 10]);
     }
 
     pub fn consumer(name: &str) -> Subject {
@@ -154,6 +173,8 @@ mod tests {
     fn ip_subjects_are_masked_to_their_prefix() {
         assert_eq!(Subject::ip("203.0.113.77".parse().unwrap(), 32, 64).as_str(), "ip:203.0.113.77/32");
         assert_eq!(Subject::ip("203.0.113.77".parse().unwrap(), 24, 64).as_str(), "ip:203.0.113.0/24");
+        assert_eq!(Subject::ip("10.0.9.255".parse().unwrap(), 32, 64).as_str(), "ip:10.0.9.255/32");
+        assert_eq!(Subject::ip("10.0.9.255".parse().unwrap(), 8, 64).as_str(), "ip:10.0.0.0/8");
         let a = Subject::ip("2001:db8:1:2:aaaa::1".parse().unwrap(), 32, 64);
         let b = Subject::ip("2001:db8:1:2:ffff::9".parse().unwrap(), 32, 64);
         assert_eq!(a, b, "addresses inside one /64 are one client");
