@@ -377,3 +377,19 @@ async fn limits_and_blocks_work_on_a_redis_cluster() {
     assert!(redis.command("KEYS *").contains("rampart:blk:{ip:127.0.0.1/32}"), "hash-tagged keys");
     gw.handle.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_the_limit_state() {
+    let up = TestUpstream::start().await;
+    let routes = limited("/*", "{ key: ip, rate: 2/h, burst: 1 }", "");
+    let gw = TestGateway::start(&config(&one_upstream(&up.url()), &routes, "")).await;
+    assert_eq!(get(gw.addr(), "/a").await.status, 200);
+    assert_eq!(get(gw.addr(), "/a").await.status, 200);
+    // Same `state:`, another route added: the cells survive the reload.
+    let more = routes.clone() + "  - { path: /other, methods: [GET], upstream: app }\n";
+    std::fs::write(&gw.config, config(&one_upstream(&up.url()), &more, "")).unwrap();
+    gw.handle.reload().await.unwrap();
+    assert_eq!(get(gw.addr(), "/other").await.status, 200);
+    assert_eq!(get(gw.addr(), "/a").await.code(), "throttle.rate_limited", "a reload must not reset limits");
+    gw.handle.shutdown().await;
+}
