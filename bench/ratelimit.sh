@@ -24,7 +24,7 @@ RAMPART=${CARGO_TARGET_DIR:-$ROOT/target}/release/rampart
 
 WORK=$(mktemp -d)
 UP=18281 RED=18282 NOL=18283 MEM=18284 RDS=18285
-trap 'kill $(cat $WORK/*.pid 2>/dev/null) 2>/dev/null; $NGINX -p $WORK -c $WORK/nginx.conf -s stop 2>/dev/null; rm -rf $WORK' EXIT
+trap 'kill $(cat $WORK/*.pid 2>/dev/null) 2>/dev/null; redis-cli -p $RED shutdown nosave >/dev/null 2>&1; $NGINX -p $WORK -c $WORK/nginx.conf -s stop 2>/dev/null; rm -rf $WORK' EXIT
 
 cat > $WORK/nginx.conf <<CONF
 worker_processes 1;
