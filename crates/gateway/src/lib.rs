@@ -14,6 +14,7 @@ pub mod problem;
 pub mod proxy;
 pub mod server;
 pub mod stages;
+pub mod state;
 pub mod upstream;
 
 pub use config::{load_file, load_str, ConfigError, ConfigErrors};

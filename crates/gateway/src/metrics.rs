@@ -37,6 +37,16 @@ pub struct ReasonLabel {
     pub reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabel {
+    pub event: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModeLabel {
+    pub mode: &'static str,
+}
+
 /// All metrics of one gateway process.
 pub struct Metrics {
     registry: Mutex<Registry>,
@@ -47,6 +57,10 @@ pub struct Metrics {
     pub connections_open: Gauge,
     pub connections_refused: Family<ReasonLabel, Counter>,
     pub reloads: Family<ResultLabel, Counter>,
+    pub state_evictions: Family<ReasonLabel, Counter>,
+    pub state_redis_up: Gauge,
+    pub state_transitions: Family<EventLabel, Counter>,
+    pub state_fallbacks: Family<ModeLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -85,6 +99,30 @@ impl Metrics {
         );
         let reloads = Family::<ResultLabel, Counter>::default();
         registry.register("config_reloads", "Configuration reloads by result", reloads.clone());
+        let state_evictions = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "state_evictions",
+            "Entries dropped from the bounded in-memory state (idle: expired; lru: least recently used)",
+            state_evictions.clone(),
+        );
+        let state_redis_up = Gauge::default();
+        registry.register(
+            "state_redis_up",
+            "1 while the Redis limit state answers, 0 while failure modes apply",
+            state_redis_up.clone(),
+        );
+        let state_transitions = Family::<EventLabel, Counter>::default();
+        registry.register(
+            "state_transitions",
+            "Redis state backend going down (degraded) and back (recovered)",
+            state_transitions.clone(),
+        );
+        let state_fallbacks = Family::<ModeLabel, Counter>::default();
+        registry.register(
+            "state_fallbacks",
+            "Limit decisions made by a route's failure mode while Redis was unreachable",
+            state_fallbacks.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             requests,
@@ -94,6 +132,36 @@ impl Metrics {
             connections_open,
             connections_refused,
             reloads,
+            state_evictions,
+            state_redis_up,
+            state_transitions,
+            state_fallbacks,
+        }
+    }
+
+    /// The handles the state backends update.
+    pub fn state_metrics(&self) -> crate::state::StateMetrics {
+        // One statement per handle: a family's read guard lives to the end of its statement, and a second
+        // `get_or_create` in the same statement would wait on it forever.
+        let eviction = |reason: &'static str| self.state_evictions.get_or_create(&ReasonLabel { reason }).clone();
+        let transition = |event: &'static str| self.state_transitions.get_or_create(&EventLabel { event }).clone();
+        let fallback = |mode: &'static str| self.state_fallbacks.get_or_create(&ModeLabel { mode }).clone();
+        let evicted_idle = eviction("idle");
+        let evicted_lru = eviction("lru");
+        let degraded = transition("degraded");
+        let recovered = transition("recovered");
+        let fallback_local = fallback("local");
+        let fallback_open = fallback("open");
+        let fallback_closed = fallback("closed");
+        crate::state::StateMetrics {
+            evicted_idle,
+            evicted_lru,
+            redis_up: self.state_redis_up.clone(),
+            degraded,
+            recovered,
+            fallback_local,
+            fallback_open,
+            fallback_closed,
         }
     }
 

@@ -136,6 +136,20 @@ pub enum Code {
     RespondUninspected,
     /// A caller received more records than the route's exfiltration guard allows in its window.
     RespondExfiltration,
+    /// A rate limit of the route refused the request.
+    ThrottleRateLimited,
+    /// A quota (per hour, day or month) is used up.
+    ThrottleQuotaExceeded,
+    /// The caller is temporarily blocked as a repeat offender.
+    ThrottleBlocked,
+    /// Too many distinct identities from one IP (credential stuffing, account rotation).
+    ThrottleDistinctIdentities,
+    /// One identity from too many distinct IPs (shared or stolen credential, botnet).
+    ThrottleDistinctIps,
+    /// Load shedding: the route or upstream has its maximum in flight and the queue is full or too slow.
+    ThrottleOverload,
+    /// The shared limit state is unreachable and the route's `limits_on_failure` is `closed`.
+    ThrottleStateUnavailable,
 }
 
 impl Code {
@@ -167,6 +181,13 @@ impl Code {
             Code::RespondRedacted => "respond.redacted",
             Code::RespondUninspected => "respond.uninspected",
             Code::RespondExfiltration => "respond.exfiltration",
+            Code::ThrottleRateLimited => "throttle.rate_limited",
+            Code::ThrottleQuotaExceeded => "throttle.quota_exceeded",
+            Code::ThrottleBlocked => "throttle.blocked",
+            Code::ThrottleDistinctIdentities => "throttle.distinct_identities",
+            Code::ThrottleDistinctIps => "throttle.distinct_ips",
+            Code::ThrottleOverload => "throttle.overload",
+            Code::ThrottleStateUnavailable => "throttle.state_unavailable",
         }
     }
 
@@ -193,6 +214,12 @@ impl Code {
             Code::RespondRedacted => StatusCode::OK,
             Code::RespondUninspected => StatusCode::BAD_GATEWAY,
             Code::RespondExfiltration => StatusCode::TOO_MANY_REQUESTS,
+            Code::ThrottleRateLimited
+            | Code::ThrottleQuotaExceeded
+            | Code::ThrottleBlocked
+            | Code::ThrottleDistinctIdentities
+            | Code::ThrottleDistinctIps => StatusCode::TOO_MANY_REQUESTS,
+            Code::ThrottleOverload | Code::ThrottleStateUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -223,6 +250,12 @@ impl Code {
             Code::RespondRedacted | Code::RespondUninspected | Code::RespondExfiltration => {
                 Some(Owasp::Api3BrokenObjectPropertyLevelAuthorization)
             }
+            Code::ThrottleRateLimited
+            | Code::ThrottleQuotaExceeded
+            | Code::ThrottleBlocked
+            | Code::ThrottleOverload => Some(Owasp::Api4UnrestrictedResourceConsumption),
+            Code::ThrottleDistinctIdentities | Code::ThrottleDistinctIps => Some(Owasp::Api2BrokenAuthentication),
+            Code::ThrottleStateUnavailable => None,
         }
     }
 
@@ -253,6 +286,13 @@ impl Code {
             | Code::RespondRedacted
             | Code::RespondUninspected
             | Code::RespondExfiltration => StageName::Respond,
+            Code::ThrottleRateLimited
+            | Code::ThrottleQuotaExceeded
+            | Code::ThrottleBlocked
+            | Code::ThrottleDistinctIdentities
+            | Code::ThrottleDistinctIps
+            | Code::ThrottleOverload
+            | Code::ThrottleStateUnavailable => StageName::Throttle,
         }
     }
 
@@ -330,6 +370,13 @@ impl Code {
         Code::RespondRedacted,
         Code::RespondUninspected,
         Code::RespondExfiltration,
+        Code::ThrottleRateLimited,
+        Code::ThrottleQuotaExceeded,
+        Code::ThrottleBlocked,
+        Code::ThrottleDistinctIdentities,
+        Code::ThrottleDistinctIps,
+        Code::ThrottleOverload,
+        Code::ThrottleStateUnavailable,
     ];
 }
 

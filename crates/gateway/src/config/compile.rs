@@ -85,6 +85,10 @@ pub struct Route {
     pub openapi: Option<Arc<crate::openapi::OpenApi>>,
     /// Response-body rules (redaction, exfiltration guard), or `None` where bodies always stream.
     pub response_body: Option<Arc<crate::stages::respond::body::BodyPolicy>>,
+    /// Rate limits, quotas and distinct-value limits; `None` when the route has none.
+    pub throttle: Option<Arc<crate::stages::throttle::ThrottlePolicy>>,
+    /// Load shedding for the route.
+    pub shed: Option<Arc<crate::stages::throttle::shed::Gate>>,
 }
 
 /// A compiled listener.
@@ -136,6 +140,21 @@ pub struct Runtime {
     pub respond: crate::stages::respond::RespondPolicy,
     /// The identify stage's verifiers and identity-header policy.
     pub identity: crate::stages::identify::Identifier,
+    /// The limit state backend; kept across reloads while `state:` is unchanged.
+    pub state: crate::state::Store,
+    pub state_spec: crate::state::StateSpec,
+    /// Load shedding per upstream, indexed like `upstreams`.
+    pub upstream_gates: Vec<Option<Arc<crate::stages::throttle::shed::Gate>>>,
+}
+
+impl Runtime {
+    /// Keeps the running state backend (its cells, blocks and Redis connection) when a reload leaves `state:`
+    /// as it was.
+    pub fn adopt_state(&mut self, current: &Runtime) {
+        if self.state_spec == current.state_spec {
+            self.state = current.state.clone();
+        }
+    }
 }
 
 pub(super) struct Errs<'a> {
@@ -343,16 +362,23 @@ pub fn compile(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Runtime, ConfigErrors> {
         ip_deny: nets(&mut errs, &lim.ip_deny, "denied network"),
     };
     let trusted = TrustedProxies::new(nets(&mut errs, &raw.trusted_proxies, "trusted proxy"));
+    let (state_spec, default_on_failure) = super::compile_throttle::state(ctx.file, raw.state.as_ref(), &mut errs.list);
 
     // Upstreams.
     let mut upstream_index = HashMap::new();
     let mut upstreams = Vec::new();
     let mut upstream_tls = Vec::new();
+    let mut upstream_gates = Vec::new();
     for (name, u) in &raw.upstreams {
         if let Some((up, tls)) = compile_upstream(&mut errs, base, name, u, workers, &mut watch_files) {
             upstream_index.insert(name.clone(), upstreams.len());
             upstreams.push(Arc::new(up));
             upstream_tls.push(tls);
+            upstream_gates.push(
+                u.load_shedding.as_ref().and_then(|s| {
+                    super::compile_throttle::gate(ctx.file, format!("upstream {name}"), s, &mut errs.list)
+                }),
+            );
         }
     }
 
@@ -450,11 +476,25 @@ pub fn compile(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Runtime, ConfigErrors> {
         let openapi =
             r.openapi.as_ref().and_then(|o| compile_openapi(&mut errs, base, o, &mut specs, &mut watch_files));
         let response_body = compile_body_policy(&mut errs, &global_redact, r, &record_counter);
+        let throttle = super::compile_throttle::route_policy(
+            ctx.file,
+            &id,
+            &r.limits,
+            r.cost.as_ref(),
+            r.limits_on_failure.unwrap_or(default_on_failure),
+            &mut errs.list,
+        );
+        let shed = r
+            .load_shedding
+            .as_ref()
+            .and_then(|s| super::compile_throttle::gate(ctx.file, format!("route {id}"), s, &mut errs.list));
         routes.push(Route {
             identify,
             authorize,
             openapi,
             response_body,
+            throttle,
+            shed,
             cors,
             inspect: route_inspect,
             counters: ctx.metrics.route_counters(&id),
@@ -492,7 +532,15 @@ pub fn compile(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Runtime, ConfigErrors> {
     if !errs.list.is_empty() {
         return Err(ConfigErrors(errs.list));
     }
+    let state = crate::state::Store::build(&state_spec, ctx.metrics.state_metrics()).map_err(|e| {
+        let hint = Some("check `state:`; a Redis URL looks like `redis://10.0.0.5:6379`");
+        let (line, col) = raw.state.as_ref().map_or((1, 1), |s| (s.referenced.line(), s.referenced.column()));
+        ConfigErrors(vec![ConfigError::at(ctx.file, line, col, e, hint)])
+    })?;
     Ok(Runtime {
+        state,
+        state_spec,
+        upstream_gates,
         source: ctx.source.clone(),
         watch_files,
         listeners,

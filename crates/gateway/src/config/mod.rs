@@ -3,9 +3,11 @@
 //! `file:line:column: message` with a hint, all at once, so one `rampart validate` run shows everything to fix.
 
 pub mod compile;
+pub mod compile_throttle;
 pub mod env;
 pub mod identity;
 pub mod raw;
+pub mod raw_throttle;
 
 pub use compile::{AdminSpec, ConnLimits, ListenerSpec, Modes, Route, Runtime};
 

@@ -38,6 +38,9 @@ pub struct RawConfig {
     /// Who callers are: API keys, JWT issuers, mTLS mappings, identity headers.
     #[serde(default)]
     pub identity: super::identity::RawIdentity,
+    /// Where limit state lives: `memory` (default), a `redis://` URL, or `{ redis: URL, on_failure, timeout, replicas }`.
+    #[serde(default)]
+    pub state: Option<Spanned<super::raw_throttle::RawState>>,
 }
 
 fn yes() -> bool {
@@ -206,6 +209,9 @@ pub struct RawUpstream {
     pub preserve_host: bool,
     #[serde(default)]
     pub pool: RawPool,
+    /// Most requests in flight to this upstream, with a short queue.
+    #[serde(default)]
+    pub load_shedding: Option<super::raw_throttle::RawShed>,
 }
 
 fn d_retries() -> u32 {
@@ -412,6 +418,18 @@ pub struct RawRoute {
     /// Bulk exfiltration guard: JSON records returned per caller per window.
     #[serde(default)]
     pub exfiltration: Option<RawExfiltration>,
+    /// Rate limits, quotas and distinct-value limits, checked in order.
+    #[serde(default)]
+    pub limits: Vec<super::raw_throttle::RawLimit>,
+    /// Units of every limit one request of this route consumes (default 1).
+    #[serde(default)]
+    pub cost: Option<Spanned<u32>>,
+    /// Overrides `state.on_failure` for this route's limits.
+    #[serde(default)]
+    pub limits_on_failure: Option<crate::state::FailureMode>,
+    /// Most requests in flight on this route, with a short queue.
+    #[serde(default)]
+    pub load_shedding: Option<super::raw_throttle::RawShed>,
 }
 
 /// A route's OpenAPI document and how it is applied.

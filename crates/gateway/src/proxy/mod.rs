@@ -19,6 +19,7 @@ use crate::stages::inspect::BodyKind;
 use crate::stages::normalize::normalize;
 use crate::stages::record::{security_event, AccessLog, Outcome, RequestRecord};
 use crate::stages::route::RouteMatch;
+use crate::stages::throttle::{shed, Caller, RATELIMIT, RATELIMIT_POLICY};
 use crate::upstream::circuit::{Admission, Transition};
 use crate::upstream::Upstream;
 use arc_swap::ArcSwap;
@@ -255,6 +256,17 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
     }
     let authz_body = identity.as_deref().filter(|_| route.authorize.needs_body());
 
+    // throttle
+    let mut ratelimit: Option<(HeaderValue, HeaderValue)> = None;
+    if let Some(policy) = &route.throttle {
+        let caller = Caller { ip: client_ip, identity: identity.as_deref(), headers: &parts.headers };
+        let checked = policy.check(&rt.state, &caller).await;
+        ratelimit = policy.policy_header.clone().zip(checked.ratelimit);
+        if let Some(rej) = exit.verdict(route.modes.get(StageName::Throttle), checked.verdict, &mut rec) {
+            return exit.reject(rej, rec);
+        }
+    }
+
     // admit, route-level: body size
     let mut body_limit = route.max_body_bytes;
     let body_verdict = admit::check_body(&parts, body.size_hint().lower(), route.max_body_bytes);
@@ -335,6 +347,13 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
             buffered = Some(bytes);
         }
     }
+
+    // load shedding: places held until the response head goes back
+    let upstream_gate = rt.upstream_gates.get(route.upstream).and_then(|g| g.as_deref());
+    let _places = match shed::enter(route.shed.as_deref(), upstream_gate).await {
+        Ok(p) => p,
+        Err(rej) => return exit.reject(rej, rec),
+    };
 
     // forward
     let upstream = &rt.upstreams[route.upstream];
@@ -428,7 +447,12 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
                     schema,
                     head: parts.method == Method::HEAD,
                 };
-                return respond(&exit, resp, rec, client_upgrade, upstream, ctx).await;
+                let mut resp = respond(&exit, resp, rec, client_upgrade, upstream, ctx).await;
+                if let Some((policy, current)) = ratelimit {
+                    resp.headers_mut().insert(RATELIMIT_POLICY, policy);
+                    resp.headers_mut().insert(RATELIMIT, current);
+                }
+                return resp;
             }
             Ok(Err(failed)) => failed,
             Err(_) => {

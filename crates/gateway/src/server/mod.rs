@@ -340,7 +340,8 @@ impl Inner {
     /// Returns whether the set of watched files changed.
     fn reload_inner(&self) -> Result<bool, ReloadError> {
         let current = self.shared.runtime.load_full();
-        let next = config::load(&current.source, &self.shared.metrics)?;
+        let mut next = config::load(&current.source, &self.shared.metrics)?;
+        next.adopt_state(&current);
         let addrs: Vec<SocketAddr> = next.listeners.iter().map(|l| l.addr).collect();
         if addrs != self.configured {
             return Err(ReloadError::ListenersChanged(format!("{:?} → {:?}", self.configured, addrs)));

@@ -10,3 +10,4 @@ pub mod normalize;
 pub mod record;
 pub mod respond;
 pub mod route;
+pub mod throttle;

@@ -11,6 +11,7 @@ mod reload;
 mod respond;
 mod routing;
 mod testkit;
+mod throttle;
 mod tls;
 mod upstream_failures;
 

@@ -790,3 +790,137 @@ pub fn example(name: &str, vars: &[(&str, String)]) -> String {
     let lookup = |v: &str| vars.iter().find(|(k, _)| *k == v).map(|(_, x)| x.clone());
     gateway::config::env::substitute(name, &text, &lookup).unwrap()
 }
+
+/// A real `redis-server` on a free loopback port, without persistence, killed when dropped.
+pub struct TestRedis {
+    pub port: u16,
+    child: Option<std::process::Child>,
+    dir: TempDir,
+    cluster: bool,
+}
+
+impl TestRedis {
+    pub fn start() -> TestRedis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut r = TestRedis { port, child: None, dir: TempDir::new(), cluster: false };
+        r.restart();
+        r
+    }
+
+    /// A one-node Redis Cluster owning every slot: enough to prove the cluster client and hash-tagged keys.
+    pub fn start_cluster() -> TestRedis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut r = TestRedis { port, child: None, dir: TempDir::new(), cluster: true };
+        r.restart();
+        assert!(r.command("CLUSTER ADDSLOTSRANGE 0 16383").starts_with("+OK"));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !r.command("CLUSTER INFO").contains("cluster_state:ok") {
+            assert!(std::time::Instant::now() < deadline, "the test cluster did not become ready");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        r
+    }
+
+    /// Sends one inline command and returns what came back first.
+    pub fn command(&self, cmd: &str) -> String {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        s.write_all(format!("{cmd}\r\n").as_bytes()).unwrap();
+        let mut buf = vec![0u8; 8192];
+        let n = s.read(&mut buf).unwrap_or(0);
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts (again) on the same port and waits until it answers PING.
+    pub fn restart(&mut self) {
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(if self.cluster { &["--cluster-enabled", "yes"][..] } else { &[][..] })
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot run redis-server ({e}): install it with `apt-get install -y redis-server` (.ci/run does)"
+                )
+            });
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
+                use std::io::{Read, Write};
+                let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+                let mut buf = [0u8; 7];
+                if s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n" {
+                    return;
+                }
+            }
+            assert!(std::time::Instant::now() < deadline, "redis-server on port {} did not come up", self.port);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills the server (SIGKILL) and waits for it to be gone.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Freezes (SIGSTOP) or thaws (SIGCONT) the server: connections stay open but nothing answers.
+    pub fn signal(&self, sig: &str) {
+        if let Some(c) = &self.child {
+            let _ = std::process::Command::new("kill").args([sig, &c.id().to_string()]).status();
+        }
+    }
+}
+
+impl Drop for TestRedis {
+    fn drop(&mut self) {
+        self.signal("-CONT");
+        self.kill();
+    }
+}
+
+/// Waits until the gateway's state backend answers (Redis connected), or panics after 10 s.
+pub async fn wait_state_healthy(gw: &TestGateway) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !gw.handle.runtime().state.healthy() {
+        assert!(std::time::Instant::now() < deadline, "state backend did not become healthy");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// One HTTP/1.1 keep-alive connection for many requests (load tests).
+pub struct Conn {
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+}
+
+impl Conn {
+    pub async fn open(addr: SocketAddr) -> Conn {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Conn { sender }
+    }
+
+    pub async fn get(&mut self, path: &str, headers: &[(&str, &str)]) -> Got {
+        let mut b = Request::get(path).header("host", "localhost");
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        self.sender.ready().await.unwrap();
+        let resp = self.sender.send_request(b.body(Full::new(Bytes::new())).unwrap()).await.unwrap();
+        read(resp).await
+    }
+}
