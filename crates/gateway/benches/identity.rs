@@ -1,5 +1,6 @@
 //! Cost of identifying a request: JWT verification with a cached key (RS256, ES256, EdDSA) — header read,
-//! signature, claims, identity built — and API-key lookup (hash, map, constant-time confirm) among 10 000 keys.
+//! signature, claims, identity built — API-key lookup (hash, map, constant-time confirm) among 10 000 keys, and
+//! an introspected token answered from the cache (hash, shard lookup, expiry check).
 //!
 //!     cargo bench -p rampart-gateway --bench identity
 
@@ -164,4 +165,71 @@ fn raw_es256_verify(bencher: divan::Bencher, how: &str) {
             UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &point).verify(divan::black_box(msg), &sig).is_ok()
         });
     }
+}
+
+/// An introspector whose cache already holds `active` and `inactive` answers, filled through a real
+/// introspection call to a one-shot local endpoint (the hit path is then measured without I/O).
+fn introspector() -> gateway::stages::identify::introspect::Introspector {
+    use gateway::stages::identify::introspect::{answer::Rules, Introspector, Settings, Timing};
+    use std::io::{Read, Write};
+    use std::time::Duration;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let mut s = stream.unwrap();
+            let mut req = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !String::from_utf8_lossy(&req).contains("token_type_hint") {
+                let n = s.read(&mut buf).unwrap();
+                req.extend_from_slice(&buf[..n]);
+            }
+            let body = if String::from_utf8_lossy(&req).contains("token=2YotnFZFEjr1zCsicMWpAA") {
+                serde_json::json!({ "active": true, "sub": "alice", "scope": "read write", "aud": "orders-api",
+                    "exp": now() + 3600 })
+                .to_string()
+            } else {
+                r#"{"active":false}"#.to_string()
+            };
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    let settings = Settings {
+        endpoint: format!("http://{addr}/introspect").parse().unwrap(),
+        client_id: "bench".into(),
+        client_secret: "secret".into(),
+        rules: Rules {
+            issuer: None,
+            audience: vec!["orders-api".into()],
+            required_claims: vec![],
+            roles_claim: vec!["roles".into()],
+            leeway: 30,
+        },
+        timing: Timing {
+            timeout: Duration::from_secs(2),
+            max_ttl: Duration::from_secs(600),
+            inactive_ttl: Duration::from_secs(600),
+            min_interval: Duration::from_secs(1),
+            cache_max: 10_000,
+        },
+    };
+    let tls = gateway::upstream::client_tls(None, None, false).unwrap();
+    let intro = Introspector::new(settings, tls).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        assert!(intro.verify_token("2YotnFZFEjr1zCsicMWpAA").await.is_ok());
+        assert!(intro.verify_token("revoked-8xKq2mZ0").await.is_err());
+    });
+    intro
+}
+
+#[divan::bench(args = ["active", "inactive"])]
+fn introspection_cached(bencher: divan::Bencher, answer: &str) {
+    let intro = introspector();
+    let token = if answer == "active" { "2YotnFZFEjr1zCsicMWpAA" } else { "revoked-8xKq2mZ0" };
+    bencher.bench_local(|| ready(intro.verify_token(divan::black_box(token))).is_ok());
 }

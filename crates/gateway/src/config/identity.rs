@@ -6,6 +6,8 @@ use super::raw::{Dur, RawRoute};
 use crate::stages::authorize::{AuthzPolicy, MassAssignmentRule, OwnerRule, OwnerSource, ScopeRule};
 use crate::stages::identify::api_key::ApiKeys;
 use crate::stages::identify::forward::{IdentityHeaders, NamePattern};
+use crate::stages::identify::introspect::answer::Rules;
+use crate::stages::identify::introspect::{Introspector, Settings, Timing};
 use crate::stages::identify::jwks::{KeySet, RemoteJwks, RemotePolicy};
 use crate::stages::identify::jwt::{JwtIssuer, JwtVerifier, KeySource, MIN_HMAC_SECRET_BYTES};
 use crate::stages::identify::mtls::{CertMatch, MtlsMap};
@@ -158,6 +160,9 @@ pub struct RawIdentity {
     pub jwt: Option<OneOrMany<RawJwtIssuer>>,
     #[serde(default)]
     pub mtls: Vec<RawMtlsEntry>,
+    /// OAuth2 token introspection (RFC 7662) for opaque bearer tokens.
+    #[serde(default)]
+    pub introspection: Option<Spanned<RawIntrospection>>,
     /// Client-supplied identity headers removed before forwarding (`*` suffix = prefix); replaces the default.
     #[serde(default)]
     pub strip_headers: Option<Vec<Spanned<String>>>,
@@ -206,6 +211,46 @@ pub struct RawJwtIssuer {
     pub min_refetch: Option<Dur>,
     #[serde(default)]
     pub fetch_timeout: Option<Dur>,
+}
+
+/// `introspection: { url: …, client_id_env: …, client_secret_env: …, audience: …, … }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIntrospection {
+    /// The provider's introspection endpoint (https, or http on loopback).
+    pub url: Spanned<String>,
+    /// Environment variables holding the gateway's client credentials (sent with HTTP Basic).
+    pub client_id_env: Spanned<String>,
+    pub client_secret_env: Spanned<String>,
+    /// CA bundle for the endpoint's certificate (default: system roots).
+    #[serde(default)]
+    pub ca: Option<Spanned<String>>,
+    /// Expected `iss`, checked when an answer carries one.
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// Accepted audiences, checked when an answer carries `aud`.
+    #[serde(default)]
+    pub audience: Option<OneOrMany<String>>,
+    #[serde(default)]
+    pub required_claims: Vec<String>,
+    #[serde(default)]
+    pub roles_claim: Option<String>,
+    #[serde(default)]
+    pub leeway: Option<Dur>,
+    /// Most tokens cached.
+    #[serde(default)]
+    pub cache_max: Option<Spanned<usize>>,
+    /// Longest an active answer is trusted (capped further by its `exp`).
+    #[serde(default)]
+    pub max_ttl: Option<Dur>,
+    /// How long a refusal (inactive token …) is remembered.
+    #[serde(default)]
+    pub inactive_ttl: Option<Dur>,
+    #[serde(default)]
+    pub timeout: Option<Dur>,
+    /// After a failed call, how long cache misses fail closed without asking the provider.
+    #[serde(default)]
+    pub min_interval: Option<Dur>,
 }
 
 /// One certificate → consumer mapping: exactly one of `sha256`, `san`, `subject`.
@@ -332,6 +377,9 @@ pub(super) fn compile_identity(
         }
         identifier.mtls = Some(map);
     }
+    if let Some(i) = &raw.introspection {
+        identifier.introspection = compile_introspection(errs, base, i, watch);
+    }
     let mut headers = IdentityHeaders::default();
     if let Some(list) = &raw.strip_headers {
         headers.strip = list
@@ -383,6 +431,106 @@ fn is_loopback_host(uri: &http::Uri) -> bool {
         }
         None => false,
     }
+}
+
+fn env_credential(errs: &mut Errs<'_>, var: &Spanned<String>) -> Option<String> {
+    match std::env::var(var.value.trim()) {
+        Ok(v) if !v.is_empty() => Some(v),
+        _ => {
+            errs.at(
+                var,
+                format!("environment variable `{}` is not set", var.value.trim()),
+                Some("export the gateway's client credentials before starting rampart"),
+            );
+            None
+        }
+    }
+}
+
+fn compile_introspection(
+    errs: &mut Errs<'_>,
+    base: &Path,
+    spanned: &Spanned<RawIntrospection>,
+    watch: &mut Vec<PathBuf>,
+) -> Option<Arc<Introspector>> {
+    let i = &spanned.value;
+    let before = errs.list.len();
+    let text = i.url.value.trim();
+    let endpoint = match text.parse::<http::Uri>() {
+        Ok(uri)
+            if uri.scheme_str() == Some("https") || (uri.scheme_str() == Some("http") && is_loopback_host(&uri)) =>
+        {
+            Some(uri)
+        }
+        Ok(uri) if uri.scheme_str() == Some("http") => {
+            errs.at(
+                &i.url,
+                "an introspection URL must be https (plain http only on loopback)",
+                Some("the gateway's client secret and every token would cross the network in clear"),
+            );
+            None
+        }
+        _ => {
+            errs.at(
+                &i.url,
+                format!("invalid introspection URL `{text}`"),
+                Some("e.g. https://id.example.com/oauth2/introspect"),
+            );
+            None
+        }
+    };
+    let client_id = env_credential(errs, &i.client_id_env);
+    let client_secret = env_credential(errs, &i.client_secret_env);
+    let cache_max = i.cache_max.as_ref().map_or(10_000, |c| c.value);
+    if let Some(c) = &i.cache_max {
+        if c.value == 0 {
+            errs.at(c, "cache_max must be at least 1", Some("the default is 10000"));
+        }
+    }
+    let ca = i.ca.as_ref().map(|c| resolve(base, c.value.trim()));
+    watch.extend(ca.clone());
+    let tls = match crate::upstream::client_tls(ca.as_deref(), None, true) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            errs.at(i.ca.as_ref().unwrap_or(&i.url), format!("introspection TLS: {e}"), None);
+            None
+        }
+    };
+    let audience: Vec<String> = i
+        .audience
+        .as_ref()
+        .map(|a| a.as_slice().iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+        .unwrap_or_default();
+    let timing = Timing {
+        timeout: i.timeout.map_or(Duration::from_secs(2), |d| d.0),
+        max_ttl: i.max_ttl.map_or(Duration::from_secs(300), |d| d.0),
+        inactive_ttl: i.inactive_ttl.map_or(Duration::from_secs(30), |d| d.0),
+        min_interval: i.min_interval.map_or(Duration::from_secs(1), |d| d.0),
+        cache_max,
+    };
+    if timing.timeout.is_zero() {
+        errs.at(spanned, "introspection timeout must be above zero", Some("e.g. `timeout: 2s`"));
+    }
+    let (Some(endpoint), Some(client_id), Some(client_secret), Some(tls)) = (endpoint, client_id, client_secret, tls)
+    else {
+        return None;
+    };
+    if errs.list.len() > before {
+        return None;
+    }
+    let rules = Rules {
+        issuer: i.issuer.as_ref().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()),
+        audience,
+        required_claims: i.required_claims.clone(),
+        roles_claim: i.roles_claim.as_deref().unwrap_or("roles").split('.').map(str::to_string).collect(),
+        leeway: i.leeway.map_or(30, |d| d.0.as_secs()),
+    };
+    let settings = Settings { endpoint, client_id, client_secret, rules, timing };
+    let shared = Introspector::shared(settings, tls);
+    if shared.is_none() {
+        errs.at(&i.client_id_env, "the client credentials cannot be sent in an HTTP header", None);
+    }
+    shared
 }
 
 fn compile_issuer(errs: &mut Errs<'_>, base: &Path, i: &RawJwtIssuer, watch: &mut Vec<PathBuf>) -> Option<JwtIssuer> {
@@ -586,19 +734,21 @@ pub(super) fn compile_route(
                         None => errs.at(
                             m,
                             format!("unknown auth method `{}`", m.value),
-                            Some("use api_key, jwt or mtls, or `auth: none`"),
+                            Some("use api_key, jwt, introspection or mtls, or `auth: none`"),
                         ),
                         Some(method) => {
                             let configured = match method {
                                 AuthMethod::ApiKey => identifier.api_keys.is_some(),
                                 AuthMethod::Jwt => identifier.jwt.as_ref().is_some_and(|j| !j.issuers.is_empty()),
                                 AuthMethod::Mtls => identifier.mtls.is_some(),
-                                AuthMethod::Introspection | AuthMethod::Signature => false,
+                                AuthMethod::Introspection => identifier.introspection.is_some(),
+                                AuthMethod::Signature => false,
                             };
                             if !configured {
                                 errs.at(m, format!("`{}` is not configured", m.value), Some(match method {
                                     AuthMethod::ApiKey => "add `identity: { api_keys: { file: keys.yaml } }`",
                                     AuthMethod::Jwt => "add `identity: { jwt: { issuer: …, audience: …, jwks: …, algorithms: [RS256] } }`",
+                                    AuthMethod::Introspection => "add `identity: { introspection: { url: …, client_id_env: …, client_secret_env: … } }`",
                                     _ => "add `identity: { mtls: [{ san: \"DNS:client.example\", consumer: name }] }`",
                                 }));
                             } else if method == AuthMethod::Mtls && !mtls_listener {

@@ -1,9 +1,11 @@
 //! Integration tests: real listeners on 127.0.0.1, a real upstream, real TLS.
 
 mod admit;
+mod authenticated_responses;
 mod cors;
 mod identity;
 mod inspect;
+mod introspection;
 mod openapi;
 mod proxying;
 mod redact;

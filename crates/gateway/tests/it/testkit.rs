@@ -47,7 +47,7 @@ impl Drop for TempDir {
     }
 }
 
-/// A real upstream. Endpoints: `/echo…` (JSON of what it got), `/slow?ms=N`, `/stream?chunks=N&ms=M`,
+/// A real upstream. Endpoints: `/echo…` (JSON of what it got), `…/cacheable` (`Cache-Control: public`), `/slow?ms=N`, `/stream?chunks=N&ms=M`,
 /// `/status/NNN`, `/ws` (WebSocket-style upgrade that echoes bytes), anything else `200 upstream:<path>`.
 pub struct TestUpstream {
     pub addr: SocketAddr,
@@ -105,6 +105,12 @@ async fn upstream_handle(
         *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
         r.headers_mut().insert("upgrade", "websocket".parse().unwrap());
         r.headers_mut().insert("connection", "upgrade".parse().unwrap());
+        return Ok(r);
+    }
+    if path.ends_with("/cacheable") {
+        let mut r = Response::new(full("shared and cacheable"));
+        r.headers_mut().insert("cache-control", "public, max-age=600".parse().unwrap());
+        r.headers_mut().insert("etag", "\"c1\"".parse().unwrap());
         return Ok(r);
     }
     if path.starts_with("/slow") {
@@ -922,5 +928,176 @@ impl Conn {
         self.sender.ready().await.unwrap();
         let resp = self.sender.send_request(b.body(Full::new(Bytes::new())).unwrap()).await.unwrap();
         read(resp).await
+    }
+}
+
+/// Percent-decoding of one `application/x-www-form-urlencoded` value.
+pub fn form_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => {
+                out.push(u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16).unwrap_or(b'?'));
+                i += 2;
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let s = s.trim_end_matches('=');
+    let mut out = Vec::new();
+    let mut acc = 0u32;
+    let mut bits = 0;
+    for c in s.bytes() {
+        acc = (acc << 6) | A.iter().position(|x| *x == c)? as u32;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    Some(out)
+}
+
+/// The client credentials an [`IntrospectionServer`] accepts (the secret has characters that must be
+/// form-encoded before Basic, RFC 6749 §2.3.1).
+pub const INTROSPECT_CLIENT_ID: &str = "rampart-gw";
+pub const INTROSPECT_CLIENT_SECRET: &str = "s3cret:with+odd chars";
+
+/// A real OAuth2 introspection endpoint (RFC 7662) at any path: checks the HTTP Basic client credentials (401
+/// otherwise, counted in `bad_auth`), the form body (`token`, `token_type_hint=access_token`; 400 otherwise),
+/// and answers from `answers` (unknown tokens: `{"active": false}`). It can fail on demand (`status` other
+/// than 200, `malformed` bodies), hold every answer until `release` (to pile requests up), and counts calls.
+pub struct IntrospectionServer {
+    pub addr: SocketAddr,
+    pub answers: Arc<std::sync::Mutex<std::collections::HashMap<String, serde_json::Value>>>,
+    pub hits: Arc<AtomicUsize>,
+    pub bad_auth: Arc<AtomicUsize>,
+    pub status: Arc<std::sync::atomic::AtomicU16>,
+    pub malformed: Arc<std::sync::atomic::AtomicBool>,
+    held: Arc<tokio::sync::watch::Sender<bool>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for IntrospectionServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[derive(Clone)]
+struct IdpState {
+    answers: Arc<std::sync::Mutex<std::collections::HashMap<String, serde_json::Value>>>,
+    hits: Arc<AtomicUsize>,
+    bad_auth: Arc<AtomicUsize>,
+    status: Arc<std::sync::atomic::AtomicU16>,
+    malformed: Arc<std::sync::atomic::AtomicBool>,
+    held: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+async fn introspection_handle(req: Request<Incoming>, st: IdpState) -> Result<Response<UpBody>, Infallible> {
+    st.hits.fetch_add(1, Ordering::SeqCst);
+    let reply = |status: u16, body: String| {
+        let mut r = Response::new(full(body));
+        *r.status_mut() = StatusCode::from_u16(status).unwrap();
+        r.headers_mut().insert("content-type", "application/json".parse().unwrap());
+        Ok(r)
+    };
+    let basic = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(base64_decode)
+        .map(|b| String::from_utf8_lossy(&b).into_owned());
+    let authed = basic.as_deref().and_then(|b| b.split_once(':')).is_some_and(|(id, secret)| {
+        form_decode(id) == INTROSPECT_CLIENT_ID && form_decode(secret) == INTROSPECT_CLIENT_SECRET
+    });
+    let form = req.headers().get("content-type").is_some_and(|v| v == "application/x-www-form-urlencoded");
+    let post = req.method() == http::Method::POST;
+    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    if !authed {
+        st.bad_auth.fetch_add(1, Ordering::SeqCst);
+        return reply(401, r#"{"error":"invalid_client"}"#.into());
+    }
+    let fields: Vec<(String, String)> = String::from_utf8_lossy(&body)
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (form_decode(k), form_decode(v)))
+        .collect();
+    let field = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let (Some(token), Some("access_token")) = (field("token"), field("token_type_hint").as_deref()) else {
+        return reply(400, r#"{"error":"invalid_request"}"#.into());
+    };
+    if !post || !form {
+        return reply(400, r#"{"error":"invalid_request"}"#.into());
+    }
+    let _ = st.held.subscribe().wait_for(|held| !*held).await;
+    let status = st.status.load(Ordering::SeqCst);
+    if status != 200 {
+        return reply(status, r#"{"error":"server_error"}"#.into());
+    }
+    if st.malformed.load(Ordering::SeqCst) {
+        return reply(200, "<html>maintenance</html>".into());
+    }
+    let answer = st.answers.lock().unwrap().get(&token).cloned().unwrap_or(serde_json::json!({ "active": false }));
+    reply(200, answer.to_string())
+}
+
+impl IntrospectionServer {
+    pub async fn start() -> IntrospectionServer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let st = IdpState {
+            answers: Default::default(),
+            hits: Default::default(),
+            bad_auth: Default::default(),
+            status: Arc::new(std::sync::atomic::AtomicU16::new(200)),
+            malformed: Default::default(),
+            held: Arc::new(tokio::sync::watch::channel(false).0),
+        };
+        let s2 = st.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((s, _)) = listener.accept().await else { continue };
+                let st = s2.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| introspection_handle(req, st.clone()));
+                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(s), svc).await;
+                });
+            }
+        });
+        let IdpState { answers, hits, bad_auth, status, malformed, held } = st;
+        IntrospectionServer { addr, answers, hits, bad_auth, status, malformed, held, task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/oauth2/introspect", self.addr)
+    }
+
+    /// Makes `token` answer `answer`.
+    pub fn answer(&self, token: &str, answer: serde_json::Value) {
+        self.answers.lock().unwrap().insert(token.to_string(), answer);
+    }
+
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+
+    /// Holds every answer until [`release`](Self::release).
+    pub fn hold(&self) {
+        self.held.send_replace(true);
+    }
+
+    pub fn release(&self) {
+        self.held.send_replace(false);
     }
 }

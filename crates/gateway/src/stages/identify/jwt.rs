@@ -277,10 +277,25 @@ fn truncate(s: &str) -> String {
     s.chars().take(80).flat_map(char::escape_default).collect()
 }
 
-fn bearer(parts: &Parts) -> Option<&str> {
+/// The bearer token of the request's `Authorization` header, if it has one.
+pub(super) fn bearer(parts: &Parts) -> Option<&str> {
     let v = parts.headers.get(AUTHORIZATION)?.to_str().ok()?;
     let (scheme, rest) = v.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+}
+
+/// Whether a bearer token has a JWT's shape: three segments whose first is base64url JSON with an `alg`. Used
+/// to send tokens to `jwt` or `introspection` on routes that accept both; a token of the wrong shape for its
+/// verifier is refused there.
+pub(super) fn looks_like_jwt(token: &str) -> bool {
+    let mut segs = token.split('.');
+    let (Some(h), Some(_), Some(_), None) = (segs.next(), segs.next(), segs.next(), segs.next()) else {
+        return false;
+    };
+    h.len() <= MAX_TOKEN_BYTES
+        && b64url_decode(h)
+            .and_then(|b| serde_json::from_slice::<serde_json::Map<String, Value>>(&b).ok())
+            .is_some_and(|m| m.contains_key("alg"))
 }
 
 fn read_unverified(token: &str) -> Result<Unverified<'_>, AuthFailure> {

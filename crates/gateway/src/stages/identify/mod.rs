@@ -69,6 +69,7 @@ impl Identity {
 pub mod api_key;
 mod fetch;
 pub mod forward;
+pub mod introspect;
 pub mod jwks;
 pub mod jwt;
 pub mod mtls;
@@ -109,6 +110,21 @@ pub enum IdentifyCode {
     JwtKeysUnavailable,
     /// A verified client certificate that no `identity.mtls` entry maps to a consumer.
     MtlsUnmapped,
+    /// A bearer token for introspection that is not an RFC 6750 token (bad characters, over 4 KiB), or sent twice.
+    IntrospectionMalformed,
+    /// The identity provider says the token is not active (unknown, revoked, expired there).
+    IntrospectionInactive,
+    /// Active per the provider, but its `exp` has passed here (beyond the leeway).
+    IntrospectionExpired,
+    /// `nbf` in the future (beyond the leeway).
+    IntrospectionNotYetValid,
+    IntrospectionIssuer,
+    IntrospectionAudience,
+    /// No usable consumer id (`sub` or `client_id`), a required claim missing, or a claim of the wrong type.
+    IntrospectionClaims,
+    /// The provider could not be asked or gave no proper answer (down, timeout, non-200, not RFC 7662 JSON):
+    /// fail closed.
+    IntrospectionUnavailable,
 }
 
 impl IdentifyCode {
@@ -130,6 +146,14 @@ impl IdentifyCode {
             IdentifyCode::JwtClaims => "auth.jwt.claims",
             IdentifyCode::JwtKeysUnavailable => "auth.jwt.keys_unavailable",
             IdentifyCode::MtlsUnmapped => "auth.mtls.unmapped",
+            IdentifyCode::IntrospectionMalformed => "auth.introspection.malformed",
+            IdentifyCode::IntrospectionInactive => "auth.introspection.inactive",
+            IdentifyCode::IntrospectionExpired => "auth.introspection.expired",
+            IdentifyCode::IntrospectionNotYetValid => "auth.introspection.not_yet_valid",
+            IdentifyCode::IntrospectionIssuer => "auth.introspection.issuer",
+            IdentifyCode::IntrospectionAudience => "auth.introspection.audience",
+            IdentifyCode::IntrospectionClaims => "auth.introspection.claims",
+            IdentifyCode::IntrospectionUnavailable => "auth.introspection.unavailable",
         }
     }
 
@@ -176,25 +200,35 @@ pub struct Identifier {
     pub api_keys: Option<api_key::ApiKeys>,
     pub jwt: Option<jwt::JwtVerifier>,
     pub mtls: Option<mtls::MtlsMap>,
+    /// Token introspection (shared across reloads, with its cache).
+    pub introspection: Option<Arc<introspect::Introspector>>,
     /// Client-supplied identity headers to strip and the verified identity's headers to add.
     pub headers: forward::IdentityHeaders,
 }
 
 impl Identifier {
-    /// Whether the request carries a credential of this kind (the first one present decides).
-    fn presented(&self, method: AuthMethod, req: &AuthRequest<'_>) -> bool {
+    /// Whether the request carries a credential of this kind (the first one present decides). A bearer token
+    /// on a route that accepts both `jwt` and `introspection` goes by its shape: a JWS compact JWT (three
+    /// segments, a JSON header with `alg`) to `jwt`, anything else to `introspection`. A route that accepts
+    /// only one of them sends every bearer token there.
+    fn presented(&self, method: AuthMethod, accepted: &[AuthMethod], req: &AuthRequest<'_>) -> bool {
+        let both = || accepted.contains(&AuthMethod::Jwt) && accepted.contains(&AuthMethod::Introspection);
+        let jwt_shaped = || jwt::bearer(req.parts).is_some_and(jwt::looks_like_jwt);
         match method {
             AuthMethod::ApiKey => self.api_keys.as_ref().is_some_and(|k| k.presented(req.parts)),
-            AuthMethod::Jwt => self.jwt.as_ref().is_some_and(|j| j.presented(req.parts)),
+            AuthMethod::Jwt => self.jwt.as_ref().is_some_and(|j| j.presented(req.parts)) && (!both() || jwt_shaped()),
+            AuthMethod::Introspection => {
+                self.introspection.is_some() && jwt::bearer(req.parts).is_some() && (!both() || !jwt_shaped())
+            }
             AuthMethod::Mtls => self.mtls.is_some() && req.client_cert.is_some(),
-            AuthMethod::Introspection | AuthMethod::Signature => false,
+            AuthMethod::Signature => false,
         }
     }
 
     /// identify: of the route's accepted methods, the first whose credential the request carries is verified,
     /// and its answer is final (a bad API key is not rescued by a good token, nor the other way round).
     pub async fn identify(&self, accepted: &[AuthMethod], req: &AuthRequest<'_>) -> Result<Arc<Identity>, AuthFailure> {
-        let Some(method) = accepted.iter().copied().find(|m| self.presented(*m, req)) else {
+        let Some(method) = accepted.iter().copied().find(|m| self.presented(*m, accepted, req)) else {
             let names: Vec<&str> = accepted.iter().map(|m| m.as_str()).collect();
             return Err(AuthFailure::new(IdentifyCode::Missing, format!("no credential of: {}", names.join(", "))));
         };
@@ -211,7 +245,11 @@ impl Identifier {
                 (Some(m), Some(cert)) => m.identify(cert),
                 _ => Err(AuthFailure::new(IdentifyCode::Missing, "no client certificate")),
             },
-            AuthMethod::Introspection | AuthMethod::Signature => {
+            AuthMethod::Introspection => match &self.introspection {
+                Some(i) => i.verify(req.parts).await,
+                None => Err(AuthFailure::new(IdentifyCode::Missing, "introspection not configured")),
+            },
+            AuthMethod::Signature => {
                 Err(AuthFailure::new(IdentifyCode::Missing, format!("{} not available", method.as_str())))
             }
         }
@@ -256,6 +294,7 @@ pub fn parse_method(name: &str) -> Option<AuthMethod> {
         "api_key" | "apikey" | "api-key" => Some(AuthMethod::ApiKey),
         "jwt" => Some(AuthMethod::Jwt),
         "mtls" => Some(AuthMethod::Mtls),
+        "introspection" => Some(AuthMethod::Introspection),
         _ => None,
     }
 }
