@@ -5,6 +5,7 @@
 pub mod compile;
 pub mod env;
 pub mod identity;
+pub mod openapi_routes;
 pub mod raw;
 
 pub use compile::{AdminSpec, ConnLimits, ListenerSpec, Modes, Route, Runtime};

@@ -8,10 +8,12 @@
 //! - [`schema`]: OpenAPI schemas → self-contained JSON Schema 2020-12 (refs, 3.0 dialect, directions);
 //! - [`shape`]: declared-property tables for the strict check and the response filter;
 //! - [`compile`]: paths and operations → [`OpenApi`];
-//! - [`validate`]: the request checks; [`response`]: the response filter.
+//! - [`validate`]: the request checks ([`multipart`]: multipart bodies as objects); [`response`]: the response
+//!   filter.
 
 pub mod compile;
 pub mod load;
+pub mod multipart;
 pub mod response;
 pub mod schema;
 pub mod shape;
@@ -97,7 +99,7 @@ pub fn check_head<'a>(api: &'a OpenApi, parts: &http::request::Parts, path: &'a 
             return HeadCheck { op: None, media: None, verdict };
         }
     };
-    let verdict = op.check_params(parts, &params);
+    let verdict = op.check_params(parts, &params, api.strict_query);
     if matches!(verdict, Verdict::Reject(_)) {
         return HeadCheck { op: Some(op), media: None, verdict };
     }
