@@ -448,7 +448,7 @@ async fn the_openapi_shorthand_protects_a_whole_api_from_its_spec() {
     let (api, _task) = sample_api::spawn("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let spec = sample_spec().display().to_string();
     let yaml = format!(
-        "listen: [{{ addr: \"127.0.0.1:0\" }}]\nworkers: 1\naccess_log: off\nupstreams:\n{}\nopenapi:\n  - spec: \"{spec}\"\n    upstream: app\n    auth: none\n  - spec: \"{spec}\"\n    upstream: app\n    auth: none\n    hosts: [monitor.test]\n    modes: {{ inspect: monitor }}\n  - spec: \"{spec}\"\n    upstream: app\n    auth: none\n    base_path: /v2\n",
+        "listen: [{{ addr: \"127.0.0.1:0\" }}]\nworkers: 1\naccess_log: off\nupstreams:\n{}\nopenapi:\n  - spec: \"{spec}\"\n    upstream: app\n    auth: none\n  - spec: \"{spec}\"\n    upstream: app\n    auth: none\n    hosts: [monitor.test]\n    modes: {{ inspect: monitor }}\n  - spec: \"{spec}\"\n    upstream: app\n    auth: none\n    base_path: /v2\nroutes:\n  - {{ path: /products, methods: [GET], upstream: app, auth: none }}\n",
         one_upstream(&format!("http://{api}"))
     );
     let gw = TestGateway::start(&yaml).await;
@@ -461,6 +461,8 @@ async fn the_openapi_shorthand_protects_a_whole_api_from_its_spec() {
     let got = call(a, "POST", "/users", &[("content-type", "application/json")], promote).await;
     assert_eq!((got.status, got.code()), (400, "inspect.schema".to_string()), "{}", got.text());
     assert_eq!(get(a, "/users?debug=1").await.code(), "inspect.schema");
+    // An explicit route beside the shorthand wins for its path (this one has no spec).
+    assert_eq!(get(a, "/products?debug=1").await.status, 200);
     // The second entry's route options apply: monitor mode lets the same request through.
     let got =
         call(a, "POST", "/users", &[("host", "monitor.test"), ("content-type", "application/json")], promote).await;
@@ -512,5 +514,30 @@ async fn a_change_to_a_referenced_file_reloads_the_spec() {
         }
     }
     assert_eq!(status, 200, "the change to common.yaml was not picked up");
+    gw.handle.shutdown().await;
+}
+
+/// The shipped `examples/openapi.yaml` (the shorthand) in front of the sample API, as an operator runs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_openapi_example_protects_the_sample_api() {
+    let (api, _task) = sample_api::spawn("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let yaml = example(
+        "openapi.yaml",
+        &[
+            ("RAMPART_UPSTREAM", format!("http://{api}")),
+            ("RAMPART_LISTEN", "127.0.0.1:0".into()),
+            ("RAMPART_ADMIN", "127.0.0.1:0".into()),
+            ("RAMPART_OPENAPI", sample_spec().display().to_string()),
+        ],
+    );
+    let gw = TestGateway::start(&yaml).await;
+    let a = gw.addr();
+    assert_eq!(get(a, "/products?q=keyboard").await.status, 200);
+    assert_eq!(get(a, "/internal/debug").await.code(), "route.not_found");
+    assert_eq!(get(a, "/users?debug=1").await.code(), "inspect.schema");
+    let promote = r#"{"name":"G","email":"g@example.com","password":"correct horse","role":"admin"}"#;
+    assert_eq!(call(a, "POST", "/users", &[("content-type", "application/json")], promote).await.code(), "inspect.schema");
+    let sqli = get(a, "/products?q=1%27%20UNION%20SELECT%20password%20FROM%20users--").await;
+    assert_eq!(sqli.code(), "inspect.sqli", "detection runs on what the spec allows");
     gw.handle.shutdown().await;
 }
