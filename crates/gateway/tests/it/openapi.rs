@@ -536,7 +536,10 @@ async fn the_shipped_openapi_example_protects_the_sample_api() {
     assert_eq!(get(a, "/internal/debug").await.code(), "route.not_found");
     assert_eq!(get(a, "/users?debug=1").await.code(), "inspect.schema");
     let promote = r#"{"name":"G","email":"g@example.com","password":"correct horse","role":"admin"}"#;
-    assert_eq!(call(a, "POST", "/users", &[("content-type", "application/json")], promote).await.code(), "inspect.schema");
+    assert_eq!(
+        call(a, "POST", "/users", &[("content-type", "application/json")], promote).await.code(),
+        "inspect.schema"
+    );
     let sqli = get(a, "/products?q=1%27%20UNION%20SELECT%20password%20FROM%20users--").await;
     assert_eq!(sqli.code(), "inspect.sqli", "detection runs on what the spec allows");
     gw.handle.shutdown().await;
