@@ -1,7 +1,8 @@
 //! Inspect, positive model: an OpenAPI 3.0 or 3.1 document compiled at config load into per-operation
 //! validators. A route that carries a spec answers only the operations the spec declares (404/405 otherwise),
-//! and each request is checked against its operation: parameters, content type, JSON body, `readOnly`
-//! properties and — on strict routes — properties nobody declared (mass assignment). On the way back, JSON
+//! and each request is checked against its operation: parameters, content type, JSON, form and multipart
+//! bodies, `readOnly` properties and — on strict routes — properties and query parameters nobody declared
+//! (mass assignment, parameter tampering). On the way back, JSON
 //! responses lose the properties their response schema does not declare and every `writeOnly` one.
 //!
 //! - [`load`]: the document and the local files its `$ref`s name;

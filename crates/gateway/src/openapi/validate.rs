@@ -197,19 +197,15 @@ impl Operation {
                 }
             },
         };
-        let keep = |verdict: Verdict| CheckedBody { verdict, json: None };
+        let undeclared = || if strict { schema.shapes.first_undeclared(&value) } else { None };
         let verdict = if let Err(e) = schema.validator.validate(&value) {
             schema_error(format!("body {}", describe(&e)))
-        } else if let Some(pointer) = schema.shapes.first_undeclared(&value).filter(|_| strict) {
+        } else if let Some(pointer) = undeclared() {
             schema_error(format!("body `{pointer}` is not declared (mass assignment)"))
         } else {
             Verdict::Continue
         };
-        if json {
-            CheckedBody { verdict, json: Some(value) }
-        } else {
-            keep(verdict)
-        }
+        CheckedBody { verdict, json: json.then_some(value) }
     }
 }
 
