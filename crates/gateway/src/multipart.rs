@@ -80,12 +80,17 @@ pub fn parse<'a>(body: &'a [u8], boundary: &[u8], limits: Limits) -> Result<Vec<
             return Ok(parts); // closing delimiter
         }
         let after_eol = rest.strip_prefix(b"\r\n").ok_or(MultipartError::Delimiter)?;
-        let head_len = head_end.find(after_eol).ok_or(MultipartError::HeadersEnd)?;
-        if head_len > limits.max_head_bytes {
-            return Err(MultipartError::HeadersTooLarge(limits.max_head_bytes));
-        }
-        let head = &after_eol[..head_len];
-        let content_start = &after_eol[head_len + 4..];
+        // A part may have no headers at all (RFC 2046: the blank line follows the delimiter line at once).
+        let (head, content_start) = match after_eol.strip_prefix(b"\r\n") {
+            Some(content) => (&after_eol[..0], content),
+            None => {
+                let head_len = head_end.find(after_eol).ok_or(MultipartError::HeadersEnd)?;
+                if head_len > limits.max_head_bytes {
+                    return Err(MultipartError::HeadersTooLarge(limits.max_head_bytes));
+                }
+                (&after_eol[..head_len], &after_eol[head_len + 4..])
+            }
+        };
         let content_end = next_delim.find(content_start).ok_or(MultipartError::Unterminated)?;
         if parts.len() >= limits.max_parts {
             return Err(MultipartError::TooManyParts(limits.max_parts));
@@ -151,6 +156,9 @@ mod tests {
         let tight = Limits { max_parts: 2, ..l };
         assert_eq!(parse(many.as_bytes(), b"B", tight), Err(MultipartError::TooManyParts(2)));
         assert_eq!(parse(many.as_bytes(), b"B", l).unwrap().len(), 3);
+        // No headers: the content starts right after the blank line (nothing hides in a "head").
+        let bare = parse(b"--B\r\n\r\n<script>\r\n\r\nx\r\n--B--", b"B", l).unwrap();
+        assert_eq!((bare[0].name.as_str(), bare[0].content), ("", &b"<script>\r\n\r\nx"[..]));
         let big_head = format!("--B\r\nX: {}\r\n\r\nx\r\n--B--", "h".repeat(9000));
         assert_eq!(parse(big_head.as_bytes(), b"B", l), Err(MultipartError::HeadersTooLarge(8192)));
     }
