@@ -544,3 +544,30 @@ async fn the_shipped_openapi_example_protects_the_sample_api() {
     assert_eq!(sqli.code(), "inspect.sqli", "detection runs on what the spec allows");
     gw.handle.shutdown().await;
 }
+
+/// On a spec route the detection engine walks the tree the validator parsed (one parse): keys and strings
+/// nested in free-form objects and arrays are still scanned with their member names, exclusions still apply,
+/// and monitor mode on the spec still lets the detector see the body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn detection_walks_the_validated_tree_on_spec_routes() {
+    let up = TestUpstream::start().await;
+    let dir = TempDir::new();
+    dir.write(
+        "notes.yaml",
+        "openapi: 3.1.0\ninfo: { title: notes, version: '1' }\npaths:\n  /notes:\n    post:\n      requestBody:\n        content:\n          application/json:\n            schema:\n              type: object\n              properties:\n                title: { type: string }\n                snippet: { type: string }\n                meta: { type: object }\n                tags: { type: array, items: { type: string } }\n      responses: { '200': { description: ok } }\n",
+    );
+    let routes = "  - { path: /notes, methods: [POST], upstream: app, auth: none, openapi: { spec: notes.yaml }, inspect: { exclude: [\"json:snippet\"] } }";
+    let gw = TestGateway::start_in(dir, &config(&one_upstream(&up.url()), routes, ""), false).await;
+    let a = gw.addr();
+    let post = |body: &'static str| async move {
+        call(a, "POST", "/notes", &[("content-type", "application/json")], body).await
+    };
+    assert_eq!(post(r#"{"title":"Union Station","tags":["select","drop"],"meta":{"k":"O'Brien"}}"#).await.status, 200);
+    assert_eq!(post(r#"{"meta":{"user":{"$where":"sleep(5000)"}}}"#).await.code(), "inspect.nosqli", "a nested key");
+    assert_eq!(post(r#"{"meta":{"__proto__":{"admin":true}}}"#).await.code(), "inspect.proto_pollution");
+    assert_eq!(post(r#"{"tags":["ok","' OR '1'='1' --"]}"#).await.code(), "inspect.sqli", "an array item");
+    assert_eq!(post(r#"{"title":"<svg onload=alert(1)>"}"#).await.code(), "inspect.xss");
+    assert_eq!(post(r#"{"snippet":"<script>alert(1)</script>"}"#).await.status, 200, "excluded field");
+    assert_eq!(post(r#"{"title":"a","title":"b"}"#).await.code(), "inspect.malformed_body");
+    gw.handle.shutdown().await;
+}
