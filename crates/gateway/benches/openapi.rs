@@ -1,6 +1,9 @@
 //! Cost of the OpenAPI positive model per request (a typical operation: path, query and header parameters and
 //! a ~1 KB JSON body, strict) and of the response filter on a ~2 KB JSON body.
 //!
+//! Also: spec validation plus injection detection of one JSON body, parsed twice (validator tree + detection
+//! token walk) versus once (detection walks the validator's tree).
+//!
 //! `cargo bench -p rampart-gateway --bench openapi`
 
 use bytes::Bytes;
@@ -9,7 +12,7 @@ use divan::{black_box, Bencher};
 use gateway::openapi::compile::Settings;
 use gateway::openapi::{check_head, OpenApi, ResponseMode};
 use gateway::pipeline::Verdict;
-use gateway::stages::inspect::JsonLimits;
+use gateway::stages::inspect::{BodyKind, InspectPolicy, JsonLimits};
 use serde_json::Value;
 use std::path::Path;
 
@@ -74,6 +77,7 @@ components:
 fn api() -> OpenApi {
     let settings = Settings {
         strict: true,
+        strict_query: true,
         base_path: String::new(),
         responses: ResponseMode::Filter,
         max_response_bytes: 1 << 22,
@@ -133,9 +137,71 @@ fn validate_request(bencher: Bencher) {
         let head = check_head(&api, black_box(&parts), "/stores/42/orders", true);
         assert!(matches!(head.verdict, Verdict::Continue));
         let (Some(op), Some(media)) = (head.op, head.media) else { panic!("no operation") };
-        let v = op.check_body(media, black_box(&body), &limits, api.strict);
+        let v = op.check_body(media, "application/json", black_box(&body), &limits, api.strict).verdict;
         assert!(matches!(v, Verdict::Continue), "{v:?}");
     });
+}
+
+fn detection() -> InspectPolicy {
+    InspectPolicy {
+        detector: detect::Detector::new(detect::Level::L1),
+        headers: vec![http::header::USER_AGENT, http::header::COOKIE],
+        exclude: Default::default(),
+        max_body_bytes: 1 << 20,
+        json: JsonLimits::default(),
+    }
+}
+
+/// Spec validation and injection detection of the same ~1 KB JSON body, as the gateway did before: the
+/// validator parses it into a tree, the detection engine parses it again (its token walk).
+#[divan::bench]
+fn validate_and_detect_two_parses(bencher: Bencher) {
+    let (api, policy) = (api(), detection());
+    let body = Bytes::from(request_body());
+    let parts = parts(body.len());
+    let limits = JsonLimits::default();
+    bencher.counter(BytesCount::new(body.len())).bench(|| {
+        let head = check_head(&api, black_box(&parts), "/stores/42/orders", true);
+        let (Some(op), Some(media)) = (head.op, head.media) else { panic!("no operation") };
+        let checked = op.check_body(media, "application/json", black_box(&body), &limits, api.strict);
+        assert!(matches!(checked.verdict, Verdict::Continue));
+        let v = policy.scan_body(BodyKind::Json, black_box(&body));
+        assert!(matches!(v, Verdict::Continue), "{v:?}");
+    });
+}
+
+/// The same, with the detection engine walking the validator's tree (what the gateway does now).
+#[divan::bench]
+fn validate_and_detect_one_parse(bencher: Bencher) {
+    let (api, policy) = (api(), detection());
+    let body = Bytes::from(request_body());
+    let parts = parts(body.len());
+    let limits = JsonLimits::default();
+    bencher.counter(BytesCount::new(body.len())).bench(|| {
+        let head = check_head(&api, black_box(&parts), "/stores/42/orders", true);
+        let (Some(op), Some(media)) = (head.op, head.media) else { panic!("no operation") };
+        let checked = op.check_body(media, "application/json", black_box(&body), &limits, api.strict);
+        assert!(matches!(checked.verdict, Verdict::Continue));
+        let Some(tree) = &checked.json else { panic!("no tree") };
+        let v = policy.scan_json_tree(tree);
+        assert!(matches!(v, Verdict::Continue), "{v:?}");
+    });
+}
+
+/// The detection engine alone on the body, parsing it (the token walk) and on an already parsed tree.
+#[divan::bench]
+fn detect_token_walk(bencher: Bencher) {
+    let policy = detection();
+    let body = Bytes::from(request_body());
+    bencher.counter(BytesCount::new(body.len())).bench(|| policy.scan_body(BodyKind::Json, black_box(&body)));
+}
+
+#[divan::bench]
+fn detect_tree_walk(bencher: Bencher) {
+    let policy = detection();
+    let body = Bytes::from(request_body());
+    let tree: Value = serde_json::from_slice(&body).unwrap();
+    bencher.counter(BytesCount::new(body.len())).bench(|| policy.scan_json_tree(black_box(&tree)));
 }
 
 #[divan::bench]

@@ -1,5 +1,7 @@
 //! Integration-level evaluation of the inspect stage: a real gateway in front of a real upstream, every corpus
-//! payload placed in the query, the path, a JSON body, a form body and a header. An attack counts as stopped when
+//! payload placed in the query, the path, a JSON body, a form body, a multipart field and a header, and — on a
+//! route with an OpenAPI spec, where the detection engine walks the validator's parsed tree and both read the
+//! multipart body through one reader — a JSON body and a multipart field again. An attack counts as stopped when
 //! the gateway answers it itself (the upstream never sees it); a benign value counts as passed when the upstream
 //! answers. Prints detection rate, false-positive rate and balanced accuracy per family and placement.
 //!
@@ -19,7 +21,23 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-const PLACES: [&str; 6] = ["query", "path", "json", "form", "multipart", "header"];
+const PLACES: [&str; 8] = ["query", "path", "json", "form", "multipart", "header", "oas-json", "oas-mpart"];
+
+/// The spec of the `oas-*` placements: one operation taking `{ "v": string }` as JSON or multipart.
+const SPEC: &str = r##"openapi: 3.1.0
+info: { title: inspect eval, version: "1" }
+paths:
+  /oas/items:
+    post:
+      requestBody:
+        content:
+          application/json: { schema: { $ref: "#/components/schemas/V" } }
+          multipart/form-data: { schema: { $ref: "#/components/schemas/V" } }
+      responses: { "200": { description: ok } }
+components:
+  schemas:
+    V: { type: object, properties: { v: { type: string } } }
+"##;
 
 /// One labelled value.
 struct Case {
@@ -120,9 +138,9 @@ fn request(place: &str, value: &str) -> Option<Request<Full<Bytes>>> {
     let r = match place {
         "query" => b.uri(format!("/items?v={}", pct(value))).body(Full::new(Bytes::new())),
         "path" => b.uri(format!("/items/{}", pct(value))).body(Full::new(Bytes::new())),
-        "json" => b
+        "json" | "oas-json" => b
             .method("POST")
-            .uri("/items")
+            .uri(if place == "json" { "/items" } else { "/oas/items" })
             .header("content-type", "application/json")
             .body(Full::new(Bytes::from(serde_json::json!({ "v": value }).to_string()))),
         "form" => b
@@ -130,9 +148,9 @@ fn request(place: &str, value: &str) -> Option<Request<Full<Bytes>>> {
             .uri("/items")
             .header("content-type", "application/x-www-form-urlencoded")
             .body(Full::new(Bytes::from(format!("v={}", pct(value))))),
-        "multipart" => b
+        "multipart" | "oas-mpart" => b
             .method("POST")
-            .uri("/items")
+            .uri(if place == "multipart" { "/items" } else { "/oas/items" })
             .header("content-type", "multipart/form-data; boundary=rampart-eval-7d3f")
             .body(Full::new(Bytes::from(format!(
                 "--rampart-eval-7d3f\r\nContent-Disposition: form-data; name=\"v\"\r\n\r\n{value}\r\n--rampart-eval-7d3f--\r\n"
@@ -209,8 +227,14 @@ async fn worker(gw: SocketAddr, jobs: Vec<Job>) -> Vec<(usize, usize, bool)> {
 async fn main() {
     let level: u8 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(1);
     let (up, hits) = upstream().await;
+    let spec = std::env::temp_dir().join(format!("rampart-inspect-eval-{}.yaml", std::process::id()));
+    if let Err(e) = std::fs::write(&spec, SPEC) {
+        eprintln!("cannot write {}: {e}", spec.display());
+        std::process::exit(1);
+    }
     let yaml = format!(
-        "listen: [{{ addr: \"127.0.0.1:0\" }}]\naccess_log: off\nlimits: {{ max_uri_bytes: 64KiB, max_header_bytes: 64KiB }}\ninspect: {{ level: {level} }}\nupstreams:\n  app: {{ targets: [\"http://{up}\"] }}\nroutes:\n  - {{ path: \"/*\", methods: [ANY], upstream: app, auth: none }}\n"
+        "listen: [{{ addr: \"127.0.0.1:0\" }}]\naccess_log: off\nlimits: {{ max_uri_bytes: 64KiB, max_header_bytes: 64KiB }}\ninspect: {{ level: {level} }}\nupstreams:\n  app: {{ targets: [\"http://{up}\"] }}\nroutes:\n  - {{ path: \"/*\", methods: [ANY], upstream: app, auth: none }}\n  - {{ path: \"/oas/*\", methods: [POST], upstream: app, auth: none, openapi: {{ spec: \"{}\" }} }}\n",
+        spec.display().to_string().replace('\\', "/")
     );
     let source = Source::Inline { name: "inspect_eval".into(), text: yaml, base_dir: PathBuf::from(".") };
     let gw = match Gateway::start(source, StartOptions::default()).await {
@@ -268,7 +292,9 @@ async fn main() {
         print!("{p:>10}");
     }
     println!("{:>10}", "all");
-    let (mut det, mut att, mut fp, mut ben) = ([0usize; 6], [0usize; 6], [0usize; 6], [0usize; 6]);
+    let n_places = PLACES.len();
+    let (mut det, mut att, mut fp, mut ben) =
+        (vec![0usize; n_places], vec![0; n_places], vec![0; n_places], vec![0; n_places]);
     for set in &sets {
         let attack = !set.starts_with("benign");
         print!("{set:<44}");
@@ -323,4 +349,5 @@ async fn main() {
         }
     }
     gw.shutdown().await;
+    let _ = std::fs::remove_file(&spec);
 }

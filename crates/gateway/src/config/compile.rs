@@ -213,7 +213,7 @@ fn parse_addr(errs: &mut Errs<'_>, s: &Spanned<String>) -> Option<SocketAddr> {
     }
 }
 
-pub fn compile(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Runtime, ConfigErrors> {
+pub fn compile(mut raw: RawConfig, ctx: &Ctx<'_>) -> Result<Runtime, ConfigErrors> {
     let mut errs = Errs { file: ctx.file, list: Vec::new() };
     let base = ctx.base_dir;
     let mut watch_files = Vec::new();
@@ -401,7 +401,8 @@ pub fn compile(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Runtime, ConfigErrors> {
     let mut ids = HashSet::new();
     // Specs shared by several routes are compiled once.
     let mut specs: SpecCache = HashMap::new();
-    for r in &raw.routes {
+    let shorthand = super::openapi_routes::expand(&mut errs, std::mem::take(&mut raw.openapi));
+    for r in raw.routes.iter().chain(&shorthand) {
         let mut methods = Vec::new();
         let mut any = false;
         for m in &r.methods {
@@ -895,6 +896,7 @@ fn compile_openapi(
     }
     let settings = Settings {
         strict: o.strict,
+        strict_query: o.strict_query.unwrap_or(o.strict),
         base_path,
         responses,
         max_response_bytes: o.max_response_bytes.map_or(4 * 1024 * 1024, |b| b.0 as usize),
@@ -906,7 +908,8 @@ fn compile_openapi(
     }
     match crate::openapi::OpenApi::load(&path, settings) {
         Ok(api) => {
-            watch.push(path);
+            // The spec and every file its `$ref`s pulled in: editing any of them reloads.
+            watch.extend(api.files.iter().filter(|f| !watch.contains(f)).cloned().collect::<Vec<_>>());
             let api = Arc::new(api);
             cache.insert(key, api.clone());
             Some(api)

@@ -21,7 +21,11 @@ pub struct RawConfig {
     #[serde(default)]
     pub trusted_proxies: Vec<Spanned<String>>,
     pub upstreams: BTreeMap<String, RawUpstream>,
+    #[serde(default)]
     pub routes: Vec<RawRoute>,
+    /// Shorthand: one route per OpenAPI spec (`{base_path}/*`, the spec deciding what exists under it).
+    #[serde(default)]
+    pub openapi: Vec<super::openapi_routes::RawOpenApiRoute>,
     #[serde(default)]
     pub access_log: Option<Spanned<String>>,
     #[serde(default)]
@@ -438,9 +442,14 @@ pub struct RawRoute {
 pub struct RawOpenApi {
     /// Path of the OpenAPI 3.0/3.1 document (YAML or JSON), relative to the config file.
     pub spec: Spanned<String>,
-    /// Refuse request-body properties the schema does not declare (mass assignment). Default: true.
+    /// Refuse request-body properties the schema does not declare (mass assignment) and query parameters the
+    /// operation does not declare. Default: true.
     #[serde(default = "yes")]
     pub strict: bool,
+    /// Overrides `strict` for query parameters only (e.g. `false` to let tracking parameters through while
+    /// bodies stay strict).
+    #[serde(default)]
+    pub strict_query: Option<bool>,
     /// Prefix of every path in the spec as the gateway sees it (e.g. `/v1`); default none.
     #[serde(default)]
     pub base_path: Option<Spanned<String>>,

@@ -86,16 +86,36 @@ pub struct Param {
 pub enum MediaKind {
     Json,
     Form,
-    /// Anything else (multipart, binary, XML): only the content type is checked.
+    /// `multipart/form-data`: each part is a property (see [`PartSpec`]).
+    Multipart,
+    /// Anything else (binary, XML): only the content type is checked.
     Other,
+}
+
+/// How a multipart part of a declared property is read before the schema sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartRead {
+    /// A text field, typed like a form value.
+    Text(Scalar),
+    /// A file: the property is declared `format: binary` (or, in 3.1, with a `contentMediaType`).
+    File,
+    /// An object or array property without binary items: the part holds JSON (OpenAPI's default encoding).
+    Json,
+}
+
+/// A declared multipart property: how its parts are read, and whether it takes several (an array).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartSpec {
+    pub read: PartRead,
+    pub list: bool,
 }
 
 /// A compiled body schema: the validator and the declared-property tables.
 pub struct BodySchema {
     pub validator: jsonschema::Validator,
     pub shapes: Shapes,
-    /// For form bodies: how each property's text is read.
-    pub form_props: HashMap<String, Scalar>,
+    /// For form and multipart bodies: how each declared property's values (parts) are read.
+    pub parts: HashMap<String, PartSpec>,
 }
 
 /// One media type of a request body (`application/json`, `application/*`, `*/*`).
@@ -139,6 +159,10 @@ pub struct OpenApi {
     paths: Vec<PathItem>,
     /// Refuse properties no schema declares (mass assignment).
     pub strict: bool,
+    /// Refuse query parameters the operation does not declare.
+    pub strict_query: bool,
+    /// The spec file and every file its `$ref`s pulled in: a change to any of them reloads the config.
+    pub files: Vec<std::path::PathBuf>,
     /// What happens to JSON responses whose schema does not declare every property.
     pub responses: ResponseMode,
     /// Largest JSON response buffered for the response filter.
@@ -156,6 +180,7 @@ pub enum OperationMatch<'a> {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub strict: bool,
+    pub strict_query: bool,
     pub base_path: String,
     pub responses: ResponseMode,
     pub max_response_bytes: usize,
@@ -203,6 +228,8 @@ impl OpenApi {
             router: matchit::Router::new(),
             paths: Vec::new(),
             strict: settings.strict,
+            strict_query: settings.strict_query,
+            files: Vec::new(),
             responses: settings.responses,
             max_response_bytes: settings.max_response_bytes,
         };
@@ -237,6 +264,7 @@ impl OpenApi {
         if api.paths.is_empty() {
             return Err(SpecError::new(&file, "/paths", "the spec declares no operation"));
         }
+        api.files = docs.files();
         Ok(api)
     }
 
@@ -341,6 +369,8 @@ pub fn media_kind(range: &str) -> MediaKind {
         MediaKind::Json
     } else if m == "application/x-www-form-urlencoded" {
         MediaKind::Form
+    } else if m == "multipart/form-data" {
+        MediaKind::Multipart
     } else {
         MediaKind::Other
     }
@@ -350,10 +380,36 @@ fn body_schema(docs: &mut Docs, v30: bool, loc: &Loc, dir: Direction) -> Result<
     let converted = convert(docs, loc, v30, dir)?;
     let validator = validator(&converted)
         .map_err(|e| SpecError::new(docs.path(loc.doc), &loc.pointer, format!("schema does not compile: {e}")))?;
-    let form_props = properties(&converted)
-        .map(|props| props.iter().map(|(k, s)| (k.clone(), scalar(&converted, s))).collect())
+    let parts = properties(&converted)
+        .map(|props| props.iter().map(|(k, s)| (k.clone(), part_spec(&converted, s))).collect())
         .unwrap_or_default();
-    Ok(BodySchema { validator, shapes: Shapes::build(&converted), form_props })
+    Ok(BodySchema { validator, shapes: Shapes::build(&converted), parts })
+}
+
+/// How the parts of one multipart property are read, from its converted schema.
+fn part_spec(root: &Value, s: &Value) -> PartSpec {
+    let s = deref(root, s);
+    let read = |s: &Value| {
+        let s = deref(root, s);
+        let binary = s.get("format").and_then(Value::as_str) == Some("binary")
+            || (s.get("contentMediaType").is_some() && s.get("contentEncoding").is_none());
+        if binary {
+            PartRead::File
+        } else if matches!(type_at(root, s), Some("object" | "array")) {
+            PartRead::Json
+        } else {
+            PartRead::Text(scalar(root, s))
+        }
+    };
+    if type_at(root, s) == Some("array") {
+        match s.get("items").map(read) {
+            Some(item @ (PartRead::File | PartRead::Text(_))) => PartSpec { read: item, list: true },
+            Some(PartRead::Json) => PartSpec { read: PartRead::Json, list: true },
+            None => PartSpec { read: PartRead::Text(Scalar::String), list: true },
+        }
+    } else {
+        PartSpec { read: read(s), list: false }
+    }
 }
 
 fn compile_request_body(docs: &mut Docs, v30: bool, loc: Loc) -> Result<RequestBody, SpecError> {
@@ -483,7 +539,12 @@ fn deref<'a>(root: &'a Value, mut s: &'a Value) -> &'a Value {
 }
 
 fn type_of(root: &Value) -> Option<&str> {
-    let s = deref(root, root);
+    type_at(root, root)
+}
+
+/// The type a (sub)schema of `root` states, `null` aside.
+fn type_at<'a>(root: &'a Value, s: &'a Value) -> Option<&'a str> {
+    let s = deref(root, s);
     match s.get("type")? {
         Value::String(t) => Some(t),
         Value::Array(ts) => ts.iter().filter_map(Value::as_str).find(|t| *t != "null"),

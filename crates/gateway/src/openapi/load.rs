@@ -57,6 +57,11 @@ impl Docs {
         Ok(self.files.len() - 1)
     }
 
+    /// Every file read so far (the root first), for the config watcher.
+    pub fn files(&self) -> Vec<PathBuf> {
+        self.files.iter().map(|(p, _)| p.clone()).collect()
+    }
+
     pub fn root(&self) -> &Value {
         &self.files[0].1
     }

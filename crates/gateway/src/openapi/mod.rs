@@ -1,17 +1,20 @@
 //! Inspect, positive model: an OpenAPI 3.0 or 3.1 document compiled at config load into per-operation
 //! validators. A route that carries a spec answers only the operations the spec declares (404/405 otherwise),
-//! and each request is checked against its operation: parameters, content type, JSON body, `readOnly`
-//! properties and — on strict routes — properties nobody declared (mass assignment). On the way back, JSON
+//! and each request is checked against its operation: parameters, content type, JSON, form and multipart
+//! bodies, `readOnly` properties and — on strict routes — properties and query parameters nobody declared
+//! (mass assignment, parameter tampering). On the way back, JSON
 //! responses lose the properties their response schema does not declare and every `writeOnly` one.
 //!
 //! - [`load`]: the document and the local files its `$ref`s name;
 //! - [`schema`]: OpenAPI schemas → self-contained JSON Schema 2020-12 (refs, 3.0 dialect, directions);
 //! - [`shape`]: declared-property tables for the strict check and the response filter;
 //! - [`compile`]: paths and operations → [`OpenApi`];
-//! - [`validate`]: the request checks; [`response`]: the response filter.
+//! - [`validate`]: the request checks ([`multipart`]: multipart bodies as objects); [`response`]: the response
+//!   filter.
 
 pub mod compile;
 pub mod load;
+pub mod multipart;
 pub mod response;
 pub mod schema;
 pub mod shape;
@@ -97,7 +100,7 @@ pub fn check_head<'a>(api: &'a OpenApi, parts: &http::request::Parts, path: &'a 
             return HeadCheck { op: None, media: None, verdict };
         }
     };
-    let verdict = op.check_params(parts, &params);
+    let verdict = op.check_params(parts, &params, api.strict_query);
     if matches!(verdict, Verdict::Reject(_)) {
         return HeadCheck { op: Some(op), media: None, verdict };
     }

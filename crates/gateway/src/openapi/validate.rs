@@ -4,8 +4,9 @@
 //! and, on strict routes, properties nobody declared. Rejections name the parameter or the JSON pointer and
 //! the failing keyword, never the value.
 
-use super::compile::{In, Media, MediaKind, ObjectStyle, Operation, Param, ParamKind, Scalar};
+use super::compile::{In, Media, MediaKind, ObjectStyle, Operation, Param, ParamKind, PartRead, PartSpec, Scalar};
 use super::describe;
+use super::multipart::multipart_object;
 use crate::pipeline::{Code, Verdict};
 use crate::stages::inspect::JsonLimits;
 use detect::form_decode;
@@ -32,13 +33,35 @@ fn schema_error(detail: String) -> Verdict {
 /// Headers OpenAPI says parameter definitions must ignore.
 const IGNORED_HEADERS: &[&str] = &["accept", "content-type", "authorization"];
 
+/// A checked body: the verdict, and the JSON document when the body was JSON and parsed, so the detection
+/// engine can walk it instead of parsing the body a second time.
+pub struct CheckedBody {
+    pub verdict: Verdict,
+    pub json: Option<Value>,
+}
+
+impl CheckedBody {
+    fn rejected(verdict: Verdict) -> CheckedBody {
+        CheckedBody { verdict, json: None }
+    }
+}
+
 impl Operation {
-    /// Path, query, header and cookie parameters.
-    pub fn check_params(&self, parts: &Parts, path_params: &[(&str, &str)]) -> Verdict {
-        if self.params.is_empty() {
+    /// Path, query, header and cookie parameters; with `strict_query`, a query parameter the operation does not
+    /// declare is refused too (cookies and headers the spec does not list are ignored: browsers and proxies
+    /// add their own).
+    pub fn check_params(&self, parts: &Parts, path_params: &[(&str, &str)], strict_query: bool) -> Verdict {
+        let strict_query = strict_query && parts.uri.query().is_some_and(|q| !q.is_empty());
+        if self.params.is_empty() && !strict_query {
             return Verdict::Continue;
         }
         let query = parts.uri.query().map(query_pairs).unwrap_or_default();
+        if strict_query {
+            if let Some((k, _)) = query.iter().find(|(k, _)| !self.declares_query(k)) {
+                let k: String = k.chars().take(64).collect();
+                return schema_error(format!("query parameter `{k}` is not declared (strict)"));
+            }
+        }
         let cookies = cookie_pairs(parts);
         for p in &self.params {
             let values: Vec<Cow<'_, str>> = match p.location {
@@ -86,6 +109,19 @@ impl Operation {
         Verdict::Continue
     }
 
+    /// Whether a query key belongs to a declared query parameter: its name, `name[prop]` of a `deepObject`, or a
+    /// property of an exploded object (any key, when that object lists no properties).
+    fn declares_query(&self, key: &str) -> bool {
+        self.params.iter().filter(|p| p.location == In::Query).any(|p| match &p.kind {
+            ParamKind::Object { style: ObjectStyle::Deep, .. } => {
+                key == p.name
+                    || key.strip_prefix(p.name.as_str()).is_some_and(|r| r.starts_with('[') && r.ends_with(']'))
+            }
+            ParamKind::Object { style: ObjectStyle::Exploded, props } => props.is_empty() || props.contains_key(key),
+            _ => key == p.name,
+        })
+    }
+
     /// What to do with the body, from the `Content-Type` and whether a body was sent.
     pub fn body_plan(&self, parts: &Parts, has_body: bool) -> BodyPlan<'_> {
         let Some(rb) = &self.body else {
@@ -126,30 +162,50 @@ impl Operation {
         // A wildcard range accepts the type; the body is read by what it says it is.
         let kind = if media.range.contains('*') { super::compile::media_kind(&mime) } else { media.kind };
         match (&media.schema, kind) {
-            (Some(_), MediaKind::Json | MediaKind::Form) => BodyPlan::Check(media),
+            (Some(_), MediaKind::Json | MediaKind::Form | MediaKind::Multipart) => BodyPlan::Check(media),
             _ => BodyPlan::Pass,
         }
     }
 
-    /// Checks a buffered body against the media type's schema.
-    pub fn check_body(&self, media: &Media, body: &[u8], limits: &JsonLimits, strict: bool) -> Verdict {
-        let Some(schema) = &media.schema else { return Verdict::Continue };
-        let value = match media.kind {
-            MediaKind::Form => form_object(body, &schema.form_props),
+    /// Checks a buffered body against the media type's schema. `content_type` is the request's header (the
+    /// multipart boundary is read from it).
+    pub fn check_body(
+        &self,
+        media: &Media,
+        content_type: &str,
+        body: &[u8],
+        limits: &JsonLimits,
+        strict: bool,
+    ) -> CheckedBody {
+        let Some(schema) = &media.schema else { return CheckedBody { verdict: Verdict::Continue, json: None } };
+        let (value, json) = match media.kind {
+            MediaKind::Form => match form_object(body, &schema.parts, limits) {
+                Ok(v) => (v, false),
+                Err(e) => return CheckedBody::rejected(Verdict::reject(Code::InspectMalformedBody, e)),
+            },
+            MediaKind::Multipart => match multipart_object(content_type, body, schema, limits) {
+                Ok(v) => (v, false),
+                Err(verdict) => return CheckedBody::rejected(verdict),
+            },
             _ => match parse_json(body, limits) {
-                Ok(v) => v,
-                Err(e) => return Verdict::reject(Code::InspectMalformedBody, format!("JSON body: {e}")),
+                Ok(v) => (v, true),
+                Err(e) => {
+                    return CheckedBody::rejected(Verdict::reject(
+                        Code::InspectMalformedBody,
+                        format!("JSON body: {e}"),
+                    ))
+                }
             },
         };
-        if let Err(e) = schema.validator.validate(&value) {
-            return schema_error(format!("body {}", describe(&e)));
-        }
-        if strict {
-            if let Some(pointer) = schema.shapes.first_undeclared(&value) {
-                return schema_error(format!("body `{pointer}` is not declared (mass assignment)"));
-            }
-        }
-        Verdict::Continue
+        let undeclared = || if strict { schema.shapes.first_undeclared(&value) } else { None };
+        let verdict = if let Err(e) = schema.validator.validate(&value) {
+            schema_error(format!("body {}", describe(&e)))
+        } else if let Some(pointer) = undeclared() {
+            schema_error(format!("body `{pointer}` is not declared (mass assignment)"))
+        } else {
+            Verdict::Continue
+        };
+        CheckedBody { verdict, json: json.then_some(value) }
     }
 }
 
@@ -200,7 +256,7 @@ fn read_param(p: &Param, values: &[Cow<'_, str>]) -> Result<Value, &'static str>
 }
 
 /// Text → the JSON the schema expects; text that does not parse stays a string and fails the type check.
-fn typed(v: &str, s: Scalar) -> Value {
+pub(super) fn typed(v: &str, s: Scalar) -> Value {
     match s {
         Scalar::String => Value::String(v.to_string()),
         Scalar::Integer => match (v.parse::<i64>(), v.parse::<u64>()) {
@@ -297,25 +353,49 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// A form body as an object: each value read as its property's type; a repeated name becomes an array.
-fn form_object(body: &[u8], props: &std::collections::HashMap<String, Scalar>) -> Value {
+/// A form body as an object: each value read as its property's type; an array property collects its values
+/// (one or several), another repeated name becomes an array (and fails its schema). The hostile-JSON limits
+/// apply: pairs count as object keys, values as strings.
+fn form_object(
+    body: &[u8],
+    props: &std::collections::HashMap<String, PartSpec>,
+    limits: &JsonLimits,
+) -> Result<Value, String> {
     let text = String::from_utf8_lossy(body);
     let mut o = Map::new();
-    for (k, v) in query_pairs(&text) {
-        let s = props.get(&k).copied().unwrap_or(Scalar::String);
-        let value = typed(&v, s);
-        match o.get_mut(&k) {
-            Some(Value::Array(list)) => list.push(value),
-            Some(existing) => {
-                let first = existing.take();
-                *existing = Value::Array(vec![first, value]);
-            }
-            None => {
-                o.insert(k, value);
-            }
+    for (i, (k, v)) in query_pairs(&text).into_iter().enumerate() {
+        if i >= limits.max_object_keys {
+            return Err(format!("form body: more than {} fields", limits.max_object_keys));
+        }
+        if v.len() > limits.max_string_bytes || k.len() > limits.max_string_bytes {
+            return Err(format!("form body: a field of more than {} bytes", limits.max_string_bytes));
+        }
+        let spec = props.get(&k).copied();
+        let value = match spec.map(|p| p.read) {
+            Some(PartRead::Text(s)) => typed(&v, s),
+            _ => Value::String(v),
+        };
+        push_field(&mut o, k, value, spec.is_some_and(|p| p.list));
+    }
+    Ok(Value::Object(o))
+}
+
+/// Adds a field to a form-like object: a list property gathers its values in an array; another repeated name
+/// becomes an array of its values too.
+pub(super) fn push_field(o: &mut Map<String, Value>, k: String, value: Value, list: bool) {
+    match o.get_mut(&k) {
+        Some(Value::Array(items)) => items.push(value),
+        Some(existing) => {
+            let first = existing.take();
+            *existing = Value::Array(vec![first, value]);
+        }
+        None if list => {
+            o.insert(k, Value::Array(vec![value]));
+        }
+        None => {
+            o.insert(k, value);
         }
     }
-    Value::Object(o)
 }
 
 /// Parses JSON into a tree under the hostile-JSON limits: depth, string bytes, array items, object keys;

@@ -331,16 +331,23 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
                     return exit.reject(rej, rec);
                 }
             }
+            // A JSON body the spec check parsed is walked by the detection engine as it is (one parse).
+            let mut tree = None;
             if let (Some(op), Some(media), Some(api)) = (&operation, check_media, &route.openapi) {
                 let limits = policy.map_or_else(Default::default, |p| p.json);
-                if let Some(rej) =
-                    exit.verdict(inspect_mode, op.check_body(media, &bytes, &limits, api.strict), &mut rec)
-                {
+                let ct = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+                let checked = op.check_body(media, ct, &bytes, &limits, api.strict);
+                if let Some(rej) = exit.verdict(inspect_mode, checked.verdict, &mut rec) {
                     return exit.reject(rej, rec);
                 }
+                tree = checked.json;
             }
             if let Some(policy) = policy.filter(|_| scanned) {
-                if let Some(rej) = exit.verdict(inspect_mode, policy.scan_body(kind.clone(), &bytes), &mut rec) {
+                let verdict = match (&tree, &kind) {
+                    (Some(tree), BodyKind::Json) => policy.scan_json_tree(tree),
+                    _ => policy.scan_body(kind.clone(), &bytes),
+                };
+                if let Some(rej) = exit.verdict(inspect_mode, verdict, &mut rec) {
                     return exit.reject(rej, rec);
                 }
             }

@@ -259,3 +259,316 @@ async fn responses_lose_undeclared_and_write_only_properties() {
     assert!(got.headers.get("content-length").is_none(), "the stream was buffered");
     gw.handle.shutdown().await;
 }
+
+/// Strict routes refuse query parameters the operation does not declare (deepObject and exploded-object keys
+/// belong to their parameter); `strict_query: false` lets them through while bodies stay strict. Unknown
+/// cookies and headers are ignored either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_routes_refuse_undeclared_query_parameters() {
+    let (api, _task) = sample_api::spawn("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let spec = sample_spec().display().to_string();
+    let routes = format!(
+        "  - {{ path: \"/*\", methods: [ANY], upstream: app, auth: none, openapi: {{ spec: \"{spec}\" }} }}
+  - {{ hosts: [lax.test], path: \"/*\", methods: [ANY], upstream: app, auth: none, openapi: {{ spec: \"{spec}\", strict_query: false }} }}"
+    );
+    let gw = TestGateway::start(&config(&one_upstream(&format!("http://{api}")), &routes, "")).await;
+    let a = gw.addr();
+    let status = |g: &Got| (g.status, g.code());
+    let schema = (400, "inspect.schema".to_string());
+    assert_eq!(get(a, "/users?limit=2&role=user").await.status, 200);
+    assert_eq!(status(&get(a, "/users?limit=2&debug=1").await), schema, "undeclared query parameter");
+    assert_eq!(status(&get(a, "/users/2?admin=true").await), schema, "an operation without query parameters");
+    assert_eq!(status(&get(a, "/users?limit%5B%5D=1").await), schema, "a spelling that is not the declared name");
+    let got = get_with(a, "/users/2", &[("cookie", "tracking=1; theme=dark"), ("x-unknown", "1")]).await;
+    assert_eq!(got.status, 200, "unknown cookies and headers are ignored: {}", got.text());
+    // Not strict for the query: the undeclared parameter passes; declared ones are still checked, bodies strict.
+    let lax = [("host", "lax.test")];
+    assert_eq!(call(a, "GET", "/users?limit=2&utm_source=mail", &lax, "").await.status, 200);
+    assert_eq!(status(&call(a, "GET", "/users?limit=500", &lax, "").await), schema);
+    let smuggle = r#"{"name":"G","email":"g@example.com","password":"correct horse","is_admin":true}"#;
+    let got = call(a, "POST", "/users", &[("host", "lax.test"), ("content-type", "application/json")], smuggle).await;
+    assert_eq!(status(&got), schema, "{}", got.text());
+    gw.handle.shutdown().await;
+}
+
+const UPLOAD_SPEC: &str = r##"openapi: 3.0.3
+info: { title: uploads, version: "1" }
+paths:
+  /upload:
+    post:
+      requestBody:
+        content:
+          multipart/form-data:
+            schema:
+              type: object
+              required: [title, file]
+              properties:
+                title: { type: string, maxLength: 20 }
+                count: { type: integer, minimum: 1 }
+                tags: { type: array, items: { type: string }, maxItems: 2 }
+                meta: { type: object, properties: { lang: { type: string } } }
+                file: { type: string, format: binary }
+                extra: { type: array, items: { type: string, format: binary } }
+          application/x-www-form-urlencoded:
+            schema:
+              type: object
+              properties:
+                ids: { type: array, items: { type: integer } }
+                name: { type: string }
+      responses: { "200": { description: ok } }
+"##;
+
+fn multipart(parts: &[(&str, Option<&str>, &[u8])]) -> Vec<u8> {
+    let mut b = Vec::new();
+    for (name, filename, content) in parts {
+        b.extend_from_slice(format!("--XyZ\r\nContent-Disposition: form-data; name=\"{name}\"").as_bytes());
+        if let Some(f) = filename {
+            b.extend_from_slice(format!("; filename=\"{f}\"\r\nContent-Type: application/octet-stream").as_bytes());
+        }
+        b.extend_from_slice(b"\r\n\r\n");
+        b.extend_from_slice(content);
+        b.extend_from_slice(b"\r\n");
+    }
+    b.extend_from_slice(b"--XyZ--\r\n");
+    b
+}
+
+/// Multipart bodies are validated against their schema: parts as properties (typed, arrays from repeated
+/// parts, JSON objects), files only where the schema declares `format: binary`, undeclared parts refused on
+/// strict routes, and limits on parts and text fields. Form bodies: a single value of an array property is an
+/// array of one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multipart_bodies_are_validated_against_the_schema() {
+    let up = TestUpstream::start().await;
+    let dir = TempDir::new();
+    dir.write("uploads.yaml", UPLOAD_SPEC);
+    let routes = "  - { path: /upload, methods: [POST], upstream: app, auth: none, openapi: { spec: uploads.yaml } }";
+    let extra = "inspect: { json: { max_object_keys: 8, max_string_bytes: 64 } }";
+    let gw = TestGateway::start_in(dir, &config(&one_upstream(&up.url()), routes, extra), false).await;
+    let a = gw.addr();
+    let send = |body: Vec<u8>| async move {
+        let req = http::Request::post(format!("http://{a}/upload"))
+            .header("content-type", "multipart/form-data; boundary=XyZ")
+            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+            .unwrap();
+        send(a, req).await
+    };
+    let png: &[u8] = b"\x89PNG\r\n\x1a\n\x00\xff binary";
+    let ok = multipart(&[
+        ("title", None, b"Holiday"),
+        ("count", None, b"2"),
+        ("tags", None, b"sea"),
+        ("tags", None, b"sun"),
+        ("meta", None, br#"{"lang":"en"}"#),
+        ("file", Some("a.png"), png),
+        ("extra", Some("b.png"), png),
+    ]);
+    let got = send(ok).await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert_eq!(send(multipart(&[("title", None, b"T"), ("file", Some("a.png"), png)])).await.status, 200);
+    let before = up.hits();
+    let cases: Vec<(Vec<u8>, &str, &str)> = vec![
+        (multipart(&[("title", None, b"T")]), "inspect.schema", "required file missing"),
+        (
+            multipart(&[("title", Some("t.txt"), b"T"), ("file", Some("a.png"), png)]),
+            "inspect.schema",
+            "file in a text field",
+        ),
+        (
+            multipart(&[("title", None, b"T"), ("file", Some("a"), png), ("role", None, b"admin")]),
+            "inspect.schema",
+            "undeclared part",
+        ),
+        (
+            multipart(&[("title", None, b"T"), ("file", Some("a"), png), ("count", None, b"two")]),
+            "inspect.schema",
+            "integer",
+        ),
+        (
+            multipart(&[("title", None, b"T"), ("file", Some("a"), png), ("count", None, b"0")]),
+            "inspect.schema",
+            "minimum",
+        ),
+        (
+            multipart(&[
+                ("title", None, b"T"),
+                ("file", Some("a"), png),
+                ("tags", None, b"a"),
+                ("tags", None, b"b"),
+                ("tags", None, b"c"),
+            ]),
+            "inspect.schema",
+            "maxItems",
+        ),
+        (
+            multipart(&[("title", None, b"T"), ("file", Some("a"), png), ("meta", None, b"{oops")]),
+            "inspect.malformed_body",
+            "JSON part",
+        ),
+        (
+            multipart(&[("title", None, b"T"), ("file", Some("a"), png), ("meta", None, br#"{"lang":"en","x":1}"#)]),
+            "inspect.schema",
+            "undeclared in a JSON part",
+        ),
+        (
+            multipart(&[("title", None, "x".repeat(100).as_bytes()), ("file", Some("a"), png)]),
+            "inspect.malformed_body",
+            "text part over the limit",
+        ),
+        (
+            multipart(&[("title", None, b"\xff\xfe"), ("file", Some("a"), png)]),
+            "inspect.malformed_body",
+            "text part not UTF-8",
+        ),
+        (multipart(&vec![("tags", None, &b"t"[..]); 9]), "inspect.malformed_body", "too many parts"),
+        (
+            b"--XyZ\r\nContent-Disposition: form-data; name=\"title\"\r\n\r\nunterminated".to_vec(),
+            "inspect.malformed_body",
+            "malformed",
+        ),
+    ];
+    for (body, code, why) in cases {
+        let got = send(body).await;
+        assert_eq!(got.code(), code, "{why}: {}", got.text());
+    }
+    assert_eq!(up.hits(), before, "a refused body reached the upstream");
+    let form = |body: &'static str| async move {
+        call(a, "POST", "/upload", &[("content-type", "application/x-www-form-urlencoded")], body).await
+    };
+    assert_eq!(form("ids=1&name=a").await.status, 200, "one value of an array property");
+    assert_eq!(form("ids=1&ids=2").await.status, 200);
+    assert_eq!(form("ids=x").await.code(), "inspect.schema");
+    assert_eq!(form("ids=1&role=admin").await.code(), "inspect.schema", "undeclared form field");
+    gw.handle.shutdown().await;
+}
+
+/// The top-level `openapi:` shorthand: one entry protects a whole API (a route `{base_path}/*` with the spec),
+/// carries route options, and keeps `auth` mandatory; errors point at the entry's lines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_shorthand_protects_a_whole_api_from_its_spec() {
+    let (api, _task) = sample_api::spawn("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let spec = sample_spec().display().to_string();
+    let yaml = format!(
+        "listen: [{{ addr: \"127.0.0.1:0\" }}]\nworkers: 1\naccess_log: off\nupstreams:\n{}\nopenapi:\n  - spec: \"{spec}\"\n    upstream: app\n    auth: none\n  - spec: \"{spec}\"\n    upstream: app\n    auth: none\n    hosts: [monitor.test]\n    modes: {{ inspect: monitor }}\n  - spec: \"{spec}\"\n    upstream: app\n    auth: none\n    base_path: /v2\nroutes:\n  - {{ path: /products, methods: [GET], upstream: app, auth: none }}\n",
+        one_upstream(&format!("http://{api}"))
+    );
+    let gw = TestGateway::start(&yaml).await;
+    let a = gw.addr();
+    assert_eq!(get(a, "/users/2").await.status, 200);
+    assert_eq!(get(a, "/v2/users/abc").await.code(), "inspect.schema", "the spec applies under its base path");
+    assert_eq!(get(a, "/v2/internal/debug").await.code(), "route.not_found");
+    assert_eq!((get(a, "/internal/debug").await.status), 404, "undeclared operations do not exist");
+    let promote = r#"{"name":"G","email":"g@example.com","password":"correct horse","role":"admin"}"#;
+    let got = call(a, "POST", "/users", &[("content-type", "application/json")], promote).await;
+    assert_eq!((got.status, got.code()), (400, "inspect.schema".to_string()), "{}", got.text());
+    assert_eq!(get(a, "/users?debug=1").await.code(), "inspect.schema");
+    // An explicit route beside the shorthand wins for its path (this one has no spec).
+    assert_eq!(get(a, "/products?debug=1").await.status, 200);
+    // The second entry's route options apply: monitor mode lets the same request through.
+    let got =
+        call(a, "POST", "/users", &[("host", "monitor.test"), ("content-type", "application/json")], promote).await;
+    assert_eq!(got.status, 201, "{}", got.text());
+    gw.handle.shutdown().await;
+
+    // `auth` is mandatory, and other mistakes are reported at the entry's lines.
+    let dir = TempDir::new();
+    let bad = format!(
+        "listen: [{{ addr: \"127.0.0.1:0\" }}]\nupstreams:\n{}\nopenapi:\n  - spec: \"{spec}\"\n    upstream: app\n  - spec: nowhere.yaml\n    upstream: app\n    auth: none\n  - spec: \"{spec}\"\n    upstream: apx\n    auth: none\n    base_path: /v3\n",
+        one_upstream("http://127.0.0.1:9")
+    );
+    let p = dir.write("bad.yaml", &bad);
+    let Err(e) = gateway::config::load_file(&p, &gateway::metrics::Metrics::new()) else { panic!("accepted") };
+    let text = e.to_string();
+    assert!(text.contains("bad.yaml:5:") && text.contains("does not say who may call it"), "{text}");
+    assert!(text.contains("bad.yaml:7:") && text.contains("nowhere.yaml"), "{text}");
+    assert!(text.contains("bad.yaml:11:") && text.contains("unknown upstream `apx`"), "{text}");
+}
+
+/// Editing a file the spec pulls in through `$ref` reloads the config, like editing the spec itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_to_a_referenced_file_reloads_the_spec() {
+    let up = TestUpstream::start().await;
+    let dir = TempDir::new();
+    dir.write("api.yaml", SPEC);
+    let common = dir.write("common.yaml", COMMON);
+    let routes = "  - { path: \"/echo/*\", methods: [ANY], upstream: app, auth: none, openapi: { spec: api.yaml } }";
+    let gw = TestGateway::start_in(dir, &config(&one_upstream(&up.url()), routes, ""), true).await;
+    let a = gw.addr();
+    let post = || async move {
+        call(
+            a,
+            "POST",
+            "/echo/items",
+            &[("content-type", "application/json")],
+            r#"{"name":"a","qty":1,"colour":"red"}"#,
+        )
+        .await
+    };
+    assert_eq!(post().await.code(), "inspect.schema", "`colour` is not declared yet");
+    std::fs::write(&common, COMMON.replace("      tags:", "      colour: { type: string }\n      tags:")).unwrap();
+    let mut status = 0;
+    for _ in 0..50 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        status = post().await.status;
+        if status == 200 {
+            break;
+        }
+    }
+    assert_eq!(status, 200, "the change to common.yaml was not picked up");
+    gw.handle.shutdown().await;
+}
+
+/// The shipped `examples/openapi.yaml` (the shorthand) in front of the sample API, as an operator runs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_openapi_example_protects_the_sample_api() {
+    let (api, _task) = sample_api::spawn("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let yaml = example(
+        "openapi.yaml",
+        &[
+            ("RAMPART_UPSTREAM", format!("http://{api}")),
+            ("RAMPART_LISTEN", "127.0.0.1:0".into()),
+            ("RAMPART_ADMIN", "127.0.0.1:0".into()),
+            ("RAMPART_OPENAPI", sample_spec().display().to_string()),
+        ],
+    );
+    let gw = TestGateway::start(&yaml).await;
+    let a = gw.addr();
+    assert_eq!(get(a, "/products?q=keyboard").await.status, 200);
+    assert_eq!(get(a, "/internal/debug").await.code(), "route.not_found");
+    assert_eq!(get(a, "/users?debug=1").await.code(), "inspect.schema");
+    let promote = r#"{"name":"G","email":"g@example.com","password":"correct horse","role":"admin"}"#;
+    assert_eq!(
+        call(a, "POST", "/users", &[("content-type", "application/json")], promote).await.code(),
+        "inspect.schema"
+    );
+    let sqli = get(a, "/products?q=1%27%20UNION%20SELECT%20password%20FROM%20users--").await;
+    assert_eq!(sqli.code(), "inspect.sqli", "detection runs on what the spec allows");
+    gw.handle.shutdown().await;
+}
+
+/// On a spec route the detection engine walks the tree the validator parsed (one parse): keys and strings
+/// nested in free-form objects and arrays are still scanned with their member names, exclusions still apply,
+/// and monitor mode on the spec still lets the detector see the body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn detection_walks_the_validated_tree_on_spec_routes() {
+    let up = TestUpstream::start().await;
+    let dir = TempDir::new();
+    dir.write(
+        "notes.yaml",
+        "openapi: 3.1.0\ninfo: { title: notes, version: '1' }\npaths:\n  /notes:\n    post:\n      requestBody:\n        content:\n          application/json:\n            schema:\n              type: object\n              properties:\n                title: { type: string }\n                snippet: { type: string }\n                meta: { type: object }\n                tags: { type: array, items: { type: string } }\n      responses: { '200': { description: ok } }\n",
+    );
+    let routes = "  - { path: /notes, methods: [POST], upstream: app, auth: none, openapi: { spec: notes.yaml }, inspect: { exclude: [\"json:snippet\"] } }";
+    let gw = TestGateway::start_in(dir, &config(&one_upstream(&up.url()), routes, ""), false).await;
+    let a = gw.addr();
+    let post = |body: &'static str| async move {
+        call(a, "POST", "/notes", &[("content-type", "application/json")], body).await
+    };
+    assert_eq!(post(r#"{"title":"Union Station","tags":["select","drop"],"meta":{"k":"O'Brien"}}"#).await.status, 200);
+    assert_eq!(post(r#"{"meta":{"user":{"$where":"sleep(5000)"}}}"#).await.code(), "inspect.nosqli", "a nested key");
+    assert_eq!(post(r#"{"meta":{"__proto__":{"admin":true}}}"#).await.code(), "inspect.proto_pollution");
+    assert_eq!(post(r#"{"tags":["ok","' OR '1'='1' --"]}"#).await.code(), "inspect.sqli", "an array item");
+    assert_eq!(post(r#"{"title":"<svg onload=alert(1)>"}"#).await.code(), "inspect.xss");
+    assert_eq!(post(r#"{"snippet":"<script>alert(1)</script>"}"#).await.status, 200, "excluded field");
+    assert_eq!(post(r#"{"title":"a","title":"b"}"#).await.code(), "inspect.malformed_body");
+    gw.handle.shutdown().await;
+}
