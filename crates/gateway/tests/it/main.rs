@@ -12,6 +12,7 @@ mod redact;
 mod reload;
 mod respond;
 mod routing;
+mod signatures;
 mod testkit;
 mod throttle;
 mod tls;
