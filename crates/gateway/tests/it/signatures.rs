@@ -115,14 +115,16 @@ async fn tampered_unknown_expired_and_replayed_requests_are_refused_with_their_c
     assert_eq!(up.hits(), 1, "nothing refused reached the upstream");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nonce_used_on_one_gateway_is_a_replay_on_another_sharing_redis() {
-    let redis = TestRedis::start();
+    let mut redis = TestRedis::start();
     let up = TestUpstream::start().await;
     let k = keys();
     let state = format!("state: {{ redis: \"{}\", timeout: 500ms }}\n", redis.url());
     let a = gateway(&up, &k, &state).await;
     let b = gateway(&up, &k, &state).await;
+    wait_state_healthy(&a).await;
+    wait_state_healthy(&b).await;
     let h = k.mac.sign("billing", "POST", "/echo/orders", &[], b"{\"qty\":2}", now(), "shared-nonce");
     let got = send_signed(&a, "POST", "/echo/orders", &h, "{\"qty\":2}").await;
     assert_eq!(got.status, 200, "{}", got.text());
@@ -131,6 +133,18 @@ async fn a_nonce_used_on_one_gateway_is_a_replay_on_another_sharing_redis() {
     // A fresh nonce on the other gateway passes.
     let h = k.mac.sign("billing", "POST", "/echo/orders", &[], b"{\"qty\":2}", now(), "other-nonce");
     assert_eq!(send_signed(&b, "POST", "/echo/orders", &h, "{\"qty\":2}").await.status, 200);
+
+    // Redis gone: freshness cannot be established, so signed requests are refused (503), not let through.
+    redis.kill();
+    let h = k.mac.sign("billing", "POST", "/echo/orders", &[], b"{\"qty\":3}", now(), "while-down");
+    let admin = a.handle.admin_addr.unwrap();
+    let before = rejections(admin, "auth.signature.store_unavailable").await;
+    let got = send_signed(&a, "POST", "/echo/orders", &h, "{\"qty\":3}").await;
+    assert_eq!(got.status, 503, "{}", got.text());
+    assert_eq!(rejections(admin, "auth.signature.store_unavailable").await, before + 1);
+    assert_eq!(up.hits(), 2);
+    a.handle.shutdown().await;
+    b.handle.shutdown().await;
 }
 
 #[tokio::test]
