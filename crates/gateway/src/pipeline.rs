@@ -377,6 +377,7 @@ impl Code {
         Code::Identify(crate::stages::identify::IdentifyCode::SignatureDigest),
         Code::Identify(crate::stages::identify::IdentifyCode::SignatureReplay),
         Code::Identify(crate::stages::identify::IdentifyCode::SignatureStoreUnavailable),
+        Code::Identify(crate::stages::identify::IdentifyCode::Lockout),
         Code::Authorize(crate::stages::authorize::AuthzCode::Scope),
         Code::Authorize(crate::stages::authorize::AuthzCode::Function),
         Code::Authorize(crate::stages::authorize::AuthzCode::Object),

@@ -151,6 +151,10 @@ impl Runtime {
     /// Keeps the running state backend (its cells, blocks and Redis connection) when a reload leaves `state:`
     /// as it was.
     pub fn adopt_state(&mut self, current: &Runtime) {
+        // Lockout counters survive every reload: a reload must not unlock anyone.
+        if let (Some(next), Some(running)) = (self.identity.lockout.as_mut(), current.identity.lockout.as_ref()) {
+            next.adopt(running);
+        }
         if self.state_spec == current.state_spec {
             self.state = current.state.clone();
         }

@@ -6,10 +6,12 @@ use super::raw::{Dur, RawRoute};
 use crate::stages::authorize::{AuthzPolicy, MassAssignmentRule, OwnerRule, OwnerSource, ScopeRule};
 use crate::stages::identify::api_key::ApiKeys;
 use crate::stages::identify::forward::{IdentityHeaders, NamePattern};
+use crate::stages::identify::guard::Lockout;
 use crate::stages::identify::introspect::answer::Rules;
 use crate::stages::identify::introspect::{Introspector, Settings, Timing};
 use crate::stages::identify::jwks::{KeySet, RemoteJwks, RemotePolicy};
 use crate::stages::identify::jwt::{JwtIssuer, JwtVerifier, KeySource, MIN_HMAC_SECRET_BYTES};
+use crate::stages::identify::lockout::{LockoutPolicy, LockoutSettings};
 use crate::stages::identify::mtls::{CertMatch, MtlsMap};
 use crate::stages::identify::signature::{
     Component, NoncePolicy, SignatureAlgorithm, SignatureKey, SignatureSettings, SignatureVerifier,
@@ -174,6 +176,46 @@ pub struct RawIdentity {
     /// RFC 9421 signed requests (`auth: [signature]`).
     #[serde(default)]
     pub signatures: Option<Spanned<RawSignatures>>,
+    /// Brute-force lockout: the flat fields are the per-credential policy, `ip:` the per-IP one.
+    #[serde(default)]
+    pub lockout: Option<Spanned<RawLockout>>,
+}
+
+/// `lockout: { max_failures: 5, window: 15m, base: 1m, max: 1h, ip: { max_failures: 20, … }, ipv6_prefix: 64 }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLockout {
+    #[serde(default)]
+    pub max_failures: Option<u32>,
+    #[serde(default)]
+    pub window: Option<Dur>,
+    #[serde(default)]
+    pub base: Option<Dur>,
+    #[serde(default)]
+    pub max: Option<Dur>,
+    #[serde(default)]
+    pub strike_memory: Option<Dur>,
+    #[serde(default)]
+    pub ip: Option<RawLockoutPolicy>,
+    #[serde(default)]
+    pub ipv6_prefix: Option<u8>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLockoutPolicy {
+    /// Failures within `window` that lock out.
+    #[serde(default)]
+    pub max_failures: Option<u32>,
+    #[serde(default)]
+    pub window: Option<Dur>,
+    /// The first lockout; each repeat within `strike_memory` doubles it, up to `max`.
+    #[serde(default)]
+    pub base: Option<Dur>,
+    #[serde(default)]
+    pub max: Option<Dur>,
+    #[serde(default)]
+    pub strike_memory: Option<Dur>,
 }
 
 /// `signatures: { keys: { id: { alg, public_key | secret, consumer, scopes, roles } }, window, clock_skew, … }`.
@@ -427,6 +469,36 @@ pub(super) fn compile_identity(
     }
     if let Some(sigs) = &raw.signatures {
         identifier.signatures = compile_signatures(errs, sigs);
+    }
+    if let Some(l) = &raw.lockout {
+        let apply = |mut p: LockoutPolicy, r: &RawLockoutPolicy| {
+            p.max_failures = r.max_failures.unwrap_or(p.max_failures);
+            p.window = r.window.map_or(p.window, |d| d.0);
+            p.base_lockout = r.base.map_or(p.base_lockout, |d| d.0);
+            p.max_lockout = r.max.map_or(p.max_lockout, |d| d.0);
+            p.strike_memory = r.strike_memory.map_or(p.strike_memory, |d| d.0);
+            p
+        };
+        let settings = LockoutSettings {
+            credential: apply(
+                LockoutPolicy::per_credential(),
+                &RawLockoutPolicy {
+                    max_failures: l.value.max_failures,
+                    window: l.value.window,
+                    base: l.value.base,
+                    max: l.value.max,
+                    strike_memory: l.value.strike_memory,
+                },
+            ),
+            ip: apply(LockoutPolicy::per_ip(), l.value.ip.as_ref().unwrap_or(&RawLockoutPolicy::default())),
+            ipv6_prefix: l.value.ipv6_prefix.unwrap_or(64),
+        };
+        match Lockout::new(settings) {
+            Ok(lockout) => identifier.lockout = Some(lockout),
+            Err(e) => {
+                errs.at(l, e.to_string(), Some("e.g. `lockout: { max_failures: 5, window: 15m, base: 1m, max: 1h }`"))
+            }
+        }
     }
     let mut headers = IdentityHeaders::default();
     if let Some(list) = &raw.strip_headers {

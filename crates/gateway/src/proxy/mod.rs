@@ -14,7 +14,7 @@ use crate::problem;
 use crate::server::tls::PeerCert;
 use crate::stages::admit;
 use crate::stages::cors::{CorsPolicy, Preflight};
-use crate::stages::identify::{signature, AuthMethod, AuthRequest, Identity, RouteAuth};
+use crate::stages::identify::{guard, signature, AuthMethod, AuthRequest, Identity, RouteAuth};
 use crate::stages::inspect::BodyKind;
 use crate::stages::normalize::normalize;
 use crate::stages::record::{security_event, AccessLog, Outcome, RequestRecord};
@@ -247,6 +247,19 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
                     }
                 }
             }
+            // Brute-force lockout: a locked IP or credential is refused before anything is verified.
+            let lockout = rt.identity.lockout.as_ref();
+            let credential = lockout.and_then(|_| guard::presented(&rt.identity, &parts, methods));
+            let attempt = guard::attempt(client_ip, &credential);
+            if let Some(l) = lockout {
+                if let Some(rej) = l.check(&attempt).await {
+                    if let Some(rej) =
+                        exit.verdict(route.modes.get(StageName::Identify), Verdict::Reject(rej), &mut rec)
+                    {
+                        return exit.reject(rej, rec);
+                    }
+                }
+            }
             let request = AuthRequest {
                 parts: &parts,
                 client_cert: conn.client_cert.as_deref(),
@@ -254,7 +267,11 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
                 tls: conn.tls,
                 state: &rt.state,
             };
-            match rt.identity.identify(methods, &request).await {
+            let result = rt.identity.identify(methods, &request).await;
+            if let Some(l) = lockout {
+                l.report(&attempt, result.as_ref().err().map(|f| f.code), &request_id).await;
+            }
+            match result {
                 Ok(id) => Some(id),
                 Err(failure) => {
                     let verdict = Verdict::Reject(route.identify.rejection(failure));

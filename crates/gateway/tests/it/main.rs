@@ -6,6 +6,7 @@ mod cors;
 mod identity;
 mod inspect;
 mod introspection;
+mod lockout;
 mod openapi;
 mod proxying;
 mod redact;

@@ -3,6 +3,7 @@
 //! exfiltration counts) and record (the consumer in events).
 
 pub mod clock;
+pub mod guard;
 pub mod lockout;
 pub mod replay;
 pub mod signature;
@@ -136,6 +137,9 @@ pub enum IdentifyCode {
     SignatureReplay,
     /// The nonce store could not answer: 503, fail closed.
     SignatureStoreUnavailable,
+    /// Too many failed authentications from this IP or for this credential: 429 with `Retry-After`, before any
+    /// verification.
+    Lockout,
 }
 
 impl IdentifyCode {
@@ -174,12 +178,14 @@ impl IdentifyCode {
             IdentifyCode::SignatureDigest => "auth.signature.digest",
             IdentifyCode::SignatureReplay => "auth.signature.replay",
             IdentifyCode::SignatureStoreUnavailable => "auth.signature.store_unavailable",
+            IdentifyCode::Lockout => "auth.lockout",
         }
     }
 
     pub fn status(self) -> StatusCode {
         match self {
             IdentifyCode::SignatureStoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            IdentifyCode::Lockout => StatusCode::TOO_MANY_REQUESTS,
             _ => StatusCode::UNAUTHORIZED,
         }
     }
@@ -200,9 +206,13 @@ impl IdentifyCode {
         }
     }
 
-    /// What the client is told: one code for every identification failure.
+    /// What the client is told: one code for every identification failure; a lockout says what it is (the
+    /// client must know to wait, and it reveals nothing about the credential).
     pub fn client_str(self) -> &'static str {
-        "auth.failed"
+        match self {
+            IdentifyCode::Lockout => "auth.lockout",
+            _ => "auth.failed",
+        }
     }
 }
 
@@ -251,6 +261,8 @@ pub struct Identifier {
     pub headers: forward::IdentityHeaders,
     /// RFC 9421 signed requests.
     pub signatures: Option<signature::SignatureVerifier>,
+    /// Brute-force lockout (`identity.lockout`).
+    pub lockout: Option<guard::Lockout>,
 }
 
 impl Identifier {

@@ -525,6 +525,17 @@ impl SignatureVerifier {
         })
     }
 
+    /// The configured key id the request's signature claims (the one [`Self::verify`] would check), unverified:
+    /// the brute-force guard's counter key. `None` when the headers do not name a configured key.
+    pub fn claimed_keyid(&self, headers: &HeaderMap) -> Option<String> {
+        let input_header = joined_header(headers, "signature-input")?;
+        let inputs = parse_dictionary(&input_header, "Signature-Input").ok()?;
+        if inputs.len() > MAX_SIGNATURES {
+            return None;
+        }
+        self.select(&inputs).ok().map(|(_, _, id, _)| id.to_string())
+    }
+
     /// [`Self::verify`], then the nonce checked and remembered in `store`. Only authentic signatures reach the
     /// store, so forged requests cannot fill it.
     pub async fn verify_fresh(
