@@ -382,6 +382,7 @@ impl Code {
         Code::Authorize(crate::stages::authorize::AuthzCode::Function),
         Code::Authorize(crate::stages::authorize::AuthzCode::Object),
         Code::Authorize(crate::stages::authorize::AuthzCode::MassAssignment),
+        Code::Authorize(crate::stages::authorize::AuthzCode::Policy),
         Code::InspectSchema,
         Code::InspectContentType,
         Code::RespondSchema,

@@ -6,6 +6,7 @@ pub mod compile;
 pub mod compile_throttle;
 pub mod env;
 pub mod identity;
+pub mod policies;
 pub mod raw;
 pub mod raw_throttle;
 

@@ -13,6 +13,7 @@ use crate::pipeline::{Code, Mode, Rejection, StageName, Verdict};
 use crate::problem;
 use crate::server::tls::PeerCert;
 use crate::stages::admit;
+use crate::stages::authorize::policy::PolicyInput;
 use crate::stages::cors::{CorsPolicy, Preflight};
 use crate::stages::identify::{guard, signature, AuthMethod, AuthRequest, Identity, RouteAuth};
 use crate::stages::inspect::BodyKind;
@@ -288,6 +289,22 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
     if let Some(id) = &identity {
         let verdict = route.authorize.check_head(id, &parts.method, &params, parts.uri.query());
         if let Some(rej) = exit.verdict(authz_mode, verdict, &mut rec) {
+            return exit.reject(rej, rec);
+        }
+    }
+    // Cedar policies, after the built-in checks: for every caller, anonymous ones included.
+    if let Some(policies) = &route.authorize.policies {
+        let input = PolicyInput {
+            identity: identity.as_deref(),
+            route_id: &route.id,
+            method: parts.method.as_str(),
+            path: &path,
+            params: &params,
+            query: parts.uri.query(),
+            client_ip,
+            tls: conn.tls,
+        };
+        if let Some(rej) = exit.verdict(authz_mode, policies.check(&input), &mut rec) {
             return exit.reject(rej, rec);
         }
     }

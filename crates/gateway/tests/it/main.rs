@@ -8,6 +8,7 @@ mod inspect;
 mod introspection;
 mod lockout;
 mod openapi;
+mod policies;
 mod proxying;
 mod redact;
 mod reload;
