@@ -236,18 +236,6 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
     let identity: Option<Arc<Identity>> = match &route.identify.auth {
         RouteAuth::Public => None,
         RouteAuth::AnyOf(methods) => {
-            // A signed request covers its body (`Content-Digest`): it is read once, here, and inspect reuses it.
-            if methods.contains(&AuthMethod::Signature)
-                && rt.identity.signatures.is_some()
-                && signature::presented(&parts.headers)
-            {
-                if let Some(incoming) = body.take_if(|b| !b.is_end_stream()) {
-                    match read_body(&rt, incoming, route.max_body_bytes, route.max_body_bytes).await {
-                        Ok(bytes) => pre_read = Some(bytes),
-                        Err(rej) => return exit.reject(rej, rec),
-                    }
-                }
-            }
             // Brute-force lockout: a locked IP or credential is refused before anything is verified.
             let lockout = rt.identity.lockout.as_ref();
             let credential = lockout.and_then(|_| guard::presented(&rt.identity, &parts, methods));
@@ -258,6 +246,18 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
                         exit.verdict(route.modes.get(StageName::Identify), Verdict::Reject(rej), &mut rec)
                     {
                         return exit.reject(rej, rec);
+                    }
+                }
+            }
+            // A signed request covers its body (`Content-Digest`): it is read once, here, and inspect reuses it.
+            if methods.contains(&AuthMethod::Signature)
+                && rt.identity.signatures.is_some()
+                && signature::presented(&parts.headers)
+            {
+                if let Some(incoming) = body.take_if(|b| !b.is_end_stream()) {
+                    match read_body(&rt, incoming, route.max_body_bytes, route.max_body_bytes).await {
+                        Ok(bytes) => pre_read = Some(bytes),
+                        Err(rej) => return exit.reject(rej, rec),
                     }
                 }
             }
