@@ -151,6 +151,10 @@ impl Runtime {
     /// Keeps the running state backend (its cells, blocks and Redis connection) when a reload leaves `state:`
     /// as it was.
     pub fn adopt_state(&mut self, current: &Runtime) {
+        // Lockout counters survive every reload: a reload must not unlock anyone.
+        if let (Some(next), Some(running)) = (self.identity.lockout.as_mut(), current.identity.lockout.as_ref()) {
+            next.adopt(running);
+        }
         if self.state_spec == current.state_spec {
             self.state = current.state.clone();
         }
@@ -388,6 +392,8 @@ pub fn compile(mut raw: RawConfig, ctx: &Ctx<'_>) -> Result<Runtime, ConfigError
 
     // Identity (before routes, which name its methods).
     let identity = super::identity::compile_identity(&mut errs, base, &raw.identity, &mut watch_files);
+    let global_policies =
+        raw.policies.as_ref().and_then(|p| super::policies::compile(&mut errs, base, p, &mut watch_files));
     let mtls_listener = raw.listen.iter().any(|l| l.tls.as_ref().is_some_and(|t| t.client_auth.is_some()));
     // Response bodies: the global redaction settings, and one record counter for every route's guard.
     let global_redact = compile_redact(&mut errs, &raw.respond.redact, None);
@@ -473,7 +479,12 @@ pub fn compile(mut raw: RawConfig, ctx: &Ctx<'_>) -> Result<Runtime, ConfigError
             None => None,
         };
         let cors = r.cors.as_ref().and_then(|c| compile_cors(&mut errs, c, &methods));
-        let (identify, authorize) = super::identity::compile_route(&mut errs, r, &methods, &identity, mtls_listener);
+        let (identify, mut authorize) =
+            super::identity::compile_route(&mut errs, r, &methods, &identity, mtls_listener);
+        authorize.policies = match &r.policies {
+            Some(p) => super::policies::compile(&mut errs, base, p, &mut watch_files),
+            None => global_policies.clone(),
+        };
         let openapi =
             r.openapi.as_ref().and_then(|o| compile_openapi(&mut errs, base, o, &mut specs, &mut watch_files));
         let response_body = compile_body_policy(&mut errs, &global_redact, r, &record_counter);

@@ -6,11 +6,16 @@ use super::raw::{Dur, RawRoute};
 use crate::stages::authorize::{AuthzPolicy, MassAssignmentRule, OwnerRule, OwnerSource, ScopeRule};
 use crate::stages::identify::api_key::ApiKeys;
 use crate::stages::identify::forward::{IdentityHeaders, NamePattern};
+use crate::stages::identify::guard::Lockout;
 use crate::stages::identify::introspect::answer::Rules;
 use crate::stages::identify::introspect::{Introspector, Settings, Timing};
 use crate::stages::identify::jwks::{KeySet, RemoteJwks, RemotePolicy};
 use crate::stages::identify::jwt::{JwtIssuer, JwtVerifier, KeySource, MIN_HMAC_SECRET_BYTES};
+use crate::stages::identify::lockout::{LockoutPolicy, LockoutSettings};
 use crate::stages::identify::mtls::{CertMatch, MtlsMap};
+use crate::stages::identify::signature::{
+    Component, NoncePolicy, SignatureAlgorithm, SignatureKey, SignatureSettings, SignatureVerifier,
+};
 use crate::stages::identify::{parse_method, AuthMethod, Identifier, RouteAuth, RouteIdentify};
 use http::header::HeaderName;
 use http::Method;
@@ -168,6 +173,88 @@ pub struct RawIdentity {
     pub strip_headers: Option<Vec<Spanned<String>>>,
     #[serde(default)]
     pub forward: Option<RawForward>,
+    /// RFC 9421 signed requests (`auth: [signature]`).
+    #[serde(default)]
+    pub signatures: Option<Spanned<RawSignatures>>,
+    /// Brute-force lockout: the flat fields are the per-credential policy, `ip:` the per-IP one.
+    #[serde(default)]
+    pub lockout: Option<Spanned<RawLockout>>,
+}
+
+/// `lockout: { max_failures: 5, window: 15m, base: 1m, max: 1h, ip: { max_failures: 20, … }, ipv6_prefix: 64 }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLockout {
+    #[serde(default)]
+    pub max_failures: Option<u32>,
+    #[serde(default)]
+    pub window: Option<Dur>,
+    #[serde(default)]
+    pub base: Option<Dur>,
+    #[serde(default)]
+    pub max: Option<Dur>,
+    #[serde(default)]
+    pub strike_memory: Option<Dur>,
+    #[serde(default)]
+    pub ip: Option<RawLockoutPolicy>,
+    #[serde(default)]
+    pub ipv6_prefix: Option<u8>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLockoutPolicy {
+    /// Failures within `window` that lock out.
+    #[serde(default)]
+    pub max_failures: Option<u32>,
+    #[serde(default)]
+    pub window: Option<Dur>,
+    /// The first lockout; each repeat within `strike_memory` doubles it, up to `max`.
+    #[serde(default)]
+    pub base: Option<Dur>,
+    #[serde(default)]
+    pub max: Option<Dur>,
+    #[serde(default)]
+    pub strike_memory: Option<Dur>,
+}
+
+/// `signatures: { keys: { id: { alg, public_key | secret, consumer, scopes, roles } }, window, clock_skew, … }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSignatures {
+    pub keys: std::collections::BTreeMap<String, Spanned<RawSignatureKey>>,
+    /// How old `created` may be.
+    #[serde(default)]
+    pub window: Option<Dur>,
+    #[serde(default)]
+    pub clock_skew: Option<Dur>,
+    /// Components every signature must cover (default `@method`, `@target-uri`).
+    #[serde(default)]
+    pub require: Option<Vec<Spanned<String>>>,
+    /// `required` (default) or `optional`.
+    #[serde(default)]
+    pub nonce: Option<Spanned<String>>,
+    #[serde(default)]
+    pub tag: Option<String>,
+}
+
+/// One verification key; its material comes from the environment (`${VAR}`), never from the file itself.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSignatureKey {
+    pub alg: Spanned<String>,
+    /// `ed25519`: PEM-less base64 / base64url of the raw or DER public key.
+    #[serde(default)]
+    pub public_key: Option<Spanned<String>>,
+    /// `hmac-sha256`: base64 of the shared secret (at least 32 bytes).
+    #[serde(default)]
+    pub secret: Option<Spanned<String>>,
+    #[serde(default)]
+    pub consumer: Option<String>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub roles: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -380,6 +467,39 @@ pub(super) fn compile_identity(
     if let Some(i) = &raw.introspection {
         identifier.introspection = compile_introspection(errs, base, i, watch);
     }
+    if let Some(sigs) = &raw.signatures {
+        identifier.signatures = compile_signatures(errs, sigs);
+    }
+    if let Some(l) = &raw.lockout {
+        let apply = |mut p: LockoutPolicy, r: &RawLockoutPolicy| {
+            p.max_failures = r.max_failures.unwrap_or(p.max_failures);
+            p.window = r.window.map_or(p.window, |d| d.0);
+            p.base_lockout = r.base.map_or(p.base_lockout, |d| d.0);
+            p.max_lockout = r.max.map_or(p.max_lockout, |d| d.0);
+            p.strike_memory = r.strike_memory.map_or(p.strike_memory, |d| d.0);
+            p
+        };
+        let settings = LockoutSettings {
+            credential: apply(
+                LockoutPolicy::per_credential(),
+                &RawLockoutPolicy {
+                    max_failures: l.value.max_failures,
+                    window: l.value.window,
+                    base: l.value.base,
+                    max: l.value.max,
+                    strike_memory: l.value.strike_memory,
+                },
+            ),
+            ip: apply(LockoutPolicy::per_ip(), l.value.ip.as_ref().unwrap_or(&RawLockoutPolicy::default())),
+            ipv6_prefix: l.value.ipv6_prefix.unwrap_or(64),
+        };
+        match Lockout::new(settings) {
+            Ok(lockout) => identifier.lockout = Some(lockout),
+            Err(e) => {
+                errs.at(l, e.to_string(), Some("e.g. `lockout: { max_failures: 5, window: 15m, base: 1m, max: 1h }`"))
+            }
+        }
+    }
     let mut headers = IdentityHeaders::default();
     if let Some(list) = &raw.strip_headers {
         headers.strip = list
@@ -421,6 +541,88 @@ pub(super) fn compile_identity(
     }
     identifier.headers = headers;
     identifier
+}
+
+fn compile_signatures(errs: &mut Errs<'_>, raw: &Spanned<RawSignatures>) -> Option<SignatureVerifier> {
+    let mut settings = SignatureSettings::default();
+    let before = errs.list.len();
+    for (id, k) in &raw.value.keys {
+        let Some(alg) = SignatureAlgorithm::parse(k.value.alg.value.trim()) else {
+            errs.at(
+                &k.value.alg,
+                format!("unknown signature algorithm `{}`", k.value.alg.value),
+                Some("use ed25519 or hmac-sha256"),
+            );
+            continue;
+        };
+        let text = match (alg, &k.value.public_key, &k.value.secret) {
+            (SignatureAlgorithm::Ed25519, Some(t), None) | (SignatureAlgorithm::HmacSha256, None, Some(t)) => t,
+            _ => {
+                errs.at(
+                    k,
+                    format!("key `{id}`: ed25519 takes `public_key`, hmac-sha256 takes `secret` (exactly one)"),
+                    Some("e.g. `{ alg: ed25519, public_key: \"${PARTNER_PUBKEY}\" }`"),
+                );
+                continue;
+            }
+        };
+        // The error names the key, never its material.
+        match SignatureKey::from_text(alg, text.value.trim()) {
+            Ok(mut key) => {
+                if let Some(c) = &k.value.consumer {
+                    key = key.with_consumer(c.trim());
+                }
+                key = key
+                    .with_scopes(k.value.scopes.iter().map(|s| s.trim()))
+                    .with_roles(k.value.roles.iter().map(|s| s.trim()));
+                settings.keys.insert(id.clone(), key);
+            }
+            Err(e) => {
+                errs.at(text, format!("key `{id}`: {e}"), Some("put the key in the environment and write `${VAR}`"))
+            }
+        }
+    }
+    if let Some(w) = raw.value.window {
+        settings.max_age = w.0;
+    }
+    if let Some(s) = raw.value.clock_skew {
+        settings.clock_skew = s.0;
+    }
+    if let Some(list) = &raw.value.require {
+        let mut required = Vec::new();
+        for c in list {
+            match Component::parse(c.value.trim()) {
+                Some(comp) => required.push(comp),
+                None => errs.at(
+                    c,
+                    format!("unsupported component `{}`", c.value),
+                    Some("e.g. \"@method\", \"@target-uri\", \"content-type\""),
+                ),
+            }
+        }
+        settings.required = required;
+    }
+    if let Some(n) = &raw.value.nonce {
+        settings.nonce = match n.value.trim() {
+            "required" => NoncePolicy::Required,
+            "optional" => NoncePolicy::Optional,
+            other => {
+                errs.at(n, format!("nonce must be `required` or `optional`, not `{other}`"), None);
+                NoncePolicy::Required
+            }
+        };
+    }
+    settings.tag = raw.value.tag.clone();
+    if errs.list.len() != before {
+        return None;
+    }
+    match SignatureVerifier::new(settings) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            errs.at(raw, e.to_string(), Some("configure at least one key under `signatures.keys`"));
+            None
+        }
+    }
 }
 
 fn is_loopback_host(uri: &http::Uri) -> bool {
@@ -734,7 +936,7 @@ pub(super) fn compile_route(
                         None => errs.at(
                             m,
                             format!("unknown auth method `{}`", m.value),
-                            Some("use api_key, jwt, introspection or mtls, or `auth: none`"),
+                            Some("use api_key, jwt, introspection, mtls or signature, or `auth: none`"),
                         ),
                         Some(method) => {
                             let configured = match method {
@@ -742,13 +944,14 @@ pub(super) fn compile_route(
                                 AuthMethod::Jwt => identifier.jwt.as_ref().is_some_and(|j| !j.issuers.is_empty()),
                                 AuthMethod::Mtls => identifier.mtls.is_some(),
                                 AuthMethod::Introspection => identifier.introspection.is_some(),
-                                AuthMethod::Signature => false,
+                                AuthMethod::Signature => identifier.signatures.is_some(),
                             };
                             if !configured {
                                 errs.at(m, format!("`{}` is not configured", m.value), Some(match method {
                                     AuthMethod::ApiKey => "add `identity: { api_keys: { file: keys.yaml } }`",
                                     AuthMethod::Jwt => "add `identity: { jwt: { issuer: …, audience: …, jwks: …, algorithms: [RS256] } }`",
                                     AuthMethod::Introspection => "add `identity: { introspection: { url: …, client_id_env: …, client_secret_env: … } }`",
+                                    AuthMethod::Signature => "add `identity: { signatures: { keys: { partner: { alg: ed25519, public_key: \"${PARTNER_PUBKEY}\" } } } }`",
                                     _ => "add `identity: { mtls: [{ san: \"DNS:client.example\", consumer: name }] }`",
                                 }));
                             } else if method == AuthMethod::Mtls && !mtls_listener {

@@ -7,6 +7,7 @@ pub mod compile_throttle;
 pub mod env;
 pub mod identity;
 pub mod openapi_routes;
+pub mod policies;
 pub mod raw;
 pub mod raw_throttle;
 

@@ -68,6 +68,9 @@ pub struct RawOpenApiRoute {
     pub limits_on_failure: Option<crate::state::FailureMode>,
     #[serde(default)]
     pub load_shedding: Option<super::raw_throttle::RawShed>,
+    /// Cedar policies for this API (replacing the global `policies:`).
+    #[serde(default)]
+    pub policies: Option<Spanned<super::policies::RawPolicies>>,
 }
 
 fn yes() -> bool {
@@ -136,6 +139,7 @@ pub(super) fn expand(errs: &mut Errs<'_>, entries: Vec<RawOpenApiRoute>) -> Vec<
             cost: e.cost,
             limits_on_failure: e.limits_on_failure,
             load_shedding: e.load_shedding,
+            policies: e.policies,
         });
     }
     routes

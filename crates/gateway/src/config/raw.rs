@@ -45,6 +45,9 @@ pub struct RawConfig {
     /// Where limit state lives: `memory` (default), a `redis://` URL, or `{ redis: URL, on_failure, timeout, replicas }`.
     #[serde(default)]
     pub state: Option<Spanned<super::raw_throttle::RawState>>,
+    /// Cedar policies for every route that has none of its own.
+    #[serde(default)]
+    pub policies: Option<Spanned<super::policies::RawPolicies>>,
 }
 
 fn yes() -> bool {
@@ -434,6 +437,9 @@ pub struct RawRoute {
     /// Most requests in flight on this route, with a short queue.
     #[serde(default)]
     pub load_shedding: Option<super::raw_throttle::RawShed>,
+    /// Cedar policies for this route (replace the global ones).
+    #[serde(default)]
+    pub policies: Option<Spanned<super::policies::RawPolicies>>,
 }
 
 /// A route's OpenAPI document and how it is applied.

@@ -13,8 +13,9 @@ use crate::pipeline::{Code, Mode, Rejection, StageName, Verdict};
 use crate::problem;
 use crate::server::tls::PeerCert;
 use crate::stages::admit;
+use crate::stages::authorize::policy::PolicyInput;
 use crate::stages::cors::{CorsPolicy, Preflight};
-use crate::stages::identify::{AuthRequest, Identity, RouteAuth};
+use crate::stages::identify::{guard, signature, AuthMethod, AuthRequest, Identity, RouteAuth};
 use crate::stages::inspect::BodyKind;
 use crate::stages::normalize::normalize;
 use crate::stages::record::{security_event, AccessLog, Outcome, RequestRecord};
@@ -230,11 +231,48 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
     rec.counters = Some(route.counters.clone());
 
     // identify, then authorize and throttle, which key on the identity. Public routes (`auth: none`) have none.
+    let mut body = Some(body);
+    let mut pre_read: Option<Bytes> = None;
     let identity: Option<Arc<Identity>> = match &route.identify.auth {
         RouteAuth::Public => None,
         RouteAuth::AnyOf(methods) => {
-            let request = AuthRequest { parts: &parts, client_cert: conn.client_cert.as_deref() };
-            match rt.identity.identify(methods, &request).await {
+            // Brute-force lockout: a locked IP or credential is refused before anything is verified.
+            let lockout = rt.identity.lockout.as_ref();
+            let credential = lockout.and_then(|_| guard::presented(&rt.identity, &parts, methods));
+            let attempt = guard::attempt(client_ip, &credential);
+            if let Some(l) = lockout {
+                if let Some(rej) = l.check(&attempt).await {
+                    if let Some(rej) =
+                        exit.verdict(route.modes.get(StageName::Identify), Verdict::Reject(rej), &mut rec)
+                    {
+                        return exit.reject(rej, rec);
+                    }
+                }
+            }
+            // A signed request covers its body (`Content-Digest`): it is read once, here, and inspect reuses it.
+            if methods.contains(&AuthMethod::Signature)
+                && rt.identity.signatures.is_some()
+                && signature::presented(&parts.headers)
+            {
+                if let Some(incoming) = body.take_if(|b| !b.is_end_stream()) {
+                    match read_body(&rt, incoming, route.max_body_bytes, route.max_body_bytes).await {
+                        Ok(bytes) => pre_read = Some(bytes),
+                        Err(rej) => return exit.reject(rej, rec),
+                    }
+                }
+            }
+            let request = AuthRequest {
+                parts: &parts,
+                client_cert: conn.client_cert.as_deref(),
+                body: pre_read.as_deref().unwrap_or_default(),
+                tls: conn.tls,
+                state: &rt.state,
+            };
+            let result = rt.identity.identify(methods, &request).await;
+            if let Some(l) = lockout {
+                l.report(&attempt, result.as_ref().err().map(|f| f.code), &request_id).await;
+            }
+            match result {
                 Ok(id) => Some(id),
                 Err(failure) => {
                     let verdict = Verdict::Reject(route.identify.rejection(failure));
@@ -254,6 +292,22 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
             return exit.reject(rej, rec);
         }
     }
+    // Cedar policies, after the built-in checks: for every caller, anonymous ones included.
+    if let Some(policies) = &route.authorize.policies {
+        let input = PolicyInput {
+            identity: identity.as_deref(),
+            route_id: &route.id,
+            method: parts.method.as_str(),
+            path: &path,
+            params: &params,
+            query: parts.uri.query(),
+            client_ip,
+            tls: conn.tls,
+        };
+        if let Some(rej) = exit.verdict(authz_mode, policies.check(&input), &mut rec) {
+            return exit.reject(rej, rec);
+        }
+    }
     let authz_body = identity.as_deref().filter(|_| route.authorize.needs_body());
 
     // throttle
@@ -269,7 +323,14 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
 
     // admit, route-level: body size
     let mut body_limit = route.max_body_bytes;
-    let body_verdict = admit::check_body(&parts, body.size_hint().lower(), route.max_body_bytes);
+    let size_hint = match (&body, &pre_read) {
+        (Some(b), _) => b.size_hint().lower(),
+        (None, Some(bytes)) => bytes.len() as u64,
+        (None, None) => 0,
+    };
+    let has_body =
+        body.as_ref().is_some_and(|b| !b.is_end_stream()) || pre_read.as_ref().is_some_and(|b| !b.is_empty());
+    let body_verdict = admit::check_body(&parts, size_hint, route.max_body_bytes);
     let admit_mode = route.modes.get(StageName::Admit);
     if matches!(body_verdict, Verdict::Reject(_)) {
         match exit.verdict(admit_mode, body_verdict, &mut rec) {
@@ -283,13 +344,12 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
     let inspect_mode = route.modes.get(StageName::Inspect);
     let (mut operation, mut check_media) = (None, None);
     if let Some(api) = &route.openapi {
-        let head = crate::openapi::check_head(api, &parts, &path, !body.is_end_stream());
+        let head = crate::openapi::check_head(api, &parts, &path, has_body);
         (operation, check_media) = (head.op.cloned(), head.media);
         if let Some(rej) = exit.verdict(inspect_mode, head.verdict, &mut rec) {
             return exit.reject(rej, rec);
         }
     }
-    let mut body = Some(body);
     let policy = route.inspect.as_ref();
     if let Some(policy) = policy {
         if let Some(rej) = exit.verdict(inspect_mode, policy.scan_head(&parts, &path), &mut rec) {
@@ -298,7 +358,6 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
     }
     {
         let kind = BodyKind::of(&parts);
-        let has_body = body.as_ref().is_some_and(|b| !b.is_end_stream());
         let scanned = policy.is_some() && kind != BodyKind::Opaque;
         if !has_body {
             if let Some(id) = authz_body {
@@ -308,24 +367,20 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
             }
         }
         let readable = has_body && (scanned || check_media.is_some() || authz_body.is_some());
-        if let Some(incoming) = body.take_if(|_| readable) {
-            let cap = policy.map_or(body_limit, |p| p.max_body_bytes.min(body_limit));
-            let read =
-                tokio::time::timeout(rt.limits.body_read_timeout, Limited::new(incoming, cap as usize).collect());
-            let bytes = match read.await {
-                Ok(Ok(collected)) => collected.to_bytes(),
-                Ok(Err(e)) if e.is::<LengthLimitError>() => {
-                    let code = if cap < body_limit { Code::InspectBodyTooLarge } else { Code::AdmitBodyTooLarge };
-                    return exit.reject(Rejection::new(code, format!("body over {cap} bytes")), rec);
-                }
-                Ok(Err(e)) => {
-                    return exit.reject(Rejection::new(Code::AdmitBadRequest, format!("reading the body: {e}")), rec)
-                }
-                Err(_) => {
-                    let detail = format!("body not received within {:?}", rt.limits.body_read_timeout);
-                    return exit.reject(Rejection::new(Code::AdmitBodyTimeout, detail), rec);
-                }
-            };
+        let cap = policy.map_or(body_limit, |p| p.max_body_bytes.min(body_limit));
+        let bytes = match (pre_read.take(), body.take_if(|_| readable)) {
+            (Some(bytes), _) if readable && bytes.len() as u64 > cap => {
+                let code = if cap < body_limit { Code::InspectBodyTooLarge } else { Code::AdmitBodyTooLarge };
+                return exit.reject(Rejection::new(code, format!("body over {cap} bytes")), rec);
+            }
+            (Some(bytes), _) => Some(bytes),
+            (None, Some(incoming)) => match read_body(&rt, incoming, cap, body_limit).await {
+                Ok(bytes) => Some(bytes),
+                Err(rej) => return exit.reject(rej, rec),
+            },
+            (None, None) => None,
+        };
+        if let Some(bytes) = bytes {
             if let Some(id) = authz_body {
                 if let Some(rej) = exit.verdict(authz_mode, route.authorize.check_body(id, &kind, &bytes), &mut rec) {
                     return exit.reject(rej, rec);
@@ -544,6 +599,24 @@ fn build_uri(target: &crate::upstream::Target, path: &str, query: Option<&str>) 
     }
     // Origin form: the connection is already to the target, which gets its authority in `Host`.
     Uri::try_from(pq).ok()
+}
+
+/// Reads a whole request body, at most `cap` bytes (`limit` is the route's own limit: over it is 413
+/// `admit.body_too_large`, over a smaller inspect cap `inspect.body_too_large`), within the body read timeout.
+async fn read_body(rt: &Runtime, incoming: Incoming, cap: u64, limit: u64) -> Result<Bytes, Rejection> {
+    let read = tokio::time::timeout(rt.limits.body_read_timeout, Limited::new(incoming, cap as usize).collect());
+    match read.await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.is::<LengthLimitError>() => {
+            let code = if cap < limit { Code::InspectBodyTooLarge } else { Code::AdmitBodyTooLarge };
+            Err(Rejection::new(code, format!("body over {cap} bytes")))
+        }
+        Ok(Err(e)) => Err(Rejection::new(Code::AdmitBadRequest, format!("reading the body: {e}"))),
+        Err(_) => {
+            let detail = format!("body not received within {:?}", rt.limits.body_read_timeout);
+            Err(Rejection::new(Code::AdmitBodyTimeout, detail))
+        }
+    }
 }
 
 /// What `respond` needs to know about the route and the caller.

@@ -13,6 +13,7 @@
 
 #[cfg(feature = "cedar")]
 pub mod cedar;
+pub mod policy;
 
 use crate::pipeline::{Code, Owasp, Rejection, Verdict};
 use crate::stages::identify::Identity;
@@ -28,6 +29,8 @@ pub enum AuthzCode {
     Function,
     Object,
     MassAssignment,
+    /// A Cedar policy denied the request.
+    Policy,
 }
 
 impl AuthzCode {
@@ -37,12 +40,13 @@ impl AuthzCode {
             AuthzCode::Function => "authz.function",
             AuthzCode::Object => "authz.object",
             AuthzCode::MassAssignment => "authz.mass_assignment",
+            AuthzCode::Policy => "authz.policy",
         }
     }
 
     pub fn owasp(self) -> Owasp {
         match self {
-            AuthzCode::Scope | AuthzCode::Function => Owasp::Api5BrokenFunctionLevelAuthorization,
+            AuthzCode::Scope | AuthzCode::Function | AuthzCode::Policy => Owasp::Api5BrokenFunctionLevelAuthorization,
             AuthzCode::Object => Owasp::Api1BrokenObjectLevelAuthorization,
             AuthzCode::MassAssignment => Owasp::Api3BrokenObjectPropertyLevelAuthorization,
         }
@@ -93,6 +97,8 @@ pub struct AuthzPolicy {
     pub scopes: ScopeRule,
     pub owner: Option<OwnerRule>,
     pub mass_assignment: Option<MassAssignmentRule>,
+    /// Cedar policies (`policies:`), evaluated after the checks above, for every caller (anonymous ones too).
+    pub policies: Option<Arc<policy::RoutePolicies>>,
 }
 
 impl AuthzPolicy {
@@ -101,6 +107,7 @@ impl AuthzPolicy {
             && matches!(self.scopes, ScopeRule::None)
             && self.owner.is_none()
             && self.mass_assignment.is_none()
+            && self.policies.is_none()
     }
 
     /// Whether a check needs the request body.

@@ -284,6 +284,13 @@ pub(super) fn bearer(parts: &Parts) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
 }
 
+/// The `sub` a JWT claims, read without verifying (bounded): only a key for the brute-force counters.
+pub(super) fn claimed_subject(token: &str) -> Option<String> {
+    let payload = token.split('.').nth(1).filter(|p| p.len() <= MAX_TOKEN_BYTES)?;
+    let claims: serde_json::Value = serde_json::from_slice(&b64url_decode(payload)?).ok()?;
+    claims.get("sub")?.as_str().filter(|s| !s.is_empty() && s.len() <= 256).map(str::to_string)
+}
+
 /// Whether a bearer token has a JWT's shape: three segments whose first is base64url JSON with an `alg`. Used
 /// to send tokens to `jwt` or `introspection` on routes that accept both; a token of the wrong shape for its
 /// verifier is refused there.

@@ -3,6 +3,7 @@
 //! exfiltration counts) and record (the consumer in events).
 
 pub mod clock;
+pub mod guard;
 pub mod lockout;
 pub mod replay;
 pub mod signature;
@@ -125,6 +126,20 @@ pub enum IdentifyCode {
     /// The provider could not be asked or gave no proper answer (down, timeout, non-200, not RFC 7662 JSON):
     /// fail closed.
     IntrospectionUnavailable,
+    /// Signed requests (RFC 9421): see [`signature::SignatureError`] for each.
+    SignatureMissing,
+    SignatureMalformed,
+    SignatureUnknownKey,
+    SignatureCoverage,
+    SignatureInvalid,
+    SignatureExpired,
+    SignatureDigest,
+    SignatureReplay,
+    /// The nonce store could not answer: 503, fail closed.
+    SignatureStoreUnavailable,
+    /// Too many failed authentications from this IP or for this credential: 429 with `Retry-After`, before any
+    /// verification.
+    Lockout,
 }
 
 impl IdentifyCode {
@@ -154,16 +169,50 @@ impl IdentifyCode {
             IdentifyCode::IntrospectionAudience => "auth.introspection.audience",
             IdentifyCode::IntrospectionClaims => "auth.introspection.claims",
             IdentifyCode::IntrospectionUnavailable => "auth.introspection.unavailable",
+            IdentifyCode::SignatureMissing => "auth.signature.missing",
+            IdentifyCode::SignatureMalformed => "auth.signature.malformed",
+            IdentifyCode::SignatureUnknownKey => "auth.signature.unknown_key",
+            IdentifyCode::SignatureCoverage => "auth.signature.coverage",
+            IdentifyCode::SignatureInvalid => "auth.signature.invalid",
+            IdentifyCode::SignatureExpired => "auth.signature.expired",
+            IdentifyCode::SignatureDigest => "auth.signature.digest",
+            IdentifyCode::SignatureReplay => "auth.signature.replay",
+            IdentifyCode::SignatureStoreUnavailable => "auth.signature.store_unavailable",
+            IdentifyCode::Lockout => "auth.lockout",
         }
     }
 
     pub fn status(self) -> StatusCode {
-        StatusCode::UNAUTHORIZED
+        match self {
+            IdentifyCode::SignatureStoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            IdentifyCode::Lockout => StatusCode::TOO_MANY_REQUESTS,
+            _ => StatusCode::UNAUTHORIZED,
+        }
     }
 
-    /// What the client is told: one code for every identification failure.
+    /// The code for a signature failure (the verifier's own codes, one to one).
+    pub fn of_signature(e: &signature::SignatureError) -> Self {
+        use signature::SignatureError as E;
+        match e {
+            E::Missing => IdentifyCode::SignatureMissing,
+            E::Malformed(_) => IdentifyCode::SignatureMalformed,
+            E::UnknownKey(_) => IdentifyCode::SignatureUnknownKey,
+            E::Coverage(_) => IdentifyCode::SignatureCoverage,
+            E::Invalid(_) => IdentifyCode::SignatureInvalid,
+            E::Expired(_) => IdentifyCode::SignatureExpired,
+            E::Digest(_) => IdentifyCode::SignatureDigest,
+            E::Replay => IdentifyCode::SignatureReplay,
+            E::StoreUnavailable(_) => IdentifyCode::SignatureStoreUnavailable,
+        }
+    }
+
+    /// What the client is told: one code for every identification failure; a lockout says what it is (the
+    /// client must know to wait, and it reveals nothing about the credential).
     pub fn client_str(self) -> &'static str {
-        "auth.failed"
+        match self {
+            IdentifyCode::Lockout => "auth.lockout",
+            _ => "auth.failed",
+        }
     }
 }
 
@@ -192,6 +241,12 @@ pub enum RouteAuth {
 pub struct AuthRequest<'a> {
     pub parts: &'a Parts,
     pub client_cert: Option<&'a PeerCert>,
+    /// The body as received, when it was read before identify (signed requests cover it with `Content-Digest`).
+    pub body: &'a [u8],
+    /// The request came over TLS (the `@scheme` a signature covers).
+    pub tls: bool,
+    /// The state backend: nonces of signed requests are remembered there.
+    pub state: &'a crate::state::Store,
 }
 
 /// The compiled `identity` section: one verifier per configured method, shared by every route.
@@ -204,6 +259,10 @@ pub struct Identifier {
     pub introspection: Option<Arc<introspect::Introspector>>,
     /// Client-supplied identity headers to strip and the verified identity's headers to add.
     pub headers: forward::IdentityHeaders,
+    /// RFC 9421 signed requests.
+    pub signatures: Option<signature::SignatureVerifier>,
+    /// Brute-force lockout (`identity.lockout`).
+    pub lockout: Option<guard::Lockout>,
 }
 
 impl Identifier {
@@ -221,7 +280,7 @@ impl Identifier {
                 self.introspection.is_some() && jwt::bearer(req.parts).is_some() && (!both() || !jwt_shaped())
             }
             AuthMethod::Mtls => self.mtls.is_some() && req.client_cert.is_some(),
-            AuthMethod::Signature => false,
+            AuthMethod::Signature => self.signatures.is_some() && signature::presented(&req.parts.headers),
         }
     }
 
@@ -249,9 +308,10 @@ impl Identifier {
                 Some(i) => i.verify(req.parts).await,
                 None => Err(AuthFailure::new(IdentifyCode::Missing, "introspection not configured")),
             },
-            AuthMethod::Signature => {
-                Err(AuthFailure::new(IdentifyCode::Missing, format!("{} not available", method.as_str())))
-            }
+            AuthMethod::Signature => match &self.signatures {
+                Some(v) => signature::identify(v, req).await,
+                None => Err(AuthFailure::new(IdentifyCode::Missing, "signatures not configured")),
+            },
         }
     }
 }
@@ -295,6 +355,7 @@ pub fn parse_method(name: &str) -> Option<AuthMethod> {
         "jwt" => Some(AuthMethod::Jwt),
         "mtls" => Some(AuthMethod::Mtls),
         "introspection" => Some(AuthMethod::Introspection),
+        "signature" | "signatures" => Some(AuthMethod::Signature),
         _ => None,
     }
 }

@@ -525,6 +525,17 @@ impl SignatureVerifier {
         })
     }
 
+    /// The configured key id the request's signature claims (the one [`Self::verify`] would check), unverified:
+    /// the brute-force guard's counter key. `None` when the headers do not name a configured key.
+    pub fn claimed_keyid(&self, headers: &HeaderMap) -> Option<String> {
+        let input_header = joined_header(headers, "signature-input")?;
+        let inputs = parse_dictionary(&input_header, "Signature-Input").ok()?;
+        if inputs.len() > MAX_SIGNATURES {
+            return None;
+        }
+        self.select(&inputs).ok().map(|(_, _, id, _)| id.to_string())
+    }
+
     /// [`Self::verify`], then the nonce checked and remembered in `store`. Only authentic signatures reach the
     /// store, so forged requests cannot fill it.
     pub async fn verify_fresh(
@@ -921,6 +932,56 @@ pub fn verify_content_digest(header: &[u8], body: &[u8]) -> Result<(), Signature
         return Err(SignatureError::Digest("no sha-256 or sha-512 member".into()));
     }
     Ok(())
+}
+
+/// Whether the request carries a signature at all (either header): then `signature` is the method it chose.
+pub fn presented(headers: &HeaderMap) -> bool {
+    headers.contains_key("signature-input") || headers.contains_key("signature")
+}
+
+/// The identify step for `auth: [signature]`: verify at wall-clock now (`created` is wall time), then the nonce
+/// in the shared state backend.
+pub(super) async fn identify(
+    verifier: &SignatureVerifier,
+    req: &super::AuthRequest<'_>,
+) -> Result<Arc<Identity>, super::AuthFailure> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let signed = SignedRequest {
+        method: &req.parts.method,
+        uri: &req.parts.uri,
+        headers: &req.parts.headers,
+        body: req.body,
+        scheme: if req.tls { "https" } else { "http" },
+    };
+    let nonces = StateNonces(req.state);
+    match verifier.verify_fresh(&signed, now, &nonces).await {
+        Ok(v) => Ok(Arc::new(v.identity())),
+        Err(e) => Err(super::AuthFailure::new(super::IdentifyCode::of_signature(&e), e.to_string())),
+    }
+}
+
+/// The state backend as a nonce store: memory by default, Redis (shared by every replica) when `state:` says so.
+/// Fails closed: a nonce that cannot be checked refuses the request rather than risk a replay.
+struct StateNonces<'a>(&'a crate::state::Store);
+
+impl fmt::Debug for StateNonces<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "StateNonces({})", self.0.kind())
+    }
+}
+
+impl NonceStore for StateNonces<'_> {
+    fn check_and_remember<'a>(&'a self, nonce: &'a str, ttl: Duration) -> super::replay::NonceFuture<'a> {
+        use crate::state::Nonces;
+        Box::pin(async move {
+            let key = format!("sig:{nonce}");
+            match self.0.set_if_absent(&key, ttl, crate::state::FailureMode::Closed).await {
+                Ok(true) => Ok(Freshness::Fresh),
+                Ok(false) => Ok(Freshness::Replayed),
+                Err(_) => Err(super::replay::NonceStoreError("state backend unavailable".into())),
+            }
+        })
+    }
 }
 
 #[cfg(test)]
