@@ -24,7 +24,7 @@ http {
 }
 CONF
 $NGINX -p $W -c $W/nginx.conf
-RAMPART_LOG=warn target/release/rampart serve --upstream http://127.0.0.1:18381 --listen 127.0.0.1:18383 > $W/rampart-access.log 2>/dev/null &
+RAMPART_LOG=warn ${CARGO_TARGET_DIR:-target}/release/rampart serve --upstream http://127.0.0.1:18381 --listen 127.0.0.1:18383 > $W/rampart-access.log 2>/dev/null &
 echo $! > $W/rampart.pid
 sleep 1
 NPIDS=$(pgrep -f "nginx: worker process" | tr '\n' ' ')

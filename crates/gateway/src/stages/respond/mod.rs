@@ -72,15 +72,15 @@ impl RespondPolicy {
         (status.is_server_error() && self.hide_upstream_errors) || (status.is_client_error() && self.hide_client_errors)
     }
 
+    /// Whether a response header is a fingerprinting or debug header (the request path asks this in its one pass
+    /// over the upstream's headers).
+    pub fn strips(&self, name: &HeaderName) -> bool {
+        self.strip.contains(name) || self.strip_prefixes.iter().any(|p| name.as_str().starts_with(p.as_str()))
+    }
+
     /// Removes fingerprinting and debug headers from an upstream response.
     pub fn strip(&self, headers: &mut HeaderMap) {
-        let doomed: Vec<HeaderName> = headers
-            .keys()
-            .filter(|n| {
-                self.strip.contains(n) || self.strip_prefixes.iter().any(|p| n.as_str().starts_with(p.as_str()))
-            })
-            .cloned()
-            .collect();
+        let doomed: Vec<HeaderName> = headers.keys().filter(|n| self.strips(n)).cloned().collect();
         for n in doomed {
             headers.remove(n);
         }
