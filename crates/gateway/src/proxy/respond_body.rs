@@ -130,12 +130,9 @@ pub(super) fn inspect_whole(
         raw
     };
     // The usual clean body keeps the upstream's (hyper-checked) length; anything else gets the true one.
-    let length_ok = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|t| t.parse::<usize>().ok())
-        == Some(out.len());
+    let length_ok =
+        parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|t| t.parse::<usize>().ok())
+            == Some(out.len());
     if !length_ok {
         parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
     }
@@ -159,4 +156,3 @@ fn uninspected(
     rec.outcome = Outcome::Pass;
     exit.finish(Response::from_parts(parts, body), rec)
 }
-
