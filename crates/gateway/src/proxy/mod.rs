@@ -555,7 +555,7 @@ async fn respond(
     let RespondCtx { mode, cors, identity, body: body_policy, schema, head } = ctx;
     let (mut parts, body) = resp.into_parts();
     let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
-    strip_hop_by_hop_and(&mut parts.headers, switching, |n| exit.rt.respond.strips(n));
+    strip_hop_by_hop_and(&mut parts.headers, switching, exit.rt.respond.stripper());
     if identity.is_some() {
         // An authenticated answer is for this caller only: no shared or browser cache may keep it.
         parts.headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
