@@ -10,7 +10,7 @@ command -v wrk >/dev/null && { command -v nginx >/dev/null || [ -x /usr/sbin/ngi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 cargo build --release -q -p rampart
 W=$(mktemp -d)
-trap '$NGINX -p $W -c $W/nginx.conf -s stop 2>/dev/null; kill $(cat $W/rampart.pid 2>/dev/null) 2>/dev/null; rm -rf $W' EXIT
+trap '$NGINX -p $W -c $W/nginx.conf -s stop 2>/dev/null; kill $(cat $W/rampart.pid $W/rampart-noredact.pid 2>/dev/null) 2>/dev/null; rm -rf $W' EXIT
 cat > $W/nginx.conf <<CONF
 worker_processes 2;
 pid $W/nginx.pid;
@@ -24,11 +24,24 @@ http {
 }
 CONF
 $NGINX -p $W -c $W/nginx.conf
-RAMPART_LOG=warn target/release/rampart serve --upstream http://127.0.0.1:18381 --listen 127.0.0.1:18383 > $W/rampart-access.log 2>/dev/null &
+RAMPART_LOG=warn ${CARGO_TARGET_DIR:-target}/release/rampart serve --upstream http://127.0.0.1:18381 --listen 127.0.0.1:18383 > $W/rampart-access.log 2>/dev/null &
 echo $! > $W/rampart.pid
+# The same with response redaction off (JSON bodies stream instead of being read whole and scanned).
+cat > $W/noredact.yaml <<CONF
+listen: [{ addr: "127.0.0.1:18384" }]
+access_log: $W/rampart-noredact-access.log
+respond: { redact: { enabled: false } }
+upstreams:
+  app: { targets: ["http://127.0.0.1:18381"] }
+routes:
+  - { path: "/*", methods: [ANY], upstream: app, auth: none }
+CONF
+RAMPART_LOG=warn ${CARGO_TARGET_DIR:-target}/release/rampart serve --no-watch --config $W/noredact.yaml 2>/dev/null &
+echo $! > $W/rampart-noredact.pid
 sleep 1
-NPIDS=$(pgrep -f "nginx: worker process" | tr '\n' ' ')
+NPIDS=$(pgrep -P "$(cat $W/nginx.pid)" | tr "\n" " ")   # this run's workers only
 RPID=$(cat $W/rampart.pid)
+XPID=$(cat $W/rampart-noredact.pid)
 TICK=$(getconf CLK_TCK)
 cpu() { for p in "$@"; do cat /proc/$p/stat; done | awk '{u+=$14; s+=$15} END {print u, s}'; }
 # prints "requests user_ticks sys_ticks"
@@ -36,10 +49,13 @@ measure() { local url=$1; shift; read -r u0 s0 < <(cpu "$@"); n=$(wrk -t1 -c32 -
 read -r pn pu ps < <(measure http://127.0.0.1:18382/users/1 $NPIDS)   # nginx proxy + its upstream (same workers)
 read -r un uu us < <(measure http://127.0.0.1:18381/users/1 $NPIDS)   # the upstream alone
 read -r rn ru rs < <(measure http://127.0.0.1:18383/users/1 $RPID)    # rampart alone (upstream not counted)
-awk -v pn=$pn -v pu=$pu -v ps=$ps -v un=$un -v uu=$uu -v us=$us -v rn=$rn -v ru=$ru -v rs=$rs -v t=$TICK 'BEGIN {
+read -r xn xu xs < <(measure http://127.0.0.1:18384/users/1 $XPID)    # rampart, redaction off
+awk -v pn=$pn -v pu=$pu -v ps=$ps -v un=$un -v uu=$uu -v us=$us -v rn=$rn -v ru=$ru -v rs=$rs -v xn=$xn -v xu=$xu -v xs=$xs -v t=$TICK 'BEGIN {
   f = 1e6 / t;   # ticks → µs
   nu = pu*f/pn - uu*f/un; ns = ps*f/pn - us*f/un;
   printf "CPU per request (µs)      user    sys   total\n";
   printf "nginx reverse proxy     %6.1f %6.1f %7.1f\n", nu, ns, nu+ns;
   printf "rampart serve --upstream%6.1f %6.1f %7.1f\n", ru*f/rn, rs*f/rn, (ru+rs)*f/rn;
-  printf "ratio rampart/nginx     %6.2f %6.2f %7.2f\n", (ru*f/rn)/nu, (rs*f/rn)/ns, ((ru+rs)*f/rn)/(nu+ns) }'
+  printf "ratio rampart/nginx     %6.2f %6.2f %7.2f\n", (ru*f/rn)/nu, (rs*f/rn)/ns, ((ru+rs)*f/rn)/(nu+ns);
+  printf "rampart, redaction off  %6.1f %6.1f %7.1f\n", xu*f/xn, xs*f/xn, (xu+xs)*f/xn;
+  printf "ratio (redaction off)   %6.2f %6.2f %7.2f\n", (xu*f/xn)/nu, (xs*f/xn)/ns, ((xu+xs)*f/xn)/(nu+ns) }'

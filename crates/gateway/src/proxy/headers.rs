@@ -36,16 +36,16 @@ fn splitmix64(mut z: u64) -> u64 {
 }
 
 /// A request id from the client is kept when it is short and plain; anything else is replaced by a fresh
-/// 32-hex-digit id (a random per-thread prefix and a counter).
-pub fn request_id(headers: &HeaderMap) -> String {
+/// 32-hex-digit id (a random per-thread prefix and a counter). It comes as a header value, made once and shared
+/// by the upstream request, the response and the access log (every byte is ASCII: `to_str` cannot fail).
+pub fn request_id(headers: &HeaderMap) -> HeaderValue {
     if let Some(v) = headers.get(&X_REQUEST_ID) {
-        if let Ok(s) = v.to_str() {
-            if !s.is_empty()
-                && s.len() <= 128
-                && s.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
-            {
-                return s.to_owned();
-            }
+        let s = v.as_bytes();
+        if !s.is_empty()
+            && s.len() <= 128
+            && s.iter().all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+        {
+            return v.clone();
         }
     }
     let (prefix, n) = ID_STATE.with(|c| {
@@ -57,8 +57,8 @@ pub fn request_id(headers: &HeaderMap) -> String {
     hex16(&mut buf[..16], prefix);
     // A bijective mix of the counter: still unique per thread, but does not reveal the request volume.
     hex16(&mut buf[16..], splitmix64(n ^ prefix.rotate_left(32)));
-    // Only hex digits were written.
-    String::from_utf8(buf.to_vec()).unwrap_or_default()
+    // Only hex digits were written: always a valid header value.
+    HeaderValue::from_bytes(&buf).unwrap_or(HeaderValue::from_static("0"))
 }
 
 fn is_hop_by_hop(name: &str) -> bool {
@@ -76,19 +76,63 @@ fn is_hop_by_hop(name: &str) -> bool {
     )
 }
 
+/// Header names picked for removal during one pass over a map: a few at most, so they stay on the stack (the
+/// names cannot be removed while the map is being iterated).
+struct Doomed {
+    names: [Option<HeaderName>; 6],
+    len: usize,
+    more: Vec<HeaderName>,
+}
+
+impl Doomed {
+    fn new() -> Self {
+        Doomed { names: [const { None }; 6], len: 0, more: Vec::new() }
+    }
+
+    fn push(&mut self, name: HeaderName) {
+        match self.names.get_mut(self.len) {
+            Some(slot) => {
+                *slot = Some(name);
+                self.len += 1;
+            }
+            None => self.more.push(name),
+        }
+    }
+
+    fn remove_from(self, headers: &mut HeaderMap) {
+        for n in self.names.into_iter().flatten().chain(self.more) {
+            headers.remove(n);
+        }
+    }
+}
+
 /// Removes hop-by-hop headers (RFC 9110 §7.6.1), including those the `Connection` header names. With
 /// `keep_upgrade`, the `Upgrade` header survives and `Connection: upgrade` is set (WebSocket pass-through).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    // Only hash and remove names that are actually present (upstreams commonly send just `Connection`).
-    let mut doomed: Vec<HeaderName> = Vec::new();
+    strip_hop_by_hop_and(headers, keep_upgrade, |_| false);
+}
+
+/// [`strip_hop_by_hop`] and, in the same pass over the names, every header `also` picks (the response stage's
+/// fingerprinting headers): one scan of the map and no allocation in the common case.
+pub fn strip_hop_by_hop_and(headers: &mut HeaderMap, keep_upgrade: bool, also: impl Fn(&HeaderName) -> bool) {
+    let mut doomed = Doomed::new();
+    let mut named_by_connection = false;
     for name in headers.keys() {
         let n = name.as_str();
-        if is_hop_by_hop(n) && !(keep_upgrade && (n == "upgrade" || n == "connection")) {
+        if is_hop_by_hop(n) {
+            if *name == header::CONNECTION {
+                named_by_connection = true;
+            }
+            if !(keep_upgrade && (n == "upgrade" || n == "connection")) {
+                doomed.push(name.clone());
+            }
+        } else if also(name) {
             doomed.push(name.clone());
         }
     }
-    if let Some(conn) = headers.get(header::CONNECTION) {
-        if let Ok(list) = conn.to_str() {
+    if named_by_connection {
+        for conn in headers.get_all(header::CONNECTION) {
+            let Ok(list) = conn.to_str() else { continue };
             for token in list.split(',') {
                 let t = token.trim();
                 if t.eq_ignore_ascii_case("close")
@@ -103,9 +147,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
             }
         }
     }
-    for n in doomed {
-        headers.remove(n);
-    }
+    doomed.remove_from(headers);
     if keep_upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
@@ -138,10 +180,33 @@ fn is_forwarding(name: &str) -> bool {
 /// Sets `X-Forwarded-For/Proto/Host` and `Forwarded`. Values from a peer outside `trusted_proxies` are dropped
 /// first, so a client cannot claim another address; a trusted proxy's chain is extended.
 pub fn set_forwarded(headers: &mut HeaderMap, conn: &ConnInfo, trusted: bool, host: Option<&HeaderValue>) {
-    if !trusted && headers.keys().any(|n| is_forwarding(n.as_str())) {
+    let present = headers.keys().any(|n| is_forwarding(n.as_str()));
+    if present && !trusted {
         for n in [X_FORWARDED_FOR, X_FORWARDED_PROTO, X_FORWARDED_HOST, X_FORWARDED_PORT, X_REAL_IP, FORWARDED] {
             headers.remove(n);
         }
+    }
+    let mut fwd = Vec::with_capacity(conn.forwarded_for.len() + 48);
+    fwd.extend_from_slice(conn.forwarded_for.as_bytes());
+    if let Some(h) = host.and_then(|h| h.to_str().ok()) {
+        if h.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']')) {
+            fwd.extend_from_slice(b";host=\"");
+            fwd.extend_from_slice(h.as_bytes());
+            fwd.push(b'"');
+        }
+    }
+    if !(present && trusted) {
+        // None of them is in the map (there were none, or they were just removed): plain inserts, no lookups.
+        headers.insert(X_FORWARDED_FOR, conn.peer_header.clone());
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(if conn.tls { "https" } else { "http" }));
+        if let Some(h) = host {
+            headers.insert(X_FORWARDED_HOST, h.clone());
+        }
+        // Only visible ASCII went in (the peer's address, the scheme, a checked host name).
+        if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(fwd)) {
+            headers.insert(FORWARDED, v);
+        }
+        return;
     }
     let appended = |prev: Option<&HeaderValue>, add: &[u8]| -> Option<HeaderValue> {
         let prev = prev?.as_bytes();
@@ -157,21 +222,12 @@ pub fn set_forwarded(headers: &mut HeaderMap, conn: &ConnInfo, trusted: bool, ho
     if !headers.contains_key(&X_FORWARDED_PROTO) {
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(if conn.tls { "https" } else { "http" }));
     }
-    let mut fwd = String::with_capacity(conn.forwarded_for.len() + 48);
-    fwd.push_str(&conn.forwarded_for);
     if let Some(h) = host {
         if !headers.contains_key(&X_FORWARDED_HOST) {
             headers.insert(X_FORWARDED_HOST, h.clone());
         }
-        if let Ok(h) = h.to_str() {
-            if h.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']')) {
-                fwd.push_str(";host=\"");
-                fwd.push_str(h);
-                fwd.push('"');
-            }
-        }
     }
-    let fwd = appended(headers.get(&FORWARDED), fwd.as_bytes()).or_else(|| HeaderValue::from_str(&fwd).ok());
+    let fwd = appended(headers.get(&FORWARDED), &fwd).or_else(|| HeaderValue::from_bytes(&fwd).ok());
     if let Some(v) = fwd {
         headers.insert(FORWARDED, v);
     }
@@ -237,7 +293,7 @@ mod tests {
         h.insert(X_REQUEST_ID, HeaderValue::from_static("a b\"<script>"));
         let id = request_id(&h);
         assert_eq!(id.len(), 32);
-        assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert!(id.as_bytes().iter().all(|b| b.is_ascii_hexdigit()));
         assert_ne!(request_id(&HeaderMap::new()), request_id(&HeaderMap::new()));
     }
 }

@@ -73,7 +73,9 @@ impl ConnInfo {
     }
 }
 
-use headers::{is_upgrade, request_id, set_forwarded, strip_hop_by_hop, strip_reserved, X_REQUEST_ID};
+use headers::{
+    is_upgrade, request_id, set_forwarded, strip_hop_by_hop, strip_hop_by_hop_and, strip_reserved, X_REQUEST_ID,
+};
 
 fn host_value(parts: &http::request::Parts) -> Option<HeaderValue> {
     match parts.uri.authority() {
@@ -92,15 +94,15 @@ struct Exit<'a> {
     conn: &'a ConnInfo,
     rt: &'a Runtime,
     request_id: &'a str,
+    /// The same id as a header value.
+    request_id_value: &'a HeaderValue,
 }
 
 impl Exit<'_> {
     /// Common response headers, the record, and out.
     fn finish(&self, mut resp: Response<ResponseBody>, mut rec: Box<RequestRecord>) -> Response<ResponseBody> {
         let headers = resp.headers_mut();
-        if let Ok(v) = HeaderValue::from_str(self.request_id) {
-            headers.insert(X_REQUEST_ID, v);
-        }
+        headers.insert(X_REQUEST_ID, self.request_id_value.clone());
         self.rt.respond.secure(headers);
         if self.conn.tls {
             if let Some(hsts) = self.rt.listeners.get(self.conn.listener).and_then(|l| l.hsts.clone()) {
@@ -165,13 +167,15 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
     let start = Instant::now();
     let rt = shared.runtime.load_full();
     let (mut parts, body) = req.into_parts();
-    let request_id = request_id(&parts.headers);
+    let request_id_value = request_id(&parts.headers);
+    // Only ASCII letters, digits and `-_.` (see `request_id`).
+    let request_id = request_id_value.to_str().unwrap_or("");
     let client_ip = rt.trusted.client_ip(conn.peer.ip(), &parts.headers);
-    let exit = Exit { shared, conn, rt: &rt, request_id: &request_id };
+    let exit = Exit { shared, conn, rt: &rt, request_id, request_id_value: &request_id_value };
     let mut rec = Box::new(RequestRecord {
         log: shared.access_log.clone(),
         start,
-        request_id: request_id.clone(),
+        request_id: request_id_value.clone(),
         client_ip,
         client_text: (client_ip == crate::stages::admit::canonical(conn.peer.ip())).then(|| conn.peer_text.clone()),
         method: parts.method.clone(),
@@ -432,9 +436,7 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
         rt.identity.headers.forward(id, &mut headers);
     }
     set_forwarded(&mut headers, conn, rt.trusted.is_trusted(conn.peer.ip()), host_header.as_ref());
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        headers.insert(X_REQUEST_ID, v);
-    }
+    headers.insert(X_REQUEST_ID, request_id_value.clone());
     // Routes whose response bodies are read (schema filter, redaction) ask for them uncompressed; one that comes
     // compressed anyway is decoded by the redaction pass.
     let schema =
@@ -460,6 +462,9 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
     *up_req.version_mut() = Version::HTTP_11;
     *up_req.headers_mut() = headers;
     let query = parts.uri.query();
+    // The client's path was already canonical: its parsed path-and-query can be reused (a reference count, no
+    // re-parse) wherever the target adds no base path.
+    let canonical_pq = matches!(path, std::borrow::Cow::Borrowed(_)).then(|| parts.uri.path_and_query()).flatten();
 
     let mut tried = 0u64;
     let mut attempt = 0u32;
@@ -485,7 +490,7 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
             return exit.reject(rejection, rec);
         };
         tried |= 1u64 << (idx % 64);
-        let Some(uri) = build_uri(target, &path, query) else {
+        let Some(uri) = build_uri(target, &path, query, canonical_pq) else {
             return exit.reject(Rejection::new(Code::AdmitBadRequest, "cannot build upstream URI"), rec);
         };
         *up_req.uri_mut() = uri;
@@ -589,7 +594,17 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-fn build_uri(target: &crate::upstream::Target, path: &str, query: Option<&str>) -> Option<Uri> {
+fn build_uri(
+    target: &crate::upstream::Target,
+    path: &str,
+    query: Option<&str>,
+    canonical: Option<&http::uri::PathAndQuery>,
+) -> Option<Uri> {
+    if let Some(pq) = canonical.filter(|_| target.base_path.is_empty()) {
+        let mut parts = http::uri::Parts::default();
+        parts.path_and_query = Some(pq.clone());
+        return Uri::from_parts(parts).ok();
+    }
     let mut pq = String::with_capacity(target.base_path.len() + path.len() + query.map_or(0, |q| q.len() + 1));
     pq.push_str(&target.base_path);
     pq.push_str(path);
@@ -644,8 +659,7 @@ async fn respond(
     let RespondCtx { mode, cors, identity, body: body_policy, schema, head } = ctx;
     let (mut parts, body) = resp.into_parts();
     let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
-    strip_hop_by_hop(&mut parts.headers, switching);
-    exit.rt.respond.strip(&mut parts.headers);
+    strip_hop_by_hop_and(&mut parts.headers, switching, exit.rt.respond.stripper());
     if identity.is_some() {
         // An authenticated answer is for this caller only: no shared or browser cache may keep it.
         parts.headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -712,8 +726,7 @@ async fn respond(
         }
         // The same bytes, filtered, go on to redaction: one read, one buffered pass.
         if let Some((policy, ty)) = body_policy.and_then(|p| p.inspects(&parts.headers).map(|t| (p, t))) {
-            let caller = caller_key(identity, &rec);
-            let cx = respond_body::BufferedCtx { policy, ty, mode, deadline, caller: &caller };
+            let cx = respond_body::BufferedCtx { policy, ty, mode, deadline, identity };
             return respond_body::inspect_whole(exit, parts, body, rec, cx);
         }
         parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
@@ -722,8 +735,7 @@ async fn respond(
     }
     if let Some(policy) = body_policy.filter(|_| !bodiless && !body.is_end_stream()) {
         if let Some(ty) = policy.inspects(&parts.headers) {
-            let caller = caller_key(identity, &rec);
-            let cx = respond_body::BufferedCtx { policy, ty, mode, deadline, caller: &caller };
+            let cx = respond_body::BufferedCtx { policy, ty, mode, deadline, identity };
             return respond_body::buffered(exit, parts, body, rec, cx).await;
         }
     }
@@ -832,9 +844,4 @@ fn redirect(parts: &http::request::Parts, port: u16) -> Option<Response<Response
     resp.headers_mut().insert(header::LOCATION, HeaderValue::from_str(&location).ok()?);
     resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
     Some(resp)
-}
-
-/// Who the exfiltration guard counts for: the consumer, or the client IP when the caller is anonymous.
-fn caller_key(identity: Option<&Identity>, rec: &RequestRecord) -> String {
-    identity.map_or_else(|| rec.client_ip.to_string(), |i| format!("consumer:{}", i.consumer))
 }

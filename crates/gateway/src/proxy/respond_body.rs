@@ -6,6 +6,7 @@ use super::Exit;
 use crate::body::ResponseBody;
 use crate::metrics::CodeLabel;
 use crate::pipeline::{Code, Mode, Rejection};
+use crate::stages::identify::Identity;
 use crate::stages::record::{Outcome, RequestRecord};
 use crate::stages::respond::body::{self, BodyPolicy, BodyType, Collected, OverLimit};
 use crate::stages::respond::exfil::ExfilAction;
@@ -44,8 +45,17 @@ pub(super) struct BufferedCtx<'a> {
     pub mode: Mode,
     /// The exchange's total deadline, if the upstream has one.
     pub deadline: Option<tokio::time::Instant>,
-    /// Who the exfiltration guard counts for: the consumer, or the client IP when anonymous.
-    pub caller: &'a str,
+    /// The caller, when identified: the exfiltration guard counts per consumer, else per client IP.
+    pub identity: Option<&'a Identity>,
+}
+
+/// The exfiltration guard's counter key: route and caller (the consumer, or the client IP when anonymous).
+/// Rendered only when a response has records to count, not on every buffered response.
+fn exfil_key(route: &str, identity: Option<&Identity>, rec: &RequestRecord) -> String {
+    match identity {
+        Some(i) => format!("{route}\nconsumer:{}", i.consumer),
+        None => format!("{route}\n{}", rec.client_ip),
+    }
 }
 
 pub(super) async fn buffered(
@@ -95,7 +105,7 @@ pub(super) fn inspect_whole(
         exit.note(Code::RespondRedacted, cx.mode, &processed.report.summary(), &mut rec);
     }
     if let (Some(guard), true) = (policy.exfiltration, processed.report.records > 0) {
-        let key = format!("{}\n{}", rec.route.as_deref().unwrap_or(""), cx.caller);
+        let key = exfil_key(rec.route.as_deref().unwrap_or(""), cx.identity, &rec);
         let total = policy.counter.add(&key, processed.report.records, guard.window);
         if total > guard.max_records {
             let detail = format!(
@@ -119,7 +129,13 @@ pub(super) fn inspect_whole(
     } else {
         raw
     };
-    parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
+    // The usual clean body keeps the upstream's (hyper-checked) length; anything else gets the true one.
+    let length_ok =
+        parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|t| t.parse::<usize>().ok())
+            == Some(out.len());
+    if !length_ok {
+        parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
+    }
     rec.outcome = Outcome::Pass;
     exit.finish(Response::from_parts(parts, ResponseBody::full(out)), rec)
 }

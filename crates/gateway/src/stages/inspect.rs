@@ -143,12 +143,12 @@ impl InspectPolicy {
                 Some(i) => (&pair[..i], &pair[i + 1..]),
                 None => (pair, &pair[..0]),
             };
-            let key = form_decode(k);
+            let key = form_value(k);
             let key_text = String::from_utf8_lossy(&key);
             if let Some(v) = self.scan(&key, key_place, field, "") {
                 return Some(v);
             }
-            if let Some(v) = self.scan(&form_decode(v), value_place, field, &key_text) {
+            if let Some(v) = self.scan(&form_value(v), value_place, field, &key_text) {
                 return Some(v);
             }
         }
@@ -377,6 +377,15 @@ impl<'de> serde::de::Visitor<'de> for Node<'_, '_> {
 
 /// A route's inspection: off, or a shared compiled policy.
 pub type Inspection = Option<Arc<InspectPolicy>>;
+
+/// A form or query component decoded; most have nothing to decode and are borrowed as they are.
+fn form_value(raw: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    if raw.iter().any(|&b| b == b'%' || b == b'+') {
+        std::borrow::Cow::Owned(form_decode(raw))
+    } else {
+        std::borrow::Cow::Borrowed(raw)
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -157,7 +157,8 @@ impl Outcome {
 pub struct RequestRecord {
     pub log: Arc<AccessLog>,
     pub start: Instant,
-    pub request_id: String,
+    /// The request id as sent in `X-Request-Id` (ASCII).
+    pub request_id: http::HeaderValue,
     pub client_ip: IpAddr,
     /// `client_ip` already rendered (the connection's peer), when it is the client.
     pub client_text: Option<Arc<str>>,
@@ -233,7 +234,7 @@ impl RequestRecord {
         s.push_str("{\"time\":\"");
         push_time(&mut s, SystemTime::now());
         s.push_str("\",\"request_id\":\"");
-        json_escape(&mut s, &self.request_id);
+        json_escape(&mut s, self.request_id.to_str().unwrap_or(""));
         s.push_str("\",\"client_ip\":\"");
         match &self.client_text {
             Some(t) => s.push_str(t),
@@ -334,7 +335,7 @@ mod tests {
         let rec = RequestRecord {
             log: Arc::new(AccessLog::new(LogSink::Off)),
             start: Instant::now(),
-            request_id: "r\"1".into(),
+            request_id: http::HeaderValue::from_static("r\"1"),
             client_ip: "127.0.0.1".parse().unwrap(),
             client_text: None,
             method: http::Method::GET,

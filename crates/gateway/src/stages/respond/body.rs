@@ -44,22 +44,27 @@ pub enum BodyType {
 impl BodyType {
     /// JSON: `application/json`, `*/*+json`, `text/json`. Text: `text/*`, XML, JavaScript, forms, NDJSON, YAML.
     /// Server-sent events, binary types and unlabelled bodies (downloads, long polls) stream.
+    /// Compared case-insensitively in place: this runs on every response.
     pub fn of(content_type: Option<&HeaderValue>) -> BodyType {
         let Some(ct) = content_type.and_then(|v| v.to_str().ok()) else { return BodyType::Other };
-        let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-        let (top, sub) = essence.split_once('/').unwrap_or((essence.as_str(), ""));
-        if sub == "json" || sub.ends_with("+json") {
+        let essence = ct.split(';').next().unwrap_or("").trim();
+        let (top, sub) = essence.split_once('/').unwrap_or((essence, ""));
+        let ends_with = |s: &str, suffix: &str| {
+            s.len() >= suffix.len() && s.as_bytes()[s.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
+        };
+        if sub.eq_ignore_ascii_case("json") || ends_with(sub, "+json") {
             return BodyType::Json;
         }
-        match (top, sub) {
-            ("text", "event-stream") => BodyType::Other,
-            ("text", _) => BodyType::Text,
-            ("application", "xml" | "javascript" | "x-www-form-urlencoded" | "x-ndjson" | "yaml" | "x-yaml") => {
-                BodyType::Text
-            }
-            (_, s) if s.ends_with("+xml") => BodyType::Text,
-            _ => BodyType::Other,
+        if top.eq_ignore_ascii_case("text") {
+            return if sub.eq_ignore_ascii_case("event-stream") { BodyType::Other } else { BodyType::Text };
         }
+        let text_app = ["xml", "javascript", "x-www-form-urlencoded", "x-ndjson", "yaml", "x-yaml"];
+        if (top.eq_ignore_ascii_case("application") && text_app.iter().any(|t| sub.eq_ignore_ascii_case(t)))
+            || ends_with(sub, "+xml")
+        {
+            return BodyType::Text;
+        }
+        BodyType::Other
     }
 }
 
@@ -193,5 +198,10 @@ mod tests {
         assert_eq!(t("image/png"), BodyType::Other);
         assert_eq!(t("application/octet-stream"), BodyType::Other);
         assert_eq!(BodyType::of(None), BodyType::Other);
+        assert_eq!(t("Application/JSON"), BodyType::Json);
+        assert_eq!(t("TEXT/Event-Stream"), BodyType::Other);
+        assert_eq!(t("image/svg+XML"), BodyType::Text);
+        assert_eq!(t("APPLICATION/x-www-form-urlencoded"), BodyType::Text);
+        assert_eq!(t(" text/plain ; charset=utf-8"), BodyType::Text);
     }
 }

@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Instructions per proxied request, counted by valgrind's callgrind: deterministic where req/s on a shared machine
+# is not. nginx as a reverse proxy and Rampart each run under callgrind in front of the same static upstream
+# (an nginx outside valgrind); the counters are zeroed after warm-up, `wrk` drives the proxy for SECONDS, and the
+# counters are dumped and divided by the requests wrk completed. Kernel time is not counted (callgrind sees user space only).
+# Usage: bench/callgrind.sh [SECONDS] [CONFIG]   CONFIG: a rampart config for the proxy (default: serve --upstream);
+#        it must listen on 127.0.0.1:18483 and forward to http://127.0.0.1:18481.
+# ONLY=rampart skips nginx (for quick before/after comparisons). Set KEEP=DIR to keep the callgrind files (then: callgrind_annotate DIR/rampart.out | head -60).
+set -euo pipefail
+SECS=${1:-10}
+CONFIG=${2:+$(realpath "$2")}
+cd "$(dirname "$0")/.."
+need=()
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
+command -v wrk >/dev/null || need+=(wrk)
+command -v valgrind >/dev/null || need+=(valgrind)
+if [ ${#need[@]} -gt 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+cargo build --release -q -p rampart
+RAMPART=${CARGO_TARGET_DIR:-$PWD/target}/release/rampart
+W=$(mktemp -d)
+OUT=${KEEP:-$W}
+mkdir -p "$OUT"
+cleanup() {
+  kill $(cat $W/*.vpid 2>/dev/null) 2>/dev/null || true
+  $NGINX -p $W -c $W/upstream.conf -s stop 2>/dev/null || true
+  sleep 0.5
+  rm -rf $W
+}
+trap cleanup EXIT
+cat > $W/upstream.conf <<CONF
+worker_processes 1;
+pid $W/upstream.pid;
+error_log $W/upstream-error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  server { listen 127.0.0.1:18481; location / { default_type application/json; return 200 '{"id":1,"name":"Ada Lovelace","email":"ada@example.com"}'; } }
+}
+CONF
+# The reference proxy: one process (no master), so one callgrind run sees all of its work.
+cat > $W/proxy.conf <<CONF
+daemon off;
+master_process off;
+worker_processes 1;
+pid $W/proxy.pid;
+error_log $W/proxy-error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log $W/nginx-access.log;
+  upstream app { server 127.0.0.1:18481; keepalive 64; }
+  server { listen 127.0.0.1:18482; location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; } }
+}
+CONF
+$NGINX -p $W -c $W/upstream.conf
+export RAMPART_LOG=warn
+URLPATH="/users/1?fields=name,email&expand=orders"
+
+# measure NAME URL CMD... → prints "NAME instructions/request (requests)"
+measure() {
+  local name=$1 url=$2; shift 2
+  valgrind --tool=callgrind --dump-instr=no --callgrind-out-file=$OUT/$name.out.%p "$@" > $W/$name.stdout 2> $W/$name.stderr &
+  local vpid=$!
+  echo $vpid > $W/$name.vpid
+  for _ in $(seq 300); do curl -sf "$url" >/dev/null 2>&1 && break; sleep 0.2; done
+  wrk -t1 -c4 -d3s "$url" >/dev/null 2>&1     # warm-up: pools, caches, lazy statics
+  callgrind_control -z $vpid >/dev/null
+  local done
+  done=$(wrk -t1 -c4 -d${SECS}s "$url" 2>/dev/null | awk '/requests in/ {print $1}')
+  callgrind_control -d $vpid >/dev/null
+  sleep 1
+  kill $vpid 2>/dev/null || true
+  wait $vpid 2>/dev/null || true
+  rm -f $W/$name.vpid
+  # the dump made by -d is numbered .1; the one written at exit (start-up and shutdown) is left out
+  local ir
+  ir=$(awk '/^summary:|^totals:/ {print $2; exit}' $OUT/$name.out.$vpid.1)
+  mv $OUT/$name.out.$vpid.1 $OUT/$name.out
+  rm -f $OUT/$name.out.$vpid
+  awk -v n=$done -v ir=$ir -v name=$name 'BEGIN {printf "%-28s %8.0f instructions/request (%d requests)\n", name, ir/n, n}'
+}
+
+[ "${ONLY:-}" = rampart ] || measure nginx "http://127.0.0.1:18482$URLPATH" $NGINX -p $W -c $W/proxy.conf
+if [ -n "$CONFIG" ]; then
+  measure rampart "http://127.0.0.1:18483$URLPATH" $RAMPART serve --no-watch --config "$CONFIG"
+else
+  measure rampart "http://127.0.0.1:18483$URLPATH" $RAMPART serve \
+    --upstream http://127.0.0.1:18481 --listen 127.0.0.1:18483
+fi
