@@ -173,6 +173,29 @@ impl Errs<'_> {
     fn top(&mut self, msg: impl Into<String>, hint: Option<&str>) {
         self.list.push(ConfigError::at(self.file, 1, 1, msg, hint));
     }
+
+    /// A secret read from the environment variable `var` names (secrets never sit in the file): at least `min`
+    /// bytes, else `too_short` (message, hint) is reported at `var`; unset, `unset_hint` goes with the error.
+    pub(super) fn env_secret(
+        &mut self,
+        var: &Spanned<String>,
+        min: usize,
+        too_short: (String, &str),
+        unset_hint: &str,
+    ) -> Option<String> {
+        let name = var.value.trim();
+        match std::env::var(name) {
+            Ok(v) if v.len() >= min => Some(v),
+            Ok(_) => {
+                self.at(var, too_short.0, Some(too_short.1));
+                None
+            }
+            Err(_) => {
+                self.at(var, format!("environment variable `{name}` is not set"), Some(unset_hint));
+                None
+            }
+        }
+    }
 }
 
 fn resolve(base: &Path, p: &str) -> PathBuf {
@@ -311,28 +334,17 @@ pub fn compile(mut raw: RawConfig, ctx: &Ctx<'_>) -> Result<Runtime, ConfigError
     // Admin.
     let admin = raw.admin.as_ref().and_then(|a| {
         let addr = parse_addr(&mut errs, &a.addr)?;
-        let token = match &a.token_env {
-            Some(var) => match std::env::var(var.value.trim()) {
-                Ok(t) if t.len() >= 16 => Some(t),
-                Ok(_) => {
-                    errs.at(
-                        var,
-                        format!("admin token in `{}` is shorter than 16 characters", var.value),
-                        Some("use a long random token, e.g. `openssl rand -hex 32`"),
-                    );
-                    None
-                }
-                Err(_) => {
-                    errs.at(
-                        var,
-                        format!("environment variable `{}` is not set", var.value),
-                        Some("export it before starting rampart"),
-                    );
-                    None
-                }
-            },
-            None => None,
-        };
+        let token = a.token_env.as_ref().and_then(|var| {
+            errs.env_secret(
+                var,
+                16,
+                (
+                    format!("admin token in `{}` is shorter than 16 characters", var.value),
+                    "use a long random token, e.g. `openssl rand -hex 32`",
+                ),
+                "export it before starting rampart",
+            )
+        });
         if token.is_none() && !addr.ip().is_loopback() {
             errs.at(
                 &a.addr,

@@ -636,17 +636,8 @@ fn is_loopback_host(uri: &http::Uri) -> bool {
 }
 
 fn env_credential(errs: &mut Errs<'_>, var: &Spanned<String>) -> Option<String> {
-    match std::env::var(var.value.trim()) {
-        Ok(v) if !v.is_empty() => Some(v),
-        _ => {
-            errs.at(
-                var,
-                format!("environment variable `{}` is not set", var.value.trim()),
-                Some("export the gateway's client credentials before starting rampart"),
-            );
-            None
-        }
-    }
+    const HINT: &str = "export the gateway's client credentials before starting rampart";
+    errs.env_secret(var, 1, (format!("environment variable `{}` is not set", var.value.trim()), HINT), HINT)
 }
 
 fn compile_introspection(
@@ -777,36 +768,20 @@ fn compile_issuer(errs: &mut Errs<'_>, base: &Path, i: &RawJwtIssuer, watch: &mu
     let wants_asymmetric = algorithms.iter().any(|a| {
         !matches!(a, jsonwebtoken::Algorithm::HS256 | jsonwebtoken::Algorithm::HS384 | jsonwebtoken::Algorithm::HS512)
     });
-    let hmac = match &i.secret_env {
-        None => None,
-        Some(var) => match std::env::var(var.value.trim()) {
-            Ok(secret) if secret.len() >= MIN_HMAC_SECRET_BYTES => {
-                match jsonwebtoken::DecodingKey::from_secret(secret.as_bytes()) {
-                    Ok(k) => Some(k),
-                    Err(e) => {
-                        errs.at(var, format!("unusable HMAC secret: {e}"), None);
-                        None
-                    }
-                }
-            }
-            Ok(_) => {
-                errs.at(
-                    var,
-                    format!("the secret in `{}` is shorter than {MIN_HMAC_SECRET_BYTES} bytes", var.value),
-                    Some("use a long random secret, e.g. `openssl rand -base64 48`"),
-                );
+    let hmac = i.secret_env.as_ref().and_then(|var| {
+        let too_short = (
+            format!("the secret in `{}` is shorter than {MIN_HMAC_SECRET_BYTES} bytes", var.value),
+            "use a long random secret, e.g. `openssl rand -base64 48`",
+        );
+        let secret = errs.env_secret(var, MIN_HMAC_SECRET_BYTES, too_short, "export it before starting rampart")?;
+        match jsonwebtoken::DecodingKey::from_secret(secret.as_bytes()) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                errs.at(var, format!("unusable HMAC secret: {e}"), None);
                 None
             }
-            Err(_) => {
-                errs.at(
-                    var,
-                    format!("environment variable `{}` is not set", var.value),
-                    Some("export it before starting rampart"),
-                );
-                None
-            }
-        },
-    };
+        }
+    });
     if i.secret_env.is_some()
         && !algorithms.iter().any(|a| {
             matches!(

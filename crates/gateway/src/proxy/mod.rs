@@ -274,7 +274,7 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
             };
             let result = rt.identity.identify(methods, &request).await;
             if let Some(l) = lockout {
-                l.report(&attempt, result.as_ref().err().map(|f| f.code), &request_id).await;
+                l.report(&attempt, result.as_ref().err().map(|f| f.code), request_id).await;
             }
             match result {
                 Ok(id) => Some(id),
