@@ -1,7 +1,7 @@
 //! Serving one accepted connection: TLS handshake (bounded by the header-read timeout), protocol choice
 //! (ALPN h2, HTTP/1.1, optional h2c), hyper's limits, idle timeout and graceful shutdown.
 
-use super::idle::{Activity, IdleIo, IdleWatch};
+use super::idle::{Activity, HeadWatch, IdleIo, IdleWatch};
 use crate::config::ConnLimits;
 use crate::proxy::{self, ConnInfo, Shared};
 use crate::server::tls::PeerCert;
@@ -10,7 +10,9 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -88,27 +90,23 @@ async fn serve_http<I>(
     proto: Proto,
     limits: ConnLimits,
     activity: Arc<Activity>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let max_buf = (limits.max_header_bytes * 2 + 16 * 1024).max(8192);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size((limits.max_header_bytes * 2 + 16 * 1024).max(8192))
+        .max_buf_size(max_buf)
         .keep_alive(true);
     builder
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size((limits.max_header_bytes as u32).saturating_mul(2))
         .max_concurrent_streams(256);
-    let builder = match proto {
-        Proto::Http1 => builder.http1_only(),
-        Proto::Http2 => builder.http2_only(),
-        Proto::Auto => builder,
-    };
     let info = Arc::new(info);
     let svc_activity = activity.clone();
     let svc = service_fn(move |req| {
@@ -120,16 +118,49 @@ async fn serve_http<I>(
             Ok::<_, Infallible>(proxy::handle(&shared, &info, req).await)
         }
     });
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+    let io = TokioIo::new(io);
+    match proto {
+        // Plain HTTP/1.1, the common case: hyper's own HTTP/1 connection, without the protocol sniffing of the
+        // auto builder, and without hyper's timer: the header-read timeout is kept by the watchdog below.
+        Proto::Http1 => {
+            let mut http1 = hyper::server::conn::http1::Builder::new();
+            http1.max_buf_size(max_buf).keep_alive(true);
+            let conn = http1.serve_connection(io, svc).with_upgrades();
+            let head = HeadWatch::new(limits.header_read_timeout);
+            drive(conn, |c| c.graceful_shutdown(), limits, activity, shutdown, Some(head)).await
+        }
+        Proto::Http2 | Proto::Auto => {
+            let builder = if proto == Proto::Http2 { builder.http2_only() } else { builder };
+            let conn = builder.serve_connection_with_upgrades(io, svc);
+            drive(conn, |c| c.graceful_shutdown(), limits, activity, shutdown, None).await
+        }
+    }
+}
+
+/// Runs a connection to its end. The watchdog ticks at a quarter of the idle timeout (and of the header-read
+/// timeout when `head` keeps it): an idle connection, or shutdown, closes gracefully; a request head overdue
+/// closes the connection at once (no request on it was accepted).
+async fn drive<C: Future>(
+    conn: C,
+    graceful_shutdown: fn(Pin<&mut C>),
+    limits: ConnLimits,
+    activity: Arc<Activity>,
+    mut shutdown: watch::Receiver<bool>,
+    mut head: Option<HeadWatch>,
+) {
     tokio::pin!(conn);
     let idle = limits.idle_timeout;
-    let tick_every = (idle / 4).max(Duration::from_millis(50));
+    let mut period = idle;
+    if head.is_some() && !limits.header_read_timeout.is_zero() {
+        period = if period.is_zero() { limits.header_read_timeout } else { period.min(limits.header_read_timeout) };
+    }
+    let tick_every = (period / 4).max(Duration::from_millis(50));
     let mut tick = tokio::time::interval(tick_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut watch = IdleWatch::new(idle);
     let mut closing = *shutdown.borrow();
     if closing {
-        conn.as_mut().graceful_shutdown();
+        graceful_shutdown(conn.as_mut());
     }
     loop {
         tokio::select! {
@@ -137,12 +168,15 @@ async fn serve_http<I>(
             _ = conn.as_mut() => break,
             _ = shutdown.changed(), if !closing => {
                 closing = true;
-                conn.as_mut().graceful_shutdown();
+                graceful_shutdown(conn.as_mut());
             }
-            _ = tick.tick(), if !closing => {
-                if watch.is_idle(&activity) {
+            _ = tick.tick() => {
+                if head.as_mut().is_some_and(|h| h.is_overdue(&activity)) {
+                    break;
+                }
+                if !closing && watch.is_idle(&activity) {
                     closing = true;
-                    conn.as_mut().graceful_shutdown();
+                    graceful_shutdown(conn.as_mut());
                 }
             }
         }

@@ -185,7 +185,7 @@ impl Upstream {
         worker: usize,
         idx: usize,
         req: http::Request<RequestBody>,
-    ) -> Result<http::Response<hyper::body::Incoming>, Failed> {
+    ) -> Result<http::Response<hyper::body::Incoming>, Box<Failed>> {
         let pool = &self.pools[worker % self.pools.len()][idx];
         pool.send(&self.dialers[idx], req).await
     }

@@ -29,7 +29,8 @@ impl SendError {
     }
 }
 
-/// A failed exchange; `request` is the request itself when none of it left, so it can go elsewhere.
+/// A failed exchange; `request` is the request itself when none of it left, so it can go elsewhere. Passed
+/// boxed: it is rare, and large next to a response, whose moves it would otherwise make costlier.
 pub struct Failed {
     pub error: SendError,
     pub request: Option<Request<RequestBody>>,
@@ -126,7 +127,11 @@ impl ConnPool {
     /// Sends `req` on a pooled connection or a new one. A pooled connection that turns out not to be usable
     /// before the request left hands the request back, and a fresh connection is tried. On failure the request
     /// comes back too when nothing of it reached the upstream, so the caller can try another target.
-    pub async fn send(&self, dialer: &Dialer, mut req: Request<RequestBody>) -> Result<Response<Incoming>, Failed> {
+    pub async fn send(
+        &self,
+        dialer: &Dialer,
+        mut req: Request<RequestBody>,
+    ) -> Result<Response<Incoming>, Box<Failed>> {
         if let Some(mut tx) = self.take() {
             match tx.try_send_request(req).await {
                 Ok(resp) => {
@@ -135,13 +140,19 @@ impl ConnPool {
                 }
                 Err(mut e) => match e.take_message() {
                     Some(back) => req = back,
-                    None => return Err(Failed { error: SendError::Request(e.into_error()), request: None }),
+                    None => return Err(Box::new(Failed { error: SendError::Request(e.into_error()), request: None })),
                 },
             }
         }
+        // Boxed: dialing is the cold path, and its (large) state would otherwise be part of every exchange's
+        // future, copied each time that future moves.
+        Box::pin(self.send_fresh(dialer, req)).await
+    }
+
+    async fn send_fresh(&self, dialer: &Dialer, req: Request<RequestBody>) -> Result<Response<Incoming>, Box<Failed>> {
         let mut tx = match dialer.dial().await {
             Ok(tx) => tx,
-            Err(error) => return Err(Failed { error, request: Some(req) }),
+            Err(error) => return Err(Box::new(Failed { error, request: Some(req) })),
         };
         match tx.try_send_request(req).await {
             Ok(resp) => {
@@ -150,7 +161,7 @@ impl ConnPool {
             }
             Err(mut e) => {
                 let request = e.take_message();
-                Err(Failed { error: SendError::Request(e.into_error()), request })
+                Err(Box::new(Failed { error: SendError::Request(e.into_error()), request }))
             }
         }
     }

@@ -80,6 +80,36 @@ async fn slowloris_is_cut_off_while_normal_clients_are_served() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_read_timeout_does_not_count_keepalive_pauses() {
+    // The header-read clock runs only while a head is arriving: a keep-alive client that pauses between
+    // requests for longer than the timeout keeps its connection.
+    let up = TestUpstream::start().await;
+    let gw = TestGateway::start(&config(
+        &one_upstream(&up.url()),
+        all_routes(),
+        "limits: { header_read_timeout: 500ms, idle_timeout: 30s }",
+    ))
+    .await;
+    let mut s = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    for _ in 0..2 {
+        s.write_all(b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf)).await.unwrap().unwrap();
+        assert!(
+            String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&buf[..n])
+        );
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+    }
+    // A head started and left unfinished is still cut off.
+    s.write_all(b"GET /ok HTTP/1.1\r\n").await.unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf)).await.expect("stalled head not cut off");
+    assert_eq!(n.unwrap_or(0), 0);
+    gw.handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_keepalive_connections_are_closed() {
     let up = TestUpstream::start().await;
     let gw =
