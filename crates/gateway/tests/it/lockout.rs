@@ -199,49 +199,74 @@ async fn redis_unreachable_with_closed_lockout_answers_503_within_the_timeout_th
     assert_eq!(signed_get(&gw, &mac, "billing", "c3").await.status, 200);
 }
 
+/// A config whose `/echo/orders` needs a JWT (EdDSA, from a JWKS file in `dir`), with the given lockout and
+/// `extra` settings, and the issuer's key. JWTs need no state of their own, so only the lockout meets Redis.
+fn jwt_config(dir: &TempDir, up: &TestUpstream, lockout: &str, extra: &str) -> (String, JwtKey) {
+    let key = JwtKey::ed("k1");
+    let path = dir.write("jwks.json", &jwks(&[&key]));
+    let extra = format!(
+        "admin: {{ addr: \"127.0.0.1:0\" }}\n{extra}\nidentity:\n  jwt: {{ issuer: \"{JWT_ISS}\", audience: api, jwks: \"{}\", algorithms: [EdDSA] }}\n  lockout: {lockout}\n",
+        path.display()
+    );
+    let routes = "  - { path: /echo/orders, methods: [GET], upstream: app, auth: [jwt] }";
+    (config(&one_upstream(&up.url()), routes, &extra), key)
+}
+
+const JWT_ISS: &str = "https://id.lockout.test/";
+
+async fn bearer_get(gw: &TestGateway, key: &JwtKey, sub: &str) -> Got {
+    let token = key.token(&serde_json::json!({ "iss": JWT_ISS, "aud": "api", "sub": sub, "exp": now() + 600 }));
+    call(gw.addr(), "GET", "/echo/orders", &[("authorization", &format!("Bearer {token}"))], "").await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_with_local_lockout_counts_per_process_and_the_lock_outlives_recovery() {
     let mut redis = TestRedis::start();
     let up = TestUpstream::start().await;
+    let dir = TempDir::new();
     let state = format!("state: {{ redis: \"{}\", timeout: 200ms, on_failure: local, replicas: 2 }}", redis.url());
     // 4 failures cluster-wide; while Redis is away each of the 2 replicas allows half.
-    let (yaml, ed, mac) = signed_config(&up, "{ max_failures: 4, base: 1m, ip: { max_failures: 100 } }", &state);
+    let (yaml, key) = jwt_config(&dir, &up, "{ max_failures: 4, base: 1m, ip: { max_failures: 100 } }", &state);
     let gw = TestGateway::start(&yaml).await;
     wait_state_healthy(&gw).await;
+    assert_eq!(bearer_get(&gw, &key, "alice").await.status, 200);
     redis.kill();
-    let (stranger, _) = HttpSigner::ed25519();
-    assert_eq!(signed_get(&gw, &stranger, "partner-a", "l1").await.status, 401);
-    assert_eq!(signed_get(&gw, &stranger, "partner-a", "l2").await.status, 401);
-    assert_locked(&signed_get(&gw, &ed, "partner-a", "l3").await);
-    assert_eq!(signed_get(&gw, &mac, "billing", "l4").await.status, 200);
+    // Tokens for alice signed by someone else: guesses at alice.
+    let forger = JwtKey::ed("k1");
+    assert_eq!(bearer_get(&gw, &forger, "alice").await.status, 401);
+    assert_eq!(bearer_get(&gw, &forger, "alice").await.status, 401);
+    assert_locked(&bearer_get(&gw, &key, "alice").await);
+    assert_eq!(bearer_get(&gw, &key, "bob").await.status, 200);
+    assert!(!gw.handle.runtime().state.healthy(), "Redis was away all along");
     redis.restart();
     wait_state_healthy(&gw).await;
     // Redis has never heard of it, but the lock taken during the outage still holds here.
-    assert_locked(&signed_get(&gw, &ed, "partner-a", "l5").await);
-    assert_eq!(signed_get(&gw, &mac, "billing", "l6").await.status, 200);
+    assert_locked(&bearer_get(&gw, &key, "alice").await);
+    assert_eq!(bearer_get(&gw, &key, "bob").await.status, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_with_open_lockout_skips_it_then_shared_counting_resumes() {
     let mut redis = TestRedis::start();
     let up = TestUpstream::start().await;
+    let dir = TempDir::new();
     let state = format!("state: {{ redis: \"{}\", timeout: 200ms, on_failure: local }}", redis.url());
-    let (yaml, ed, _mac) =
-        signed_config(&up, "{ max_failures: 2, base: 1m, ip: { max_failures: 100 }, on_failure: open }", &state);
+    let (yaml, key) =
+        jwt_config(&dir, &up, "{ max_failures: 2, base: 1m, ip: { max_failures: 100 }, on_failure: open }", &state);
     let gw = TestGateway::start(&yaml).await;
     wait_state_healthy(&gw).await;
     redis.kill();
-    let (stranger, _) = HttpSigner::ed25519();
+    let forger = JwtKey::ed("k1");
     for i in 0..4 {
         // Never locked while Redis is away; every guess is still verified (and refused).
-        assert_eq!(signed_get(&gw, &stranger, "partner-a", &format!("o{i}")).await.status, 401);
+        assert_eq!(bearer_get(&gw, &forger, "alice").await.status, 401, "{i}");
     }
-    assert_eq!(signed_get(&gw, &ed, "partner-a", "o-real").await.status, 200);
+    assert_eq!(bearer_get(&gw, &key, "alice").await.status, 200);
     redis.restart();
     wait_state_healthy(&gw).await;
-    assert_eq!(signed_get(&gw, &stranger, "partner-a", "o5").await.status, 401);
-    assert_eq!(signed_get(&gw, &stranger, "partner-a", "o6").await.status, 401);
-    assert_locked(&signed_get(&gw, &ed, "partner-a", "o-real-2").await);
+    assert_eq!(bearer_get(&gw, &forger, "alice").await.status, 401);
+    assert_eq!(bearer_get(&gw, &forger, "alice").await.status, 401);
+    assert_locked(&bearer_get(&gw, &key, "alice").await);
 }
 
 /// The Lua script and [`LockoutCell`] (which the memory store runs) give the same answers and keep the same
