@@ -417,12 +417,11 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
     // login routes: the username in the body is a credential; a locked one (or IP) is refused before forwarding.
     let login = route.login.as_deref().zip(rt.identity.lockout.as_ref());
     let login = login.map(|(l, lockout)| l.attempt(lockout, client_ip, &parts, buffered.as_deref()));
-    if let Some(rej) = match &login {
-        Some(login) => login.check(&rt.state).await,
-        None => None,
-    } {
-        if let Some(rej) = exit.verdict(route.modes.get(StageName::Identify), Verdict::Reject(rej), &mut rec) {
-            return exit.reject(rej, rec);
+    if let Some(login) = &login {
+        if let Some(rej) = login.check(&rt.state).await {
+            if let Some(rej) = exit.verdict(route.modes.get(StageName::Identify), Verdict::Reject(rej), &mut rec) {
+                return exit.reject(rej, rec);
+            }
         }
     }
 
