@@ -378,6 +378,7 @@ impl Code {
         Code::Identify(crate::stages::identify::IdentifyCode::SignatureReplay),
         Code::Identify(crate::stages::identify::IdentifyCode::SignatureStoreUnavailable),
         Code::Identify(crate::stages::identify::IdentifyCode::Lockout),
+        Code::Identify(crate::stages::identify::IdentifyCode::LockoutUnavailable),
         Code::Authorize(crate::stages::authorize::AuthzCode::Scope),
         Code::Authorize(crate::stages::authorize::AuthzCode::Function),
         Code::Authorize(crate::stages::authorize::AuthzCode::Object),

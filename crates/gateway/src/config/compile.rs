@@ -89,6 +89,8 @@ pub struct Route {
     pub throttle: Option<Arc<crate::stages::throttle::ThrottlePolicy>>,
     /// Load shedding for the route.
     pub shed: Option<Arc<crate::stages::throttle::shed::Gate>>,
+    /// A declared login route: the username in the body is counted by the brute-force lockout.
+    pub login: Option<Arc<crate::stages::identify::login::LoginRoute>>,
 }
 
 /// A compiled listener.
@@ -512,7 +514,9 @@ pub fn compile(mut raw: RawConfig, ctx: &Ctx<'_>) -> Result<Runtime, ConfigError
             .load_shedding
             .as_ref()
             .and_then(|s| super::compile_throttle::gate(ctx.file, format!("route {id}"), s, &mut errs.list));
+        let login = r.login.as_ref().and_then(|l| super::identity::compile_login(&mut errs, l, &identity));
         routes.push(Route {
+            login,
             identify,
             authorize,
             openapi,

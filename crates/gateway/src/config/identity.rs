@@ -129,6 +129,56 @@ impl<'de> Deserialize<'de> for RawScopes {
     }
 }
 
+/// `login: { username: /username, form_field: username, failure_status: [401, 403] }`: a route whose upstream
+/// checks passwords; the username in the body is counted by the brute-force lockout.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLogin {
+    /// JSON pointer of the username in a JSON body.
+    pub username: Spanned<String>,
+    /// Its field name in a form body (default: the pointer's only segment).
+    #[serde(default)]
+    pub form_field: Option<Spanned<String>>,
+    /// Upstream statuses that mean "wrong credentials" (default 401, 403).
+    #[serde(default)]
+    pub failure_status: Option<Vec<u16>>,
+}
+
+/// A route's `login:` section, compiled; it needs `identity.lockout` (where the counters and policies are).
+pub(super) fn compile_login(
+    errs: &mut Errs<'_>,
+    raw: &Spanned<RawLogin>,
+    identity: &Identifier,
+) -> Option<Arc<crate::stages::identify::login::LoginRoute>> {
+    if identity.lockout.is_none() {
+        errs.at(
+            raw,
+            "a login route needs the brute-force lockout, which is not configured",
+            Some(
+                "add `identity: { lockout: {} }` for the defaults, or e.g. `lockout: { max_failures: 5, window: 15m }`",
+            ),
+        );
+        return None;
+    }
+    let r = &raw.value;
+    let built = crate::stages::identify::login::LoginRoute::new(
+        &r.username.value,
+        r.form_field.as_ref().map(|f| f.value.as_str()),
+        r.failure_status.as_deref(),
+    );
+    match built {
+        Ok(login) => Some(Arc::new(login)),
+        Err(e) => {
+            errs.at(
+                raw,
+                e.to_string(),
+                Some("e.g. `login: { username: /username, failure_status: [401, 403] }` (username is a JSON pointer)"),
+            );
+            None
+        }
+    }
+}
+
 /// `owner: { param: id, claim: sub, override_roles: [admin] }` (or `query: user`, or `json: owner.id`).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -181,7 +231,8 @@ pub struct RawIdentity {
     pub lockout: Option<Spanned<RawLockout>>,
 }
 
-/// `lockout: { max_failures: 5, window: 15m, base: 1m, max: 1h, ip: { max_failures: 20, … }, ipv6_prefix: 64 }`.
+/// `lockout: { max_failures: 5, window: 15m, base: 1m, max: 1h, ip: { max_failures: 20, … }, ipv6_prefix: 64,
+/// on_failure: closed }`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawLockout {
@@ -199,6 +250,10 @@ pub struct RawLockout {
     pub ip: Option<RawLockoutPolicy>,
     #[serde(default)]
     pub ipv6_prefix: Option<u8>,
+    /// What the lockout does while Redis state cannot answer (`local`, `open`, `closed`); default
+    /// `state.on_failure`.
+    #[serde(default)]
+    pub on_failure: Option<crate::state::FailureMode>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -493,7 +548,7 @@ pub(super) fn compile_identity(
             ip: apply(LockoutPolicy::per_ip(), l.value.ip.as_ref().unwrap_or(&RawLockoutPolicy::default())),
             ipv6_prefix: l.value.ipv6_prefix.unwrap_or(64),
         };
-        match Lockout::new(settings) {
+        match Lockout::new(settings, l.value.on_failure) {
             Ok(lockout) => identifier.lockout = Some(lockout),
             Err(e) => {
                 errs.at(l, e.to_string(), Some("e.g. `lockout: { max_failures: 5, window: 15m, base: 1m, max: 1h }`"))

@@ -140,6 +140,7 @@ pub(super) fn expand(errs: &mut Errs<'_>, entries: Vec<RawOpenApiRoute>) -> Vec<
             limits_on_failure: e.limits_on_failure,
             load_shedding: e.load_shedding,
             policies: e.policies,
+            login: None,
         });
     }
     routes

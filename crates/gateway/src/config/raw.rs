@@ -440,6 +440,9 @@ pub struct RawRoute {
     /// Cedar policies for this route (replace the global ones).
     #[serde(default)]
     pub policies: Option<Spanned<super::policies::RawPolicies>>,
+    /// A login route: the username in the body is counted by the brute-force lockout.
+    #[serde(default)]
+    pub login: Option<Spanned<super::identity::RawLogin>>,
 }
 
 /// A route's OpenAPI document and how it is applied.

@@ -247,7 +247,7 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
             let credential = lockout.and_then(|_| guard::presented(&rt.identity, &parts, methods));
             let attempt = guard::attempt(client_ip, &credential);
             if let Some(l) = lockout {
-                if let Some(rej) = l.check(&attempt).await {
+                if let Some(rej) = l.check(&rt.state, &attempt).await {
                     if let Some(rej) =
                         exit.verdict(route.modes.get(StageName::Identify), Verdict::Reject(rej), &mut rec)
                     {
@@ -276,7 +276,7 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
             };
             let result = rt.identity.identify(methods, &request).await;
             if let Some(l) = lockout {
-                l.report(&attempt, result.as_ref().err().map(|f| f.code), request_id).await;
+                l.report(&rt.state, &attempt, result.as_ref().err().map(|f| f.code), request_id).await;
             }
             match result {
                 Ok(id) => Some(id),
@@ -372,7 +372,7 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
                 }
             }
         }
-        let readable = has_body && (scanned || check_media.is_some() || authz_body.is_some());
+        let readable = has_body && (scanned || check_media.is_some() || authz_body.is_some() || route.login.is_some());
         let cap = policy.map_or(body_limit, |p| p.max_body_bytes.min(body_limit));
         let bytes = match (pre_read.take(), body.take_if(|_| readable)) {
             (Some(bytes), _) if readable && bytes.len() as u64 > cap => {
@@ -413,6 +413,17 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
                 }
             }
             buffered = Some(bytes);
+        }
+    }
+
+    // login routes: the username in the body is a credential; a locked one (or IP) is refused before forwarding.
+    let login = route.login.as_deref().zip(rt.identity.lockout.as_ref());
+    let login = login.map(|(l, lockout)| l.attempt(lockout, client_ip, &parts, buffered.as_deref()));
+    if let Some(login) = &login {
+        if let Some(rej) = login.check(&rt.state).await {
+            if let Some(rej) = exit.verdict(route.modes.get(StageName::Identify), Verdict::Reject(rej), &mut rec) {
+                return exit.reject(rej, rec);
+            }
         }
     }
 
@@ -508,6 +519,9 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
         let failed = match result {
             Ok(Ok(resp)) => {
                 upstream.record_transport(target, true);
+                if let Some(login) = &login {
+                    login.report(&rt.state, resp.status(), request_id).await;
+                }
                 circuit_record(shared, upstream, admission, resp.status().as_u16() < 500);
                 let cors = route.cors.as_deref().map(|c| (c, origin.as_ref()));
                 let ctx = RespondCtx {

@@ -22,6 +22,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{oneshot, Notify};
 
+#[path = "redis_lockout.rs"]
+pub mod lockout;
+
 const PREFIX: &str = "rampart:";
 const BLOCK_INDEX: &str = "rampart:blocks";
 

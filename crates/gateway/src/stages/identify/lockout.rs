@@ -9,7 +9,7 @@
 //! IP's, so an attacker cannot clear their IP's count by interleaving logins to an account of their own.
 //!
 //! The state machine ([`LockoutCell`]) is pure arithmetic on millisecond timestamps, so the in-memory store here
-//! and a Redis script later apply exactly the same rules; the clock is injected.
+//! and the Redis script (`state::redis_store::lockout`) apply exactly the same rules; the clock is injected.
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
@@ -87,6 +87,12 @@ impl LockoutPolicy {
         Ok(())
     }
 
+    /// The policy one of `replicas` instances applies on its own while the shared state is unreachable: the
+    /// failures allowed are split between them (rounded up), so together they still allow about `max_failures`.
+    pub fn scaled(&self, replicas: u32) -> LockoutPolicy {
+        LockoutPolicy { max_failures: self.max_failures.div_ceil(replicas.max(1)).max(1), ..self.clone() }
+    }
+
     /// The length of the `strike`-th consecutive lockout (1-based): base · 2^(strike−1), capped.
     pub fn lockout_for(&self, strike: u32) -> Duration {
         let factor = 1u32.checked_shl(strike.saturating_sub(1)).unwrap_or(u32::MAX);
@@ -120,7 +126,7 @@ impl LockoutStatus {
     }
 
     /// The more restrictive of two answers (the longer wait).
-    fn max(self, other: LockoutStatus) -> LockoutStatus {
+    pub fn max(self, other: LockoutStatus) -> LockoutStatus {
         match (self, other) {
             (LockoutStatus::Open, o) | (o, LockoutStatus::Open) => o,
             (LockoutStatus::Locked { retry_after: a }, LockoutStatus::Locked { retry_after: b }) => {
@@ -287,7 +293,7 @@ pub struct LockoutStoreError(pub String);
 pub type LockoutFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, LockoutStoreError>> + Send + 'a>>;
 
 /// Where lockout cells live: process memory, or Redis so all replicas count together.
-pub trait LockoutStore: Send + Sync + std::fmt::Debug {
+pub trait LockoutStore: Send + Sync {
     fn status(&self, key: LockoutKey) -> LockoutFuture<'_, LockoutStatus>;
     /// Counts a failure atomically; returns the new status and whether it started a lockout.
     fn record_failure<'a>(
@@ -433,21 +439,21 @@ pub struct FailureOutcome {
 }
 
 /// The identify stage's brute-force guard: ask [`Self::check`] before verifying credentials, then report the
-/// result with [`Self::failed`] or [`Self::succeeded`].
+/// result with [`Self::failed`] or [`Self::succeeded`]. The store is passed per call: the configured state backend
+/// (memory or Redis) can change on reload while the policies stay.
 #[derive(Debug, Clone)]
 pub struct BruteForceGuard {
-    store: Arc<dyn LockoutStore>,
     settings: LockoutSettings,
 }
 
 impl BruteForceGuard {
-    pub fn new(store: Arc<dyn LockoutStore>, settings: LockoutSettings) -> Result<Self, LockoutConfigError> {
+    pub fn new(settings: LockoutSettings) -> Result<Self, LockoutConfigError> {
         settings.ip.validate()?;
         settings.credential.validate()?;
         if settings.ipv6_prefix > 128 {
             return Err(LockoutConfigError("ipv6_prefix must be 0..=128".into()));
         }
-        Ok(BruteForceGuard { store, settings })
+        Ok(BruteForceGuard { settings })
     }
 
     fn keys(&self, attempt: &Attempt<'_>) -> (LockoutKey, Option<LockoutKey>) {
@@ -458,22 +464,30 @@ impl BruteForceGuard {
     }
 
     /// Whether the attempt may proceed: locked if its IP or its credential is (the longer wait wins).
-    pub async fn check(&self, attempt: &Attempt<'_>) -> Result<LockoutStatus, LockoutStoreError> {
+    pub async fn check(
+        &self,
+        store: &dyn LockoutStore,
+        attempt: &Attempt<'_>,
+    ) -> Result<LockoutStatus, LockoutStoreError> {
         let (ip, cred) = self.keys(attempt);
-        let mut status = self.store.status(ip).await?;
+        let mut status = store.status(ip).await?;
         if let Some(cred) = cred {
-            status = status.max(self.store.status(cred).await?);
+            status = status.max(store.status(cred).await?);
         }
         Ok(status)
     }
 
     /// Counts a failed authentication against the IP and the credential.
-    pub async fn failed(&self, attempt: &Attempt<'_>) -> Result<FailureOutcome, LockoutStoreError> {
+    pub async fn failed(
+        &self,
+        store: &dyn LockoutStore,
+        attempt: &Attempt<'_>,
+    ) -> Result<FailureOutcome, LockoutStoreError> {
         let (ip, cred) = self.keys(attempt);
-        let (mut status, ip_started) = self.store.record_failure(ip, &self.settings.ip).await?;
+        let (mut status, ip_started) = store.record_failure(ip, &self.settings.ip).await?;
         let mut started = ip_started.then_some(LockoutScope::Ip);
         if let Some(cred) = cred {
-            let (cred_status, cred_started) = self.store.record_failure(cred, &self.settings.credential).await?;
+            let (cred_status, cred_started) = store.record_failure(cred, &self.settings.credential).await?;
             status = status.max(cred_status);
             if cred_started {
                 started = Some(LockoutScope::Credential);
@@ -483,11 +497,11 @@ impl BruteForceGuard {
     }
 
     /// Reports a successful authentication (clears what the policies say success clears).
-    pub async fn succeeded(&self, attempt: &Attempt<'_>) -> Result<(), LockoutStoreError> {
+    pub async fn succeeded(&self, store: &dyn LockoutStore, attempt: &Attempt<'_>) -> Result<(), LockoutStoreError> {
         let (ip, cred) = self.keys(attempt);
-        self.store.record_success(ip, &self.settings.ip).await?;
+        store.record_success(ip, &self.settings.ip).await?;
         if let Some(cred) = cred {
-            self.store.record_success(cred, &self.settings.credential).await?;
+            store.record_success(cred, &self.settings.credential).await?;
         }
         Ok(())
     }
@@ -599,9 +613,12 @@ mod tests {
         assert!(LockoutPolicy { window: Duration::ZERO, ..policy(1) }.validate().is_err());
         assert!(LockoutPolicy { max_lockout: Duration::from_secs(1), ..policy(1) }.validate().is_err());
         assert!(policy(1).validate().is_ok());
-        let store: Arc<dyn LockoutStore> = Arc::new(MemoryLockoutStore::new(10, Arc::new(ManualClock::new(0))));
         let bad = LockoutSettings { ipv6_prefix: 129, ..LockoutSettings::default() };
-        assert!(BruteForceGuard::new(store, bad).is_err());
+        assert!(BruteForceGuard::new(bad).is_err());
+        let p = policy(5);
+        assert_eq!(p.scaled(2).max_failures, 3, "rounded up");
+        assert_eq!(p.scaled(10).max_failures, 1, "never zero");
+        assert_eq!(p.scaled(0), p);
     }
 
     #[test]
@@ -642,67 +659,69 @@ mod tests {
             credential: policy(3),
             ipv6_prefix: 64,
         };
-        (store.clone(), BruteForceGuard::new(store, settings).unwrap())
+        (store, BruteForceGuard::new(settings).unwrap())
     }
 
     #[tokio::test]
     async fn the_guard_locks_a_credential_attacked_from_many_ips() {
         let clock = Arc::new(ManualClock::new(1_000));
-        let (_, g) = guard(clock.clone());
+        let (s, g) = guard(clock.clone());
         for i in 1..=2u8 {
             let a = Attempt {
                 ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, i)),
                 credential: Some((CredentialKind::Username, "bob")),
             };
-            assert_eq!(g.failed(&a).await.unwrap().started, None);
+            assert_eq!(g.failed(&*s, &a).await.unwrap().started, None);
         }
         let a =
             Attempt { ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 3)), credential: Some((CredentialKind::Username, "BOB")) };
-        let out = g.failed(&a).await.unwrap();
+        let out = g.failed(&*s, &a).await.unwrap();
         assert_eq!(out.started, Some(LockoutScope::Credential));
         assert_eq!(out.status.retry_after_secs(), Some(10));
         // A fresh IP trying bob is refused; the same IP trying someone else is not.
         let fresh =
             Attempt { ip: IpAddr::V4(Ipv4Addr::new(10, 9, 9, 9)), credential: Some((CredentialKind::Username, "bob")) };
-        assert!(g.check(&fresh).await.unwrap().is_locked());
+        assert!(g.check(&*s, &fresh).await.unwrap().is_locked());
         let other = Attempt { credential: Some((CredentialKind::Username, "carol")), ..a };
-        assert_eq!(g.check(&other).await.unwrap(), LockoutStatus::Open);
+        assert_eq!(g.check(&*s, &other).await.unwrap(), LockoutStatus::Open);
         clock.advance_ms(10_000);
-        assert_eq!(g.check(&fresh).await.unwrap(), LockoutStatus::Open);
+        assert_eq!(g.check(&*s, &fresh).await.unwrap(), LockoutStatus::Open);
     }
 
     #[tokio::test]
     async fn the_guard_locks_an_ip_spraying_many_credentials() {
         let clock = Arc::new(ManualClock::new(1_000));
-        let (_, g) = guard(clock.clone());
+        let (s, g) = guard(clock.clone());
         let ip = IpAddr::V6("2001:db8::1".parse().unwrap());
         let names = ["a", "b", "c", "d", "e"];
         let mut outcomes = Vec::new();
         for (i, name) in names.iter().enumerate() {
             // Rotating addresses inside one /64 does not help.
             let ip = if i % 2 == 0 { ip } else { IpAddr::V6("2001:db8::ff".parse().unwrap()) };
-            outcomes.push(g.failed(&Attempt { ip, credential: Some((CredentialKind::ApiKeyId, name)) }).await.unwrap());
+            outcomes.push(
+                g.failed(&*s, &Attempt { ip, credential: Some((CredentialKind::ApiKeyId, name)) }).await.unwrap(),
+            );
         }
         assert!(outcomes[..4].iter().all(|o| o.started.is_none()));
         assert_eq!(outcomes[4].started, Some(LockoutScope::Ip));
         let anyone = Attempt { ip, credential: None };
-        assert_eq!(g.check(&anyone).await.unwrap().retry_after_secs(), Some(10));
+        assert_eq!(g.check(&*s, &anyone).await.unwrap().retry_after_secs(), Some(10));
         // A success from that IP (its own valid key) does not clear the IP's lock or count.
-        g.succeeded(&Attempt { ip, credential: Some((CredentialKind::ApiKeyId, "own")) }).await.unwrap();
-        assert!(g.check(&anyone).await.unwrap().is_locked());
+        g.succeeded(&*s, &Attempt { ip, credential: Some((CredentialKind::ApiKeyId, "own")) }).await.unwrap();
+        assert!(g.check(&*s, &anyone).await.unwrap().is_locked());
     }
 
     #[tokio::test]
     async fn a_success_clears_the_credential_count() {
         let clock = Arc::new(ManualClock::new(1_000));
-        let (_, g) = guard(clock);
+        let (s, g) = guard(clock);
         let a = Attempt { ip: IpAddr::V4(Ipv4Addr::LOCALHOST), credential: Some((CredentialKind::TokenSubject, "u1")) };
-        g.failed(&a).await.unwrap();
-        g.failed(&a).await.unwrap();
-        g.succeeded(&a).await.unwrap();
-        assert_eq!(g.failed(&a).await.unwrap().started, None, "count restarted after the owner got in");
-        assert_eq!(g.failed(&a).await.unwrap().started, None);
-        assert_eq!(g.failed(&a).await.unwrap().started, Some(LockoutScope::Credential));
+        g.failed(&*s, &a).await.unwrap();
+        g.failed(&*s, &a).await.unwrap();
+        g.succeeded(&*s, &a).await.unwrap();
+        assert_eq!(g.failed(&*s, &a).await.unwrap().started, None, "count restarted after the owner got in");
+        assert_eq!(g.failed(&*s, &a).await.unwrap().started, None);
+        assert_eq!(g.failed(&*s, &a).await.unwrap().started, Some(LockoutScope::Credential));
     }
 
     /// `n` credential keys that land in the same shard of `store`.

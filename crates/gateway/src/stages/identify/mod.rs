@@ -5,6 +5,7 @@
 pub mod clock;
 pub mod guard;
 pub mod lockout;
+pub mod login;
 pub mod replay;
 pub mod signature;
 
@@ -140,6 +141,8 @@ pub enum IdentifyCode {
     /// Too many failed authentications from this IP or for this credential: 429 with `Retry-After`, before any
     /// verification.
     Lockout,
+    /// The shared lockout counters (Redis state) did not answer and the lockout's failure mode is `closed`: 503.
+    LockoutUnavailable,
 }
 
 impl IdentifyCode {
@@ -179,12 +182,15 @@ impl IdentifyCode {
             IdentifyCode::SignatureReplay => "auth.signature.replay",
             IdentifyCode::SignatureStoreUnavailable => "auth.signature.store_unavailable",
             IdentifyCode::Lockout => "auth.lockout",
+            IdentifyCode::LockoutUnavailable => "auth.lockout.unavailable",
         }
     }
 
     pub fn status(self) -> StatusCode {
         match self {
-            IdentifyCode::SignatureStoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            IdentifyCode::SignatureStoreUnavailable | IdentifyCode::LockoutUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             IdentifyCode::Lockout => StatusCode::TOO_MANY_REQUESTS,
             _ => StatusCode::UNAUTHORIZED,
         }
