@@ -333,22 +333,27 @@ async fn the_rate_limit_example_serves_and_limits_with_memory_and_redis() {
     }
 }
 
-/// The state API the identity stage reuses (nonces, lockout counters, blocks), the same on both backends.
+/// The state API the identity stage reuses (nonces, lockout counters, blocks), the same on both backends — one
+/// Redis and a three-node cluster (each key's slot picks its node).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn state_operations_behave_the_same_on_memory_and_redis() {
     let redis = TestRedis::start();
+    let cluster = TestRedisCluster::start();
     let metrics = gateway::metrics::Metrics::new();
-    let spec = StateSpec::Redis(gateway::state::RedisSpec {
-        urls: vec![redis.url()],
-        cluster: false,
-        timeout: Duration::from_millis(500),
-        on_failure: FailureMode::Closed,
-        replicas: 1,
-        max_entries: 10_000,
-    });
+    let spec = |urls: Vec<String>, cluster: bool| {
+        StateSpec::Redis(gateway::state::RedisSpec {
+            urls,
+            cluster,
+            timeout: Duration::from_millis(500),
+            on_failure: FailureMode::Closed,
+            replicas: 1,
+            max_entries: 10_000,
+        })
+    };
     let stores = [
         Store::build(&StateSpec::Memory { max_entries: 10_000 }, metrics.state_metrics()).unwrap(),
-        Store::build(&spec, metrics.state_metrics()).unwrap(),
+        Store::build(&spec(vec![redis.url()], false), metrics.state_metrics()).unwrap(),
+        Store::build(&spec(vec![cluster.seed()], true), metrics.state_metrics()).unwrap(),
     ];
     let m = FailureMode::Closed;
     for s in &stores {
