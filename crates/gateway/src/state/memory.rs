@@ -123,13 +123,31 @@ impl MemoryStore {
         }
     }
 
+    /// The keyed SipHash of `tag, scope, 0xff, subject, extra`. SipHash streams, so one write of the bytes laid
+    /// end to end gives the same value as five writes — and costs one call's overhead instead of five (this runs
+    /// on every limit check). Collisions: the key is random per process, so nobody can aim one, and among a
+    /// million live cells the chance that any two share a fingerprint is about 3 in 100 million.
+    #[inline]
     fn fp(&self, tag: Tag, scope: &[u8], subject: &[u8], extra: u64) -> u64 {
         let mut h = self.hasher.build_hasher();
-        h.write_u8(tag as u8);
-        h.write(scope);
-        h.write_u8(0xff);
-        h.write(subject);
-        h.write_u64(extra);
+        let len = scope.len() + subject.len() + 10;
+        let mut buf = [0u8; 96];
+        if len <= buf.len() {
+            let (s, rest) = buf[1..].split_at_mut(scope.len());
+            s.copy_from_slice(scope);
+            rest[0] = 0xff;
+            let (j, rest) = rest[1..].split_at_mut(subject.len());
+            j.copy_from_slice(subject);
+            rest[..8].copy_from_slice(&extra.to_ne_bytes());
+            buf[0] = tag as u8;
+            h.write(&buf[..len]);
+        } else {
+            h.write_u8(tag as u8);
+            h.write(scope);
+            h.write_u8(0xff);
+            h.write(subject);
+            h.write_u64(extra);
+        }
         h.finish()
     }
 

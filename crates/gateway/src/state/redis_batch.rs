@@ -227,35 +227,29 @@ impl RedisStore {
                     keys.push(key("off", k));
                     let o = offences.map_or((0, 1, 1), |o| (o.after, ms(o.within), ms(o.block_for)));
                     let interval = (gcra.interval_ns / 1000).max(1);
-                    args.extend(
-                        [
-                            "r".to_string(),
-                            interval.to_string(),
-                            (gcra.tolerance_ns / 1000).to_string(),
-                            cost.to_string(),
-                            o.0.to_string(),
-                            o.1.to_string(),
-                            o.2.to_string(),
-                        ]
-                        .into_iter(),
-                    );
+                    args.extend([
+                        "r".to_string(),
+                        interval.to_string(),
+                        (gcra.tolerance_ns / 1000).to_string(),
+                        cost.to_string(),
+                        o.0.to_string(),
+                        o.1.to_string(),
+                        o.2.to_string(),
+                    ]);
                     refund.keys.push(key("rl", k));
                     refund.args.extend(["r".to_string(), (interval * u64::from(cost)).to_string()]);
                 }
                 Check::Quota { key: k, window_id, max, reset } => {
                     let counter = format!("{}:{window_id}", key("q", k));
                     keys.push(counter.clone());
-                    args.extend(
-                        ["q".to_string(), cost.to_string(), max.to_string(), (ms(reset) + 1000).to_string()]
-                            .into_iter(),
-                    );
+                    args.extend(["q".to_string(), cost.to_string(), max.to_string(), (ms(reset) + 1000).to_string()]);
                     refund.keys.push(counter);
                     refund.args.extend(["q".to_string(), cost.to_string()]);
                 }
                 Check::Distinct { key: k, member, max, window } => {
                     keys.push(key("d", k));
                     let member = member.label().to_string();
-                    args.extend(["d".to_string(), member, max.to_string(), ms(window).to_string()].into_iter());
+                    args.extend(["d".to_string(), member, max.to_string(), ms(window).to_string()]);
                     // Given back only if this request added the member (known from the answer).
                 }
             }
