@@ -99,6 +99,21 @@ pub trait OnBodyEnd: Send + Sync {
     fn finish(self: Box<Self>, bytes_sent: u64, completed: bool);
 }
 
+/// The end-of-body callback with something to release after it.
+struct Held<G> {
+    inner: Option<Box<dyn OnBodyEnd>>,
+    _guard: G,
+}
+
+impl<G: Send + Sync> OnBodyEnd for Held<G> {
+    fn finish(self: Box<Self>, bytes_sent: u64, completed: bool) {
+        let this = *self;
+        if let Some(inner) = this.inner {
+            inner.finish(bytes_sent, completed);
+        }
+    }
+}
+
 enum Kind {
     Full(Option<Bytes>),
     Upstream { inner: Incoming, deadline: Option<Pin<Box<Sleep>>>, prefix: Option<Bytes> },
@@ -138,6 +153,13 @@ impl ResponseBody {
 
     pub fn set_on_end(&mut self, on_end: Box<dyn OnBodyEnd>) {
         self.on_end = Some(on_end);
+    }
+
+    /// Keeps `guard` alive until the body ends — finished, failed or dropped because the client went away — and
+    /// releases it after the end-of-body callback ran. Load shedding hands its places here: a response still
+    /// streaming still occupies the upstream.
+    pub fn hold_until_end<G: Send + Sync + 'static>(&mut self, guard: G) {
+        self.on_end = Some(Box::new(Held { inner: self.on_end.take(), _guard: guard }));
     }
 
     fn finish(&mut self, completed: bool) {

@@ -119,7 +119,7 @@ async fn blocks(state: &crate::state::Store, req: &Request<Incoming>) -> Respons
                     text(
                         StatusCode::OK,
                         "application/json",
-                        serde_json::json!({ "lifted": subject.as_str() }).to_string(),
+                        serde_json::json!({ "lifted": &*subject.label() }).to_string(),
                     )
                 }
                 Ok(false) => text(StatusCode::NOT_FOUND, "application/json", "{\"error\":\"no such block\"}\n".into()),

@@ -427,10 +427,10 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
         }
     }
 
-    // load shedding: places held until the response head goes back
+    // load shedding: places held until the response body ends (or the client goes away)
     let upstream_gate = rt.upstream_gates.get(route.upstream).and_then(|g| g.as_deref());
-    let _places = match shed::enter(route.shed.as_deref(), upstream_gate).await {
-        Ok(p) => p,
+    let mut places = match shed::enter(route.shed.as_deref(), upstream_gate).await {
+        Ok(p) => Some(p),
         Err(rej) => return exit.reject(rej, rec),
     };
 
@@ -536,6 +536,9 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
                 if let Some((policy, current)) = ratelimit {
                     resp.headers_mut().insert(RATELIMIT_POLICY, policy);
                     resp.headers_mut().insert(RATELIMIT, current);
+                }
+                if let Some(places) = places.take().filter(|p| !p.is_empty()) {
+                    resp.body_mut().hold_until_end(places);
                 }
                 return resp;
             }

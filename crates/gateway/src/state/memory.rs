@@ -3,10 +3,12 @@
 //! `max_entries` first drops entries whose time is up (an expired rate cell is the same as no cell), then the
 //! least recently used tenth; both are counted in `rampart_state_evictions` and logged (at most every 10 s).
 
+use super::batch::{Answer, Batch, Check, INLINE};
 use super::{
     BlockEntry, Blocks, CellKey, Counters, DistinctDecision, FailureMode, Gcra, Limits, Nonces, Offences,
     QuotaDecision, RateDecision, StateMetrics, Subject, Unavailable,
 };
+use smallvec::SmallVec;
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
@@ -76,6 +78,25 @@ pub struct MemoryStore {
     last_eviction_log: AtomicU64,
 }
 
+fn shard_of(fp: u64) -> usize {
+    (fp >> 58) as usize % SHARDS
+}
+
+/// A change a batch made under its locks, taken back when a later check refuses.
+enum Undo {
+    /// The entry was created: remove it.
+    Remove,
+    /// The entry had this expiry and value.
+    Restore { expires: u64, value: Prev },
+    /// A member was pushed onto the set.
+    PopMember,
+}
+
+enum Prev {
+    Tat(u64),
+    Count(u64),
+}
+
 /// What a fingerprint is of, so a cell, its block and its offence counter never collide.
 #[derive(Clone, Copy)]
 #[repr(u8)]
@@ -102,18 +123,36 @@ impl MemoryStore {
         }
     }
 
+    /// The keyed SipHash of `tag, scope, 0xff, subject, extra`. SipHash streams, so one write of the bytes laid
+    /// end to end gives the same value as five writes — and costs one call's overhead instead of five (this runs
+    /// on every limit check). Collisions: the key is random per process, so nobody can aim one, and among a
+    /// million live cells the chance that any two share a fingerprint is about 3 in 100 million.
+    #[inline]
     fn fp(&self, tag: Tag, scope: &[u8], subject: &[u8], extra: u64) -> u64 {
         let mut h = self.hasher.build_hasher();
-        h.write_u8(tag as u8);
-        h.write(scope);
-        h.write_u8(0xff);
-        h.write(subject);
-        h.write_u64(extra);
+        let len = scope.len() + subject.len() + 10;
+        let mut buf = [0u8; 96];
+        if len <= buf.len() {
+            let (s, rest) = buf[1..].split_at_mut(scope.len());
+            s.copy_from_slice(scope);
+            rest[0] = 0xff;
+            let (j, rest) = rest[1..].split_at_mut(subject.len());
+            j.copy_from_slice(subject);
+            rest[..8].copy_from_slice(&extra.to_ne_bytes());
+            buf[0] = tag as u8;
+            h.write(&buf[..len]);
+        } else {
+            h.write_u8(tag as u8);
+            h.write(scope);
+            h.write_u8(0xff);
+            h.write(subject);
+            h.write_u64(extra);
+        }
         h.finish()
     }
 
     fn shard(&self, fp: u64) -> MutexGuard<'_, Shard> {
-        let m = &self.shards[(fp >> 58) as usize % SHARDS];
+        let m = &self.shards[shard_of(fp)];
         m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
@@ -218,7 +257,7 @@ impl MemoryStore {
         let mut shard = self.shard(fp);
         let fresh = Self::live(&mut shard, fp, now).is_none();
         let expires = now.saturating_add(ttl.as_nanos() as u64);
-        self.insert(&mut shard, fp, expires, Value::Block(subject.as_str().into()), now);
+        self.insert(&mut shard, fp, expires, Value::Block((*subject.label()).into()), now);
         if fresh {
             self.blocks.fetch_add(1, Ordering::Relaxed);
         }
@@ -262,6 +301,17 @@ impl MemoryStore {
                 }
             }
         };
+        self.after_refusal(key, decision, offences, now)
+    }
+
+    /// Counts a rate refusal toward the subject's offences; the one that reaches `after` blocks it.
+    fn after_refusal(
+        &self,
+        key: CellKey<'_>,
+        decision: RateDecision,
+        offences: Option<Offences>,
+        now: u64,
+    ) -> RateDecision {
         match (decision, offences) {
             (RateDecision::Limited { retry_after, .. }, Some(o)) => {
                 let n = self.count_at(Tag::Offence, key.scope.as_bytes(), key.subject.as_bytes(), 1, o.within, now);
@@ -275,6 +325,155 @@ impl MemoryStore {
             }
             _ => decision,
         }
+    }
+
+    /// Every check of one request at `now`, all charged or none (see [`super::batch`]). The shards involved are
+    /// locked in index order; each check is applied in order with an undo record, and a refusal replays the undo
+    /// records before the locks go, so no other request ever sees a charge that is taken back.
+    pub fn check_all_at(&self, checks: &[Check<'_>], cost: u32, now: u64) -> Batch {
+        // Blocks live in their own shards: looked up before the batch's locks are taken.
+        for (index, c) in checks.iter().enumerate() {
+            if let Check::Rate { key, .. } = c {
+                if let Some(remaining) = self.block_left(key.subject, now) {
+                    return Batch::Refused { index, answer: Answer::Rate(RateDecision::Blocked { remaining }) };
+                }
+            }
+        }
+        let fps: SmallVec<[u64; INLINE]> = checks
+            .iter()
+            .map(|c| match *c {
+                Check::Rate { key, .. } => self.fp(Tag::Rate, key.scope.as_bytes(), key.subject.as_bytes(), 0),
+                Check::Quota { key, window_id, .. } => {
+                    self.fp(Tag::Quota, key.scope.as_bytes(), key.subject.as_bytes(), window_id)
+                }
+                Check::Distinct { key, .. } => self.fp(Tag::Distinct, key.scope.as_bytes(), key.subject.as_bytes(), 0),
+            })
+            .collect();
+        let mut order: SmallVec<[usize; INLINE]> = fps.iter().map(|&fp| shard_of(fp)).collect();
+        order.sort_unstable();
+        order.dedup();
+        let mut guards: SmallVec<[MutexGuard<'_, Shard>; INLINE]> =
+            order.iter().map(|&i| self.shards[i].lock().unwrap_or_else(|p| p.into_inner())).collect();
+        let mut undo: SmallVec<[(usize, u64, Undo); INLINE]> = SmallVec::new();
+        let mut answers: SmallVec<[Answer; INLINE]> = SmallVec::new();
+        let mut refused = None;
+        for (index, (check, &fp)) in checks.iter().zip(fps.iter()).enumerate() {
+            // Always found: `order` holds the shard of every check.
+            let g = order.binary_search(&shard_of(fp)).unwrap_or(0);
+            let shard = &mut *guards[g];
+            let answer = match *check {
+                Check::Rate { gcra, .. } => {
+                    shard.tick += 1;
+                    let tick = shard.tick;
+                    match shard.map.get_mut(&fp) {
+                        Some(e) => {
+                            let tat = if let Value::Tat(t) = e.value { t } else { 0 };
+                            let (decision, new_tat) = gcra.decide(tat, now, cost);
+                            if let Some(t) = new_tat {
+                                undo.push((g, fp, Undo::Restore { expires: e.expires, value: Prev::Tat(tat) }));
+                                e.used = tick;
+                                e.expires = t;
+                                e.value = Value::Tat(t);
+                            }
+                            Answer::Rate(decision)
+                        }
+                        None => {
+                            let (decision, new_tat) = gcra.decide(0, now, cost);
+                            if let Some(t) = new_tat {
+                                self.insert(shard, fp, t, Value::Tat(t), now);
+                                undo.push((g, fp, Undo::Remove));
+                            }
+                            Answer::Rate(decision)
+                        }
+                    }
+                }
+                Check::Quota { max, reset, .. } => {
+                    let cost = u64::from(cost);
+                    match Self::live(shard, fp, now) {
+                        Some(Entry { value: Value::Count(c), expires, .. }) => {
+                            let used = *c;
+                            if used.saturating_add(cost) > max {
+                                Answer::Quota(QuotaDecision {
+                                    allowed: false,
+                                    remaining: max.saturating_sub(used),
+                                    reset,
+                                })
+                            } else {
+                                undo.push((g, fp, Undo::Restore { expires: *expires, value: Prev::Count(used) }));
+                                *c = used + cost;
+                                Answer::Quota(QuotaDecision { allowed: true, remaining: max - used - cost, reset })
+                            }
+                        }
+                        _ if cost > max => Answer::Quota(QuotaDecision { allowed: false, remaining: max, reset }),
+                        _ => {
+                            let expires = now.saturating_add(reset.as_nanos() as u64);
+                            self.insert(shard, fp, expires, Value::Count(cost), now);
+                            undo.push((g, fp, Undo::Remove));
+                            Answer::Quota(QuotaDecision { allowed: true, remaining: max - cost, reset })
+                        }
+                    }
+                }
+                Check::Distinct { member, max, window, .. } => {
+                    let m = self.fp(Tag::Distinct, b"member", member.as_bytes(), 0);
+                    match Self::live(shard, fp, now) {
+                        Some(Entry { value: Value::Members(list), .. }) => {
+                            if list.contains(&m) {
+                                Answer::Distinct(DistinctDecision { allowed: true, count: list.len() as u32 })
+                            } else if list.len() >= max as usize {
+                                Answer::Distinct(DistinctDecision { allowed: false, count: list.len() as u32 })
+                            } else {
+                                list.push(m);
+                                undo.push((g, fp, Undo::PopMember));
+                                Answer::Distinct(DistinctDecision { allowed: true, count: list.len() as u32 })
+                            }
+                        }
+                        _ if max == 0 => Answer::Distinct(DistinctDecision { allowed: false, count: 0 }),
+                        _ => {
+                            let expires = now.saturating_add(window.as_nanos() as u64);
+                            self.insert(shard, fp, expires, Value::Members(vec![m]), now);
+                            undo.push((g, fp, Undo::Remove));
+                            Answer::Distinct(DistinctDecision { allowed: true, count: 1 })
+                        }
+                    }
+                }
+            };
+            if !answer.allowed() {
+                refused = Some((index, answer));
+                break;
+            }
+            answers.push(answer);
+        }
+        let Some((index, answer)) = refused else { return Batch::Passed(answers) };
+        for (g, fp, u) in undo.into_iter().rev() {
+            let shard = &mut *guards[g];
+            match u {
+                Undo::Remove => {
+                    shard.map.remove(&fp);
+                }
+                Undo::Restore { expires, value } => {
+                    if let Some(e) = shard.map.get_mut(&fp) {
+                        e.expires = expires;
+                        e.value = match value {
+                            Prev::Tat(t) => Value::Tat(t),
+                            Prev::Count(c) => Value::Count(c),
+                        };
+                    }
+                }
+                Undo::PopMember => {
+                    if let Some(Entry { value: Value::Members(list), .. }) = shard.map.get_mut(&fp) {
+                        list.pop();
+                    }
+                }
+            }
+        }
+        drop(guards);
+        let answer = match (answer, checks[index]) {
+            (Answer::Rate(d), Check::Rate { key, offences, .. }) => {
+                Answer::Rate(self.after_refusal(key, d, offences, now))
+            }
+            _ => answer,
+        };
+        Batch::Refused { index, answer }
     }
 
     fn count_at(&self, tag: Tag, scope: &[u8], subject: &[u8], by: u64, window: Duration, now: u64) -> u64 {

@@ -7,11 +7,13 @@
 //! the mode when Redis is unreachable: `local` answers from per-instance state with limits scaled down by the
 //! configured replica count, `open` lets the request through, `closed` returns [`Unavailable`].
 
+pub mod batch;
 pub mod memory;
+mod redis_batch;
 pub mod redis_store;
 mod subject;
 
-pub use subject::Subject;
+pub use subject::{Label, Subject};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;

@@ -26,7 +26,7 @@ use tokio::sync::{oneshot, Notify};
 pub mod lockout;
 
 const PREFIX: &str = "rampart:";
-const BLOCK_INDEX: &str = "rampart:blocks";
+pub(super) const BLOCK_INDEX: &str = "rampart:blocks";
 
 /// KEYS: cell, block, offences. ARGV: interval µs, tolerance µs, cost, offences-before-block (0 = never),
 /// offence window ms, block ms. Returns {state, remaining, µs, newly_blocked}: state 1 allowed (µs = reset),
@@ -90,7 +90,7 @@ return n
 ";
 
 #[derive(Clone)]
-enum Conn {
+pub(super) enum Conn {
     Single(MultiplexedConnection),
     Cluster(ClusterConnection),
 }
@@ -126,26 +126,27 @@ pub struct RedisStore {
     _stop: oneshot::Sender<()>,
 }
 
-fn ms(d: Duration) -> u64 {
+pub(super) fn ms(d: Duration) -> u64 {
     (d.as_millis() as u64).max(1)
 }
 
-fn key(kind: &str, k: CellKey<'_>) -> String {
-    let mut s = String::with_capacity(PREFIX.len() + kind.len() + k.subject.as_str().len() + k.scope.len() + 4);
+pub(super) fn key(kind: &str, k: CellKey<'_>) -> String {
+    let label = k.subject.label();
+    let mut s = String::with_capacity(PREFIX.len() + kind.len() + label.len() + k.scope.len() + 4);
     s.push_str(PREFIX);
     s.push_str(kind);
     s.push_str(":{");
-    s.push_str(k.subject.as_str());
+    s.push_str(&label);
     s.push_str("}:");
     s.push_str(k.scope);
     s
 }
 
-fn block_key(subject: &Subject) -> String {
+pub(super) fn block_key(subject: &Subject) -> String {
     format!("{PREFIX}blk:{{{subject}}}")
 }
 
-fn epoch_ms() -> u64 {
+pub(super) fn epoch_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
@@ -198,7 +199,7 @@ impl RedisStore {
     }
 
     /// Runs one call within the timeout; `None` when Redis could not answer (and it is now marked down).
-    async fn call<T, F, Fut>(&self, f: F) -> Option<T>
+    pub(super) async fn call<T, F, Fut>(&self, f: F) -> Option<T>
     where
         F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
@@ -221,7 +222,7 @@ impl RedisStore {
         }
     }
 
-    fn fallback(&self, mode: FailureMode) -> FailureMode {
+    pub(super) fn fallback(&self, mode: FailureMode) -> FailureMode {
         let m = &self.inner.metrics;
         match mode {
             FailureMode::Local => m.fallback_local.inc(),
@@ -231,19 +232,24 @@ impl RedisStore {
         mode
     }
 
-    fn replicas(&self) -> u32 {
+    pub(super) fn replicas(&self) -> u32 {
         self.inner.spec.replicas.max(1)
+    }
+
+    /// The per-instance state used in `local` mode.
+    pub(super) fn local(&self) -> &MemoryStore {
+        &self.inner.local
     }
 }
 
-async fn invoke<T: FromRedisValue>(mut conn: Conn, inv: redis::ScriptInvocation<'_>) -> RedisResult<T> {
+pub(super) async fn invoke<T: FromRedisValue>(mut conn: Conn, inv: redis::ScriptInvocation<'_>) -> RedisResult<T> {
     match &mut conn {
         Conn::Single(c) => inv.invoke_async(c).await,
         Conn::Cluster(c) => inv.invoke_async(c).await,
     }
 }
 
-async fn query<T: FromRedisValue>(mut conn: Conn, cmd: redis::Cmd) -> RedisResult<T> {
+pub(super) async fn query<T: FromRedisValue>(mut conn: Conn, cmd: redis::Cmd) -> RedisResult<T> {
     match &mut conn {
         Conn::Single(c) => cmd.query_async(c).await,
         Conn::Cluster(c) => cmd.query_async(c).await,
@@ -429,7 +435,7 @@ impl Limits for RedisStore {
         let answer: Option<(i64, i64)> = self
             .call(|conn| {
                 let mut inv = script.prepare_invoke();
-                inv.key(&set).arg(member.as_str()).arg(max).arg(ms(window));
+                inv.key(&set).arg(&*member.label()).arg(max).arg(ms(window));
                 invoke(conn, inv)
             })
             .await;

@@ -483,6 +483,18 @@ pub async fn send(addr: SocketAddr, req: Request<Full<Bytes>>) -> Got {
     read(resp).await
 }
 
+/// Sends `GET path` on a fresh connection and returns once the response head arrived; the body is left to the
+/// caller to read, hold or drop (a client that goes away mid-body).
+pub async fn get_head(addr: SocketAddr, path: &str) -> Response<Incoming> {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let req = Request::get(path).header("host", "localhost").body(Full::new(Bytes::new())).unwrap();
+    sender.send_request(req).await.unwrap()
+}
+
 /// Sends `method path` with the given headers (a `host` of `localhost` unless one is given) and body.
 pub async fn call(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Got {
     let mut b = Request::builder().method(method).uri(path);
@@ -803,27 +815,25 @@ pub struct TestRedis {
     child: Option<std::process::Child>,
     dir: TempDir,
     cluster: bool,
+    /// The cluster bus port, picked free like `port` (the default, port + 10000, may not exist).
+    bus: u16,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 impl TestRedis {
     pub fn start() -> TestRedis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut r = TestRedis { port, child: None, dir: TempDir::new(), cluster: false };
+        let mut r = TestRedis { port: free_port(), child: None, dir: TempDir::new(), cluster: false, bus: 0 };
         r.restart();
         r
     }
 
-    /// A one-node Redis Cluster owning every slot: enough to prove the cluster client and hash-tagged keys.
-    pub fn start_cluster() -> TestRedis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut r = TestRedis { port, child: None, dir: TempDir::new(), cluster: true };
+    /// A cluster-enabled node owning no slot yet.
+    fn start_cluster_node() -> TestRedis {
+        let mut r = TestRedis { port: free_port(), child: None, dir: TempDir::new(), cluster: true, bus: free_port() };
         r.restart();
-        assert!(r.command("CLUSTER ADDSLOTSRANGE 0 16383").starts_with("+OK"));
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while !r.command("CLUSTER INFO").contains("cluster_state:ok") {
-            assert!(std::time::Instant::now() < deadline, "the test cluster did not become ready");
-            std::thread::sleep(Duration::from_millis(50));
-        }
         r
     }
 
@@ -846,7 +856,11 @@ impl TestRedis {
     pub fn restart(&mut self) {
         let child = std::process::Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .args(if self.cluster { &["--cluster-enabled", "yes"][..] } else { &[][..] })
+            .args(if self.cluster {
+                vec!["--cluster-enabled".to_string(), "yes".into(), "--cluster-port".into(), self.bus.to_string()]
+            } else {
+                vec![]
+            })
             .arg("--dir")
             .arg(self.dir.path())
             .stdout(std::process::Stdio::null())
@@ -893,6 +907,60 @@ impl Drop for TestRedis {
     fn drop(&mut self) {
         self.signal("-CONT");
         self.kill();
+    }
+}
+
+/// A Redis Cluster of three masters on loopback, the 16384 slots split in three ranges (as `redis-cli --cluster
+/// create` would, without needing redis-cli): keys with different hash tags land on different nodes, so the
+/// client must route by slot and follow the cluster's answers.
+pub struct TestRedisCluster {
+    pub nodes: Vec<TestRedis>,
+}
+
+impl TestRedisCluster {
+    pub fn start() -> TestRedisCluster {
+        let nodes: Vec<TestRedis> = (0..3).map(|_| TestRedis::start_cluster_node()).collect();
+        for (node, (from, to)) in nodes.iter().zip([(0, 5460), (5461, 10922), (10923, 16383)]) {
+            let ok = node.command(&format!("CLUSTER ADDSLOTSRANGE {from} {to}"));
+            assert!(ok.starts_with("+OK"), "{ok}");
+        }
+        for other in &nodes[1..] {
+            let ok = nodes[0].command(&format!("CLUSTER MEET 127.0.0.1 {} {}", other.port, other.bus));
+            assert!(ok.starts_with("+OK"), "{ok}");
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        for node in &nodes {
+            loop {
+                let info = node.command("CLUSTER INFO");
+                if info.contains("cluster_state:ok") && info.contains("cluster_known_nodes:3") {
+                    break;
+                }
+                assert!(std::time::Instant::now() < deadline, "the test cluster did not become ready: {info}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        TestRedisCluster { nodes }
+    }
+
+    /// One seed node's URL: the client must discover the other two from it.
+    pub fn seed(&self) -> String {
+        self.nodes[0].url()
+    }
+
+    /// Which node (0, 1, 2) holds `key`'s slot.
+    pub fn node_of(&self, key: &str) -> usize {
+        let answer = self.nodes[0].command(&format!("CLUSTER KEYSLOT {key}"));
+        let slot: u32 = answer.trim().trim_start_matches(':').parse().unwrap();
+        match slot {
+            0..=5460 => 0,
+            5461..=10922 => 1,
+            _ => 2,
+        }
+    }
+
+    /// The keys each node holds (`KEYS pattern`, raw RESP).
+    pub fn keys_by_node(&self, pattern: &str) -> Vec<String> {
+        self.nodes.iter().map(|n| n.command(&format!("KEYS {pattern}"))).collect()
     }
 }
 

@@ -264,6 +264,45 @@ async fn load_shedding_refuses_fast_beyond_in_flight_and_queue() {
     gw.handle.shutdown().await;
 }
 
+/// A response whose head went back but whose body still streams keeps its place: the upstream is still busy.
+/// The place comes back when the body ends, or when the client goes away mid-body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_shedding_holds_places_until_the_response_body_ends() {
+    use http_body_util::BodyExt;
+    let up = TestUpstream::start().await;
+    let routes = "  - { path: \"/*\", methods: [ANY], upstream: app, auth: none, load_shedding: { max_in_flight: 1, queue: 0 } }";
+    let gw = TestGateway::start(&config(&one_upstream(&up.url()), routes, "")).await;
+    let addr = gw.addr();
+    // 20 chunks 50 ms apart: the head comes at once, the body takes about a second.
+    let streaming = get_head(addr, "/stream?chunks=20&ms=50").await;
+    assert_eq!(streaming.status(), 200);
+    let refused = get(addr, "/fast").await;
+    assert_eq!((refused.status, refused.code()), (503, "throttle.overload".to_string()), "body still streaming");
+    let body = streaming.into_body().collect().await.unwrap().to_bytes();
+    assert!(body.ends_with(b"chunk19;"), "the whole body went through");
+    assert_eq!(wait_for_status(addr, "/fast", 200).await, 200, "the place comes back when the body ends");
+
+    // A client that leaves mid-body gives its place back too.
+    let mut streaming = get_head(addr, "/stream?chunks=200&ms=50").await;
+    assert!(streaming.body_mut().frame().await.is_some());
+    assert_eq!(get(addr, "/fast").await.status, 503);
+    drop(streaming);
+    assert_eq!(wait_for_status(addr, "/fast", 200).await, 200, "the place comes back when the client goes away");
+    gw.handle.shutdown().await;
+}
+
+/// Repeats `GET path` until it answers `want` (at most 5 s), returning the last status.
+async fn wait_for_status(addr: std::net::SocketAddr, path: &str, want: u16) -> u16 {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let status = get(addr, path).await.status;
+        if status == want || Instant::now() > deadline {
+            return status;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rate_limit_example_serves_and_limits_with_memory_and_redis() {
     let redis = TestRedis::start();
@@ -294,22 +333,27 @@ async fn the_rate_limit_example_serves_and_limits_with_memory_and_redis() {
     }
 }
 
-/// The state API the identity stage reuses (nonces, lockout counters, blocks), the same on both backends.
+/// The state API the identity stage reuses (nonces, lockout counters, blocks), the same on both backends — one
+/// Redis and a three-node cluster (each key's slot picks its node).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn state_operations_behave_the_same_on_memory_and_redis() {
     let redis = TestRedis::start();
+    let cluster = TestRedisCluster::start();
     let metrics = gateway::metrics::Metrics::new();
-    let spec = StateSpec::Redis(gateway::state::RedisSpec {
-        urls: vec![redis.url()],
-        cluster: false,
-        timeout: Duration::from_millis(500),
-        on_failure: FailureMode::Closed,
-        replicas: 1,
-        max_entries: 10_000,
-    });
+    let spec = |urls: Vec<String>, cluster: bool| {
+        StateSpec::Redis(gateway::state::RedisSpec {
+            urls,
+            cluster,
+            timeout: Duration::from_millis(500),
+            on_failure: FailureMode::Closed,
+            replicas: 1,
+            max_entries: 10_000,
+        })
+    };
     let stores = [
         Store::build(&StateSpec::Memory { max_entries: 10_000 }, metrics.state_metrics()).unwrap(),
-        Store::build(&spec, metrics.state_metrics()).unwrap(),
+        Store::build(&spec(vec![redis.url()], false), metrics.state_metrics()).unwrap(),
+        Store::build(&spec(vec![cluster.seed()], true), metrics.state_metrics()).unwrap(),
     ];
     let m = FailureMode::Closed;
     for s in &stores {
@@ -360,22 +404,165 @@ async fn state_operations_behave_the_same_on_memory_and_redis() {
     }
 }
 
+/// Three masters, the client given one seed: limits, quotas, distinct sets, blocks and a route whose limits sit
+/// on different nodes (all-or-nothing across them), through real sockets.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn limits_and_blocks_work_on_a_redis_cluster() {
-    let redis = TestRedis::start_cluster();
+async fn limits_quotas_and_blocks_work_on_a_three_node_redis_cluster() {
+    let cluster = TestRedisCluster::start();
+    // Subjects whose keys the test needs on different nodes (the slot comes from the `{…}` tag).
+    let tenant_tag = |t: &str| {
+        let label = Subject::header("x-tenant", t.as_bytes()).label().to_string();
+        cluster.node_of(&format!("{{{label}}}"))
+    };
+    let ip_node = cluster.node_of("{ip:127.0.0.1/32}");
+    let global_node = cluster.node_of("{global}");
+    let tenants: Vec<String> = (0..200).map(|i| format!("t{i}")).collect();
+    let far = |n: usize| tenants.iter().find(|t| tenant_tag(t) != n).unwrap().clone();
+    // t1's cells and the pool's are on different nodes; t2's are not on the IP's node.
+    let (t1, t2) = (far(global_node), far(ip_node));
+
     let up = TestUpstream::start().await;
-    let routes = limited("/*", "{ key: ip, rate: 2/h, burst: 1, block: { after: 1, within: 1m, for: 1m } }", "");
-    let extra = format!("state: {{ redis_cluster: [\"{}\"], timeout: 500ms, on_failure: closed }}", redis.url());
+    let routes = limited("/r", "{ key: ip, rate: 2/h, burst: 1, block: { after: 1, within: 1m, for: 1m } }", "")
+        + &limited("/q", "{ key: \"header:X-Tenant\", quota: 2/day }", "")
+        + &limited(
+            "/both",
+            "{ key: global, rate: 3/h, burst: 2, name: pool }, { key: \"header:X-Tenant\", rate: 1/h, name: each }",
+            "",
+        );
+    let extra = format!("state: {{ redis_cluster: [\"{}\"], timeout: 500ms, on_failure: closed }}", cluster.seed());
     let gw = TestGateway::start(&config(&one_upstream(&up.url()), &routes, &extra)).await;
     wait_state_healthy(&gw).await;
+    let addr = gw.addr();
+    let code = |got: Got| if got.status == 200 { "ok".to_string() } else { got.code() };
+
     let mut codes = Vec::new();
     for _ in 0..4 {
-        let got = get(gw.addr(), "/x").await;
-        codes.push(if got.status == 200 { "ok".to_string() } else { got.code() });
+        codes.push(code(get(addr, "/r").await));
     }
     assert_eq!(codes, ["ok", "ok", "throttle.rate_limited", "throttle.blocked"]);
-    assert!(redis.command("KEYS *").contains("rampart:blk:{ip:127.0.0.1/32}"), "hash-tagged keys");
+
+    let mut codes = Vec::new();
+    for t in [&t1, &t2, &t1, &t2, &t1] {
+        codes.push(code(get_with(addr, "/q", &[("x-tenant", t)]).await));
+    }
+    assert_eq!(codes, ["ok", "ok", "ok", "ok", "throttle.quota_exceeded"], "one quota per tenant");
+
+    // `pool` (tag {global}) and `each` (tag {header:…}) sit on different nodes: a request refused by `each` must
+    // not keep the `pool` unit it took first.
+    assert_eq!(code(get_with(addr, "/both", &[("x-tenant", &t1)]).await), "ok");
+    for _ in 0..4 {
+        assert_eq!(code(get_with(addr, "/both", &[("x-tenant", &t1)]).await), "throttle.rate_limited");
+    }
+    assert_eq!(code(get_with(addr, "/both", &[("x-tenant", &t2)]).await), "ok", "the pool was not drained");
+    assert_eq!(code(get_with(addr, "/both", &[("x-tenant", "other")]).await), "ok");
+    assert_eq!(code(get_with(addr, "/both", &[("x-tenant", "fourth")]).await), "throttle.rate_limited", "pool: 3");
+
+    let keys = cluster.keys_by_node("rampart:*");
+    let used = keys.iter().filter(|k| k.contains("rampart:")).count();
+    assert!(used >= 2, "keys on at least two nodes: {keys:?}");
+    assert!(keys[ip_node].contains("rampart:blk:{ip:127.0.0.1/32}"), "hash-tagged block key on its node");
     gw.handle.shutdown().await;
+}
+
+/// A refused request charges none of the route's limits, through real sockets, with memory and Redis state:
+/// a tenant over its own limit cannot drain the shared pool that comes first in the list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_request_charges_none_of_the_route_limits() {
+    let redis = TestRedis::start();
+    let up = TestUpstream::start().await;
+    let routes = limited(
+        "/*",
+        "{ key: global, rate: 3/h, burst: 2, name: pool }, { key: \"header:X-Tenant\", quota: 1/day, name: each }",
+        "",
+    );
+    for state in ["memory".to_string(), redis.url()] {
+        let extra = format!("state: \"{state}\"");
+        let gw = TestGateway::start(&config(&one_upstream(&up.url()), &routes, &extra)).await;
+        wait_state_healthy(&gw).await;
+        let addr = gw.addr();
+        assert_eq!(get_with(addr, "/x", &[("x-tenant", "a")]).await.status, 200);
+        for _ in 0..5 {
+            let got = get_with(addr, "/x", &[("x-tenant", "a")]).await;
+            assert_eq!(got.code(), "throttle.quota_exceeded", "{state}");
+        }
+        for t in ["b", "c"] {
+            let got = get_with(addr, "/x", &[("x-tenant", t)]).await;
+            assert_eq!(got.status, 200, "{state}: tenant {t} must find the pool untouched by a's refusals");
+        }
+        assert_eq!(get_with(addr, "/x", &[("x-tenant", "d")]).await.code(), "throttle.rate_limited", "{state}");
+        gw.handle.shutdown().await;
+    }
+}
+
+/// The batch API itself on memory, one Redis and a three-node cluster: a refusal by any limit leaves GCRA cells,
+/// quota counters and distinct sets as they were — including limits on other subjects (other cluster nodes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_charge_all_or_nothing_on_every_backend() {
+    use gateway::state::batch::{Answer, Batch, Check};
+    let redis = TestRedis::start();
+    let cluster = TestRedisCluster::start();
+    let metrics = gateway::metrics::Metrics::new();
+    let redis_spec = |urls: Vec<String>, cluster: bool| {
+        StateSpec::Redis(gateway::state::RedisSpec {
+            urls,
+            cluster,
+            timeout: Duration::from_millis(500),
+            on_failure: FailureMode::Closed,
+            replicas: 1,
+            max_entries: 10_000,
+        })
+    };
+    let stores = [
+        ("memory", Store::build(&StateSpec::Memory { max_entries: 10_000 }, metrics.state_metrics()).unwrap()),
+        ("redis", Store::build(&redis_spec(vec![redis.url()], false), metrics.state_metrics()).unwrap()),
+        ("cluster", Store::build(&redis_spec(vec![cluster.seed()], true), metrics.state_metrics()).unwrap()),
+    ];
+    let m = FailureMode::Closed;
+    let day = Duration::from_secs(86_400);
+    let hour = Duration::from_secs(3600);
+    let once = Gcra::new(1, hour, 0);
+    for (kind, s) in &stores {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !s.healthy() {
+            assert!(Instant::now() < deadline, "{kind}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let ip = Subject::ip("192.0.2.1".parse().unwrap(), 32, 64);
+        let all = Subject::global();
+        let (m1, m2) = (Subject::consumer("m1"), Subject::consumer("m2"));
+        let d =
+            |scope, member, max| Check::Distinct { key: CellKey { scope, subject: &ip }, member, max, window: hour };
+        let q = |subject| Check::Quota { key: CellKey { scope: "q", subject }, window_id: 1, max: 2, reset: day };
+        let r = |scope, subject| Check::Rate { key: CellKey { scope, subject }, gcra: once, offences: None };
+
+        let first = s.check_all(&[d("d", &m1, 1), q(&all), r("r", &ip)], 1, m).await.unwrap();
+        assert!(
+            matches!(first, Batch::Passed(ref a) if a.len() == 3 && a.iter().all(Answer::allowed)),
+            "{kind}: {first:?}"
+        );
+        // The distinct set is full (m2 refused first); then the rate limit refuses (last): nothing charged.
+        let refused = s.check_all(&[d("d", &m2, 1), q(&all)], 1, m).await.unwrap();
+        assert!(matches!(refused, Batch::Refused { index: 0, .. }), "{kind}: {refused:?}");
+        let refused = s.check_all(&[q(&all), d("d", &m1, 1), r("r", &ip)], 1, m).await.unwrap();
+        assert!(matches!(refused, Batch::Refused { index: 2, answer: Answer::Rate(_) }), "{kind}: {refused:?}");
+        // The quota (on another subject, another node in the cluster) still has its second unit, then no more.
+        let quota = s.check_all(&[q(&all), d("d", &m1, 1)], 1, m).await.unwrap();
+        assert!(
+            matches!(&quota, Batch::Passed(a) if a[0] == Answer::Quota(gateway::state::QuotaDecision { allowed: true, remaining: 0, reset: day })),
+            "{kind}: {quota:?}"
+        );
+        // A member added before a refusal on another subject is taken out again.
+        let g = r("g", &all);
+        assert!(matches!(s.check_all(&[g, d("d2", &m1, 2)], 1, m).await.unwrap(), Batch::Passed(_)), "{kind}");
+        let refused = s.check_all(&[d("d3", &m1, 1), g], 1, m).await.unwrap();
+        assert!(matches!(refused, Batch::Refused { index: 1, .. }), "{kind}: {refused:?}");
+        let other = s.check_all(&[d("d3", &m2, 1), r("r3", &ip)], 1, m).await.unwrap();
+        assert!(matches!(other, Batch::Passed(_)), "{kind}: m1 must not hold d3's only place: {other:?}");
+        // The rate cell a refused batch charged first is as it was: one more pass, then refused.
+        let refused = s.check_all(&[r("r4", &all), r("r", &ip)], 1, m).await.unwrap();
+        assert!(matches!(refused, Batch::Refused { index: 1, .. }), "{kind}: {refused:?}");
+        assert!(matches!(s.check_all(&[r("r4", &all), r("r5", &ip)], 1, m).await.unwrap(), Batch::Passed(_)), "{kind}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

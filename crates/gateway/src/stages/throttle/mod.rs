@@ -11,9 +11,11 @@ pub mod window;
 
 use crate::pipeline::{Code, Rejection, Verdict};
 use crate::stages::identify::Identity;
-use crate::state::{CellKey, FailureMode, Gcra, Limits, Offences, RateDecision, Store, Subject};
+use crate::state::batch::{Answer, Batch, Check, INLINE};
+use crate::state::{CellKey, FailureMode, Gcra, Offences, RateDecision, Store, Subject};
 use http::header::{HeaderName, HeaderValue, RETRY_AFTER};
 use http::HeaderMap;
+use smallvec::SmallVec;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -101,6 +103,13 @@ pub struct Caller<'a> {
     pub headers: &'a HeaderMap,
 }
 
+/// A limit of the route with the subject (and, for `distinct`, the member) this request counts as.
+struct Keyed {
+    limit: usize,
+    subject: Subject,
+    member: Option<Subject>,
+}
+
 /// The decision and the `RateLimit` header for the response (the limit with the least room left).
 pub struct Checked {
     pub verdict: Verdict,
@@ -161,83 +170,114 @@ impl ThrottlePolicy {
         Checked { verdict: Verdict::Reject(rej), ratelimit: None }
     }
 
-    /// Runs every limit of the route, in order, stopping at the first refusal. A limit that consumed before a
-    /// later one refused stays consumed (as with every multi-limit gateway): order cheap, wide limits last.
+    /// Decides every limit of the route together: all pass and all are charged, or the request is refused and
+    /// none is (only the refusing rate limit counts an offence toward a block). See [`crate::state::batch`].
     pub async fn check(&self, store: &Store, caller: &Caller<'_>) -> Checked {
+        // The subjects first, on the stack: the checks borrow them.
+        let mut keyed: SmallVec<[Keyed; INLINE]> = SmallVec::new();
+        for (i, limit) in self.limits.iter().enumerate() {
+            let member = match &limit.kind {
+                // Anonymous requests are not counted by distinct limits.
+                LimitKind::Distinct { of, .. } => match (caller.identity, limit.member(*of, caller)) {
+                    (Some(_), Some(m)) => Some(m),
+                    _ => continue,
+                },
+                _ => None,
+            };
+            keyed.push(Keyed { limit: i, subject: limit.subject(caller), member });
+        }
+        let mut checks: SmallVec<[Check<'_>; INLINE]> = SmallVec::new();
+        for k in &keyed {
+            let limit = &self.limits[k.limit];
+            let key = CellKey { scope: &limit.scope, subject: &k.subject };
+            checks.push(match (&limit.kind, &k.member) {
+                (LimitKind::Rate { gcra, .. }, _) => Check::Rate { key, gcra: *gcra, offences: limit.offences },
+                (LimitKind::Quota { max, period }, _) => {
+                    let (window_id, reset) = period.current();
+                    Check::Quota { key, window_id, max: *max, reset }
+                }
+                // `keyed` holds a member for every distinct limit; the subject stands in only to keep the
+                // checks aligned with `keyed`.
+                (LimitKind::Distinct { max, window, .. }, member) => {
+                    Check::Distinct { key, member: member.as_ref().unwrap_or(&k.subject), max: *max, window: *window }
+                }
+            });
+        }
+        let batch = match checks.as_slice() {
+            [] => return Checked { verdict: Verdict::Continue, ratelimit: None },
+            // One limit: the backend's single-limit path, nothing to keep together.
+            [one] => store.check_one(one, self.cost, self.on_failure).await.map(|answer| {
+                if answer.allowed() {
+                    Batch::Passed(smallvec::smallvec![answer])
+                } else {
+                    Batch::Refused { index: 0, answer }
+                }
+            }),
+            all => store.check_all(all, self.cost, self.on_failure).await,
+        };
+        let answers = match batch {
+            Ok(Batch::Passed(answers)) => answers,
+            Ok(Batch::Refused { index, answer }) => return self.refusal(&keyed[index], answer),
+            Err(_) => return self.unavailable(&self.limits[keyed[0].limit].scope),
+        };
         // (name, remaining, reset) of the limit with the least room.
         let mut tightest: Option<(&str, u64, Duration)> = None;
-        for limit in &self.limits {
-            let subject = match &limit.kind {
-                LimitKind::Distinct { of: DistinctOf::Ips, .. } if caller.identity.is_none() => continue,
-                _ => limit.subject(caller),
+        for (k, answer) in keyed.iter().zip(&answers) {
+            let room = match *answer {
+                Answer::Rate(RateDecision::Allowed { remaining, reset }) => Some((remaining, reset)),
+                Answer::Quota(q) => Some((q.remaining, q.reset)),
+                _ => None,
             };
-            let key = CellKey { scope: &limit.scope, subject: &subject };
-            match &limit.kind {
-                LimitKind::Rate { gcra, .. } => {
-                    match store.rate(key, *gcra, self.cost, limit.offences, self.on_failure).await {
-                        Ok(RateDecision::Allowed { remaining, reset }) => {
-                            if tightest.is_none_or(|(_, r, _)| remaining < r) {
-                                tightest = Some((&limit.policy_name, remaining, reset));
-                            }
-                        }
-                        Ok(RateDecision::Limited { retry_after, newly_blocked }) => {
-                            if newly_blocked {
-                                if let Some(o) = limit.offences {
-                                    tracing::warn!(target: "rampart::security", event = "throttle.block", subject = %subject, limit = %limit.scope, block_secs = o.block_for.as_secs(), "repeat offender blocked");
-                                }
-                            }
-                            let header = ratelimit_value(&limit.policy_name, 0, retry_after);
-                            let detail = format!("limit `{}` on {subject}: retry in {retry_after:?}", limit.scope);
-                            return self.reject(Code::ThrottleRateLimited, detail, Some(retry_after), header);
-                        }
-                        Ok(RateDecision::Blocked { remaining }) => {
-                            let detail = format!("{subject} is blocked for {}s more", secs_ceil(remaining));
-                            return self.reject(Code::ThrottleBlocked, detail, Some(remaining), None);
-                        }
-                        Err(_) => return self.unavailable(&limit.scope),
-                    }
-                }
-                LimitKind::Quota { max, period } => {
-                    let (id, reset) = period.current();
-                    match store.quota(key, id, *max, u64::from(self.cost), reset, self.on_failure).await {
-                        Ok(q) if q.allowed => {
-                            if tightest.is_none_or(|(_, r, _)| q.remaining < r) {
-                                tightest = Some((&limit.policy_name, q.remaining, reset));
-                            }
-                        }
-                        Ok(q) => {
-                            let header = ratelimit_value(&limit.policy_name, q.remaining, reset);
-                            let detail = format!(
-                                "quota `{}` of {max} per {} used up by {subject}",
-                                limit.scope,
-                                period.as_str()
-                            );
-                            return self.reject(Code::ThrottleQuotaExceeded, detail, Some(reset), header);
-                        }
-                        Err(_) => return self.unavailable(&limit.scope),
-                    }
-                }
-                LimitKind::Distinct { of, max, window } => {
-                    let Some(member) = limit.member(*of, caller) else { continue };
-                    match store.distinct(key, &member, *max, *window, self.on_failure).await {
-                        Ok(d) if d.allowed => {}
-                        Ok(d) => {
-                            let (code, what) = match of {
-                                DistinctOf::Consumers => (Code::ThrottleDistinctIdentities, "identities"),
-                                DistinctOf::Ips => (Code::ThrottleDistinctIps, "IPs"),
-                            };
-                            let detail = format!(
-                                "{subject} already used {} distinct {what} (max {max}) in {window:?}; refused {member}",
-                                d.count
-                            );
-                            return self.reject(code, detail, Some(*window), None);
-                        }
-                        Err(_) => return self.unavailable(&limit.scope),
-                    }
+            if let Some((remaining, reset)) = room {
+                if tightest.is_none_or(|(_, r, _)| remaining < r) {
+                    tightest = Some((&self.limits[k.limit].policy_name, remaining, reset));
                 }
             }
         }
         Checked { verdict: Verdict::Continue, ratelimit: tightest.and_then(|(n, r, t)| ratelimit_value(n, r, t)) }
+    }
+
+    /// The rejection for the limit that refused.
+    fn refusal(&self, k: &Keyed, answer: Answer) -> Checked {
+        let limit = &self.limits[k.limit];
+        let subject = &k.subject;
+        match (answer, &limit.kind) {
+            (Answer::Rate(RateDecision::Blocked { remaining }), _) => {
+                let detail = format!("{subject} is blocked for {}s more", secs_ceil(remaining));
+                self.reject(Code::ThrottleBlocked, detail, Some(remaining), None)
+            }
+            (Answer::Quota(q), LimitKind::Quota { max, period }) => {
+                let header = ratelimit_value(&limit.policy_name, q.remaining, q.reset);
+                let detail = format!("quota `{}` of {max} per {} used up by {subject}", limit.scope, period.as_str());
+                self.reject(Code::ThrottleQuotaExceeded, detail, Some(q.reset), header)
+            }
+            (Answer::Distinct(d), LimitKind::Distinct { of, max, window }) => {
+                let (code, what) = match of {
+                    DistinctOf::Consumers => (Code::ThrottleDistinctIdentities, "identities"),
+                    DistinctOf::Ips => (Code::ThrottleDistinctIps, "IPs"),
+                };
+                let member = k.member.map(|m| m.label().to_string()).unwrap_or_default();
+                let detail = format!(
+                    "{subject} already used {} distinct {what} (max {max}) in {window:?}; refused {member}",
+                    d.count
+                );
+                self.reject(code, detail, Some(*window), None)
+            }
+            (answer, _) => {
+                let retry_after = match answer {
+                    Answer::Rate(RateDecision::Limited { retry_after, newly_blocked }) => {
+                        if let (true, Some(o)) = (newly_blocked, limit.offences) {
+                            tracing::warn!(target: "rampart::security", event = "throttle.block", subject = %subject, limit = %limit.scope, block_secs = o.block_for.as_secs(), "repeat offender blocked");
+                        }
+                        retry_after
+                    }
+                    _ => Duration::from_secs(1),
+                };
+                let header = ratelimit_value(&limit.policy_name, 0, retry_after);
+                let detail = format!("limit `{}` on {subject}: retry in {retry_after:?}", limit.scope);
+                self.reject(Code::ThrottleRateLimited, detail, Some(retry_after), header)
+            }
+        }
     }
 
     fn unavailable(&self, scope: &str) -> Checked {
@@ -298,9 +338,9 @@ mod tests {
             KeySpec::Consumer,
             LimitKind::Rate { gcra: Gcra::new(1, Duration::from_secs(1), 0), count: 1, per: Duration::from_secs(1) },
         );
-        assert_eq!(l.subject(&caller).as_str(), "ip:192.0.2.5/32");
+        assert_eq!(&*l.subject(&caller).label(), "ip:192.0.2.5/32");
         let l = limit(KeySpec::Header(HeaderName::from_static("x-tenant")), l.kind.clone());
-        assert_eq!(l.subject(&caller).as_str(), "ip:192.0.2.5/32");
+        assert_eq!(&*l.subject(&caller).label(), "ip:192.0.2.5/32");
         let id = Identity {
             consumer: "alice".into(),
             method: crate::stages::identify::AuthMethod::ApiKey,
@@ -310,7 +350,7 @@ mod tests {
         };
         let caller = Caller { identity: Some(&id), ..caller };
         let l = limit(KeySpec::Consumer, l.kind.clone());
-        assert_eq!(l.subject(&caller).as_str(), "consumer:alice");
+        assert_eq!(&*l.subject(&caller).label(), "consumer:alice");
     }
 
     #[tokio::test]

@@ -1,12 +1,15 @@
 //! Load shedding: at most `max_in_flight` requests per route and per upstream; a few more wait in a short queue
 //! for at most `queue_timeout`; the rest are refused at once with 503 `throttle.overload` rather than piling up
-//! until everything times out. A request holds its places until its response head is sent back.
+//! until everything times out. A request holds its places until the last byte of its response body went out (or
+//! the client went away): a slow, large response occupies the upstream as much as a slow response head does, so
+//! releasing at the head would let the next requests pile onto an upstream that is still busy.
 
 use crate::pipeline::{Code, Rejection};
 use http::header::{HeaderValue, RETRY_AFTER};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// One concurrency limit with its queue.
 #[derive(Debug)]
@@ -14,7 +17,8 @@ pub struct Gate {
     /// `route /login` or `upstream users`, for the log.
     pub name: String,
     pub max_in_flight: usize,
-    sem: Semaphore,
+    /// Shared with the permits, which travel with the response body rather than borrowing the gate.
+    sem: Arc<Semaphore>,
     queued: AtomicUsize,
     queue: usize,
     queue_timeout: Duration,
@@ -26,7 +30,7 @@ impl Gate {
         Gate {
             name,
             max_in_flight,
-            sem: Semaphore::new(max_in_flight),
+            sem: Arc::new(Semaphore::new(max_in_flight)),
             queued: AtomicUsize::new(0),
             queue,
             queue_timeout,
@@ -39,15 +43,15 @@ impl Gate {
     }
 
     /// A place, at once or after queueing; a refusal when the queue is full or the wait too long.
-    pub async fn enter(&self) -> Result<SemaphorePermit<'_>, Rejection> {
-        if let Ok(p) = self.sem.try_acquire() {
+    pub async fn enter(&self) -> Result<OwnedSemaphorePermit, Rejection> {
+        if let Ok(p) = self.sem.clone().try_acquire_owned() {
             return Ok(p);
         }
         if self.queued.fetch_add(1, Ordering::AcqRel) >= self.queue {
             self.queued.fetch_sub(1, Ordering::AcqRel);
             return Err(self.overload("queue full"));
         }
-        let waited = tokio::time::timeout(self.queue_timeout, self.sem.acquire()).await;
+        let waited = tokio::time::timeout(self.queue_timeout, self.sem.clone().acquire_owned()).await;
         self.queued.fetch_sub(1, Ordering::AcqRel);
         match waited {
             Ok(Ok(p)) => Ok(p),
@@ -60,14 +64,22 @@ impl Gate {
     }
 }
 
-/// Places held by one request: the route's and the upstream's.
-pub struct Places<'a> {
-    _route: Option<SemaphorePermit<'a>>,
-    _upstream: Option<SemaphorePermit<'a>>,
+/// Places held by one request: the route's and the upstream's. Owned, so the proxy can hand them to the response
+/// body, which drops them when it ends.
+pub struct Places {
+    _route: Option<OwnedSemaphorePermit>,
+    _upstream: Option<OwnedSemaphorePermit>,
+}
+
+impl Places {
+    /// `true` when neither the route nor the upstream has a gate: nothing to hold.
+    pub fn is_empty(&self) -> bool {
+        self._route.is_none() && self._upstream.is_none()
+    }
 }
 
 /// Enters the route's gate, then the upstream's.
-pub async fn enter<'a>(route: Option<&'a Gate>, upstream: Option<&'a Gate>) -> Result<Places<'a>, Rejection> {
+pub async fn enter(route: Option<&Gate>, upstream: Option<&Gate>) -> Result<Places, Rejection> {
     let r = match route {
         Some(g) => Some(g.enter().await?),
         None => None,
