@@ -67,6 +67,9 @@ pub(crate) const HIGH: u32 = 1 << 28;
 pub(crate) const ALPHA: u32 = 1 << 29;
 /// ASCII digit
 pub(crate) const DIGIT: u32 = 1 << 30;
+/// letters `g`–`z` (either case) and `_`: bytes of base64 text that hex identifiers (UUIDs,
+/// hashes) never hold, so those skip the base64 attempt without another pass
+pub(crate) const NOT_HEX: u32 = 1 << 31;
 
 /// Classes that, when absent, make a value clean (letters, digits, space, `.,-_@+!?` etc. are
 /// benign). A colon alone (times, ratios, "Note:") cannot complete any attack without one of
@@ -128,8 +131,10 @@ const fn build_table() -> [u32; 256] {
             b'@' => AT,
             b'!' | b'~' | b'^' | b'?' => MISC,
             b'0'..=b'9' => DIGIT,
-            b'a'..=b'z' | b'A'..=b'Z' => ALPHA,
-            b'_' | b',' => 0,
+            b'a'..=b'f' | b'A'..=b'F' => ALPHA,
+            b'g'..=b'z' | b'G'..=b'Z' => ALPHA | NOT_HEX,
+            b'_' => NOT_HEX,
+            b',' => 0,
             0xC0 | 0xC1 | 0xE0 | 0xF0 | 0xEF => ODD_UTF8,
             0x80..=0xFF => HIGH,
             _ => CTRL,

@@ -17,19 +17,53 @@ pub(crate) fn starts_ci(hay: &[u8], at: usize, needle: &[u8]) -> bool {
     }
 }
 
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// Position of the first byte of `hay` at or after `from` that equals `c` (lowercase ASCII)
+/// ignoring ASCII case. Eight bytes per step (SWAR): most needles are searched in values that
+/// do not hold them, so the scan for their first byte is where the time goes.
+#[inline]
+pub(crate) fn find_byte_ci(hay: &[u8], from: usize, c: u8) -> Option<usize> {
+    // for a letter, `b | 0x20 == c` holds exactly for its two cases; other bytes compare as they are
+    let fold = if c.is_ascii_lowercase() { 0x20u8 } else { 0 };
+    let fold_word = ONES * u64::from(fold);
+    let pattern = ONES * u64::from(c);
+    let mut i = from;
+    while let Some(chunk) = hay.get(i..i + 8) {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(chunk);
+        let x = (u64::from_le_bytes(w) | fold_word) ^ pattern;
+        // the lowest flagged byte is the first zero byte of x (borrows only run upwards)
+        let zero = x.wrapping_sub(ONES) & !x & HIGHS;
+        if zero != 0 {
+            return Some(i + (zero.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    while i < hay.len() {
+        if hay[i] | fold == c {
+            return Some(i);
+        }
+        i += 1;
+    }
+    None
+}
+
 /// Finds `needle` (lowercase ASCII) in `hay` ignoring ASCII case, from `from`.
 pub(crate) fn find_ci_from(hay: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
     let first = *needle.first()?;
     if hay.len() < needle.len() {
         return None;
     }
-    let last = hay.len() - needle.len();
+    // candidates for the first byte lie in hay[..=last]
+    let starts = &hay[..=hay.len() - needle.len()];
     let mut i = from;
-    while i <= last {
-        if lower(hay[i]) == first && starts_ci(hay, i, needle) {
-            return Some(i);
+    while let Some(p) = find_byte_ci(starts, i, first) {
+        if starts_ci(hay, p, needle) {
+            return Some(p);
         }
-        i += 1;
+        i = p + 1;
     }
     None
 }
@@ -89,6 +123,43 @@ pub(crate) fn eq_ci(word: &[u8], needle: &[u8]) -> bool {
 /// True if `word` equals (ignoring case) one of `list`.
 pub(crate) fn in_list(word: &[u8], list: &[&str]) -> bool {
     list.iter().any(|w| eq_ci(word, w.as_bytes()))
+}
+
+/// A list of lowercase ASCII words with compile-time tables of their lengths and first bytes:
+/// most words read from a value (prose) are in no list, and these tables say so before any
+/// comparison.
+pub(crate) struct Words {
+    list: &'static [&'static str],
+    /// bit `n` set when a word of length `n` is in the list (lengths ≥ 64 share bit 63)
+    lens: u64,
+    first: [bool; 256],
+}
+
+impl Words {
+    /// Builds the tables at compile time.
+    pub(crate) const fn new(list: &'static [&'static str]) -> Self {
+        let mut lens = 0u64;
+        let mut first = [false; 256];
+        let mut i = 0;
+        while i < list.len() {
+            let b = list[i].as_bytes();
+            assert!(!b.is_empty(), "empty word");
+            let n = if b.len() < 63 { b.len() } else { 63 };
+            lens |= 1 << n;
+            first[b[0] as usize] = true;
+            i += 1;
+        }
+        Words { list, lens, first }
+    }
+
+    /// True if `word` equals (ignoring ASCII case) one of the words.
+    #[inline]
+    pub(crate) fn contains(&self, word: &[u8]) -> bool {
+        let Some(&b) = word.first() else {
+            return false;
+        };
+        self.lens & (1 << word.len().min(63)) != 0 && self.first[lower(b) as usize] && in_list(word, self.list)
+    }
 }
 
 /// Builds a printable, bounded evidence string.
@@ -206,6 +277,30 @@ pub(crate) fn needle_at(hay: &[u8], i: usize, c: u8, needles: &Needles) -> bool 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn word_sets_match_lists() {
+        const LIST: &[&str] =
+            &["sleep", "pg_sleep", "@@version", "a_very_long_name_that_is_longer_than_sixty_four_bytes_in_total_x"];
+        const SET: Words = Words::new(LIST);
+        for w in ["SLEEP", "sleep", "pg_sleep", "@@VERSION", "sleeps", "slee", "", "x", "PG_SLEEP", "Sleep"] {
+            assert_eq!(SET.contains(w.as_bytes()), in_list(w.as_bytes(), LIST), "{w}");
+        }
+        assert!(SET.contains(LIST[3].to_uppercase().as_bytes()));
+    }
+
+    #[test]
+    fn byte_search_matches_a_plain_scan() {
+        let hay: Vec<u8> = (0..=255u8).chain(b"xXyY_<".iter().copied()).cycle().take(700).collect();
+        for c in [b'x', b'y', b'_', b'<', b'a', 0u8, 0x7f, 0xff, b'@', b'`'] {
+            for from in [0, 1, 7, 8, 9, 300, 699, 700, 701] {
+                let slow = hay.get(from..).and_then(|h| h.iter().position(|&b| lower(b) == c)).map(|p| p + from);
+                assert_eq!(find_byte_ci(&hay, from, c), slow, "{c} from {from}");
+            }
+        }
+        assert_eq!(find_ci(b"aaaaaaaaaaaaaaaaaaaaaaUNIONaa", b"union"), Some(22));
+        assert_eq!(find_ci_from(b"union union", 1, b"union"), Some(6));
+    }
 
     #[test]
     fn case_insensitive_search() {
