@@ -1334,9 +1334,6 @@ fn classify_one(
             SqlContext::Double if !classes.any(DQUOTE) => continue,
             _ => {}
         }
-        if toks.capacity() == 0 {
-            toks.reserve(32);
-        }
         if !tokenize(s, ctx, toks) {
             continue;
         }
@@ -1347,17 +1344,25 @@ fn classify_one(
     None
 }
 
+std::thread_local! {
+    /// The token buffer, reused by every scan on this thread: prose with a quote or a
+    /// parenthesis is tokenized, and a buffer per value cost as much as the tokenizing.
+    /// Bounded by `MAX_TOKENS`.
+    static TOKENS: std::cell::RefCell<Vec<Tok>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// Detector entry point.
 pub(crate) fn scan(v: &View<'_>) -> Option<Finding> {
     if v.ctx.place == crate::Place::JsonKey {
         return None;
     }
     let s = v.bytes;
-    let mut toks = Vec::new();
-    let hit = classify_one(s, v.level, &mut toks, v.classes, v.groups).or_else(|| {
-        let stripped = strip_inline_comments(s)?;
-        let c = crate::classify(&stripped);
-        classify_one(&stripped, v.level, &mut toks, c, crate::prefilter::G_SQL)
+    let hit = TOKENS.with_borrow_mut(|toks| {
+        classify_one(s, v.level, toks, v.classes, v.groups).or_else(|| {
+            let stripped = strip_inline_comments(s)?;
+            let c = crate::classify(&stripped);
+            classify_one(&stripped, v.level, toks, c, crate::prefilter::G_SQL)
+        })
     });
     hit.map(|(reason, ctx)| {
         let fp = sql_fingerprint(s, ctx);

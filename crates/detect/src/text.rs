@@ -41,13 +41,20 @@ pub(crate) fn find_byte_ci(hay: &[u8], from: usize, c: u8) -> Option<usize> {
         }
         i += 8;
     }
-    while i < hay.len() {
-        if hay[i] | fold == c {
-            return Some(i);
-        }
-        i += 1;
+    if i >= hay.len() {
+        return None;
     }
-    None
+    if hay.len() < 8 {
+        return hay[i..].iter().position(|&b| b | fold == c).map(|p| i + p);
+    }
+    // the last 1..=7 bytes: the final eight bytes, those before `i` forced to 0xFF (never a
+    // match, and no borrow into the bytes above them)
+    let base = hay.len() - 8;
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&hay[base..]);
+    let x = ((u64::from_le_bytes(w) | fold_word) ^ pattern) | ((1u64 << (8 * (i - base))) - 1);
+    let zero = x.wrapping_sub(ONES) & !x & HIGHS;
+    (zero != 0).then(|| base + (zero.trailing_zeros() / 8) as usize)
 }
 
 /// Finds `needle` (lowercase ASCII) in `hay` ignoring ASCII case, from `from`.
