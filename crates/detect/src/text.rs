@@ -20,57 +20,39 @@ pub(crate) fn starts_ci(hay: &[u8], at: usize, needle: &[u8]) -> bool {
 const ONES: u64 = 0x0101_0101_0101_0101;
 const HIGHS: u64 = 0x8080_8080_8080_8080;
 
-/// Position of the first byte of `hay` at or after `from` that equals `c` (lowercase ASCII)
-/// ignoring ASCII case. Eight bytes per step (SWAR): most needles are searched in values that
-/// do not hold them, so the scan for their first byte is where the time goes.
-#[inline]
-pub(crate) fn find_byte_ci(hay: &[u8], from: usize, c: u8) -> Option<usize> {
-    // for a letter, `b | 0x20 == c` holds exactly for its two cases; other bytes compare as they are
-    let fold = if c.is_ascii_lowercase() { 0x20u8 } else { 0 };
-    let fold_word = ONES * u64::from(fold);
-    let pattern = ONES * u64::from(c);
-    let mut i = from;
-    while let Some(chunk) = hay.get(i..i + 8) {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(chunk);
-        let x = (u64::from_le_bytes(w) | fold_word) ^ pattern;
-        // the lowest flagged byte is the first zero byte of x (borrows only run upwards)
-        let zero = x.wrapping_sub(ONES) & !x & HIGHS;
-        if zero != 0 {
-            return Some(i + (zero.trailing_zeros() / 8) as usize);
-        }
-        i += 8;
-    }
-    if i >= hay.len() {
-        return None;
-    }
-    if hay.len() < 8 {
-        return hay[i..].iter().position(|&b| b | fold == c).map(|p| i + p);
-    }
-    // the last 1..=7 bytes: the final eight bytes, those before `i` forced to 0xFF (never a
-    // match, and no borrow into the bytes above them)
-    let base = hay.len() - 8;
-    let mut w = [0u8; 8];
-    w.copy_from_slice(&hay[base..]);
-    let x = ((u64::from_le_bytes(w) | fold_word) ^ pattern) | ((1u64 << (8 * (i - base))) - 1);
-    let zero = x.wrapping_sub(ONES) & !x & HIGHS;
-    (zero != 0).then(|| base + (zero.trailing_zeros() / 8) as usize)
-}
-
-/// Finds `needle` (lowercase ASCII) in `hay` ignoring ASCII case, from `from`.
+/// Finds `needle` (lowercase ASCII) in `hay` ignoring ASCII case, from `from`. Every position flagged by
+/// the eight-byte first-byte test is verified, so a run of first bytes (`<<<<`) costs one load per eight.
 pub(crate) fn find_ci_from(hay: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
     let first = *needle.first()?;
     if hay.len() < needle.len() {
         return None;
     }
-    // candidates for the first byte lie in hay[..=last]
-    let starts = &hay[..=hay.len() - needle.len()];
+    let last = hay.len() - needle.len();
+    if hay.len() < 8 {
+        return (from..=last).find(|&p| lower(hay[p]) == first && starts_ci(hay, p, needle));
+    }
+    let fold = if first.is_ascii_lowercase() { 0x20u8 } else { 0 };
+    let (fold_word, pattern) = (ONES * u64::from(fold), ONES * u64::from(first));
     let mut i = from;
-    while let Some(p) = find_byte_ci(starts, i, first) {
-        if starts_ci(hay, p, needle) {
-            return Some(p);
+    while i <= last {
+        // the eight bytes at `i`, or the final eight with those before `i` forced to 0xFF (never flagged)
+        let base = i.min(hay.len() - 8);
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&hay[base..base + 8]);
+        let x = ((u64::from_le_bytes(w) | fold_word) ^ pattern) | ((1u64 << (8 * (i - base))) - 1);
+        // every byte equal to `first` is flagged; bytes above a match may be flagged falsely (the check rejects them)
+        let mut flags = x.wrapping_sub(ONES) & !x & HIGHS;
+        while flags != 0 {
+            let p = base + (flags.trailing_zeros() / 8) as usize;
+            if p > last {
+                return None;
+            }
+            if starts_ci(hay, p, needle) {
+                return Some(p);
+            }
+            flags &= flags - 1;
         }
-        i = p + 1;
+        i = base + 8;
     }
     None
 }
@@ -298,15 +280,19 @@ mod tests {
 
     #[test]
     fn byte_search_matches_a_plain_scan() {
-        let hay: Vec<u8> = (0..=255u8).chain(b"xXyY_<".iter().copied()).cycle().take(700).collect();
-        for c in [b'x', b'y', b'_', b'<', b'a', 0u8, 0x7f, 0xff, b'@', b'`'] {
-            for from in [0, 1, 7, 8, 9, 300, 699, 700, 701] {
-                let slow = hay.get(from..).and_then(|h| h.iter().position(|&b| lower(b) == c)).map(|p| p + from);
-                assert_eq!(find_byte_ci(&hay, from, c), slow, "{c} from {from}");
-            }
-        }
         assert_eq!(find_ci(b"aaaaaaaaaaaaaaaaaaaaaaUNIONaa", b"union"), Some(22));
         assert_eq!(find_ci_from(b"union union", 1, b"union"), Some(6));
+        // every needle position, from every start, against a plain scan (runs of first bytes included)
+        let hay = b"<<<<!<!D<!doctype <!DOCTYPE x>uuunionUNION__proto__ <<!doctype";
+        for needle in [&b"<!doctype"[..], b"union", b"__proto__", b"<", b"x>", b"zz"] {
+            for from in 0..=hay.len() + 1 {
+                let slow = (from..hay.len()).find(|&p| starts_ci(hay, p, needle));
+                assert_eq!(find_ci_from(hay, from, needle), slow, "{needle:?} from {from}");
+                let short = &hay[..7];
+                let slow = (from..short.len()).find(|&p| starts_ci(short, p, needle));
+                assert_eq!(find_ci_from(short, from, needle), slow, "{needle:?} in 7 bytes from {from}");
+            }
+        }
     }
 
     #[test]
