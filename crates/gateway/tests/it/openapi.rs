@@ -442,6 +442,168 @@ async fn multipart_bodies_are_validated_against_the_schema() {
     gw.handle.shutdown().await;
 }
 
+const ENCODING_SPEC: &str = r##"
+openapi: 3.1.0
+info: { title: documents, version: "1" }
+paths:
+  /docs:
+    post:
+      requestBody:
+        required: true
+        content:
+          multipart/form-data:
+            schema:
+              type: object
+              required: [title]
+              properties:
+                title: { type: string }
+                meta: { type: object, required: [lang], properties: { lang: { type: string, enum: [en, fr] } } }
+                avatar: { type: string, format: binary }
+                photo: { type: string, format: binary }
+                attachment: { type: string, format: binary }
+                notes: { type: string }
+            encoding:
+              avatar: { contentType: "image/png, image/jpeg" }
+              photo:
+                contentType: image/*
+                headers:
+                  X-Checksum: { required: true, schema: { type: string, pattern: "^[0-9a-f]{8}$" } }
+                  X-Rating: { $ref: "#/components/headers/Rating" }
+                  Content-Type: { required: true, schema: { type: string, enum: [ignored] } }
+              notes: { contentType: "text/plain, text/markdown" }
+              nobody: { contentType: "application/pdf" }
+      responses: { "200": { description: ok } }
+components:
+  headers:
+    Rating: { schema: { type: integer, maximum: 5 } }
+"##;
+
+/// A multipart body with the given part headers (besides `Content-Disposition`) per part.
+fn multipart_parts(parts: &[(&str, &[(&str, &str)], &[u8])]) -> Vec<u8> {
+    let mut b = Vec::new();
+    for (disposition, headers, content) in parts {
+        b.extend_from_slice(format!("--XyZ\r\nContent-Disposition: form-data; {disposition}").as_bytes());
+        for (h, v) in *headers {
+            b.extend_from_slice(format!("\r\n{h}: {v}").as_bytes());
+        }
+        b.extend_from_slice(b"\r\n\r\n");
+        b.extend_from_slice(content);
+        b.extend_from_slice(b"\r\n");
+    }
+    b.extend_from_slice(b"--XyZ--\r\n");
+    b
+}
+
+/// Multipart `encoding` objects: a part whose type its property's encoding (or OpenAPI's default for the
+/// property's type) does not allow is `415 inspect.content_type`; part headers the encoding declares are
+/// required and checked by their schemas (`400 inspect.schema`); JSON parts are checked by their property's
+/// schema.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multipart_parts_follow_their_encoding() {
+    let up = TestUpstream::start().await;
+    let dir = TempDir::new();
+    dir.write("docs.yaml", ENCODING_SPEC);
+    let routes = "  - { path: /docs, methods: [POST], upstream: app, auth: none, openapi: { spec: docs.yaml } }";
+    let gw = TestGateway::start_in(dir, &config(&one_upstream(&up.url()), routes, ""), false).await;
+    let a = gw.addr();
+    let send = |body: Vec<u8>| async move {
+        let req = http::Request::post(format!("http://{a}/docs"))
+            .header("content-type", "multipart/form-data; boundary=XyZ")
+            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+            .unwrap();
+        send(a, req).await
+    };
+    let png: &[u8] = b"\x89PNG\r\n\x1a\n\x00\xff";
+    let title: (&str, &[(&str, &str)], &[u8]) = ("name=\"title\"", &[], b"Report");
+    let photo_ok: &[(&str, &str)] = &[("Content-Type", "image/webp"), ("X-Checksum", "deadbeef"), ("X-Rating", "4")];
+    let accepted: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "every part as its encoding says",
+            multipart_parts(&[
+                title,
+                ("name=\"meta\"", &[("Content-Type", "application/json")], br#"{"lang":"en"}"#),
+                ("name=\"avatar\"; filename=\"a.png\"", &[("Content-Type", "image/png")], png),
+                ("name=\"photo\"; filename=\"p.webp\"", photo_ok, png),
+                ("name=\"notes\"", &[("Content-Type", "text/markdown; charset=utf-8")], b"# Notes"),
+            ]),
+        ),
+        (
+            "defaults: text with a charset, a +json part, a file of any type, parts without a type",
+            multipart_parts(&[
+                ("name=\"title\"", &[("Content-Type", "text/plain; charset=UTF-8")], b"Report"),
+                ("name=\"meta\"", &[("Content-Type", "application/vnd.docs+json")], br#"{"lang":"fr"}"#),
+                ("name=\"attachment\"; filename=\"x.pdf\"", &[("Content-Type", "application/pdf")], png),
+                ("name=\"notes\"", &[], b"plain notes"),
+            ]),
+        ),
+    ];
+    for (why, body) in accepted {
+        let got = send(body).await;
+        assert_eq!(got.status, 200, "{why}: {}", got.text());
+    }
+    let before = up.hits();
+    let photo = |headers: &'static [(&'static str, &'static str)]| {
+        multipart_parts(&[title, ("name=\"photo\"; filename=\"p\"", headers, png)])
+    };
+    let refused: Vec<(&str, u16, &str, Vec<u8>)> = vec![
+        (
+            "an HTML file where the encoding lists images",
+            415,
+            "inspect.content_type",
+            multipart_parts(&[title, ("name=\"avatar\"; filename=\"a.html\"", &[("Content-Type", "text/html")], b"<script>")]),
+        ),
+        (
+            "a file without a type is text/plain",
+            415,
+            "inspect.content_type",
+            multipart_parts(&[title, ("name=\"avatar\"; filename=\"a.png\"", &[], png)]),
+        ),
+        (
+            "a text field labelled as JSON (default text/plain)",
+            415,
+            "inspect.content_type",
+            multipart_parts(&[("name=\"title\"", &[("Content-Type", "application/json")], b"\"Report\"")]),
+        ),
+        (
+            "an object part labelled as text (default application/json)",
+            415,
+            "inspect.content_type",
+            multipart_parts(&[title, ("name=\"meta\"", &[("Content-Type", "text/plain")], br#"{"lang":"en"}"#)]),
+        ),
+        (
+            "notes outside the listed text types",
+            415,
+            "inspect.content_type",
+            multipart_parts(&[title, ("name=\"notes\"", &[("Content-Type", "text/html")], b"<b>x</b>")]),
+        ),
+        ("a required part header missing", 400, "inspect.schema", photo(&[("Content-Type", "image/gif")])),
+        (
+            "a part header failing its pattern",
+            400,
+            "inspect.schema",
+            photo(&[("Content-Type", "image/gif"), ("X-Checksum", "not-hex!")]),
+        ),
+        (
+            "a part header failing its typed schema",
+            400,
+            "inspect.schema",
+            photo(&[("Content-Type", "image/gif"), ("X-Checksum", "deadbeef"), ("X-Rating", "9")]),
+        ),
+        (
+            "a JSON part failing its property's schema",
+            400,
+            "inspect.schema",
+            multipart_parts(&[title, ("name=\"meta\"", &[("Content-Type", "application/json")], br#"{"lang":"de"}"#)]),
+        ),
+    ];
+    for (why, status, code, body) in refused {
+        let got = send(body).await;
+        assert_eq!((got.status, got.code()), (status, code.to_string()), "{why}: {}", got.text());
+    }
+    assert_eq!(up.hits(), before, "a refused part reached the upstream");
+    gw.handle.shutdown().await;
+}
+
 /// The top-level `openapi:` shorthand: one entry protects a whole API (a route `{base_path}/*` with the spec),
 /// carries route options, and keeps `auth` mandatory; errors point at the entry's lines.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
