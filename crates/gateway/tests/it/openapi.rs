@@ -604,6 +604,67 @@ async fn multipart_parts_follow_their_encoding() {
     gw.handle.shutdown().await;
 }
 
+const TRANSFER_SPEC: &str = r##"
+openapi: 3.1.0
+info: { title: transfers, version: "1" }
+paths:
+  /transfers:
+    post:
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema:
+              type: object
+              required: [from, amount]
+              properties:
+                from: { type: object, properties: { account: { type: string } } }
+                amount: { type: integer, minimum: 1 }
+                memo: { type: string }
+                role: { type: string }
+      responses: { "200": { description: ok } }
+"##;
+
+/// One route with a spec, a JSON-body owner rule, a mass-assignment guard and detection: the body is parsed
+/// once and every check reads that tree — each still refuses what it refused on its own, in stage order
+/// (authorize before inspect), and a body that does not parse is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn body_rules_schema_and_detection_share_one_parse() {
+    let up = TestUpstream::start().await;
+    let dir = TempDir::new();
+    dir.write("transfers.yaml", TRANSFER_SPEC);
+    let keys = dir.path().join("keys.yaml");
+    let alice = gateway::stages::identify::api_key::add(&keys, "alice", vec![], vec![], None).unwrap();
+    let routes = "  - path: /transfers\n    methods: [POST]\n    upstream: app\n    auth: [api_key]\n    openapi: { spec: transfers.yaml }\n    owner: { json: from.account, claim: sub }\n    mass_assignment: { fields: [role] }";
+    let yaml = config(&one_upstream(&up.url()), routes, "identity:\n  api_keys: { file: keys.yaml }\n");
+    let gw = TestGateway::start_in(dir, &yaml, false).await;
+    let a = gw.addr();
+    let post = |body: &'static str| {
+        let key = alice.secret.clone();
+        async move {
+            call(a, "POST", "/transfers", &[("x-api-key", key.as_str()), ("content-type", "application/json")], body)
+                .await
+        }
+    };
+    let got = post(r#"{"from":{"account":"alice"},"amount":5,"memo":"rent for May"}"#).await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    let before = up.hits();
+    for (body, status, code, why) in [
+        (r#"{"from":{"account":"bob"},"amount":5}"#, 403, "authz.object", "someone else's account"),
+        (r#"{"from":{"account":"alice"},"amount":5,"role":"admin"}"#, 403, "authz.mass_assignment", "guarded field"),
+        (r#"{"from":{"account":"alice"},"amount":0}"#, 400, "inspect.schema", "schema"),
+        (r#"{"from":{"account":"alice"},"amount":5,"x":1}"#, 400, "inspect.schema", "undeclared property"),
+        (r#"{"from":{"account":"alice"},"amount":5,"memo":"1' OR '1'='1"}"#, 403, "inspect.sqli", "detection"),
+        (r#"{"from":{"account":"alice"},"from":{"account":"bob"},"amount":5}"#, 403, "authz.object", "duplicate key"),
+        (r#"{"from":{"account":"alice"},"amount":5"#, 403, "authz.object", "not JSON"),
+    ] {
+        let got = post(body).await;
+        assert_eq!((got.status, got.code()), (status, code.to_string()), "{why}: {}", got.text());
+    }
+    assert_eq!(up.hits(), before, "a refused body reached the upstream");
+    gw.handle.shutdown().await;
+}
+
 /// The top-level `openapi:` shorthand: one entry protects a whole API (a route `{base_path}/*` with the spec),
 /// carries route options, and keeps `auth` mandatory; errors point at the entry's lines.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
