@@ -478,8 +478,11 @@ components:
     Rating: { schema: { type: integer, maximum: 5 } }
 "##;
 
+/// One part for [`multipart_parts`]: the `Content-Disposition` parameters, other headers, the content.
+type TestPart<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a [u8]);
+
 /// A multipart body with the given part headers (besides `Content-Disposition`) per part.
-fn multipart_parts(parts: &[(&str, &[(&str, &str)], &[u8])]) -> Vec<u8> {
+fn multipart_parts(parts: &[TestPart<'_>]) -> Vec<u8> {
     let mut b = Vec::new();
     for (disposition, headers, content) in parts {
         b.extend_from_slice(format!("--XyZ\r\nContent-Disposition: form-data; {disposition}").as_bytes());
@@ -514,7 +517,7 @@ async fn multipart_parts_follow_their_encoding() {
         send(a, req).await
     };
     let png: &[u8] = b"\x89PNG\r\n\x1a\n\x00\xff";
-    let title: (&str, &[(&str, &str)], &[u8]) = ("name=\"title\"", &[], b"Report");
+    let title: TestPart<'_> = ("name=\"title\"", &[], b"Report");
     let photo_ok: &[(&str, &str)] = &[("Content-Type", "image/webp"), ("X-Checksum", "deadbeef"), ("X-Rating", "4")];
     let accepted: Vec<(&str, Vec<u8>)> = vec![
         (
@@ -550,7 +553,10 @@ async fn multipart_parts_follow_their_encoding() {
             "an HTML file where the encoding lists images",
             415,
             "inspect.content_type",
-            multipart_parts(&[title, ("name=\"avatar\"; filename=\"a.html\"", &[("Content-Type", "text/html")], b"<script>")]),
+            multipart_parts(&[
+                title,
+                ("name=\"avatar\"; filename=\"a.html\"", &[("Content-Type", "text/html")], b"<script>"),
+            ]),
         ),
         (
             "a file without a type is text/plain",

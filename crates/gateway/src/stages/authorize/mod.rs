@@ -205,8 +205,7 @@ impl AuthzPolicy {
                             &owned
                         }
                         Err(e) => {
-                            let code =
-                                if owner_json.is_some() { AuthzCode::Object } else { AuthzCode::MassAssignment };
+                            let code = if owner_json.is_some() { AuthzCode::Object } else { AuthzCode::MassAssignment };
                             return deny(code, format!("body cannot be checked: {e}"));
                         }
                     },
