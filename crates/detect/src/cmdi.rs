@@ -5,11 +5,11 @@
 //! directives, Windows `cmd /c` / `powershell -enc`, and code-execution sinks.
 
 use crate::prefilter::{AMP, BACKTICK, DASH, DOLLAR, LT, NEWLINE, PAREN, PIPE, SEMI, SLASH};
-use crate::text::{eq_ci, excerpt, find_ci, in_list, is_space, lower, starts_ci, Needles};
+use crate::text::{eq_ci, excerpt, find_ci, is_space, lower, starts_ci, Needles, Words};
 use crate::{Family, Finding, Level, Place, View};
 
 /// Commands that are rarely English words: enough after a separator.
-const STRONG: &[&str] = &[
+const STRONG: Words = Words::new(&[
     "id",
     "whoami",
     "uname",
@@ -113,16 +113,16 @@ const STRONG: &[&str] = &[
     "nc.exe",
     "cmd.exe",
     "powershell.exe",
-];
+]);
 
 /// Commands that are also ordinary words: they need shell-like arguments.
-const AMBIGUOUS: &[&str] = &[
+const AMBIGUOUS: Words = Words::new(&[
     "echo", "more", "type", "set", "export", "sleep", "kill", "find", "sort", "head", "tail", "file", "test", "who",
     "last", "history", "top", "free", "mount", "date", "time", "copy", "move", "del", "start", "exit", "print", "read",
     "wait", "which", "man", "less", "host", "dig", "source", "eval", "exec", "yes", "tee", "cut", "expr", "stat",
     "touch", "mkdir", "rmdir", "mv", "cp", "ln", "du", "df", "w", "rev", "tr", "od", "strings", "mail", "shutdown",
     "reboot", "halt", "logout", "su", "at", "call", "timeout", "nl", "uniq", "wc", "diff", "zip",
-];
+]);
 
 /// Code-execution sinks of scripting languages.
 const CODE_SINKS: &[&str] = &[
@@ -160,13 +160,42 @@ fn is_sep(b: u8) -> bool {
 }
 
 /// Reads an obfuscated command word at `i`: returns (lowercase word, end index).
-fn command_word(s: &[u8], mut i: usize) -> (Vec<u8>, usize) {
+/// A command word read from the value, lowercased, at most 32 bytes: kept on the stack because
+/// every separator in a value (`;`, `&`, `|` in prose too) reads one.
+struct CommandWord {
+    buf: [u8; 32],
+    len: usize,
+}
+
+impl CommandWord {
+    fn new() -> Self {
+        CommandWord { buf: [0; 32], len: 0 }
+    }
+    fn push(&mut self, b: u8) {
+        if let Some(slot) = self.buf.get_mut(self.len) {
+            *slot = b;
+            self.len += 1;
+        }
+    }
+    fn clear(&mut self) {
+        self.len = 0;
+    }
+}
+
+impl std::ops::Deref for CommandWord {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+fn command_word(s: &[u8], mut i: usize) -> (CommandWord, usize) {
     let n = s.len();
     // leading quotes, braces and path prefixes: '/bin/cat', {cat,/etc/passwd}, "c"at
     while i < n && matches!(s[i], b'{' | b'(' | b'"' | b'\'' | b'\\' | b'!') {
         i += 1;
     }
-    let mut w = Vec::new();
+    let mut w = CommandWord::new();
     loop {
         let start = i;
         while i < n && w.len() < 32 {
@@ -259,10 +288,10 @@ fn is_command(word: &[u8], s: &[u8], e: usize, free_text: bool) -> bool {
         return false;
     }
     let base = word.strip_suffix(b".exe").unwrap_or(word);
-    if in_list(word, STRONG) || in_list(base, STRONG) {
+    if STRONG.contains(word) || STRONG.contains(base) {
         return follows_like_command(s, e) && (!free_text || shell_argument(s, e));
     }
-    in_list(base, AMBIGUOUS) && follows_like_command(s, e) && shell_argument(s, e)
+    AMBIGUOUS.contains(base) && follows_like_command(s, e) && shell_argument(s, e)
 }
 
 /// Detector entry point.
@@ -367,14 +396,14 @@ pub(crate) fn scan(v: &View<'_>) -> Option<Finding> {
         if !newline_in_text && is_command(&word, s, e, free_text && !matches!(b, b'`' | b'$')) {
             return f(i);
         }
-        if newline_in_text && v.level >= Level::L2 && in_list(&word, STRONG) && shell_argument(s, e) {
+        if newline_in_text && v.level >= Level::L2 && STRONG.contains(&word) && shell_argument(s, e) {
             return f(i);
         }
         i += sep_len;
     }
     if v.level >= Level::L3 {
         let (word, e) = command_word(s, crate::text::skip_space(s, 0));
-        if in_list(&word, STRONG) && shell_argument(s, e) && e < n {
+        if STRONG.contains(&word) && shell_argument(s, e) && e < n {
             return f(0);
         }
     }

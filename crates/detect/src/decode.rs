@@ -30,10 +30,21 @@ pub fn decode(input: &[u8]) -> Vec<u8> {
 
 /// Decodes `input` into `out` (cleared first); returns the number of passes that changed it.
 pub fn decode_into(input: &[u8], limits: &DecodeLimits, out: &mut Vec<u8>) -> u8 {
+    let input = &input[..input.len().min(limits.max_input)];
     out.clear();
-    out.extend_from_slice(&input[..input.len().min(limits.max_input)]);
+    // the first layer reads the input itself: a value with nothing to decode costs one pass
+    // and one buffer (a pass that changes nothing copies its input unchanged)
+    out.reserve(input.len());
+    if limits.max_layers == 0 {
+        out.extend_from_slice(input);
+        return 0;
+    }
+    if !one_pass(input, out) {
+        debug_assert_eq!(out.as_slice(), input);
+        return 0;
+    }
     let mut tmp = Vec::with_capacity(out.len());
-    let mut layers = 0u8;
+    let mut layers = 1u8;
     while layers < limits.max_layers {
         tmp.clear();
         if !one_pass(out, &mut tmp) {

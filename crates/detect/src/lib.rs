@@ -242,17 +242,26 @@ impl Detector {
         }
         let mut decoded = Vec::new();
         if classes.decodable() {
-            decode_into(value, &self.limits, &mut decoded);
-            if decoded != value {
+            let layers = decode_into(value, &self.limits, &mut decoded);
+            if layers > 0 && decoded != value {
                 let dc = classify(&decoded);
                 if let Some(f) = self.scan_view(&decoded, dc, ctx) {
                     return Some(f);
                 }
             }
         }
-        let b64_alphabet =
-            prefilter::ALPHA | prefilter::DIGIT | prefilter::PLUS | prefilter::SLASH | prefilter::EQ | prefilter::DASH;
-        let maybe_b64 = value.len() >= 8 && classes.0 & !b64_alphabet == 0 && classes.any(prefilter::ALPHA);
+        let b64_alphabet = prefilter::ALPHA
+            | prefilter::NOT_HEX
+            | prefilter::DIGIT
+            | prefilter::PLUS
+            | prefilter::SLASH
+            | prefilter::EQ
+            | prefilter::DASH;
+        // hex and dashes alone (UUIDs, hashes) are never taken for base64 text
+        let maybe_b64 = value.len() >= 8
+            && classes.0 & !b64_alphabet == 0
+            && classes.any(prefilter::ALPHA)
+            && classes.any(prefilter::NOT_HEX | prefilter::PLUS | prefilter::SLASH);
         if let Some(text) = maybe_b64.then(|| decode_base64_text(value, &self.limits)).flatten() {
             let tc = classify(&text);
             if let Some(f) = self.scan_view(&text, tc, ctx) {
@@ -260,8 +269,8 @@ impl Detector {
             }
             let mut d2 = Vec::new();
             if tc.decodable() {
-                decode_into(&text, &self.limits, &mut d2);
-                if d2 != text {
+                let layers = decode_into(&text, &self.limits, &mut d2);
+                if layers > 0 && d2 != text {
                     let dc = classify(&d2);
                     return self.scan_view(&d2, dc, ctx);
                 }

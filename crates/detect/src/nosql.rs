@@ -2,11 +2,11 @@
 //! operators spliced into values (`', $or: [ {}`), and server-side JavaScript (`$where`).
 
 use crate::prefilter::{BRACE, BRACKET, COLON, DOLLAR, PAREN, SEMI};
-use crate::text::{contains_ci, excerpt, find_ci, find_ci_from, in_list, is_space, is_word, word_end};
+use crate::text::{contains_ci, excerpt, find_ci, find_ci_from, is_space, is_word, word_end, Words};
 use crate::{Family, Finding, Place, View};
 
 /// MongoDB query and aggregation operators that change a query's meaning.
-const OPERATORS: &[&str] = &[
+const OPERATORS: Words = Words::new(&[
     "where",
     "ne",
     "gt",
@@ -39,11 +39,11 @@ const OPERATORS: &[&str] = &[
     "out",
     "comment",
     "search",
-];
+]);
 
 fn operator_at(s: &[u8], dollar: usize) -> Option<usize> {
     let e = word_end(s, dollar + 1);
-    (e > dollar + 1 && in_list(&s[dollar + 1..e], OPERATORS)).then_some(e)
+    (e > dollar + 1 && OPERATORS.contains(&s[dollar + 1..e])).then_some(e)
 }
 
 /// Detector entry point.

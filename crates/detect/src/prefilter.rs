@@ -67,6 +67,9 @@ pub(crate) const HIGH: u32 = 1 << 28;
 pub(crate) const ALPHA: u32 = 1 << 29;
 /// ASCII digit
 pub(crate) const DIGIT: u32 = 1 << 30;
+/// letters `g`–`z` (either case) and `_`: bytes of base64 text that hex identifiers (UUIDs,
+/// hashes) never hold, so those skip the base64 attempt without another pass
+pub(crate) const NOT_HEX: u32 = 1 << 31;
 
 /// Classes that, when absent, make a value clean (letters, digits, space, `.,-_@+!?` etc. are
 /// benign). A colon alone (times, ratios, "Note:") cannot complete any attack without one of
@@ -128,8 +131,10 @@ const fn build_table() -> [u32; 256] {
             b'@' => AT,
             b'!' | b'~' | b'^' | b'?' => MISC,
             b'0'..=b'9' => DIGIT,
-            b'a'..=b'z' | b'A'..=b'Z' => ALPHA,
-            b'_' | b',' => 0,
+            b'a'..=b'f' | b'A'..=b'F' => ALPHA,
+            b'g'..=b'z' | b'G'..=b'Z' => ALPHA | NOT_HEX,
+            b'_' => NOT_HEX,
+            b',' => 0,
             0xC0 | 0xC1 | 0xE0 | 0xF0 | 0xEF => ODD_UTF8,
             0x80..=0xFF => HIGH,
             _ => CTRL,
@@ -221,7 +226,24 @@ const fn first_groups() -> [u32; 256] {
     t
 }
 
-static FIRST_GROUPS: [u32; 256] = first_groups();
+/// Marks ASCII letters and digits in [`WORD_STARTS`] (no keyword group uses this bit).
+const ALNUM_BIT: u32 = 1 << 31;
+
+/// [`first_groups`] with [`ALNUM_BIT`] on letters and digits: one lookup per byte gives both
+/// whether a word continues and which groups a word starting there could belong to.
+const fn word_starts() -> [u32; 256] {
+    let mut t = first_groups();
+    let mut b = 0;
+    while b < 256 {
+        if (b as u8).is_ascii_alphanumeric() {
+            t[b] |= ALNUM_BIT;
+        }
+        b += 1;
+    }
+    t
+}
+
+static WORD_STARTS: [u32; 256] = word_starts();
 
 /// The keyword groups worth looking for, given the byte classes of a value.
 pub(crate) fn wanted_groups(c: ByteClasses) -> u32 {
@@ -254,14 +276,14 @@ pub(crate) fn keyword_groups(s: &[u8], wanted: u32) -> u32 {
     if wanted == 0 {
         return 0;
     }
-    let mut prev_alnum = false;
-    for i in 0..s.len() {
-        let b = s[i];
-        let alnum = b.is_ascii_alphanumeric();
-        let skip = alnum && prev_alnum;
-        prev_alnum = alnum;
-        let m = FIRST_GROUPS[b as usize] & wanted & !found;
-        if skip || m == 0 {
+    let mut prev = 0u32;
+    for (i, &b) in s.iter().enumerate() {
+        let e = WORD_STARTS[b as usize];
+        // a letter or digit after a letter or digit continues a word: no needle starts there
+        let continues = e & prev & ALNUM_BIT != 0;
+        prev = e;
+        let m = e & wanted & !found;
+        if continues || m == 0 {
             continue;
         }
         let c = if b == b'\\' { b'/' } else { b.to_ascii_lowercase() };

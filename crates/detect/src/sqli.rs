@@ -8,7 +8,7 @@
 //! Prose fails the grammar (two barewords in a row, a keyword out of place) and passes.
 
 use crate::prefilter::{AMP, AT, BACKTICK, BRACKET, DQUOTE, EQ, GT, HASH, LT, PAREN, PIPE, SEMI, SLASH, SQUOTE, STAR};
-use crate::text::{eq_ci, in_list, is_space, lower};
+use crate::text::{eq_ci, in_list, is_space, lower, Words};
 use crate::{Family, Finding, Level, View};
 
 /// The quoting context a value is read in.
@@ -154,7 +154,7 @@ fn keyword(w: &[u8]) -> Option<K> {
 }
 
 /// Functions whose mere call in SQL position is an attack (time-based, error-based, OS).
-const DANGER_FUNCS: &[&str] = &[
+const DANGER_FUNCS: Words = Words::new(&[
     "sleep",
     "benchmark",
     "pg_sleep",
@@ -195,10 +195,10 @@ const DANGER_FUNCS: &[&str] = &[
     "copy_from",
     "sys_eval",
     "sys_exec",
-];
+]);
 
 /// Common SQL functions, recognised as calls even with a space before `(`.
-const SQL_FUNCS: &[&str] = &[
+const SQL_FUNCS: Words = Words::new(&[
     "cos",
     "sin",
     "tan",
@@ -263,10 +263,10 @@ const SQL_FUNCS: &[&str] = &[
     "oct",
     "conv",
     "soundex",
-];
+]);
 
 /// Identifiers that only appear in SQL reconnaissance.
-const SQL_SYSTEM_NAMES: &[&str] = &[
+const SQL_SYSTEM_NAMES: Words = Words::new(&[
     "information_schema",
     "@@version",
     "mysql",
@@ -281,7 +281,7 @@ const SQL_SYSTEM_NAMES: &[&str] = &[
     "dual",
     "msysobjects",
     "master",
-];
+]);
 
 fn is_word_start(b: u8) -> bool {
     b.is_ascii_alphabetic() || b == b'_' || b == b'$' || b >= 0x80
@@ -546,7 +546,7 @@ fn tokenize(s: &[u8], ctx: SqlContext, out: &mut Vec<Tok>) -> bool {
                 if j < n && s[j] == b'(' {
                     let glued = j == e;
                     k = match k {
-                        K::Word if glued || in_list(w, DANGER_FUNCS) || in_list(w, SQL_FUNCS) => K::Func,
+                        K::Word if glued || DANGER_FUNCS.contains(w) || SQL_FUNCS.contains(w) => K::Func,
                         K::Word => K::Word,
                         K::Kw(Kw::Other | Kw::Insert | Kw::Like | Kw::Set) | K::Lit if glued => K::Func,
                         other => other,
@@ -648,13 +648,13 @@ impl Parser<'_> {
                 K::Kw(Kw::Select) => info.subq = true,
                 K::Func => {
                     info.func = true;
-                    if in_list(self.text(j), DANGER_FUNCS) {
+                    if DANGER_FUNCS.contains(self.text(j)) {
                         info.danger = true;
                     }
                 }
                 K::Var => info.var = true,
                 K::Word
-                    if in_list(self.text(j), SQL_SYSTEM_NAMES) || self.text(j).starts_with(b"information_schema") =>
+                    if SQL_SYSTEM_NAMES.contains(self.text(j)) || self.text(j).starts_with(b"information_schema") =>
                 {
                     info.sysname = true
                 }
@@ -695,14 +695,14 @@ impl Parser<'_> {
             K::Word => {
                 info.words += 1;
                 let w = self.text(i);
-                if in_list(w, SQL_SYSTEM_NAMES) || crate::text::contains_ci(w, b"information_schema") {
+                if SQL_SYSTEM_NAMES.contains(w) || crate::text::contains_ci(w, b"information_schema") {
                     info.sysname = true;
                 }
                 Some((i + 1, k))
             }
             K::Func | K::Kw(Kw::Exists) => {
                 info.func = true;
-                if in_list(self.text(i), DANGER_FUNCS) {
+                if DANGER_FUNCS.contains(self.text(i)) {
                     info.danger = true;
                 }
                 if self.k(i + 1) == Some(K::LParen) {
@@ -962,7 +962,7 @@ fn analyze(s: &[u8], t: &[Tok], ctx: SqlContext, level: Level) -> Option<&'stati
                 }
             }
             K::Semi if p.statement(i + 1, true) => return Some("stacked query"),
-            K::Func if in_list(p.text(i), DANGER_FUNCS) && p.k(i + 1) == Some(K::LParen) => {
+            K::Func if DANGER_FUNCS.contains(p.text(i)) && p.k(i + 1) == Some(K::LParen) => {
                 let arg = p.k(i + 2);
                 if matches!(
                     arg,
@@ -1344,17 +1344,25 @@ fn classify_one(
     None
 }
 
+std::thread_local! {
+    /// The token buffer, reused by every scan on this thread: prose with a quote or a
+    /// parenthesis is tokenized, and a buffer per value cost as much as the tokenizing.
+    /// Bounded by `MAX_TOKENS`.
+    static TOKENS: std::cell::RefCell<Vec<Tok>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// Detector entry point.
 pub(crate) fn scan(v: &View<'_>) -> Option<Finding> {
     if v.ctx.place == crate::Place::JsonKey {
         return None;
     }
     let s = v.bytes;
-    let mut toks = Vec::with_capacity(32);
-    let hit = classify_one(s, v.level, &mut toks, v.classes, v.groups).or_else(|| {
-        let stripped = strip_inline_comments(s)?;
-        let c = crate::classify(&stripped);
-        classify_one(&stripped, v.level, &mut toks, c, crate::prefilter::G_SQL)
+    let hit = TOKENS.with_borrow_mut(|toks| {
+        classify_one(s, v.level, toks, v.classes, v.groups).or_else(|| {
+            let stripped = strip_inline_comments(s)?;
+            let c = crate::classify(&stripped);
+            classify_one(&stripped, v.level, toks, c, crate::prefilter::G_SQL)
+        })
     });
     hit.map(|(reason, ctx)| {
         let fp = sql_fingerprint(s, ctx);

@@ -4,14 +4,14 @@
 //! into objects.
 
 use crate::prefilter::{BRACE, BRACKET, DOLLAR, LT, PAREN, PERCENT};
-use crate::text::{contains_ci, excerpt, find_ci, in_list, starts_ci};
+use crate::text::{contains_ci, excerpt, find_ci, in_list, starts_ci, Words};
 use crate::{Family, Finding, Level, View};
 
 const MAX_LOOKUP_DEPTH: u32 = 8;
 const MAX_LOOKUP_LEN: usize = 256;
 
 /// Log4j lookup prefixes that read secrets or reach the network.
-const LOOKUPS: &[&str] = &[
+const LOOKUPS: Words = Words::new(&[
     "jndi",
     "env",
     "sys",
@@ -33,7 +33,7 @@ const LOOKUPS: &[&str] = &[
     "map",
     "marker",
     "event",
-];
+]);
 
 /// Resolves one `${…}` starting after `${`; returns (end, resolved text).
 fn lookup(s: &[u8], mut i: usize, depth: u32, hits: &mut bool) -> (usize, Vec<u8>) {
@@ -91,7 +91,7 @@ pub(crate) fn scan_jndi(v: &View<'_>) -> Option<Finding> {
             let (e, outer) = lookup(s, i + 2, 0, &mut hits);
             let nested = s[i + 2..e.min(s.len())].windows(2).any(|w| w == b"${");
             let prefix_end = outer.iter().position(|&b| b == b':');
-            let known = prefix_end.is_some_and(|p| in_list(&outer[..p], LOOKUPS));
+            let known = prefix_end.is_some_and(|p| LOOKUPS.contains(&outer[..p]));
             if hits || (known && nested) || (known && v.level >= Level::L2) {
                 return Some(Finding::new(Family::Jndi, excerpt(s, i)));
             }
@@ -104,7 +104,7 @@ pub(crate) fn scan_jndi(v: &View<'_>) -> Option<Finding> {
 }
 
 /// Names that only make sense inside template-engine sandboxes escapes.
-const TEMPLATE_OBJECTS: &[&str] = &[
+const TEMPLATE_OBJECTS: Words = Words::new(&[
     "config",
     "self",
     "request",
@@ -132,7 +132,7 @@ const TEMPLATE_OBJECTS: &[&str] = &[
     "application",
     "session",
     "product",
-];
+]);
 
 /// True if a template expression computes or reaches into objects.
 fn dynamic_expr(e: &[u8]) -> bool {
@@ -178,7 +178,7 @@ fn dynamic_expr(e: &[u8]) -> bool {
             }
             let w = &e[i..j];
             let next = e.get(j).copied();
-            if in_list(w, TEMPLATE_OBJECTS)
+            if TEMPLATE_OBJECTS.contains(w)
                 && (matches!(next, Some(b'.' | b'[' | b'('))
                     || j == n
                     || e[i..].iter().all(|b| b.is_ascii_alphanumeric() || *b == b' ' || *b == b'_'))

@@ -17,19 +17,42 @@ pub(crate) fn starts_ci(hay: &[u8], at: usize, needle: &[u8]) -> bool {
     }
 }
 
-/// Finds `needle` (lowercase ASCII) in `hay` ignoring ASCII case, from `from`.
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// Finds `needle` (lowercase ASCII) in `hay` ignoring ASCII case, from `from`. Every position flagged by
+/// the eight-byte first-byte test is verified, so a run of first bytes (`<<<<`) costs one load per eight.
 pub(crate) fn find_ci_from(hay: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
     let first = *needle.first()?;
     if hay.len() < needle.len() {
         return None;
     }
     let last = hay.len() - needle.len();
+    if hay.len() < 8 {
+        return (from..=last).find(|&p| lower(hay[p]) == first && starts_ci(hay, p, needle));
+    }
+    let fold = if first.is_ascii_lowercase() { 0x20u8 } else { 0 };
+    let (fold_word, pattern) = (ONES * u64::from(fold), ONES * u64::from(first));
     let mut i = from;
     while i <= last {
-        if lower(hay[i]) == first && starts_ci(hay, i, needle) {
-            return Some(i);
+        // the eight bytes at `i`, or the final eight with those before `i` forced to 0xFF (never flagged)
+        let base = i.min(hay.len() - 8);
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&hay[base..base + 8]);
+        let x = ((u64::from_le_bytes(w) | fold_word) ^ pattern) | ((1u64 << (8 * (i - base))) - 1);
+        // every byte equal to `first` is flagged; bytes above a match may be flagged falsely (the check rejects them)
+        let mut flags = x.wrapping_sub(ONES) & !x & HIGHS;
+        while flags != 0 {
+            let p = base + (flags.trailing_zeros() / 8) as usize;
+            if p > last {
+                return None;
+            }
+            if starts_ci(hay, p, needle) {
+                return Some(p);
+            }
+            flags &= flags - 1;
         }
-        i += 1;
+        i = base + 8;
     }
     None
 }
@@ -89,6 +112,43 @@ pub(crate) fn eq_ci(word: &[u8], needle: &[u8]) -> bool {
 /// True if `word` equals (ignoring case) one of `list`.
 pub(crate) fn in_list(word: &[u8], list: &[&str]) -> bool {
     list.iter().any(|w| eq_ci(word, w.as_bytes()))
+}
+
+/// A list of lowercase ASCII words with compile-time tables of their lengths and first bytes:
+/// most words read from a value (prose) are in no list, and these tables say so before any
+/// comparison.
+pub(crate) struct Words {
+    list: &'static [&'static str],
+    /// bit `n` set when a word of length `n` is in the list (lengths ≥ 64 share bit 63)
+    lens: u64,
+    first: [bool; 256],
+}
+
+impl Words {
+    /// Builds the tables at compile time.
+    pub(crate) const fn new(list: &'static [&'static str]) -> Self {
+        let mut lens = 0u64;
+        let mut first = [false; 256];
+        let mut i = 0;
+        while i < list.len() {
+            let b = list[i].as_bytes();
+            assert!(!b.is_empty(), "empty word");
+            let n = if b.len() < 63 { b.len() } else { 63 };
+            lens |= 1 << n;
+            first[b[0] as usize] = true;
+            i += 1;
+        }
+        Words { list, lens, first }
+    }
+
+    /// True if `word` equals (ignoring ASCII case) one of the words.
+    #[inline]
+    pub(crate) fn contains(&self, word: &[u8]) -> bool {
+        let Some(&b) = word.first() else {
+            return false;
+        };
+        self.lens & (1 << word.len().min(63)) != 0 && self.first[lower(b) as usize] && in_list(word, self.list)
+    }
 }
 
 /// Builds a printable, bounded evidence string.
@@ -206,6 +266,34 @@ pub(crate) fn needle_at(hay: &[u8], i: usize, c: u8, needles: &Needles) -> bool 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn word_sets_match_lists() {
+        const LIST: &[&str] =
+            &["sleep", "pg_sleep", "@@version", "a_very_long_name_that_is_longer_than_sixty_four_bytes_in_total_x"];
+        const SET: Words = Words::new(LIST);
+        for w in ["SLEEP", "sleep", "pg_sleep", "@@VERSION", "sleeps", "slee", "", "x", "PG_SLEEP", "Sleep"] {
+            assert_eq!(SET.contains(w.as_bytes()), in_list(w.as_bytes(), LIST), "{w}");
+        }
+        assert!(SET.contains(LIST[3].to_uppercase().as_bytes()));
+    }
+
+    #[test]
+    fn byte_search_matches_a_plain_scan() {
+        assert_eq!(find_ci(b"aaaaaaaaaaaaaaaaaaaaaaUNIONaa", b"union"), Some(22));
+        assert_eq!(find_ci_from(b"union union", 1, b"union"), Some(6));
+        // every needle position, from every start, against a plain scan (runs of first bytes included)
+        let hay = b"<<<<!<!D<!doctype <!DOCTYPE x>uuunionUNION__proto__ <<!doctype";
+        for needle in [&b"<!doctype"[..], b"union", b"__proto__", b"<", b"x>", b"zz"] {
+            for from in 0..=hay.len() + 1 {
+                let slow = (from..hay.len()).find(|&p| starts_ci(hay, p, needle));
+                assert_eq!(find_ci_from(hay, from, needle), slow, "{needle:?} from {from}");
+                let short = &hay[..7];
+                let slow = (from..short.len()).find(|&p| starts_ci(short, p, needle));
+                assert_eq!(find_ci_from(short, from, needle), slow, "{needle:?} in 7 bytes from {from}");
+            }
+        }
+    }
 
     #[test]
     fn case_insensitive_search() {

@@ -3,11 +3,11 @@
 //! sink forms that work without a new tag (`" onfocus=…`, `javascript:…`, `alert(1)`).
 
 use crate::prefilter::{BACKTICK, BRACKET, COLON, EQ, LT, PAREN};
-use crate::text::{eq_ci, excerpt, in_list, is_space, lower, starts_ci};
+use crate::text::{eq_ci, excerpt, in_list, is_space, lower, starts_ci, Words};
 use crate::{Family, Finding, Level, Place, View};
 
 /// Elements that run script or load active content by themselves.
-const DANGEROUS_TAGS: &[&str] = &[
+const DANGEROUS_TAGS: Words = Words::new(&[
     "xsl:stylesheet",
     "script",
     "iframe",
@@ -30,7 +30,7 @@ const DANGEROUS_TAGS: &[&str] = &[
     "svg:script",
     "xmp",
     "plaintext",
-];
+]);
 
 /// Attributes whose value is fetched or executed as a URL.
 const SCRIPT_SCHEMES: &[&str] = &[
@@ -46,7 +46,7 @@ const SCRIPT_SCHEMES: &[&str] = &[
 ];
 
 /// Functions whose call is the usual proof of an XSS.
-const SINKS: &[&str] = &[
+const SINKS: Words = Words::new(&[
     "alert",
     "prompt",
     "confirm",
@@ -59,7 +59,7 @@ const SINKS: &[&str] = &[
     "execscript",
     "print",
     "open",
-];
+]);
 
 /// Detector entry point.
 pub(crate) fn scan(v: &View<'_>) -> Option<Finding> {
@@ -176,7 +176,7 @@ fn scan_tags(s: &[u8], level: Level) -> Option<(usize, &'static str)> {
         if level >= Level::L2 && (eq_ci(name, b"svg") || name.len() > 4 && eq_ci(&name[..4], b"svg:")) {
             return Some((start, "svg element"));
         }
-        if in_list(name, DANGEROUS_TAGS)
+        if DANGEROUS_TAGS.contains(name)
             && (j == n || matches!(s[j], b' ' | b'/' | b'>' | b'\t' | b'\n' | b'\r' | 0x0c))
             && (!passive || level >= Level::L2)
         {
@@ -442,7 +442,7 @@ fn sink_call(s: &[u8]) -> Option<usize> {
             e += 1;
         }
         let w = &s[i..e];
-        if in_list(w, SINKS) {
+        if SINKS.contains(w) {
             let strong = !in_list(w, &["print", "open", "function", "fetch", "atob"]);
             let rest = &s[e..];
             let called = rest.first() == Some(&b'(')

@@ -2,7 +2,8 @@
 //! a ~1 KB JSON body, strict) and of the response filter on a ~2 KB JSON body.
 //!
 //! Also: spec validation plus injection detection of one JSON body, parsed twice (validator tree + detection
-//! token walk) versus once (detection walks the validator's tree).
+//! token walk) versus once (detection walks the validator's tree); and with the authorize stage's body rules
+//! (owner field, mass-assignment guard) parsing the body for themselves versus sharing the one parse.
 //!
 //! `cargo bench -p rampart-gateway --bench openapi`
 
@@ -10,8 +11,11 @@ use bytes::Bytes;
 use divan::counter::BytesCount;
 use divan::{black_box, Bencher};
 use gateway::openapi::compile::Settings;
+use gateway::openapi::validate::parse_json;
 use gateway::openapi::{check_head, OpenApi, ResponseMode};
 use gateway::pipeline::Verdict;
+use gateway::stages::authorize::{AuthzPolicy, MassAssignmentRule, OwnerRule, OwnerSource};
+use gateway::stages::identify::{AuthMethod, Identity};
 use gateway::stages::inspect::{BodyKind, InspectPolicy, JsonLimits};
 use serde_json::Value;
 use std::path::Path;
@@ -182,6 +186,68 @@ fn validate_and_detect_one_parse(bencher: Bencher) {
         let (Some(op), Some(media)) = (head.op, head.media) else { panic!("no operation") };
         let checked = op.check_body(media, "application/json", black_box(&body), &limits, api.strict);
         assert!(matches!(checked.verdict, Verdict::Continue));
+        let Some(tree) = &checked.json else { panic!("no tree") };
+        let v = policy.scan_json_tree(tree);
+        assert!(matches!(v, Verdict::Continue), "{v:?}");
+    });
+}
+
+/// An authorize policy with the two body rules (owner from a JSON field, mass-assignment guard) and the
+/// identity that owns the bench body.
+fn body_rules() -> (AuthzPolicy, Identity) {
+    let policy = AuthzPolicy {
+        owner: Some(OwnerRule {
+            source: OwnerSource::Json(vec!["customer".into(), "email".into()]),
+            claim: "email".into(),
+            override_roles: Vec::new(),
+        }),
+        mass_assignment: Some(MassAssignmentRule { fields: vec!["role".into(), "is_admin".into()], roles: Vec::new() }),
+        ..AuthzPolicy::default()
+    };
+    let id = Identity {
+        consumer: "sean".into(),
+        method: AuthMethod::ApiKey,
+        scopes: Vec::new(),
+        roles: Vec::new(),
+        claims: serde_json::json!({ "email": "sean@example.com" }),
+    };
+    (policy, id)
+}
+
+/// Authorize body rules, spec validation and detection of one ~1 KB JSON body as the gateway did before: the
+/// authorize stage parsed the body for its rules, the validator parsed it again (detection walks its tree).
+#[divan::bench]
+fn authorize_validate_detect_two_parses(bencher: Bencher) {
+    let (api, policy, (authz, id)) = (api(), detection(), body_rules());
+    let body = Bytes::from(request_body());
+    let parts = parts(body.len());
+    let limits = JsonLimits::default();
+    bencher.counter(BytesCount::new(body.len())).bench(|| {
+        let v = authz.check_body(&id, &BodyKind::Json, black_box(&body));
+        assert!(matches!(v, Verdict::Continue), "{v:?}");
+        let head = check_head(&api, black_box(&parts), "/stores/42/orders", true);
+        let (Some(op), Some(media)) = (head.op, head.media) else { panic!("no operation") };
+        let checked = op.check_body(media, "application/json", black_box(&body), &limits, api.strict);
+        let Some(tree) = &checked.json else { panic!("no tree") };
+        let v = policy.scan_json_tree(tree);
+        assert!(matches!(v, Verdict::Continue), "{v:?}");
+    });
+}
+
+/// The same with one parse shared by the three checks (what the gateway does now).
+#[divan::bench]
+fn authorize_validate_detect_one_parse(bencher: Bencher) {
+    let (api, policy, (authz, id)) = (api(), detection(), body_rules());
+    let body = Bytes::from(request_body());
+    let parts = parts(body.len());
+    let limits = JsonLimits::default();
+    bencher.counter(BytesCount::new(body.len())).bench(|| {
+        let tree = parse_json(black_box(&body), &limits).ok();
+        let v = authz.check_body_parsed(&id, &BodyKind::Json, black_box(&body), tree.as_ref());
+        assert!(matches!(v, Verdict::Continue), "{v:?}");
+        let head = check_head(&api, black_box(&parts), "/stores/42/orders", true);
+        let (Some(op), Some(media)) = (head.op, head.media) else { panic!("no operation") };
+        let checked = op.check_body_parsed(media, "application/json", black_box(&body), &limits, api.strict, tree);
         let Some(tree) = &checked.json else { panic!("no tree") };
         let v = policy.scan_json_tree(tree);
         assert!(matches!(v, Verdict::Continue), "{v:?}");

@@ -28,6 +28,20 @@ pub struct Part<'a> {
     /// Lower-cased media type (parameters dropped), when the part declares one.
     pub content_type: Option<String>,
     pub content: &'a [u8],
+    /// The raw header block, for headers other than the two above (read on demand: most parts have none
+    /// worth checking).
+    pub head: &'a [u8],
+}
+
+impl Part<'_> {
+    /// The value of the part header `name` (ASCII case-insensitive), trimmed; the first one when repeated.
+    pub fn header(&self, name: &str) -> Option<String> {
+        let head = String::from_utf8_lossy(self.head);
+        head.split("\r\n").find_map(|line| {
+            let (h, v) = line.split_once(':')?;
+            h.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+        })
+    }
 }
 
 /// Why a body cannot be read as multipart.
@@ -100,9 +114,9 @@ pub fn parse<'a>(body: &'a [u8], boundary: &[u8], limits: Limits) -> Result<Vec<
     }
 }
 
-fn read_head<'a>(head: &[u8], content: &'a [u8]) -> Part<'a> {
-    let head = String::from_utf8_lossy(head);
-    let mut part = Part { name: String::new(), filename: None, content_type: None, content };
+fn read_head<'a>(raw: &'a [u8], content: &'a [u8]) -> Part<'a> {
+    let head = String::from_utf8_lossy(raw);
+    let mut part = Part { name: String::new(), filename: None, content_type: None, content, head: raw };
     for line in head.split("\r\n") {
         let Some((h, v)) = line.split_once(':') else { continue };
         let h = h.trim();
@@ -140,6 +154,8 @@ mod tests {
         assert_eq!(parts[1].filename.as_deref(), Some("a.png"));
         assert_eq!(parts[1].content_type.as_deref(), Some("image/png"));
         assert_eq!(parts[1].content, b"\x89PNG");
+        assert_eq!(parts[1].header("CONTENT-type").as_deref(), Some("Image/PNG; x=1"));
+        assert_eq!(parts[1].header("x-missing"), None);
         assert_eq!(boundary("multipart/form-data; boundary=\"XyZ\""), "XyZ");
         assert_eq!(boundary("multipart/form-data"), "");
     }

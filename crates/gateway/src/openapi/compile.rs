@@ -116,6 +116,8 @@ pub struct BodySchema {
     pub shapes: Shapes,
     /// For form and multipart bodies: how each declared property's values (parts) are read.
     pub parts: HashMap<String, PartSpec>,
+    /// For multipart bodies: the `encoding` entries by property (content types, part headers).
+    pub encodings: HashMap<String, super::encoding::PartEncoding>,
 }
 
 /// One media type of a request body (`application/json`, `application/*`, `*/*`).
@@ -383,7 +385,7 @@ fn body_schema(docs: &mut Docs, v30: bool, loc: &Loc, dir: Direction) -> Result<
     let parts = properties(&converted)
         .map(|props| props.iter().map(|(k, s)| (k.clone(), part_spec(&converted, s))).collect())
         .unwrap_or_default();
-    Ok(BodySchema { validator, shapes: Shapes::build(&converted), parts })
+    Ok(BodySchema { validator, shapes: Shapes::build(&converted), parts, encodings: HashMap::new() })
 }
 
 /// How the parts of one multipart property are read, from its converted schema.
@@ -423,11 +425,18 @@ fn compile_request_body(docs: &mut Docs, v30: bool, loc: Loc) -> Result<RequestB
             doc: loc.doc,
             pointer: push_token(&push_token(&push_token(&loc.pointer, "content"), &range), "schema"),
         };
-        let schema = if kind != MediaKind::Other && docs.get(&sloc).is_ok() {
+        let mut schema = if kind != MediaKind::Other && docs.get(&sloc).is_ok() {
             Some(body_schema(docs, v30, &sloc, Direction::Request)?)
         } else {
             None
         };
+        if let Some(s) = schema.as_mut().filter(|_| kind == MediaKind::Multipart) {
+            let eloc = Loc {
+                doc: loc.doc,
+                pointer: push_token(&push_token(&push_token(&loc.pointer, "content"), &range), "encoding"),
+            };
+            s.encodings = super::encoding::compile(docs, v30, &eloc, &s.parts)?;
+        }
         let range = range.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
         media.push(Media { range, kind, schema });
     }
@@ -565,6 +574,11 @@ fn scalar(root: &Value, s: &Value) -> Scalar {
         Some("boolean") => Scalar::Boolean,
         _ => Scalar::String,
     }
+}
+
+/// The scalar type a whole converted schema states (for values read from text, like part headers).
+pub(super) fn scalar_of(root: &Value) -> Scalar {
+    scalar(root, root)
 }
 
 fn items(root: &Value) -> Option<&Value> {

@@ -9,10 +9,11 @@
 //! - [`schema`]: OpenAPI schemas → self-contained JSON Schema 2020-12 (refs, 3.0 dialect, directions);
 //! - [`shape`]: declared-property tables for the strict check and the response filter;
 //! - [`compile`]: paths and operations → [`OpenApi`];
-//! - [`validate`]: the request checks ([`multipart`]: multipart bodies as objects); [`response`]: the response
-//!   filter.
+//! - [`validate`]: the request checks ([`multipart`]: multipart bodies as objects, [`encoding`]: their parts'
+//!   content types and headers); [`response`]: the response filter.
 
 pub mod compile;
+pub mod encoding;
 pub mod load;
 pub mod multipart;
 pub mod response;

@@ -2,7 +2,8 @@
 //! property its name says; an array property takes repeated parts; object properties arrive as JSON). A file
 //! part (one with a file name) is accepted only for a property declared as a file — `format: binary`, or in
 //! 3.1 a `contentMediaType` — so an upload cannot land in a field the API reads as text. Text fields obey the
-//! hostile-JSON string limit, parts count as object keys, and the shared reader refuses malformed bodies.
+//! hostile-JSON string limit, parts count as object keys, and the shared reader refuses malformed bodies. Each
+//! part of a declared property is checked against its `encoding` (content type, headers; see [`super::encoding`]).
 
 use super::compile::{BodySchema, PartRead, Scalar};
 use super::validate::{parse_json, push_field, typed};
@@ -37,6 +38,9 @@ pub fn multipart_object(
                 Code::InspectSchema,
                 format!("multipart part `{name}` is a file; the schema does not declare it `format: binary`"),
             ));
+        }
+        if spec.is_some() {
+            super::encoding::check_part(&part, read, schema.encodings.get(&part.name))?;
         }
         let value = match read {
             // The schema sees the file as a string (lengths and patterns rarely apply to files); its bytes are

@@ -177,7 +177,21 @@ impl Operation {
         limits: &JsonLimits,
         strict: bool,
     ) -> CheckedBody {
-        let Some(schema) = &media.schema else { return CheckedBody { verdict: Verdict::Continue, json: None } };
+        self.check_body_parsed(media, content_type, body, limits, strict, None)
+    }
+
+    /// [`Operation::check_body`] with the JSON tree of `body` when the caller already parsed it with
+    /// [`parse_json`] under the same `limits` (one parse for every check that reads the tree).
+    pub fn check_body_parsed(
+        &self,
+        media: &Media,
+        content_type: &str,
+        body: &[u8],
+        limits: &JsonLimits,
+        strict: bool,
+        parsed: Option<Value>,
+    ) -> CheckedBody {
+        let Some(schema) = &media.schema else { return CheckedBody { verdict: Verdict::Continue, json: parsed } };
         let (value, json) = match media.kind {
             MediaKind::Form => match form_object(body, &schema.parts, limits) {
                 Ok(v) => (v, false),
@@ -187,7 +201,7 @@ impl Operation {
                 Ok(v) => (v, false),
                 Err(verdict) => return CheckedBody::rejected(verdict),
             },
-            _ => match parse_json(body, limits) {
+            _ => match parsed.map_or_else(|| parse_json(body, limits), Ok) {
                 Ok(v) => (v, true),
                 Err(e) => {
                     return CheckedBody::rejected(Verdict::reject(

@@ -387,17 +387,22 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
             (None, None) => None,
         };
         if let Some(bytes) = bytes {
+            // One JSON parse (under the hostile-JSON limits) for every check that reads the tree: ownership and
+            // mass-assignment rules, the spec's schema, the detection engine's walk. A body that does not parse
+            // leaves each check to read it its own way (and refuse it).
+            let limits = policy.map_or_else(Default::default, |p| p.json);
+            let mut tree = (kind == BodyKind::Json && (authz_body.is_some() || check_media.is_some()))
+                .then(|| crate::openapi::validate::parse_json(&bytes, &limits).ok())
+                .flatten();
             if let Some(id) = authz_body {
-                if let Some(rej) = exit.verdict(authz_mode, route.authorize.check_body(id, &kind, &bytes), &mut rec) {
+                let verdict = route.authorize.check_body_parsed(id, &kind, &bytes, tree.as_ref());
+                if let Some(rej) = exit.verdict(authz_mode, verdict, &mut rec) {
                     return exit.reject(rej, rec);
                 }
             }
-            // A JSON body the spec check parsed is walked by the detection engine as it is (one parse).
-            let mut tree = None;
             if let (Some(op), Some(media), Some(api)) = (&operation, check_media, &route.openapi) {
-                let limits = policy.map_or_else(Default::default, |p| p.json);
                 let ct = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-                let checked = op.check_body(media, ct, &bytes, &limits, api.strict);
+                let checked = op.check_body_parsed(media, ct, &bytes, &limits, api.strict, tree.take());
                 if let Some(rej) = exit.verdict(inspect_mode, checked.verdict, &mut rec) {
                     return exit.reject(rej, rec);
                 }

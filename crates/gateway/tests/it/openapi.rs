@@ -442,6 +442,235 @@ async fn multipart_bodies_are_validated_against_the_schema() {
     gw.handle.shutdown().await;
 }
 
+const ENCODING_SPEC: &str = r##"
+openapi: 3.1.0
+info: { title: documents, version: "1" }
+paths:
+  /docs:
+    post:
+      requestBody:
+        required: true
+        content:
+          multipart/form-data:
+            schema:
+              type: object
+              required: [title]
+              properties:
+                title: { type: string }
+                meta: { type: object, required: [lang], properties: { lang: { type: string, enum: [en, fr] } } }
+                avatar: { type: string, format: binary }
+                photo: { type: string, format: binary }
+                attachment: { type: string, format: binary }
+                notes: { type: string }
+            encoding:
+              avatar: { contentType: "image/png, image/jpeg" }
+              photo:
+                contentType: image/*
+                headers:
+                  X-Checksum: { required: true, schema: { type: string, pattern: "^[0-9a-f]{8}$" } }
+                  X-Rating: { $ref: "#/components/headers/Rating" }
+                  Content-Type: { required: true, schema: { type: string, enum: [ignored] } }
+              notes: { contentType: "text/plain, text/markdown" }
+              nobody: { contentType: "application/pdf" }
+      responses: { "200": { description: ok } }
+components:
+  headers:
+    Rating: { schema: { type: integer, maximum: 5 } }
+"##;
+
+/// One part for [`multipart_parts`]: the `Content-Disposition` parameters, other headers, the content.
+type TestPart<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a [u8]);
+
+/// A multipart body with the given part headers (besides `Content-Disposition`) per part.
+fn multipart_parts(parts: &[TestPart<'_>]) -> Vec<u8> {
+    let mut b = Vec::new();
+    for (disposition, headers, content) in parts {
+        b.extend_from_slice(format!("--XyZ\r\nContent-Disposition: form-data; {disposition}").as_bytes());
+        for (h, v) in *headers {
+            b.extend_from_slice(format!("\r\n{h}: {v}").as_bytes());
+        }
+        b.extend_from_slice(b"\r\n\r\n");
+        b.extend_from_slice(content);
+        b.extend_from_slice(b"\r\n");
+    }
+    b.extend_from_slice(b"--XyZ--\r\n");
+    b
+}
+
+/// Multipart `encoding` objects: a part whose type its property's encoding (or OpenAPI's default for the
+/// property's type) does not allow is `415 inspect.content_type`; part headers the encoding declares are
+/// required and checked by their schemas (`400 inspect.schema`); JSON parts are checked by their property's
+/// schema.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multipart_parts_follow_their_encoding() {
+    let up = TestUpstream::start().await;
+    let dir = TempDir::new();
+    dir.write("docs.yaml", ENCODING_SPEC);
+    let routes = "  - { path: /docs, methods: [POST], upstream: app, auth: none, openapi: { spec: docs.yaml } }";
+    let gw = TestGateway::start_in(dir, &config(&one_upstream(&up.url()), routes, ""), false).await;
+    let a = gw.addr();
+    let send = |body: Vec<u8>| async move {
+        let req = http::Request::post(format!("http://{a}/docs"))
+            .header("content-type", "multipart/form-data; boundary=XyZ")
+            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+            .unwrap();
+        send(a, req).await
+    };
+    let png: &[u8] = b"\x89PNG\r\n\x1a\n\x00\xff";
+    let title: TestPart<'_> = ("name=\"title\"", &[], b"Report");
+    let photo_ok: &[(&str, &str)] = &[("Content-Type", "image/webp"), ("X-Checksum", "deadbeef"), ("X-Rating", "4")];
+    let accepted: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "every part as its encoding says",
+            multipart_parts(&[
+                title,
+                ("name=\"meta\"", &[("Content-Type", "application/json")], br#"{"lang":"en"}"#),
+                ("name=\"avatar\"; filename=\"a.png\"", &[("Content-Type", "image/png")], png),
+                ("name=\"photo\"; filename=\"p.webp\"", photo_ok, png),
+                ("name=\"notes\"", &[("Content-Type", "text/markdown; charset=utf-8")], b"# Notes"),
+            ]),
+        ),
+        (
+            "defaults: text with a charset, a +json part, a file of any type, parts without a type",
+            multipart_parts(&[
+                ("name=\"title\"", &[("Content-Type", "text/plain; charset=UTF-8")], b"Report"),
+                ("name=\"meta\"", &[("Content-Type", "application/vnd.docs+json")], br#"{"lang":"fr"}"#),
+                ("name=\"attachment\"; filename=\"x.pdf\"", &[("Content-Type", "application/pdf")], png),
+                ("name=\"notes\"", &[], b"plain notes"),
+            ]),
+        ),
+    ];
+    for (why, body) in accepted {
+        let got = send(body).await;
+        assert_eq!(got.status, 200, "{why}: {}", got.text());
+    }
+    let before = up.hits();
+    let photo = |headers: &'static [(&'static str, &'static str)]| {
+        multipart_parts(&[title, ("name=\"photo\"; filename=\"p\"", headers, png)])
+    };
+    let refused: Vec<(&str, u16, &str, Vec<u8>)> = vec![
+        (
+            "an HTML file where the encoding lists images",
+            415,
+            "inspect.content_type",
+            multipart_parts(&[
+                title,
+                ("name=\"avatar\"; filename=\"a.html\"", &[("Content-Type", "text/html")], b"<script>"),
+            ]),
+        ),
+        (
+            "a file without a type is text/plain",
+            415,
+            "inspect.content_type",
+            multipart_parts(&[title, ("name=\"avatar\"; filename=\"a.png\"", &[], png)]),
+        ),
+        (
+            "a text field labelled as JSON (default text/plain)",
+            415,
+            "inspect.content_type",
+            multipart_parts(&[("name=\"title\"", &[("Content-Type", "application/json")], b"\"Report\"")]),
+        ),
+        (
+            "an object part labelled as text (default application/json)",
+            415,
+            "inspect.content_type",
+            multipart_parts(&[title, ("name=\"meta\"", &[("Content-Type", "text/plain")], br#"{"lang":"en"}"#)]),
+        ),
+        (
+            "notes outside the listed text types",
+            415,
+            "inspect.content_type",
+            multipart_parts(&[title, ("name=\"notes\"", &[("Content-Type", "text/html")], b"<b>x</b>")]),
+        ),
+        ("a required part header missing", 400, "inspect.schema", photo(&[("Content-Type", "image/gif")])),
+        (
+            "a part header failing its pattern",
+            400,
+            "inspect.schema",
+            photo(&[("Content-Type", "image/gif"), ("X-Checksum", "not-hex!")]),
+        ),
+        (
+            "a part header failing its typed schema",
+            400,
+            "inspect.schema",
+            photo(&[("Content-Type", "image/gif"), ("X-Checksum", "deadbeef"), ("X-Rating", "9")]),
+        ),
+        (
+            "a JSON part failing its property's schema",
+            400,
+            "inspect.schema",
+            multipart_parts(&[title, ("name=\"meta\"", &[("Content-Type", "application/json")], br#"{"lang":"de"}"#)]),
+        ),
+    ];
+    for (why, status, code, body) in refused {
+        let got = send(body).await;
+        assert_eq!((got.status, got.code()), (status, code.to_string()), "{why}: {}", got.text());
+    }
+    assert_eq!(up.hits(), before, "a refused part reached the upstream");
+    gw.handle.shutdown().await;
+}
+
+const TRANSFER_SPEC: &str = r##"
+openapi: 3.1.0
+info: { title: transfers, version: "1" }
+paths:
+  /transfers:
+    post:
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema:
+              type: object
+              required: [from, amount]
+              properties:
+                from: { type: object, properties: { account: { type: string } } }
+                amount: { type: integer, minimum: 1 }
+                memo: { type: string }
+                role: { type: string }
+      responses: { "200": { description: ok } }
+"##;
+
+/// One route with a spec, a JSON-body owner rule, a mass-assignment guard and detection: the body is parsed
+/// once and every check reads that tree — each still refuses what it refused on its own, in stage order
+/// (authorize before inspect), and a body that does not parse is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn body_rules_schema_and_detection_share_one_parse() {
+    let up = TestUpstream::start().await;
+    let dir = TempDir::new();
+    dir.write("transfers.yaml", TRANSFER_SPEC);
+    let keys = dir.path().join("keys.yaml");
+    let alice = gateway::stages::identify::api_key::add(&keys, "alice", vec![], vec![], None).unwrap();
+    let routes = "  - path: /transfers\n    methods: [POST]\n    upstream: app\n    auth: [api_key]\n    openapi: { spec: transfers.yaml }\n    owner: { json: from.account, claim: sub }\n    mass_assignment: { fields: [role] }";
+    let yaml = config(&one_upstream(&up.url()), routes, "identity:\n  api_keys: { file: keys.yaml }\n");
+    let gw = TestGateway::start_in(dir, &yaml, false).await;
+    let a = gw.addr();
+    let post = |body: &'static str| {
+        let key = alice.secret.clone();
+        async move {
+            call(a, "POST", "/transfers", &[("x-api-key", key.as_str()), ("content-type", "application/json")], body)
+                .await
+        }
+    };
+    let got = post(r#"{"from":{"account":"alice"},"amount":5,"memo":"rent for May"}"#).await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    let before = up.hits();
+    for (body, status, code, why) in [
+        (r#"{"from":{"account":"bob"},"amount":5}"#, 403, "authz.object", "someone else's account"),
+        (r#"{"from":{"account":"alice"},"amount":5,"role":"admin"}"#, 403, "authz.mass_assignment", "guarded field"),
+        (r#"{"from":{"account":"alice"},"amount":0}"#, 400, "inspect.schema", "schema"),
+        (r#"{"from":{"account":"alice"},"amount":5,"x":1}"#, 400, "inspect.schema", "undeclared property"),
+        (r#"{"from":{"account":"alice"},"amount":5,"memo":"1' OR '1'='1"}"#, 403, "inspect.sqli", "detection"),
+        (r#"{"from":{"account":"alice"},"from":{"account":"bob"},"amount":5}"#, 403, "authz.object", "duplicate key"),
+        (r#"{"from":{"account":"alice"},"amount":5"#, 403, "authz.object", "not JSON"),
+    ] {
+        let got = post(body).await;
+        assert_eq!((got.status, got.code()), (status, code.to_string()), "{why}: {}", got.text());
+    }
+    assert_eq!(up.hits(), before, "a refused body reached the upstream");
+    gw.handle.shutdown().await;
+}
+
 /// The top-level `openapi:` shorthand: one entry protects a whole API (a route `{base_path}/*` with the spec),
 /// carries route options, and keeps `auth` mandatory; errors point at the entry's lines.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -172,6 +172,13 @@ impl AuthzPolicy {
 
     /// The checks that read the body (JSON, or urlencoded form for mass assignment).
     pub fn check_body(&self, id: &Identity, kind: &BodyKind, body: &[u8]) -> Verdict {
+        self.check_body_parsed(id, kind, body, None)
+    }
+
+    /// [`AuthzPolicy::check_body`] with the JSON tree of `body` when the caller already parsed it (the
+    /// inspect stage's parse refuses duplicate keys too, so both checks see the one value the application
+    /// will); without it the body is parsed here.
+    pub fn check_body_parsed(&self, id: &Identity, kind: &BodyKind, body: &[u8], parsed: Option<&Value>) -> Verdict {
         let owner_json = self
             .owner
             .as_ref()
@@ -189,15 +196,22 @@ impl AuthzPolicy {
         }
         match kind {
             BodyKind::Json => {
-                let doc = match strict_json(body) {
-                    Ok(v) => v,
-                    Err(e) => {
-                        let code = if owner_json.is_some() { AuthzCode::Object } else { AuthzCode::MassAssignment };
-                        return deny(code, format!("body cannot be checked: {e}"));
-                    }
+                let owned;
+                let doc = match parsed {
+                    Some(v) => v,
+                    None => match strict_json(body) {
+                        Ok(v) => {
+                            owned = v;
+                            &owned
+                        }
+                        Err(e) => {
+                            let code = if owner_json.is_some() { AuthzCode::Object } else { AuthzCode::MassAssignment };
+                            return deny(code, format!("body cannot be checked: {e}"));
+                        }
+                    },
                 };
                 if let Some(m) = mass {
-                    if let Some(field) = find_key(&doc, &m.fields, 0) {
+                    if let Some(field) = find_key(doc, &m.fields, 0) {
                         return deny(
                             AuthzCode::MassAssignment,
                             format!("consumer {} may not set `{field}`", id.consumer),
@@ -206,7 +220,7 @@ impl AuthzPolicy {
                 }
                 if let Some(owner) = owner_json {
                     let OwnerSource::Json(path) = &owner.source else { return Verdict::Continue };
-                    let value = path.iter().try_fold(&doc, |v, seg| v.get(seg));
+                    let value = path.iter().try_fold(doc, |v, seg| v.get(seg));
                     let text = match value {
                         Some(Value::String(s)) => Some(std::borrow::Cow::Borrowed(s.as_str())),
                         Some(Value::Number(n)) => Some(std::borrow::Cow::Owned(n.to_string())),
