@@ -5,7 +5,7 @@
 #   source "$(dirname "$0")/lib.sh"
 #   bench_init                                  # cd to the repo root, $ROOT, $WORK (removed on exit)
 #   ensure_pkgs nginx:nginx-light wrk:wrk       # command:debian-package, installed when the command is missing
-#   build_rampart                               # release build, sets $RAMPART
+#   build_rampart                               # release build, sets $RAMPART (RAMPART_BIN=path: use that)
 #   start_nginx_upstream 18191 'location / { return 200 "ok"; }'   # static upstream, server block body
 #   start_bg name cmd...                        # background process, pid in $WORK/name.pid, killed on exit
 #   wait_http URL                               # until it answers 2xx (5 s at most)
@@ -50,8 +50,13 @@ ensure_pkgs() {
   NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 }
 
-# Release build of the gateway (honours CARGO_TARGET_DIR); sets $RAMPART.
+# Release build of the gateway (honours CARGO_TARGET_DIR); sets $RAMPART. `RAMPART_BIN=path` benchmarks that
+# binary instead, without building (e.g. a copy of an earlier build, for a before/after run).
 build_rampart() {
+  if [ -n "${RAMPART_BIN:-}" ]; then
+    RAMPART=$RAMPART_BIN
+    return
+  fi
   cargo build --release -q -p rampart
   RAMPART=${CARGO_TARGET_DIR:-$ROOT/target}/release/rampart
 }

@@ -222,8 +222,8 @@ pub(super) async fn schema_filtered(
             None
         }
     };
-    let off = Redactor::off();
-    let redactor = sx.body.map_or(&off, |p| &p.redactor);
+    let off = Redactor::none();
+    let redactor = sx.body.map_or(off, |p| &p.redactor);
     let mut report = Report::default();
     let mut filtered = Filtered::default();
     let pass = if mode == Mode::Enforce {

@@ -294,6 +294,13 @@ impl Redactor {
         Redactor::new(KindSet::empty(), [Action::Mask; Kind::ALL.len()], FieldNames::default())
     }
 
+    /// One shared [`Redactor::off`]: building one allocates and zeroes its (empty) field-name tables, 16 KiB,
+    /// which the request path must not pay per skipped value or per response.
+    pub fn none() -> &'static Redactor {
+        static OFF: std::sync::LazyLock<Redactor> = std::sync::LazyLock::new(Redactor::off);
+        &OFF
+    }
+
     pub fn is_off(&self) -> bool {
         self.enabled.is_empty()
     }
@@ -941,12 +948,11 @@ impl JsonPass<'_, '_, '_> {
 
     /// Parses a value without looking into it (the value of a masked field).
     fn skip(&mut self, level: usize) -> Result<(), Malformed> {
-        let off = Redactor::off();
         let mut scratch = Report::default();
         let mut sub = JsonPass {
             src: self.src,
             pos: self.pos,
-            r: &off,
+            r: Redactor::none(),
             edits: Vec::new(),
             report: &mut scratch,
             spans: Vec::new(),
@@ -1060,13 +1066,11 @@ impl JsonPass<'_, '_, '_> {
             self.ws();
             let mark = self.edits.len();
             let value_start = self.pos;
-            let child = match self.member(shape, ks, ke, kesc)? {
-                Member::Declared(c) => c,
-                Member::WriteOnly => ShapeId::MAX,
-                Member::Undeclared if self.schema.as_ref().is_some_and(|s| s.drop) => ShapeId::MAX,
-                Member::Undeclared => ANY,
+            let (dropped, child) = match self.member(shape, ks, ke, kesc)? {
+                Member::Declared(c) => (false, c),
+                Member::WriteOnly => (true, ANY),
+                Member::Undeclared => (self.schema.as_ref().is_some_and(|s| s.drop), ANY),
             };
-            let dropped = child == ShapeId::MAX;
             let is_field = !dropped && self.r.enabled.has(Kind::Field) && self.has_content() && {
                 if kesc {
                     let k = self.decode(ks, ke)?;
