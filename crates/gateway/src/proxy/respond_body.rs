@@ -232,10 +232,9 @@ pub(super) async fn schema_filtered(
     } else {
         // Monitor: `writeOnly` properties still go; undeclared ones and secrets are only recorded.
         let filter = ShapeFilter { shapes, drop_undeclared: false };
-        off.filter_redact_json(&out.raw, filter, &mut Report::default(), &mut filtered).map(|w| {
+        off.filter_redact_json(&out.raw, filter, &mut Report::default(), &mut filtered).inspect(|w| {
             // Findings (and records) of what is sent; the bytes stay as they are.
             let _ = redactor.redact_json(w.as_deref().unwrap_or(&out.raw), &mut report);
-            w
         })
     };
     let rewritten = match pass {
