@@ -9,9 +9,13 @@ ROUNDS=${1:-5}
 SECS=${2:-10}
 CONNS=${3:-32}
 source "$(dirname "$0")/lib.sh"
+bench_init
+ensure_pkgs nginx:nginx-light wrk:wrk
+build_rampart
+export RAMPART_LOG=warn
 
 UP=18191 ON=18192 OFF=18193
-bench_upstream $UP
+start_nginx_upstream $UP "location / { return 200 '{\"id\":1,\"name\":\"Ada Lovelace\",\"email\":\"ada@example.com\"}'; }" 2
 for variant in on off; do
   port=$ON; enabled=true
   [ $variant = off ] && port=$OFF && enabled=false
@@ -24,8 +28,7 @@ upstreams:
 routes:
   - { path: "/*", methods: [ANY], upstream: app, auth: none }
 CONF
-  RAMPART_LOG=warn $RAMPART serve --no-watch --config $WORK/$variant.yaml 2> $WORK/$variant.err &
-  echo $! > $WORK/rampart-$variant.pid
+  start_bg rampart-$variant $RAMPART serve --no-watch --config $WORK/$variant.yaml
 done
 
 # A ~1 KB order as an API client would send it: ids, names with apostrophes, an address, prose, SKUs.
@@ -41,7 +44,8 @@ wrk.headers["Content-Type"] = "application/json"
 local f = io.open("$WORK/body.json", "rb"); wrk.body = f:read("*a"); f:close()
 LUA
 GETPATH="/users/1?fields=name,email&expand=orders&q=O%27Brien%20keyboard&page=2"
-bench_wait "http://127.0.0.1:$ON/users/1" "http://127.0.0.1:$OFF/users/1"
+wait_http "http://127.0.0.1:$ON/users/1"
+wait_http "http://127.0.0.1:$OFF/users/1"
 for port in $ON $OFF; do
   code=$(curl -s -o /dev/null -w '%{http_code}' -H 'content-type: application/json' --data-binary @$WORK/body.json "http://127.0.0.1:$port/orders")
   [ "$code" = 200 ] || { echo "the POST is refused on port $port ($code)" >&2; exit 1; }
@@ -51,15 +55,14 @@ echo "body: $(wc -c < $WORK/body.json) bytes; GET $GETPATH"
 echo "round  get_on_rps  get_off_rps  post_on_rps  post_off_rps  (p99 ms: get on/off, post on/off)"
 : > $WORK/results
 for r in $(seq $ROUNDS); do
-  read -r go gop < <(bench_run "http://127.0.0.1:$ON$GETPATH")
-  read -r gf gfp < <(bench_run "http://127.0.0.1:$OFF$GETPATH")
-  read -r po pop < <(bench_run "http://127.0.0.1:$ON/orders" $WORK/post.lua)
-  read -r pf pfp < <(bench_run "http://127.0.0.1:$OFF/orders" $WORK/post.lua)
+  read -r go gop _ < <(wrk_run "http://127.0.0.1:$ON$GETPATH")
+  read -r gf gfp _ < <(wrk_run "http://127.0.0.1:$OFF$GETPATH")
+  read -r po pop _ < <(wrk_run "http://127.0.0.1:$ON/orders" "" $WORK/post.lua)
+  read -r pf pfp _ < <(wrk_run "http://127.0.0.1:$OFF/orders" "" $WORK/post.lua)
   echo "$r      $go       $gf        $po        $pf         ($gop/$gfp, $pop/$pfp)"
   echo "$go $gf $po $pf" >> $WORK/results
 done
-col() { awk -v c=$1 '{print $c}' $WORK/results | median; }
-GO=$(col 1); GF=$(col 2); PO=$(col 3); PF=$(col 4)
+GO=$(col 1 $WORK/results); GF=$(col 2 $WORK/results); PO=$(col 3 $WORK/results); PF=$(col 4 $WORK/results)
 echo
 echo "median GET:  inspect on $GO req/s, off $GF req/s"
 echo "median POST: inspect on $PO req/s, off $PF req/s"

@@ -1,68 +1,124 @@
-# Shared setup for the whole-proxy benchmark scripts (sourced, not run): tools, the release binary, a work
-# directory removed on exit, a static nginx upstream, the load generator and medians.
-# After `source bench/lib.sh`: $ROOT, $WORK, $NGINX, $RAMPART; functions bench_upstream PORT, bench_wait URL...,
-# bench_run URL [LUA_SCRIPT] → "rps p99_ms", median (stdin → median of the first column).
+# Shared parts of the whole-proxy benchmarks: sourced, not run. Every function is generic (no script's ports,
+# routes or columns): package install, a release build, a scratch directory cleaned on exit, a static nginx
+# upstream, wrk runs parsed to numbers, medians.
+#
+#   source "$(dirname "$0")/lib.sh"
+#   bench_init                                  # cd to the repo root, $ROOT, $WORK (removed on exit)
+#   ensure_pkgs nginx:nginx-light wrk:wrk       # command:debian-package, installed when the command is missing
+#   build_rampart                               # release build, sets $RAMPART (RAMPART_BIN=path: use that)
+#   start_nginx_upstream 18191 'location / { return 200 "ok"; }'   # static upstream, server block body
+#   start_bg name cmd...                        # background process, pid in $WORK/name.pid, killed on exit
+#   wait_http URL                               # until it answers 2xx (5 s at most)
+#   wrk_run URL [PID] [LUA]                     # → "rps p99_ms cpu_us_per_request" (cpu: PID's user+system;
+#                                               #   LUA: a wrk script for method, headers and body)
+#   median < numbers; col N FILE                # median of a column of FILE
 
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
-ROOT=$PWD
-
-need=()
-command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
-command -v wrk >/dev/null || need+=(wrk)
-if [ ${#need[@]} -gt 0 ]; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-
-cargo build --release -q -p rampart
-RAMPART=${CARGO_TARGET_DIR:-$ROOT/target}/release/rampart
-
-WORK=$(mktemp -d)
-bench_cleanup() {
-  kill $(cat $WORK/*.pid 2>/dev/null) 2>/dev/null || true
-  [ -f $WORK/upstream.conf ] && $NGINX -p $WORK -c $WORK/upstream.conf -s stop 2>/dev/null || true
-  rm -rf $WORK
+# Repo root, scratch directory and the exit trap (which also stops nginx and everything `start_bg` started).
+bench_init() {
+  cd "$(dirname "${BASH_SOURCE[0]}")/.."
+  ROOT=$PWD
+  WORK=$(mktemp -d)
+  chmod 755 "$WORK" # nginx workers (not root) read files from here
+  BENCH_CLEANUP=()
+  trap bench_cleanup EXIT
 }
-trap bench_cleanup EXIT
 
-# A static upstream on 127.0.0.1:PORT answering every request (any method) with a small JSON object.
-bench_upstream() {
-  cat > $WORK/upstream.conf <<CONF
-worker_processes auto;
-pid $WORK/upstream.nginx;
-error_log $WORK/upstream-error.log warn;
+# Extra commands to run on exit (before the scratch directory goes), e.g. `on_exit "redis-cli -p 1 shutdown"`.
+on_exit() { BENCH_CLEANUP+=("$1"); }
+
+bench_cleanup() {
+  local c
+  for c in "${BENCH_CLEANUP[@]}"; do eval "$c" >/dev/null 2>&1 || true; done
+  local p
+  for p in "$WORK"/*.pid; do [ -e "$p" ] && kill "$(cat "$p")" 2>/dev/null; done
+  [ -n "${NGINX:-}" ] && [ -e "$WORK/nginx.conf" ] && "$NGINX" -p "$WORK" -c "$WORK/nginx.conf" -s stop 2>/dev/null
+  rm -rf "$WORK"
+}
+
+# `ensure_pkgs cmd:package ...`: installs (apt) the Debian packages whose command is missing. `nginx` also counts
+# as present at /usr/sbin/nginx (not on a user's PATH).
+ensure_pkgs() {
+  local need=() spec cmd pkg
+  for spec in "$@"; do
+    cmd=${spec%%:*} pkg=${spec#*:}
+    command -v "$cmd" >/dev/null && continue
+    [ -x "/usr/sbin/$cmd" ] && continue
+    need+=("$pkg")
+  done
+  if [ ${#need[@]} -gt 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  fi
+  NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+}
+
+# Release build of the gateway (honours CARGO_TARGET_DIR); sets $RAMPART. `RAMPART_BIN=path` benchmarks that
+# binary instead, without building (e.g. a copy of an earlier build, for a before/after run).
+build_rampart() {
+  if [ -n "${RAMPART_BIN:-}" ]; then
+    RAMPART=$RAMPART_BIN
+    return
+  fi
+  cargo build --release -q -p rampart
+  RAMPART=${CARGO_TARGET_DIR:-$ROOT/target}/release/rampart
+}
+
+# `start_nginx_upstream PORT SERVER_BODY [WORKERS]`: nginx on 127.0.0.1:PORT with SERVER_BODY inside its
+# `server {}` (locations), root $WORK, access log off, one worker unless told.
+start_nginx_upstream() {
+  local port=$1 body=$2 workers=${3:-1}
+  cat > "$WORK/nginx.conf" <<CONF
+worker_processes $workers;
+pid $WORK/nginx.pid;
+error_log $WORK/error.log warn;
 events { worker_connections 4096; }
 http {
   access_log off;
+  default_type application/json;
   server {
-    listen 127.0.0.1:$1;
-    location / { default_type application/json; return 200 '{"id":1,"name":"Ada Lovelace","email":"ada@example.com"}'; }
+    listen 127.0.0.1:$port;
+    root $WORK;
+    $body
   }
 }
 CONF
-  $NGINX -p $WORK -c $WORK/upstream.conf
+  "$NGINX" -p "$WORK" -c "$WORK/nginx.conf"
 }
 
-# Waits until every URL answers 2xx (up to 5 s).
-bench_wait() {
-  for _ in $(seq 50); do
-    local ok=1
-    for u in "$@"; do curl -sf "$u" >/dev/null || ok=0; done
-    [ $ok = 1 ] && return 0
-    sleep 0.1
-  done
-  echo "not answering: $*" >&2
+# `start_bg NAME CMD...`: runs CMD in the background (stderr to $WORK/NAME.err), pid in $WORK/NAME.pid.
+start_bg() {
+  local name=$1
+  shift
+  "$@" 2> "$WORK/$name.err" &
+  echo $! > "$WORK/$name.pid"
+}
+
+# `wait_http URL`: polls until URL answers with a 2xx, 5 s at most.
+wait_http() {
+  local _
+  for _ in $(seq 50); do curl -sf "$1" >/dev/null && return 0; sleep 0.1; done
+  echo "no answer from $1" >&2
   return 1
 }
 
-# wrk against URL (optionally with a Lua script for method, headers and body) → "rps p99_ms".
-bench_run() {
-  local script=()
-  [ -n "${2:-}" ] && script=(-s "$2")
-  wrk -t1 -c${CONNS:-32} -d${SECS:-10}s --latency "${script[@]}" "$1" 2>/dev/null | awk '
+# `wrk_run URL [PID] [LUA]` → "rps p99_ms cpu_us": wrk -t1 -c$CONNS -d${SECS}s; cpu_us is PID's user+system CPU
+# time per request (steadier than req/s on a busy machine), 0 without a PID (pass "" to give a script only).
+wrk_run() {
+  local url=$1 pid=${2:-} before=0 after=0 out script=()
+  [ -n "${3:-}" ] && script=(-s "$3")
+  local tick
+  tick=$(getconf CLK_TCK)
+  [ -n "$pid" ] && before=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+  out=$(wrk -t1 -c"${CONNS:-32}" -d"${SECS:-10}"s --latency "${script[@]}" "$url" 2>/dev/null)
+  [ -n "$pid" ] && after=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+  echo "$out" | awk -v ticks=$((after - before)) -v hz="$tick" '
+    /requests in/ {n=$1}
     /Requests\/sec/ {rps=$2}
     /^ +99%/ {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v=v*1000}; p99=v}
-    END {printf "%.0f %.3f\n", rps, p99}'
+    END {printf "%.0f %.3f %.1f\n", rps, p99, (n > 0 ? ticks * 1e6 / hz / n : 0)}'
 }
 
+# Median of the numbers on stdin, one per line.
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+
+# `col N FILE`: median of column N of FILE.
+col() { awk -v c="$1" '{print $c}' "$2" | median; }

@@ -409,10 +409,8 @@ pub fn compile(mut raw: RawConfig, ctx: &Ctx<'_>) -> Result<Runtime, ConfigError
     let global_policies =
         raw.policies.as_ref().and_then(|p| super::policies::compile(&mut errs, base, p, &mut watch_files));
     let mtls_listener = raw.listen.iter().any(|l| l.tls.as_ref().is_some_and(|t| t.client_auth.is_some()));
-    // Response bodies: the global redaction settings, and one record counter for every route's guard.
+    // Response bodies: the global redaction settings (exfiltration counts go to the state backend).
     let global_redact = compile_redact(&mut errs, &raw.respond.redact, None);
-    let record_counter: Arc<dyn crate::stages::respond::exfil::RecordCounter> =
-        Arc::new(crate::stages::respond::exfil::MemoryCounter::new(16, 100_000));
 
     // Routes.
     let global_modes = Modes::default().overlay(&raw.modes);
@@ -501,7 +499,8 @@ pub fn compile(mut raw: RawConfig, ctx: &Ctx<'_>) -> Result<Runtime, ConfigError
         };
         let openapi =
             r.openapi.as_ref().and_then(|o| compile_openapi(&mut errs, base, o, &mut specs, &mut watch_files));
-        let response_body = compile_body_policy(&mut errs, &global_redact, r, &record_counter);
+        let exfil_on_failure = r.limits_on_failure.unwrap_or(default_on_failure);
+        let response_body = compile_body_policy(&mut errs, &global_redact, r, exfil_on_failure);
         let throttle = super::compile_throttle::route_policy(
             ctx.file,
             &id,
@@ -1018,7 +1017,7 @@ fn compile_body_policy(
     errs: &mut Errs<'_>,
     global: &RedactSettings,
     r: &raw::RawRoute,
-    counter: &Arc<dyn crate::stages::respond::exfil::RecordCounter>,
+    on_failure: crate::state::FailureMode,
 ) -> Option<Arc<crate::stages::respond::body::BodyPolicy>> {
     use crate::stages::respond::redact::{Action, FieldNames, Redactor};
     use crate::stages::respond::secrets::{Kind, KindSet};
@@ -1035,6 +1034,7 @@ fn compile_body_policy(
             max_records: x.max_records.value,
             window: x.window.0.max(Duration::from_secs(1)),
             action: x.action,
+            on_failure,
         })
     });
     let mut kinds = KindSet::empty();
@@ -1058,6 +1058,5 @@ fn compile_body_policy(
         max_body_bytes: settings.max_body_bytes.min(usize::MAX as u64) as usize,
         over_limit: settings.over_limit,
         exfiltration,
-        counter: counter.clone(),
     }))
 }

@@ -2,11 +2,12 @@
 //! declares for that status (`filter`), or is refused when it carries any other (`block`); `writeOnly`
 //! properties (passwords) are always removed; a status the operation does not declare is reported.
 //!
-//! [`Operation::filter_response`] is a pure transform on a parsed body, so it can share one buffered pass
-//! with other response transforms (redaction). [`read_json`] is the small buffering step in front of it.
+//! [`Operation::filter_response`] is the transform on a parsed body; the gateway itself filters the body's bytes
+//! with [`Operation::response_shapes`] in the redaction pass (one pass, no tree: see
+//! `Redactor::filter_redact_json`). [`read_bytes`] is the small buffering step in front of it.
 
 use super::compile::{BodySchema, Operation, StatusKey};
-use super::shape::Filtered;
+use super::shape::{Filtered, Shapes};
 use bytes::Bytes;
 use http::header::{HeaderMap, CONTENT_ENCODING, CONTENT_TYPE};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -57,6 +58,16 @@ impl Operation {
             .or_else(|| pick(StatusKey::Default))
     }
 
+    /// The property tables a response with `status` is filtered by, for the one-pass filter over the body's
+    /// bytes ([`crate::stages::respond::redact::Redactor::filter_redact_json`]).
+    pub fn response_shapes(&self, status: u16) -> ResponseShapes<'_> {
+        match self.response_schema(status) {
+            None => ResponseShapes::UndeclaredStatus,
+            Some(None) => ResponseShapes::Free,
+            Some(Some(s)) => ResponseShapes::Schema(&s.shapes),
+        }
+    }
+
     /// Applies the response schema of `status` to a parsed JSON body, in place.
     pub fn filter_response(&self, status: u16, body: &mut Value, mode: ResponseMode) -> ResponseCheck {
         if mode == ResponseMode::Off {
@@ -77,6 +88,16 @@ impl Operation {
             ResponseCheck::Clean
         }
     }
+}
+
+/// The schema side of one response, for the byte pass.
+#[derive(Debug, Clone, Copy)]
+pub enum ResponseShapes<'a> {
+    /// The operation declares no response for this status: the body passes unfiltered, and it is logged.
+    UndeclaredStatus,
+    /// A declared response without a JSON schema: nothing to filter.
+    Free,
+    Schema(&'a Shapes),
 }
 
 /// Whether a response is one the filter reads: a JSON media type.
@@ -103,29 +124,24 @@ pub enum ReadError {
     Json(String),
 }
 
-/// Buffers a JSON response (up to `cap`, before `deadline`) and parses it. Returns the raw bytes too, for
-/// monitor mode, which passes the original.
-pub async fn read_json(
+/// Buffers a JSON response (up to `cap`, before `deadline`) without parsing it; one that came compressed
+/// although the gateway asked for identity is refused.
+pub async fn read_bytes(
     headers: &HeaderMap,
     body: Incoming,
     cap: usize,
     deadline: tokio::time::Instant,
-) -> Result<(Bytes, Option<Value>), ReadError> {
+) -> Result<Bytes, ReadError> {
     if let Some(enc) = headers.get(CONTENT_ENCODING) {
         let enc = String::from_utf8_lossy(enc.as_bytes()).trim().to_ascii_lowercase();
         if enc != "identity" {
             return Err(ReadError::Encoded(enc.chars().take(32).collect()));
         }
     }
-    let bytes = match tokio::time::timeout_at(deadline, Limited::new(body, cap).collect()).await {
-        Ok(Ok(c)) => c.to_bytes(),
-        Ok(Err(e)) if e.is::<LengthLimitError>() => return Err(ReadError::TooLarge(cap)),
-        Ok(Err(e)) => return Err(ReadError::Body(e.to_string())),
-        Err(_) => return Err(ReadError::Timeout),
-    };
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok((bytes, None));
+    match tokio::time::timeout_at(deadline, Limited::new(body, cap).collect()).await {
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+        Ok(Err(e)) if e.is::<LengthLimitError>() => Err(ReadError::TooLarge(cap)),
+        Ok(Err(e)) => Err(ReadError::Body(e.to_string())),
+        Err(_) => Err(ReadError::Timeout),
     }
-    let value = serde_json::from_slice::<Value>(&bytes).map_err(|e| ReadError::Json(e.to_string()))?;
-    Ok((bytes, Some(value)))
 }

@@ -226,6 +226,42 @@ impl Shapes {
     }
 }
 
+/// What a member of an object is to its schema, for walks that do not hold a `Value` (the response pass over
+/// the body's bytes): keep it and walk it with this shape, drop it (`writeOnly`), or it is undeclared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Member {
+    Declared(ShapeId),
+    WriteOnly,
+    Undeclared,
+}
+
+impl Shapes {
+    /// The member `key` of an object of shape `id`, by the same rules as [`Shapes::filter`].
+    pub fn member(&self, id: ShapeId, key: &str) -> Member {
+        let Some(node) = self.nodes.get(id).filter(|_| id != ANY) else { return Member::Declared(ANY) };
+        match (node.prop(key), node.extra) {
+            (Some(p), _) if p.write_only => Member::WriteOnly,
+            (Some(p), _) => Member::Declared(p.shape),
+            (None, Extra::Undeclared) => Member::Undeclared,
+            (None, Extra::Schema(s)) => Member::Declared(s),
+            (None, Extra::Any) => Member::Declared(ANY),
+        }
+    }
+
+    /// The shape of the elements of an array of shape `id`.
+    pub fn items(&self, id: ShapeId) -> ShapeId {
+        if id == ANY {
+            return ANY;
+        }
+        self.nodes.get(id).map_or(ANY, |n| n.items)
+    }
+}
+
+/// Appends one reference token to a JSON pointer (`~` and `/` escaped).
+pub fn push_token(pointer: &mut String, token: &str) {
+    push(pointer, token)
+}
+
 fn push(pointer: &mut String, token: &str) {
     pointer.push('/');
     for c in token.chars() {

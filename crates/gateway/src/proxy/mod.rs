@@ -8,7 +8,7 @@ mod respond_body;
 use crate::body::{RequestBody, ResponseBody};
 use crate::config::Runtime;
 use crate::metrics::{CodeLabel, Metrics};
-use crate::openapi::{OpenApi, Operation, ResponseCheck, ResponseMode};
+use crate::openapi::{OpenApi, Operation, ResponseMode};
 use crate::pipeline::{Code, Mode, Rejection, StageName, Verdict};
 use crate::problem;
 use crate::server::tls::PeerCert;
@@ -463,6 +463,10 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
         route.openapi.as_deref().zip(operation.as_deref()).filter(|(api, _)| api.responses != ResponseMode::Off);
     if schema.is_some() || route.response_body.is_some() {
         headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+        // The whole representation or nothing: slices fetched with `Range` would each pass inspection while
+        // together they carry what it removes (a card number split across two ranges).
+        headers.remove(header::RANGE);
+        headers.remove(header::IF_RANGE);
     }
     if !upstream.preserve_host {
         headers.remove(header::HOST);
@@ -743,21 +747,17 @@ async fn respond(
     }
     let deadline = upstream.timeouts.total.map(|t| tokio::time::Instant::from_std(rec.start) + t);
     let bodiless = head || parts.status == StatusCode::NO_CONTENT || parts.status == StatusCode::NOT_MODIFIED;
+    if body_policy.is_some() || schema.is_some() {
+        // Ranges were not asked for (see `handle`); a slice of a body the rules read cannot be inspected.
+        if let Some(rej) = respond_body::partial(exit, &mut parts, body_policy, schema.is_some(), mode, &mut rec) {
+            return exit.reject(rej, rec);
+        }
+    }
     if let Some((api, op)) = schema.filter(|_| !bodiless && crate::openapi::response::is_json(&parts.headers)) {
         let until = deadline.unwrap_or_else(|| tokio::time::Instant::now() + upstream.timeouts.response);
-        let read = crate::openapi::response::read_json(&parts.headers, body, api.max_response_bytes, until).await;
-        let (body, rejection) = schema_filter(exit, &mut rec, mode, api, op, parts.status, read);
-        if let Some(rejection) = rejection {
-            return exit.reject(rejection, rec);
-        }
-        // The same bytes, filtered, go on to redaction: one read, one buffered pass.
-        if let Some((policy, ty)) = body_policy.and_then(|p| p.inspects(&parts.headers).map(|t| (p, t))) {
-            let cx = respond_body::BufferedCtx { policy, ty, mode, deadline, identity };
-            return respond_body::inspect_whole(exit, parts, body, rec, cx);
-        }
-        parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-        rec.outcome = Outcome::Pass;
-        return exit.finish(Response::from_parts(parts, ResponseBody::full(body)), rec);
+        // Schema filter, redaction and the exfiltration count: one read, one pass over the bytes.
+        let sx = respond_body::SchemaCtx { api, op, body: body_policy, mode, until, identity };
+        return respond_body::schema_filtered(exit, parts, body, rec, sx).await;
     }
     if let Some(policy) = body_policy.filter(|_| !bodiless && !body.is_end_stream()) {
         if let Some(ty) = policy.inspects(&parts.headers) {
@@ -768,58 +768,6 @@ async fn respond(
     let resp = Response::from_parts(parts, ResponseBody::upstream(body, deadline));
     rec.outcome = Outcome::Pass;
     exit.finish(resp, rec)
-}
-
-/// The response filter on a buffered JSON body: the body to send, or the rejection that replaces it (enforce
-/// mode). In monitor mode the original bytes go out and the finding is recorded.
-fn schema_filter(
-    exit: &Exit<'_>,
-    rec: &mut Box<RequestRecord>,
-    mode: Mode,
-    api: &OpenApi,
-    op: &Operation,
-    status: StatusCode,
-    read: Result<(Bytes, Option<serde_json::Value>), crate::openapi::response::ReadError>,
-) -> (Bytes, Option<Rejection>) {
-    let (original, value) = match read {
-        Ok(r) => r,
-        Err(e) => {
-            let rej = Rejection::new(Code::RespondSchema, format!("operation {}: {e}", op.id));
-            return match exit.verdict(mode, Verdict::Reject(rej), rec) {
-                Some(rej) => (Bytes::new(), Some(rej)),
-                None => (Bytes::new(), None),
-            };
-        }
-    };
-    let Some(mut value) = value else { return (original, None) };
-    // Monitor mode keeps undeclared properties (and records them); `writeOnly` ones go in every mode.
-    let effective = if mode == Mode::Monitor { ResponseMode::Block } else { api.responses };
-    let serialize = |v: &serde_json::Value| Bytes::from(serde_json::to_vec(v).unwrap_or_default());
-    match op.filter_response(status.as_u16(), &mut value, effective) {
-        ResponseCheck::Clean => (original, None),
-        ResponseCheck::UndeclaredStatus => {
-            tracing::warn!(target: "rampart::security", code = "respond.undeclared_status", request_id = exit.request_id, route = rec.route.as_deref().unwrap_or(""), operation = %op.id, status = status.as_u16(), "the upstream answered with a status the OpenAPI spec does not declare");
-            (original, None)
-        }
-        ResponseCheck::Block(f) => {
-            let detail = format!(
-                "operation {}: {} undeclared properties: {}",
-                op.id,
-                f.undeclared_count,
-                f.undeclared.join(", ")
-            );
-            match exit.verdict(mode, Verdict::reject(Code::RespondSchema, detail), rec) {
-                Some(rej) => (Bytes::new(), Some(rej)),
-                None => (serialize(&value), None),
-            }
-        }
-        ResponseCheck::Filtered(f) => {
-            if f.undeclared_count > 0 {
-                tracing::info!(target: "rampart::security", code = "respond.filtered", request_id = exit.request_id, route = rec.route.as_deref().unwrap_or(""), operation = %op.id, removed = f.undeclared_count, write_only = f.write_only_removed, pointers = %f.undeclared.join(", "), "undeclared response properties removed");
-            }
-            (serialize(&value), None)
-        }
-    }
 }
 
 /// Answers a CORS preflight (`OPTIONS` with `Origin` and `Access-Control-Request-Method`) for a route that

@@ -210,3 +210,94 @@ async fn config_errors_point_at_the_field() {
     let path = dir.write("rampart2.yaml", &bad_rule);
     assert!(gateway::config::load_file(&path, &gateway::metrics::Metrics::new()).is_err());
 }
+
+/// Ranges cannot carve a secret into slices that each pass inspection: on routes with response rules the
+/// upstream never sees `Range`/`If-Range` (the client gets the whole, redacted representation as a 200), and a
+/// 206 it sends anyway is refused; routes without rules keep serving ranges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ranges_cannot_slice_a_secret_past_inspection() {
+    let up = TestUpstream::start().await;
+    let routes = concat!(
+        "  - { path: /r/*, methods: [GET], upstream: app, auth: none }\n",
+        "  - { path: /raw/*, methods: [GET], upstream: app, auth: none, redact: { enabled: false } }\n",
+    );
+    let gw = TestGateway::start(&config(&one_upstream(&up.url()), routes, "")).await;
+    // The card spans bytes 17..36: two ranges would each hold half of it.
+    for range in ["bytes=0-26", "bytes=27-60"] {
+        let got = get_with(gw.addr(), "/r/ranged", &[("range", range), ("if-range", "\"v1\"")]).await;
+        assert_eq!(got.status, 200, "{range}: the whole representation, not a slice");
+        assert_eq!(got.json()["card"], "**** **** **** 1111", "{range}");
+        assert_eq!(got.json()["name"], "Ada Lovelace");
+        assert!(got.headers.get("accept-ranges").is_none() && got.headers.get("content-range").is_none());
+    }
+    // An upstream that answers 206 unasked: refused, never passed on unchecked.
+    let got = get(gw.addr(), "/r/ranged?always").await;
+    assert_eq!((got.status, got.code()), (502, "respond.uninspected".to_string()));
+    assert!(!got.text().contains("4111"));
+    // Without response rules ranges pass through as before.
+    let got = get_with(gw.addr(), "/raw/ranged", &[("range", "bytes=0-26")]).await;
+    assert_eq!(got.status, 206);
+    assert_eq!(got.text(), &RANGED_DOC[..27]);
+    assert_eq!(got.headers["content-range"], format!("bytes 0-26/{}", RANGED_DOC.len()));
+    assert_eq!(got.headers["accept-ranges"], "bytes");
+    gw.handle.shutdown().await;
+}
+
+/// The exfiltration guard counts in the state backend: two replicas sharing Redis add up one caller's records,
+/// and both refuse once the sum passes the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exfiltration_counts_add_up_across_replicas_sharing_redis() {
+    let redis = TestRedis::start();
+    let up = TestUpstream::start().await;
+    let routes = concat!(
+        "  - { path: /block/*, methods: [GET], upstream: app, auth: none, exfiltration: { max_records: 10, window: 1h, action: block } }\n",
+        "  - { path: /log/*, methods: [GET], upstream: app, auth: none, exfiltration: { max_records: 3, window: 1h } }\n",
+    );
+    let extra = format!("state: {{ redis: \"{}\", timeout: 500ms }}", redis.url());
+    let a = TestGateway::start(&config(&one_upstream(&up.url()), routes, &extra)).await;
+    let b = TestGateway::start(&config(&one_upstream(&up.url()), routes, &extra)).await;
+    wait_state_healthy(&a).await;
+    wait_state_healthy(&b).await;
+    // 4 + 4 + 2 = 10 records through two replicas: at the limit, each response passes alone.
+    for (gw, n) in [(&a, 4), (&b, 4), (&a, 2)] {
+        let got = get(gw.addr(), &format!("/block/secrets/list?n={n}")).await;
+        assert_eq!((got.status, got.json().as_array().map(Vec::len)), (200, Some(n)), "{n} records");
+    }
+    // One more, on either replica: over the shared limit.
+    for gw in [&b, &a] {
+        let got = get(gw.addr(), "/block/secrets/list?n=1").await;
+        assert_eq!((got.status, got.code()), (429, "respond.exfiltration".to_string()));
+    }
+    // `log`: 2 + 2 > 3 is an event on the second replica (its metric, a security event, `flagged`), and the data
+    // still goes out.
+    let events = |gw: &TestGateway| {
+        let m = gw.handle.metrics();
+        m.rejections.get_or_create(&gateway::metrics::CodeLabel { code: "respond.exfiltration", mode: "monitor" }).get()
+    };
+    for (gw, expected_events) in [(&a, 0), (&b, 1)] {
+        let got = get(gw.addr(), "/log/secrets/list?n=2").await;
+        assert_eq!(got.json().as_array().map(Vec::len), Some(2));
+        assert_eq!(events(gw), expected_events);
+    }
+    // The counts are in Redis, not in either process.
+    let keys = redis.command("KEYS rampart:c:x:*");
+    assert!(keys.contains("block") && keys.contains("log"), "{keys}");
+    a.handle.shutdown().await;
+    b.handle.shutdown().await;
+}
+
+/// Counts live in the state backend, which a reload keeps: a reload does not hand a caller a fresh allowance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exfiltration_counts_survive_a_reload() {
+    let up = TestUpstream::start().await;
+    let route = "  - { path: /block/*, methods: [GET], upstream: app, auth: none, exfiltration: { max_records: 5, window: 1h, action: block } }\n";
+    let gw = TestGateway::start(&config(&one_upstream(&up.url()), route, "")).await;
+    assert_eq!(get(gw.addr(), "/block/secrets/list?n=4").await.status, 200);
+    let more = format!("{route}  - {{ path: /other, methods: [GET], upstream: app, auth: none }}\n");
+    std::fs::write(&gw.config, config(&one_upstream(&up.url()), &more, "")).unwrap();
+    gw.handle.reload().await.unwrap();
+    assert_eq!(get(gw.addr(), "/other").await.status, 200, "the new config is live");
+    let got = get(gw.addr(), "/block/secrets/list?n=2").await;
+    assert_eq!((got.status, got.code()), (429, "respond.exfiltration".to_string()), "4 + 2 > 5 across the reload");
+    gw.handle.shutdown().await;
+}

@@ -88,6 +88,9 @@ async fn upstream_handle(
     if let Some(r) = leaky(&path, &query, gate) {
         return Ok(r);
     }
+    if path.ends_with("/ranged") {
+        return Ok(ranged(req.headers().get("range"), &query));
+    }
     if path == "/ws" {
         let on = hyper::upgrade::on(&mut req);
         tokio::spawn(async move {
@@ -299,6 +302,32 @@ fn leaky(path: &str, query: &str, gate: Arc<tokio::sync::Notify>) -> Option<Resp
         ),
         _ => return None,
     })
+}
+
+/// The JSON document `/ranged` serves; its card number spans bytes 17..36.
+pub const RANGED_DOC: &str = r#"{"id":1,"card":"4111 1111 1111 1111","name":"Ada Lovelace"}"#;
+
+/// `/ranged` (under any prefix): [`RANGED_DOC`] with `Accept-Ranges: bytes`, or the slice a `Range: bytes=A-B`
+/// asks for as a 206; with `?always` a 206 of the first 20 bytes whatever was asked (a misbehaving upstream).
+fn ranged(range: Option<&http::HeaderValue>, query: &str) -> Response<UpBody> {
+    let doc = RANGED_DOC.as_bytes();
+    let asked = range
+        .and_then(|v| v.to_str().ok())
+        .and_then(|r| r.strip_prefix("bytes="))
+        .and_then(|r| r.split_once('-'))
+        .and_then(|(a, b)| Some((a.parse::<usize>().ok()?, b.parse::<usize>().ok()?.min(doc.len() - 1))));
+    let asked = asked.or(query.contains("always").then_some((0, 19)));
+    let mut r = match asked {
+        Some((a, b)) if a <= b => {
+            let mut r = typed(206, "application/json", Bytes::copy_from_slice(&doc[a..=b]));
+            let cr = format!("bytes {a}-{b}/{}", doc.len());
+            r.headers_mut().insert("content-range", cr.parse().unwrap());
+            r
+        }
+        _ => typed(200, "application/json", RANGED_DOC),
+    };
+    r.headers_mut().insert("accept-ranges", "bytes".parse().unwrap());
+    r
 }
 
 fn tokio_stream_from<T: Send + 'static>(

@@ -3,13 +3,12 @@
 //! else streams through untouched.
 
 use super::decode::{self, DecodeError};
-use super::exfil::{ExfilPolicy, RecordCounter};
+use super::exfil::ExfilPolicy;
 use super::redact::{Malformed, Redactor, Report};
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderValue};
 use http_body_util::BodyExt;
 use hyper::body::{Body, Incoming};
-use std::sync::Arc;
 
 /// What a route does with a response body it cannot inspect (over the cap, an unknown or corrupt encoding).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -29,7 +28,6 @@ pub struct BodyPolicy {
     pub max_body_bytes: usize,
     pub over_limit: OverLimit,
     pub exfiltration: Option<ExfilPolicy>,
-    pub counter: Arc<dyn RecordCounter>,
 }
 
 /// How a response body is treated, from its `Content-Type`.

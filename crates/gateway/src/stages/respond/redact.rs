@@ -7,6 +7,7 @@
 //! redact comes back as `None` — the original bytes go out untouched, without an allocation.
 
 use super::secrets::{self, Kind, KindSet, Span};
+use crate::openapi::shape::{self, Filtered, Member, ShapeId, Shapes, ANY};
 use serde_json::Value;
 
 /// What happens to a finding.
@@ -293,6 +294,13 @@ impl Redactor {
         Redactor::new(KindSet::empty(), [Action::Mask; Kind::ALL.len()], FieldNames::default())
     }
 
+    /// One shared [`Redactor::off`]: building one allocates and zeroes its (empty) field-name tables, 16 KiB,
+    /// which the request path must not pay per skipped value or per response.
+    pub fn none() -> &'static Redactor {
+        static OFF: std::sync::LazyLock<Redactor> = std::sync::LazyLock::new(Redactor::off);
+        &OFF
+    }
+
     pub fn is_off(&self) -> bool {
         self.enabled.is_empty()
     }
@@ -413,6 +421,47 @@ impl Redactor {
     /// Redacts a JSON body in one pass over its bytes. `Ok(None)`: nothing to change (records are still counted
     /// in `report`); `Err`: not JSON — the caller redacts it as text.
     pub fn redact_json(&self, body: &[u8], report: &mut Report) -> Result<Option<Vec<u8>>, Malformed> {
+        self.json_pass(body, None, ANY, report).0
+    }
+
+    /// The OpenAPI response filter and redaction in the same pass over a JSON body's bytes: members the schema
+    /// does not declare (with `filter.drop_undeclared`) and `writeOnly` ones are removed like redacted members,
+    /// undeclared ones are reported in `filtered`, records counted, and the body is rewritten once, by one splice
+    /// — or not at all (`Ok(None)`: send the original bytes). No tree is built and nothing is serialized.
+    ///
+    /// The pass is strict here, as a parser would be: invalid UTF-8, raw control characters in strings, bad
+    /// escapes and leading zeros are `Err`, which the filter refuses like any unreadable response.
+    pub fn filter_redact_json(
+        &self,
+        body: &[u8],
+        filter: ShapeFilter<'_>,
+        report: &mut Report,
+        filtered: &mut Filtered,
+    ) -> Result<Option<Vec<u8>>, Malformed> {
+        if let Err(e) = std::str::from_utf8(body) {
+            return Err(Malformed(e.valid_up_to()));
+        }
+        let schema = SchemaPass {
+            shapes: filter.shapes,
+            drop: filter.drop_undeclared,
+            filtered: std::mem::take(filtered),
+            path: Vec::new(),
+        };
+        let root = filter.shapes.map_or(ANY, Shapes::root);
+        let (out, schema) = self.json_pass(body, Some(schema), root, report);
+        if let Some(s) = schema {
+            *filtered = s.filtered;
+        }
+        out
+    }
+
+    fn json_pass<'s>(
+        &self,
+        body: &[u8],
+        schema: Option<SchemaPass<'s>>,
+        root: ShapeId,
+        report: &mut Report,
+    ) -> (Result<Option<Vec<u8>>, Malformed>, Option<SchemaPass<'s>>) {
         let mut p = JsonPass {
             src: body,
             pos: 0,
@@ -422,9 +471,20 @@ impl Redactor {
             spans: Vec::new(),
             depth: 0,
             last_array_len: 0,
+            schema,
         };
+        let out = p.run(root);
+        (out, p.schema)
+    }
+}
+
+impl JsonPass<'_, '_, '_> {
+    /// The whole document, then the splice of the edits into the original bytes.
+    fn run(&mut self, root: ShapeId) -> Result<Option<Vec<u8>>, Malformed> {
+        let p = self;
+        let body = p.src;
         p.ws();
-        p.value(0)?;
+        p.value(0, root)?;
         p.ws();
         if p.pos != body.len() {
             return Err(Malformed(p.pos));
@@ -447,7 +507,9 @@ impl Redactor {
         out.extend_from_slice(&body[at..]);
         Ok(Some(out))
     }
+}
 
+impl Redactor {
     /// The same rules on a parsed document, in place (for a pass that already holds a `Value`).
     pub fn redact_value(&self, v: &mut Value, report: &mut Report) {
         match v {
@@ -610,8 +672,37 @@ struct Edit {
     with: Vec<u8>,
 }
 
+/// The schema side of [`Redactor::filter_redact_json`]: the response's property tables, and whether undeclared
+/// members are dropped (`filter`) or only reported (`block`, monitor mode).
+#[derive(Clone, Copy)]
+pub struct ShapeFilter<'s> {
+    /// `None`: a response without a schema (an undeclared status, a declared one without content schema) is
+    /// only checked to be JSON, redacted and counted.
+    pub shapes: Option<&'s Shapes>,
+    pub drop_undeclared: bool,
+}
+
+/// The filter's state during one pass: what it removed, and the path to the value being read (for the JSON
+/// pointers of undeclared members; rendered only for the few that are reported).
+struct SchemaPass<'s> {
+    shapes: Option<&'s Shapes>,
+    drop: bool,
+    filtered: Filtered,
+    path: Vec<Seg>,
+}
+
+#[derive(Clone, Copy)]
+enum Seg {
+    /// A member name: its content range in the body, and whether it holds escapes.
+    Key(usize, usize, bool),
+    Index(u64),
+}
+
+/// Pointers kept for the log (as the tree filter does).
+const MAX_REPORTED: usize = 8;
+
 /// One pass over a JSON document's bytes.
-struct JsonPass<'a, 'r> {
+struct JsonPass<'a, 'r, 's> {
     src: &'a [u8],
     pos: usize,
     r: &'r Redactor,
@@ -621,6 +712,8 @@ struct JsonPass<'a, 'r> {
     depth: usize,
     /// Length of the array parsed last (for the record count of `{"items": [...]}`).
     last_array_len: u64,
+    /// The OpenAPI response filter riding along, if the route has one; it also makes the pass strict.
+    schema: Option<SchemaPass<'s>>,
 }
 
 /// Turns removed members/elements into edits as they are met, commas included, without keeping a list: a run
@@ -659,7 +752,7 @@ impl Removals {
     }
 }
 
-impl JsonPass<'_, '_> {
+impl JsonPass<'_, '_, '_> {
     fn ws(&mut self) {
         while self.pos < self.src.len() && matches!(self.src[self.pos], b' ' | b'\n' | b'\r' | b'\t') {
             self.pos += 1;
@@ -680,10 +773,10 @@ impl JsonPass<'_, '_> {
     }
 
     /// Parses one value at `self.pos`; `level` is its depth (0 = the document).
-    fn value(&mut self, level: usize) -> Result<Leaf, Malformed> {
+    fn value(&mut self, level: usize, shape: ShapeId) -> Result<Leaf, Malformed> {
         match self.peek() {
-            Some(b'{') => self.object(level),
-            Some(b'[') => self.array(level),
+            Some(b'{') => self.object(level, shape),
+            Some(b'[') => self.array(level, shape),
             Some(b'"') => self.string_leaf(),
             Some(b't') => self.literal(b"true"),
             Some(b'f') => self.literal(b"false"),
@@ -711,7 +804,7 @@ impl JsonPass<'_, '_> {
         while self.peek().is_some_and(|b| b.is_ascii_digit()) {
             self.pos += 1;
         }
-        if self.pos == int_start {
+        if self.pos == int_start || (self.schema.is_some() && self.src[int_start] == b'0' && self.pos > int_start + 1) {
             return Err(Malformed(self.pos));
         }
         let plain = self.pos;
@@ -764,6 +857,9 @@ impl JsonPass<'_, '_> {
             let Some(k) = secrets::find2(&self.src[self.pos..], b'"', b'\\') else {
                 return Err(Malformed(self.src.len()));
             };
+            if self.schema.is_some() && self.src[self.pos..self.pos + k].iter().any(|&b| b < 0x20) {
+                return Err(Malformed(self.pos)); // strict: raw control characters are not JSON
+            }
             self.pos += k;
             match self.src[self.pos] {
                 b'"' => {
@@ -774,7 +870,13 @@ impl JsonPass<'_, '_> {
                 _ => {
                     escaped = true;
                     match self.src.get(self.pos + 1) {
-                        Some(b'u') => self.pos += 6,
+                        Some(b'u') => {
+                            let hex = self.src.get(self.pos + 2..self.pos + 6);
+                            if self.schema.is_some() && !hex.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
+                                return Err(Malformed(self.pos));
+                            }
+                            self.pos += 6
+                        }
                         Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => self.pos += 2,
                         _ => return Err(Malformed(self.pos)),
                     }
@@ -846,19 +948,19 @@ impl JsonPass<'_, '_> {
 
     /// Parses a value without looking into it (the value of a masked field).
     fn skip(&mut self, level: usize) -> Result<(), Malformed> {
-        let off = Redactor::off();
         let mut scratch = Report::default();
         let mut sub = JsonPass {
             src: self.src,
             pos: self.pos,
-            r: &off,
+            r: Redactor::none(),
             edits: Vec::new(),
             report: &mut scratch,
             spans: Vec::new(),
             depth: self.depth,
             last_array_len: 0,
+            schema: None,
         };
-        sub.value(level + 1)?;
+        sub.value(level + 1, ANY)?;
         self.pos = sub.pos;
         Ok(())
     }
@@ -873,7 +975,80 @@ impl JsonPass<'_, '_> {
         Ok(())
     }
 
-    fn object(&mut self, level: usize) -> Result<Leaf, Malformed> {
+    /// What the response schema says of the member whose name is at `ks..ke`, in an object of shape `shape`.
+    fn member(&mut self, shape: ShapeId, ks: usize, ke: usize, escaped: bool) -> Result<Member, Malformed> {
+        let Some(shapes) = self.schema.as_ref().and_then(|s| s.shapes).filter(|_| shape != ANY) else {
+            return Ok(Member::Declared(ANY));
+        };
+        let member = if escaped {
+            shapes.member(shape, &self.decode(ks, ke)?)
+        } else {
+            // Valid UTF-8: checked for the whole body before a filtering pass starts.
+            shapes.member(shape, std::str::from_utf8(&self.src[ks..ke]).map_err(|_| Malformed(ks))?)
+        };
+        match member {
+            Member::WriteOnly => {
+                if let Some(s) = self.schema.as_mut() {
+                    s.filtered.write_only_removed += 1;
+                }
+            }
+            Member::Undeclared => {
+                let pointer = if self.schema.as_ref().is_some_and(|s| s.filtered.undeclared.len() < MAX_REPORTED) {
+                    Some(self.pointer(Some((ks, ke, escaped))))
+                } else {
+                    None
+                };
+                if let Some(s) = self.schema.as_mut() {
+                    s.filtered.undeclared_count += 1;
+                    s.filtered.undeclared.extend(pointer);
+                }
+            }
+            Member::Declared(_) => {}
+        }
+        Ok(member)
+    }
+
+    /// The JSON pointer of the value being read (and of member `last`, when given).
+    fn pointer(&self, last: Option<(usize, usize, bool)>) -> String {
+        let mut out = String::new();
+        let segs = self.schema.as_ref().map_or(&[][..], |s| &s.path[..]);
+        let token = |out: &mut String, ks: usize, ke: usize, esc: bool| {
+            let name = if esc {
+                self.decode(ks, ke).unwrap_or_default()
+            } else {
+                String::from_utf8_lossy(&self.src[ks..ke]).into_owned()
+            };
+            shape::push_token(out, &name);
+        };
+        for seg in segs {
+            match *seg {
+                Seg::Key(ks, ke, esc) => token(&mut out, ks, ke, esc),
+                Seg::Index(i) => shape::push_token(&mut out, &i.to_string()),
+            }
+        }
+        if let Some((ks, ke, esc)) = last {
+            token(&mut out, ks, ke, esc);
+        }
+        out
+    }
+
+    /// Reads a value with the shape the schema gives it, keeping the pointer path while the shape says
+    /// anything (values of shape `ANY` are walked without it).
+    fn shaped_value(&mut self, level: usize, shape: ShapeId, seg: Seg) -> Result<Leaf, Malformed> {
+        if shape == ANY {
+            return self.value(level, ANY);
+        }
+        if let Some(s) = self.schema.as_mut() {
+            s.path.push(seg);
+        }
+        let leaf = self.value(level, shape);
+        if let Some(s) = self.schema.as_mut() {
+            s.path.pop();
+        }
+        leaf
+    }
+
+    fn object(&mut self, level: usize, shape: ShapeId) -> Result<Leaf, Malformed> {
         self.enter()?;
         let mut removals = Removals::default();
         let mut anchored = false;
@@ -891,7 +1066,12 @@ impl JsonPass<'_, '_> {
             self.ws();
             let mark = self.edits.len();
             let value_start = self.pos;
-            let is_field = self.r.enabled.has(Kind::Field) && self.has_content() && {
+            let (dropped, child) = match self.member(shape, ks, ke, kesc)? {
+                Member::Declared(c) => (false, c),
+                Member::WriteOnly => (true, ANY),
+                Member::Undeclared => (self.schema.as_ref().is_some_and(|s| s.drop), ANY),
+            };
+            let is_field = !dropped && self.r.enabled.has(Kind::Field) && self.has_content() && {
                 if kesc {
                     let k = self.decode(ks, ke)?;
                     self.r.fields.matches(k.as_bytes())
@@ -899,7 +1079,11 @@ impl JsonPass<'_, '_> {
                     self.r.fields.matches(&self.src[ks..ke])
                 }
             };
-            let leaf = if is_field {
+            let leaf = if dropped {
+                // Not the client's to see (undeclared, or `writeOnly`): dropped whole, unread.
+                self.skip(level)?;
+                Leaf::Remove
+            } else if is_field {
                 self.skip(level)?;
                 self.report.add(Kind::Field);
                 match self.r.action(Kind::Field) {
@@ -912,7 +1096,7 @@ impl JsonPass<'_, '_> {
             } else {
                 let is_array = self.peek() == Some(b'[');
                 let before = self.report.records;
-                let leaf = self.value(level + 1)?;
+                let leaf = self.shaped_value(level + 1, child, Seg::Key(ks, ke, kesc))?;
                 if level == 0 && is_array {
                     // Records directly under a top-level object: `{"items": [...]}`.
                     self.report.records = before + self.last_array_len;
@@ -965,7 +1149,8 @@ impl JsonPass<'_, '_> {
             || rest.starts_with(b"\"\""))
     }
 
-    fn array(&mut self, level: usize) -> Result<Leaf, Malformed> {
+    fn array(&mut self, level: usize, shape: ShapeId) -> Result<Leaf, Malformed> {
+        let items = self.schema.as_ref().and_then(|s| s.shapes).map_or(ANY, |s| s.items(shape));
         self.enter()?;
         let mut removals = Removals::default();
         let mut count = 0u64;
@@ -975,7 +1160,7 @@ impl JsonPass<'_, '_> {
             loop {
                 let start = self.pos;
                 let mark = self.edits.len();
-                let leaf = self.value(level + 1)?;
+                let leaf = self.shaped_value(level + 1, items, Seg::Index(count))?;
                 count += 1;
                 if leaf.removed() {
                     self.edits.truncate(mark);
@@ -1137,5 +1322,108 @@ mod tests {
             assert!(!f.matches(no.as_bytes()), "{no}");
         }
         assert!(FieldNames::new(["*"]).is_err() && FieldNames::new(["a*b"]).is_err());
+    }
+
+    fn user_shapes() -> Shapes {
+        Shapes::build(&serde_json::json!({
+            "$defs": {
+                "u": { "type": "object", "properties": {
+                    "id": { "type": "integer" },
+                    "name": { "type": "string" },
+                    "password": { "type": "string", "writeOnly": true },
+                    "friends": { "type": "array", "items": { "$ref": "#/$defs/u" } },
+                    "meta": { "type": "object" },
+                    "labels": { "type": "object", "additionalProperties": { "type": "object", "properties": { "v": {} } } }
+                } },
+                "page": { "type": "object", "properties": {
+                    "items": { "type": "array", "items": { "$ref": "#/$defs/u" } },
+                    "total": { "type": "integer" }
+                } }
+            },
+            "$ref": "#/$defs/page"
+        }))
+    }
+
+    fn filter_redact(r: &Redactor, shapes: &Shapes, drop: bool, body: &str) -> (String, Report, Filtered) {
+        let (mut rep, mut f) = (Report::default(), Filtered::default());
+        let filter = ShapeFilter { shapes: Some(shapes), drop_undeclared: drop };
+        let out = r.filter_redact_json(body.as_bytes(), filter, &mut rep, &mut f).unwrap();
+        (out.map_or(body.to_string(), |o| String::from_utf8(o).unwrap()), rep, f)
+    }
+
+    /// The byte pass removes what the tree filter removes (same shapes, same rules), and redacts in the same go.
+    #[test]
+    fn the_byte_filter_matches_the_tree_filter() {
+        let s = user_shapes();
+        let off = Redactor::off();
+        let docs = [
+            r#"{"items":[{"id":1,"name":"a","password":"p","ssn_internal":"x"}],"total":1}"#,
+            r#"{"debug":{"sql":"select 1"},"items":[],"total":0}"#,
+            r#"{"items":[{"id":1,"friends":[{"id":2,"password":"x","role":"admin"},{"id":3}]}],"total":1,"x":1}"#,
+            r#"{"items":[{"meta":{"anything":{"goes":1}},"labels":{"a/b":{"v":1,"w":2}}}],"total":1}"#,
+            r#" { "items" : [ { "password" : "p" , "id" : 1 } , { "zzz" : 1 } ] , "total" : 2 } "#,
+            r#"{"total":1,"items":[{"id":1}]}"#,
+            r#"[{"id":1}]"#,
+        ];
+        for doc in docs {
+            let mut tree: Value = serde_json::from_str(doc).unwrap();
+            let tf = s.filter(&mut tree, true);
+            let (out, rep, bf) = filter_redact(&off, &s, true, doc);
+            let bytes_tree: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{doc} -> {out}: {e}"));
+            assert_eq!(bytes_tree, tree, "{doc}");
+            // The same findings; the byte pass reports pointers in document order.
+            let sorted = |f: &Filtered| {
+                let mut u = f.undeclared.clone();
+                u.sort();
+                (u, f.undeclared_count, f.write_only_removed)
+            };
+            assert_eq!(sorted(&bf), sorted(&tf), "{doc}");
+            let records = tree.as_array().or_else(|| tree.get("items").and_then(Value::as_array)).map_or(0, Vec::len);
+            assert_eq!(rep.records, records as u64, "{doc}");
+        }
+        // Nothing to remove: the original bytes (no allocation, `None`).
+        let clean = r#"{"items":[{"id":1,"name":"a"}],"total":1}"#;
+        let mut f = Filtered::default();
+        let filter = ShapeFilter { shapes: Some(&s), drop_undeclared: true };
+        assert_eq!(off.filter_redact_json(clean.as_bytes(), filter, &mut Report::default(), &mut f), Ok(None));
+    }
+
+    #[test]
+    fn filtering_and_redaction_share_one_pass() {
+        let s = user_shapes();
+        let r = Redactor::default();
+        let doc = r#"{"items":[{"id":1,"name":"card 4111 1111 1111 1111","password":"x","token":"abc"},{"id":2,"leak":"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJlc2ln"}],"total":2}"#;
+        let (out, rep, f) = filter_redact(&r, &s, true, doc);
+        assert_eq!(out, r#"{"items":[{"id":1,"name":"card **** **** **** 1111"},{"id":2}],"total":2}"#);
+        // `token` is undeclared: removed by the filter before redaction would have masked it.
+        assert_eq!((f.undeclared_count, f.write_only_removed), (2, 1));
+        assert_eq!(f.undeclared, vec!["/items/0/token".to_string(), "/items/1/leak".to_string()]);
+        assert_eq!((rep.found[Kind::Card.index()], rep.records), (1, 2));
+        // Report-only (block mode): undeclared members stay and are redacted; `writeOnly` ones still go.
+        let (out, _, f) = filter_redact(&r, &s, false, doc);
+        assert!(out.contains(r#""token":"[redacted]""#) && out.contains("[redacted:jwt]") && !out.contains("password"));
+        assert_eq!(f.undeclared_count, 2);
+    }
+
+    #[test]
+    fn the_filtering_pass_is_strict() {
+        let s = user_shapes();
+        let r = Redactor::default();
+        for bad in [
+            "{\"items\":[],\"total\":01}",
+            "{\"items\":[{\"name\":\"a\u{1}b\"}]}",
+            "{\"items\":[{\"name\":\"\\u00zz\"}]}",
+            "{\"items\":[]",
+            "{\"items\":[]} x",
+        ] {
+            let filter = ShapeFilter { shapes: Some(&s), drop_undeclared: true };
+            let got = r.filter_redact_json(bad.as_bytes(), filter, &mut Report::default(), &mut Filtered::default());
+            assert!(got.is_err(), "{bad:?}");
+        }
+        let filter = ShapeFilter { shapes: None, drop_undeclared: true };
+        let invalid_utf8 = b"{\"total\":\"\xff\"}";
+        assert!(r.filter_redact_json(invalid_utf8, filter, &mut Report::default(), &mut Filtered::default()).is_err());
+        // The lenient redaction pass still reads them (it redacts, it does not validate).
+        assert!(r.redact_json(b"{\"a\":01}", &mut Report::default()).is_ok());
     }
 }
