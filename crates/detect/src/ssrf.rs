@@ -3,7 +3,7 @@
 //! numeric spellings `inet_aton` accepts, or that use non-HTTP schemes.
 
 use crate::prefilter::{COLON, SLASH};
-use crate::text::{contains_ci, eq_ci, excerpt, find_ci, lower};
+use crate::text::{contains_ci, eq_ci, excerpt, find_ci, lower, starts_ci};
 use crate::{Family, Finding, Level, View};
 
 /// Schemes that reach internal services when a server fetches a URL.
@@ -21,15 +21,37 @@ const INTERNAL_NAMES: &[&str] = &[
     "kubernetes.default.svc",
 ];
 
-/// Key names under which a value is a host or URL.
+/// Key names under which a value is a host or URL (a key containing one of them, in any case), grouped by first
+/// letter: this runs for every keyed value, and most keys are short words that fail on their first letters.
 const HOST_KEYS: &[&str] = &[
     "url", "uri", "host", "callback", "webhook", "endpoint", "redirect", "link", "src", "dest", "target", "proxy",
     "server", "domain", "feed", "image", "avatar",
 ];
 
+fn host_keys_starting(c: u8) -> &'static [&'static [u8]] {
+    match c {
+        b'u' => &[b"url", b"uri"],
+        b'h' => &[b"host"],
+        b'c' => &[b"callback"],
+        b'w' => &[b"webhook"],
+        b'e' => &[b"endpoint"],
+        b'r' => &[b"redirect"],
+        b'l' => &[b"link"],
+        b's' => &[b"src", b"server"],
+        b'd' => &[b"dest", b"domain"],
+        b't' => &[b"target"],
+        b'p' => &[b"proxy"],
+        b'f' => &[b"feed"],
+        b'i' => &[b"image"],
+        b'a' => &[b"avatar"],
+        _ => &[],
+    }
+}
+
 /// True when the key name says the value is a URL or host.
 pub(crate) fn host_key(ctx: crate::Context<'_>) -> bool {
-    ctx.key.is_some_and(|k| HOST_KEYS.iter().any(|h| contains_ci(k.as_bytes(), h.as_bytes())))
+    let Some(k) = ctx.key.map(str::as_bytes) else { return false };
+    (0..k.len()).any(|i| host_keys_starting(lower(k[i])).iter().any(|h| starts_ci(k, i, h)))
 }
 
 /// Detector entry point.
@@ -259,6 +281,24 @@ mod tests {
             "192.168.1.1 is my router",
         ] {
             assert_eq!(fam(b, q), None, "{b}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod host_key_tests {
+    use super::*;
+
+    #[test]
+    fn the_grouped_table_finds_what_a_substring_search_finds() {
+        for h in HOST_KEYS {
+            assert_eq!(host_keys_starting(h.as_bytes()[0]).iter().filter(|k| **k == h.as_bytes()).count(), 1, "{h}");
+        }
+        let keys = ["fields", "expand", "callbackUrl", "IMAGE_src", "q", "", "redirect_to", "Host", "destination", "x"];
+        for k in keys {
+            let ctx = crate::Context::with_key(crate::Place::Query, k);
+            let naive = HOST_KEYS.iter().any(|h| contains_ci(k.as_bytes(), h.as_bytes()));
+            assert_eq!(host_key(ctx), naive, "{k}");
         }
     }
 }
