@@ -333,6 +333,18 @@ async fn the_rate_limit_example_serves_and_limits_with_memory_and_redis() {
     }
 }
 
+/// A Redis state spec that fails closed, with a short timeout (for tests of the state API itself).
+fn closed_redis(urls: Vec<String>, cluster: bool) -> StateSpec {
+    StateSpec::Redis(gateway::state::RedisSpec {
+        urls,
+        cluster,
+        timeout: Duration::from_millis(500),
+        on_failure: FailureMode::Closed,
+        replicas: 1,
+        max_entries: 10_000,
+    })
+}
+
 /// The state API the identity stage reuses (nonces, lockout counters, blocks), the same on both backends — one
 /// Redis and a three-node cluster (each key's slot picks its node).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -340,20 +352,10 @@ async fn state_operations_behave_the_same_on_memory_and_redis() {
     let redis = TestRedis::start();
     let cluster = TestRedisCluster::start();
     let metrics = gateway::metrics::Metrics::new();
-    let spec = |urls: Vec<String>, cluster: bool| {
-        StateSpec::Redis(gateway::state::RedisSpec {
-            urls,
-            cluster,
-            timeout: Duration::from_millis(500),
-            on_failure: FailureMode::Closed,
-            replicas: 1,
-            max_entries: 10_000,
-        })
-    };
     let stores = [
         Store::build(&StateSpec::Memory { max_entries: 10_000 }, metrics.state_metrics()).unwrap(),
-        Store::build(&spec(vec![redis.url()], false), metrics.state_metrics()).unwrap(),
-        Store::build(&spec(vec![cluster.seed()], true), metrics.state_metrics()).unwrap(),
+        Store::build(&closed_redis(vec![redis.url()], false), metrics.state_metrics()).unwrap(),
+        Store::build(&closed_redis(vec![cluster.seed()], true), metrics.state_metrics()).unwrap(),
     ];
     let m = FailureMode::Closed;
     for s in &stores {
@@ -502,20 +504,10 @@ async fn batches_charge_all_or_nothing_on_every_backend() {
     let redis = TestRedis::start();
     let cluster = TestRedisCluster::start();
     let metrics = gateway::metrics::Metrics::new();
-    let redis_spec = |urls: Vec<String>, cluster: bool| {
-        StateSpec::Redis(gateway::state::RedisSpec {
-            urls,
-            cluster,
-            timeout: Duration::from_millis(500),
-            on_failure: FailureMode::Closed,
-            replicas: 1,
-            max_entries: 10_000,
-        })
-    };
     let stores = [
         ("memory", Store::build(&StateSpec::Memory { max_entries: 10_000 }, metrics.state_metrics()).unwrap()),
-        ("redis", Store::build(&redis_spec(vec![redis.url()], false), metrics.state_metrics()).unwrap()),
-        ("cluster", Store::build(&redis_spec(vec![cluster.seed()], true), metrics.state_metrics()).unwrap()),
+        ("redis", Store::build(&closed_redis(vec![redis.url()], false), metrics.state_metrics()).unwrap()),
+        ("cluster", Store::build(&closed_redis(vec![cluster.seed()], true), metrics.state_metrics()).unwrap()),
     ];
     let m = FailureMode::Closed;
     let day = Duration::from_secs(86_400);
