@@ -95,18 +95,6 @@ async fn serve_http<I>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let max_buf = (limits.max_header_bytes * 2 + 16 * 1024).max(8192);
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(max_buf)
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size((limits.max_header_bytes as u32).saturating_mul(2))
-        .max_concurrent_streams(256);
     let info = Arc::new(info);
     let svc_activity = activity.clone();
     let svc = service_fn(move |req| {
@@ -130,6 +118,18 @@ async fn serve_http<I>(
             drive(conn, |c| c.graceful_shutdown(), limits, activity, shutdown, Some(head)).await
         }
         Proto::Http2 | Proto::Auto => {
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout)
+                .max_buf_size(max_buf)
+                .keep_alive(true);
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .max_header_list_size((limits.max_header_bytes as u32).saturating_mul(2))
+                .max_concurrent_streams(256);
             let builder = if proto == Proto::Http2 { builder.http2_only() } else { builder };
             let conn = builder.serve_connection_with_upgrades(io, svc);
             drive(conn, |c| c.graceful_shutdown(), limits, activity, shutdown, None).await
