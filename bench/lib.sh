@@ -7,10 +7,12 @@
 #   ensure_pkgs nginx:nginx-light wrk:wrk       # command:debian-package, installed when the command is missing
 #   build_rampart                               # release build, sets $RAMPART (RAMPART_BIN=path: use that)
 #   start_nginx_upstream 18191 'location / { return 200 "ok"; }'   # static upstream, server block body
+#   start_nginx_proxy 18192 18191               # nginx as the reference reverse proxy, its own instance
 #   start_bg name cmd...                        # background process, pid in $WORK/name.pid, killed on exit
 #   wait_http URL                               # until it answers 2xx (5 s at most)
-#   wrk_run URL [PID] [LUA]                     # → "rps p99_ms cpu_us_per_request" (cpu: PID's user+system;
-#                                               #   LUA: a wrk script for method, headers and body)
+#   wrk_run URL [PIDS] [LUA]                    # → "rps p99_ms cpu_us_per_request" (cpu: the user+system time
+#                                               #   of PIDS, space-separated; LUA: a wrk script for method,
+#                                               #   headers and body)
 #   median < numbers; col N FILE                # median of a column of FILE
 
 # Repo root, scratch directory and the exit trap (which also stops nginx and everything `start_bg` started).
@@ -84,6 +86,35 @@ CONF
   "$NGINX" -p "$WORK" -c "$WORK/nginx.conf"
 }
 
+# `start_nginx_proxy PORT UPSTREAM_PORT [WORKERS]`: nginx as a reverse proxy on 127.0.0.1:PORT to
+# 127.0.0.1:UPSTREAM_PORT (keep-alive pool of 64, HTTP/1.1, access log to a file), in an instance of its own so
+# the upstream's workers never share its processes (two workers unless told). Its worker pids end up in
+# $NGINX_PROXY_PIDS.
+start_nginx_proxy() {
+  local port=$1 upstream=$2 workers=${3:-2} dir="$WORK/nginx-proxy"
+  mkdir -p "$dir"
+  cat > "$dir/nginx.conf" <<CONF
+worker_processes $workers;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log $dir/access.log;
+  upstream app { server 127.0.0.1:$upstream; keepalive 64; }
+  server {
+    listen 127.0.0.1:$port;
+    location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+}
+CONF
+  "$NGINX" -p "$dir" -c "$dir/nginx.conf"
+  on_exit "$NGINX -p $dir -c $dir/nginx.conf -s stop"
+  local _
+  for _ in $(seq 50); do [ -s "$dir/nginx.pid" ] && break; sleep 0.1; done
+  sleep 0.2
+  NGINX_PROXY_PIDS=$(pgrep -P "$(cat "$dir/nginx.pid")" | tr '\n' ' ')
+}
+
 # `start_bg NAME CMD...`: runs CMD in the background (stderr to $WORK/NAME.err), pid in $WORK/NAME.pid.
 start_bg() {
   local name=$1
@@ -100,21 +131,28 @@ wait_http() {
   return 1
 }
 
-# `wrk_run URL [PID] [LUA]` → "rps p99_ms cpu_us": wrk -t1 -c$CONNS -d${SECS}s; cpu_us is PID's user+system CPU
-# time per request (steadier than req/s on a busy machine), 0 without a PID (pass "" to give a script only).
+# `wrk_run URL [PIDS] [LUA]` → "rps p99_ms cpu_us": wrk -t1 -c$CONNS -d${SECS}s; cpu_us is the user+system CPU
+# time per request of the processes PIDS (space-separated; steadier than req/s on a busy machine), 0 without
+# PIDS (pass "" to give a script only).
 wrk_run() {
-  local url=$1 pid=${2:-} before=0 after=0 out script=()
+  local url=$1 pids=${2:-} before=0 after=0 out script=()
   [ -n "${3:-}" ] && script=(-s "$3")
   local tick
   tick=$(getconf CLK_TCK)
-  [ -n "$pid" ] && before=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+  [ -n "$pids" ] && before=$(cpu_ticks $pids)
   out=$(wrk -t1 -c"${CONNS:-32}" -d"${SECS:-10}"s --latency "${script[@]}" "$url" 2>/dev/null)
-  [ -n "$pid" ] && after=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+  [ -n "$pids" ] && after=$(cpu_ticks $pids)
   echo "$out" | awk -v ticks=$((after - before)) -v hz="$tick" '
     /requests in/ {n=$1}
     /Requests\/sec/ {rps=$2}
     /^ +99%/ {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v=v*1000}; p99=v}
     END {printf "%.0f %.3f %.1f\n", rps, p99, (n > 0 ? ticks * 1e6 / hz / n : 0)}'
+}
+
+# `cpu_ticks PID...`: user+system clock ticks used so far by the processes, summed.
+cpu_ticks() {
+  local p
+  for p in "$@"; do cat "/proc/$p/stat"; done | awk '{t += $14 + $15} END {print t}'
 }
 
 # Median of the numbers on stdin, one per line.

@@ -6,6 +6,7 @@ mod headers;
 mod respond_body;
 
 use crate::body::{RequestBody, ResponseBody};
+use crate::config::raw::Balance;
 use crate::config::Runtime;
 use crate::metrics::{CodeLabel, Metrics};
 use crate::openapi::{OpenApi, Operation, ResponseMode};
@@ -521,7 +522,7 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
         if !upstream.preserve_host {
             up_req.headers_mut().insert(header::HOST, target.host_header.clone());
         }
-        let _in_flight = upstream.begin(target);
+        let in_flight = upstream.begin(target);
         let sent = Instant::now();
         let result = tokio::time::timeout(upstream.timeouts.response, upstream.send(conn.worker, idx, up_req)).await;
         rec.upstream_us = Some(sent.elapsed().as_micros() as u64);
@@ -546,8 +547,14 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
                     resp.headers_mut().insert(RATELIMIT_POLICY, policy);
                     resp.headers_mut().insert(RATELIMIT, current);
                 }
-                if let Some(places) = places.take().filter(|p| !p.is_empty()) {
-                    resp.body_mut().hold_until_end(places);
+                // Shedding places, and for least-in-flight balancing the target's count, are held until the body
+                // ends: a response still streaming still occupies the upstream.
+                let places = places.take().filter(|p| !p.is_empty());
+                match (places, upstream.balance == Balance::LeastInFlight) {
+                    (Some(places), true) => resp.body_mut().hold_until_end((places, in_flight)),
+                    (Some(places), false) => resp.body_mut().hold_until_end(places),
+                    (None, true) => resp.body_mut().hold_until_end(in_flight),
+                    (None, false) => drop(in_flight),
                 }
                 return resp;
             }

@@ -47,6 +47,34 @@ async fn idempotent_requests_retry_on_another_target_and_balance() {
     gw.handle.shutdown().await;
 }
 
+/// Least-in-flight balancing counts a response whose body still streams as in flight: while one target sends a
+/// long body, new requests go to the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_in_flight_counts_responses_until_their_body_ends() {
+    use http_body_util::BodyExt;
+    let a = TestUpstream::start().await;
+    let b = TestUpstream::start().await;
+    let ups = format!("  app: {{ targets: [\"{}\", \"{}\"], balance: least_in_flight }}", a.url(), b.url());
+    let gw = TestGateway::start(&config(&ups, all_routes(), "")).await;
+    // 20 chunks 50 ms apart: the head comes at once, the body takes about a second.
+    let streaming = get_head(gw.addr(), "/stream?chunks=20&ms=50").await;
+    assert_eq!(streaming.status(), 200);
+    let (busy, idle) = if a.hits() == 1 { (&a, &b) } else { (&b, &a) };
+    assert_eq!((busy.hits(), idle.hits()), (1, 0));
+    for _ in 0..6 {
+        assert_eq!(get(gw.addr(), "/fast").await.status, 200);
+    }
+    assert_eq!((busy.hits(), idle.hits()), (1, 6), "every request while the body streams goes to the idle target");
+    let body = streaming.into_body().collect().await.unwrap().to_bytes();
+    assert!(body.ends_with(b"chunk19;"));
+    // Both idle again: ties are broken in turn, so both targets take requests.
+    for _ in 0..6 {
+        assert_eq!(get(gw.addr(), "/fast").await.status, 200);
+    }
+    assert!(busy.hits() >= 3 && idle.hits() >= 9, "a={} b={}", a.hits(), b.hits());
+    gw.handle.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_checks_take_dead_targets_out_and_readyz_reports_it() {
     let a = TestUpstream::start().await;
