@@ -7,7 +7,7 @@
 #        it must listen on 127.0.0.1:18483 and forward to http://127.0.0.1:18481.
 # ONLY=rampart skips nginx (for quick before/after comparisons). Set KEEP=DIR to keep the callgrind files (then: callgrind_annotate DIR/rampart.out | head -60).
 # BODY=FILE: the upstream answers with FILE (as application/json) instead of its small JSON object;
-# URLPATH=/path?query: the path requested (default below).
+# URLPATH=/path?query: the path requested (default below); RAMPART_BIN=path: that binary, without building.
 set -euo pipefail
 SECS=${1:-10}
 CONFIG=${2:+$(realpath "$2")}
@@ -20,8 +20,12 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-cargo build --release -q -p rampart
-RAMPART=${CARGO_TARGET_DIR:-$PWD/target}/release/rampart
+if [ -n "${RAMPART_BIN:-}" ]; then
+  RAMPART=$RAMPART_BIN
+else
+  cargo build --release -q -p rampart
+  RAMPART=${CARGO_TARGET_DIR:-$PWD/target}/release/rampart
+fi
 W=$(mktemp -d)
 chmod 755 $W # the upstream's nginx workers read BODY from here
 OUT=${KEEP:-$W}
