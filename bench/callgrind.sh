@@ -6,6 +6,8 @@
 # Usage: bench/callgrind.sh [SECONDS] [CONFIG]   CONFIG: a rampart config for the proxy (default: serve --upstream);
 #        it must listen on 127.0.0.1:18483 and forward to http://127.0.0.1:18481.
 # ONLY=rampart skips nginx (for quick before/after comparisons). Set KEEP=DIR to keep the callgrind files (then: callgrind_annotate DIR/rampart.out | head -60).
+# BODY=FILE: the upstream answers with FILE (as application/json) instead of its small JSON object;
+# URLPATH=/path?query: the path requested (default below); RAMPART_BIN=path: that binary, without building.
 set -euo pipefail
 SECS=${1:-10}
 CONFIG=${2:+$(realpath "$2")}
@@ -18,9 +20,14 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-cargo build --release -q -p rampart
-RAMPART=${CARGO_TARGET_DIR:-$PWD/target}/release/rampart
+if [ -n "${RAMPART_BIN:-}" ]; then
+  RAMPART=$RAMPART_BIN
+else
+  cargo build --release -q -p rampart
+  RAMPART=${CARGO_TARGET_DIR:-$PWD/target}/release/rampart
+fi
 W=$(mktemp -d)
+chmod 755 $W # the upstream's nginx workers read BODY from here
 OUT=${KEEP:-$W}
 mkdir -p "$OUT"
 cleanup() {
@@ -30,6 +37,11 @@ cleanup() {
   rm -rf $W
 }
 trap cleanup EXIT
+UPSTREAM_ANSWER="return 200 '{\"id\":1,\"name\":\"Ada Lovelace\",\"email\":\"ada@example.com\"}';"
+if [ -n "${BODY:-}" ]; then
+  install -m 644 "$BODY" $W/body.json
+  UPSTREAM_ANSWER="try_files /body.json =404;"
+fi
 cat > $W/upstream.conf <<CONF
 worker_processes 1;
 pid $W/upstream.pid;
@@ -37,7 +49,7 @@ error_log $W/upstream-error.log warn;
 events { worker_connections 1024; }
 http {
   access_log off;
-  server { listen 127.0.0.1:18481; location / { default_type application/json; return 200 '{"id":1,"name":"Ada Lovelace","email":"ada@example.com"}'; } }
+  server { listen 127.0.0.1:18481; root $W; location / { default_type application/json; $UPSTREAM_ANSWER } }
 }
 CONF
 # The reference proxy: one process (no master), so one callgrind run sees all of its work.
@@ -56,7 +68,7 @@ http {
 CONF
 $NGINX -p $W -c $W/upstream.conf
 export RAMPART_LOG=warn
-URLPATH="/users/1?fields=name,email&expand=orders"
+URLPATH=${URLPATH:-"/users/1?fields=name,email&expand=orders"}
 
 # measure NAME URL CMD... → prints "NAME instructions/request (requests)"
 measure() {

@@ -7,7 +7,8 @@
 //!
 //! - [`load`]: the document and the local files its `$ref`s name;
 //! - [`schema`]: OpenAPI schemas → self-contained JSON Schema 2020-12 (refs, 3.0 dialect, directions);
-//! - [`shape`]: declared-property tables for the strict check and the response filter;
+//! - [`shape`]: declared-property tables for the strict check and the response filter ([`names`]: the name
+//!   lookup they use);
 //! - [`compile`]: paths and operations → [`OpenApi`];
 //! - [`validate`]: the request checks ([`multipart`]: multipart bodies as objects, [`encoding`]: their parts'
 //!   content types and headers); [`response`]: the response filter.
@@ -16,6 +17,7 @@ pub mod compile;
 pub mod encoding;
 pub mod load;
 pub mod multipart;
+pub mod names;
 pub mod response;
 pub mod schema;
 pub mod shape;

@@ -8,10 +8,10 @@
 
 use super::compile::{BodySchema, Operation, StatusKey};
 use super::shape::{Filtered, Shapes};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::header::{HeaderMap, CONTENT_ENCODING, CONTENT_TYPE};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
-use hyper::body::Incoming;
+use http_body_util::BodyExt;
+use hyper::body::{Body, Incoming};
 use serde_json::Value;
 
 /// What a route does with JSON responses whose schema does not declare every property.
@@ -138,10 +138,35 @@ pub async fn read_bytes(
             return Err(ReadError::Encoded(enc.chars().take(32).collect()));
         }
     }
-    match tokio::time::timeout_at(deadline, Limited::new(body, cap).collect()).await {
-        Ok(Ok(c)) => Ok(c.to_bytes()),
-        Ok(Err(e)) if e.is::<LengthLimitError>() => Err(ReadError::TooLarge(cap)),
-        Ok(Err(e)) => Err(ReadError::Body(e.to_string())),
+    match tokio::time::timeout_at(deadline, collect_capped(body, cap)).await {
+        Ok(r) => r,
         Err(_) => Err(ReadError::Timeout),
     }
+}
+
+/// The body's data frames, up to `cap` bytes. A body that arrives in one frame (the usual small response) is
+/// kept as it came, without a copy; several are gathered into one buffer sized by the `Content-Length`.
+async fn collect_capped(mut body: Incoming, cap: usize) -> Result<Bytes, ReadError> {
+    let exact = body.size_hint().exact().map_or(0, |n| n.min(cap as u64) as usize);
+    let mut first: Option<Bytes> = None;
+    let mut buf = BytesMut::new();
+    let mut len = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ReadError::Body(e.to_string()))?;
+        let Ok(data) = frame.into_data() else { continue };
+        len += data.len();
+        if len > cap {
+            return Err(ReadError::TooLarge(cap));
+        }
+        if first.is_none() && buf.is_empty() {
+            first = Some(data);
+            continue;
+        }
+        if let Some(f) = first.take() {
+            buf.reserve(exact.max(len));
+            buf.extend_from_slice(&f);
+        }
+        buf.extend_from_slice(&data);
+    }
+    Ok(first.unwrap_or_else(|| buf.freeze()))
 }

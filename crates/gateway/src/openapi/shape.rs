@@ -9,6 +9,7 @@
 //! `additionalProperties` (or `patternProperties`) says otherwise. Alternatives (`anyOf`, `oneOf`) contribute
 //! the union of their properties.
 
+use super::names::NameTable;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 
@@ -35,19 +36,19 @@ struct Prop {
 
 #[derive(Debug)]
 struct Node {
-    /// Sorted by name: a binary search over a few names beats hashing each key of each response.
-    props: Vec<(Box<str>, Prop)>,
+    /// Prepared at load: the response filter looks up every member name of every response it reads.
+    props: NameTable<Prop>,
     extra: Extra,
     items: ShapeId,
 }
 
 impl Node {
     fn any() -> Node {
-        Node { props: Vec::new(), extra: Extra::Any, items: ANY }
+        Node { props: NameTable::default(), extra: Extra::Any, items: ANY }
     }
 
-    fn prop(&self, key: &str) -> Option<&Prop> {
-        self.props.binary_search_by(|(k, _)| k.as_ref().cmp(key)).ok().map(|i| &self.props[i].1)
+    fn prop(&self, key: &[u8]) -> Option<&Prop> {
+        self.props.get(key)
     }
 }
 
@@ -124,7 +125,7 @@ impl Shapes {
         match value {
             Value::Object(map) => {
                 for (k, v) in map {
-                    let child = match (node.prop(k), node.extra) {
+                    let child = match (node.prop(k.as_bytes()), node.extra) {
                         (Some(p), _) => p.shape,
                         (None, Extra::Any) => ANY,
                         (None, Extra::Schema(s)) => s,
@@ -180,7 +181,7 @@ impl Shapes {
         let node = &self.nodes[id];
         match value {
             Value::Object(map) => {
-                map.retain(|k, _| match (node.prop(k), node.extra) {
+                map.retain(|k, _| match (node.prop(k.as_bytes()), node.extra) {
                     (Some(p), _) => {
                         if p.write_only {
                             out.write_only_removed += 1;
@@ -199,7 +200,7 @@ impl Shapes {
                     (None, _) => true,
                 });
                 for (k, v) in map.iter_mut() {
-                    let child = match (node.prop(k), node.extra) {
+                    let child = match (node.prop(k.as_bytes()), node.extra) {
                         (Some(p), _) => p.shape,
                         (None, Extra::Schema(s)) => s,
                         _ => ANY,
@@ -236,8 +237,9 @@ pub enum Member {
 }
 
 impl Shapes {
-    /// The member `key` of an object of shape `id`, by the same rules as [`Shapes::filter`].
-    pub fn member(&self, id: ShapeId, key: &str) -> Member {
+    /// The member `key` of an object of shape `id`, by the same rules as [`Shapes::filter`]; `key` is the
+    /// name's UTF-8 bytes (unescaped).
+    pub fn member(&self, id: ShapeId, key: &[u8]) -> Member {
         let Some(node) = self.nodes.get(id).filter(|_| id != ANY) else { return Member::Declared(ANY) };
         match (node.prop(key), node.extra) {
             (Some(p), _) if p.write_only => Member::WriteOnly,
@@ -392,8 +394,9 @@ fn flatten(raw: &[RawNode], id: ShapeId) -> Node {
         None if lists_props => Extra::Undeclared,
         None => Extra::Any,
     };
-    let mut props: Vec<(Box<str>, Prop)> = props.into_iter().map(|(k, p)| (k.into_boxed_str(), p)).collect();
-    props.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let mut props: Vec<(String, Prop)> = props.into_iter().collect();
+    props.sort_unstable_by(|a, b| a.0.cmp(&b.0)); // a table that does not depend on the hash map's order
+    let props = NameTable::new(props.into_iter().map(|(k, p)| (k.into_bytes().into_boxed_slice(), p)));
     Node { props, extra, items: items.unwrap_or(ANY) }
 }
 

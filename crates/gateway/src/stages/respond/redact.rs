@@ -206,16 +206,28 @@ impl FieldNames {
     }
 
     pub fn matches(&self, name: &[u8]) -> bool {
-        let (Some(&first), Some(&last)) =
-            (name.iter().find(|b| !is_separator(**b)), name.iter().rev().find(|b| !is_separator(**b)))
-        else {
+        // The first, last and last-but-one bytes that are not separators, by index (this runs for every
+        // member name of every body read).
+        let mut a = 0;
+        while a < name.len() && is_separator(name[a]) {
+            a += 1;
+        }
+        if a == name.len() {
             return false;
-        };
-        let (first, last) = (first.to_ascii_lowercase(), last.to_ascii_lowercase());
+        }
+        let mut z = name.len() - 1;
+        while is_separator(name[z]) {
+            z -= 1;
+        }
+        let mut y = z;
+        while y > a && is_separator(name[y - 1]) {
+            y -= 1;
+        }
+        let (first, last) = (name[a].to_ascii_lowercase(), name[z].to_ascii_lowercase());
         let (w, bit) = pair_bit(first, last);
         // The separators dropped by normalising can only shorten a name: exact lengths up to the raw length.
         let exact_possible = self.pairs[w] & bit != 0 && self.exact_lens & mask_upto(name.len()) != 0;
-        let before_last = name.iter().rev().filter(|b| !is_separator(**b)).nth(1).map_or(0, u8::to_ascii_lowercase);
+        let before_last = if y > a { name[y - 1].to_ascii_lowercase() } else { 0 };
         let (w2, bit2) = pair_bit(before_last, last);
         let suffix_possible = self.suffix_last2[w2] & bit2 != 0;
         if !exact_possible && !suffix_possible && !self.prefix_first[first as usize] {
@@ -312,12 +324,18 @@ impl Redactor {
     /// All findings in one string: the detectors, then `name=value` / `name: value` pairs whose name is a
     /// sensitive field; overlaps resolved in favour of the earlier finding.
     pub fn find(&self, s: &[u8], out: &mut Vec<Span>) {
+        self.find_in(s, true, out)
+    }
+
+    /// [`find`](Self::find), told whether `s` may hold a `name=value` / `name: value` pair at all (`false`
+    /// when the caller's scan of the bytes saw no `=` and no `:`; the pair search is then skipped).
+    fn find_in(&self, s: &[u8], may_pair: bool, out: &mut Vec<Span>) {
         let start = out.len();
         // The shortest secret a detector finds (an SSN) has 11 characters; shorter strings only hold pairs.
         if s.len() >= 11 {
             secrets::find(s, self.enabled, out);
         }
-        if self.enabled.has(Kind::Field) {
+        if may_pair && self.enabled.has(Kind::Field) {
             let before = out.len();
             self.field_pairs(s, out);
             if out.len() > before && before > start {
@@ -471,6 +489,7 @@ impl Redactor {
             spans: Vec::new(),
             depth: 0,
             last_array_len: 0,
+            may_pair: true,
             schema,
         };
         let out = p.run(root);
@@ -645,6 +664,53 @@ fn card_number(digits: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// High bit set in every byte of `w` equal to `b` (exact up to the first one, which is all that is read).
+#[inline]
+fn bytes_eq(w: u64, b: u8) -> u64 {
+    let x = w ^ (ONES * b as u64);
+    x.wrapping_sub(ONES) & !x & HIGHS
+}
+
+/// Where a string's content stops being plain — the closing quote, a backslash or, when `strict`, a raw
+/// control character — and whether a `=` or `:` comes before that. Eight bytes per step (SWAR): one pass
+/// instead of a quote search, a control-character check and the pair search's own scan.
+#[inline]
+fn scan_string(s: &[u8], strict: bool) -> (Option<usize>, bool) {
+    let ctrl_sub = if strict { ONES * 0x20 } else { 0 };
+    let mut i = 0;
+    let mut pairs = 0u64;
+    while let Some(chunk) = s.get(i..i + 8) {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(chunk);
+        let w = u64::from_le_bytes(b);
+        // Bytes below 0x20 (strict), the quote and the backslash.
+        let stop = (w.wrapping_sub(ctrl_sub) & !w & HIGHS & if strict { u64::MAX } else { 0 })
+            | bytes_eq(w, b'"')
+            | bytes_eq(w, b'\\');
+        let pair = bytes_eq(w, b'=') | bytes_eq(w, b':');
+        if stop != 0 {
+            let k = stop.trailing_zeros() as usize / 8;
+            // Pair bytes before the stop only (bits below its byte).
+            pairs |= pair & ((1u64 << (k * 8)) - 1);
+            return (Some(i + k), pairs != 0);
+        }
+        pairs |= pair;
+        i += 8;
+    }
+    for (j, &c) in s[i..].iter().enumerate() {
+        if c == b'"' || c == b'\\' || (strict && c < 0x20) {
+            return (Some(i + j), pairs != 0);
+        }
+        if c == b'=' || c == b':' {
+            pairs = 1;
+        }
+    }
+    (None, pairs != 0)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Leaf {
     Keep,
@@ -712,6 +778,8 @@ struct JsonPass<'a, 'r, 's> {
     depth: usize,
     /// Length of the array parsed last (for the record count of `{"items": [...]}`).
     last_array_len: u64,
+    /// The string read last holds a `=` or `:` (or escapes): the field-name pair search has work.
+    may_pair: bool,
     /// The OpenAPI response filter riding along, if the route has one; it also makes the pass strict.
     schema: Option<SchemaPass<'s>>,
 }
@@ -847,32 +915,37 @@ impl JsonPass<'_, '_, '_> {
         Ok(Leaf::Keep)
     }
 
-    /// Reads a string token; returns its content range and whether it holds escapes.
+    /// Reads a string token; returns its content range and whether it holds escapes. Also notes in
+    /// `self.may_pair` whether the content holds a `=` or `:` (for the pair search of the field names).
     fn string_raw(&mut self) -> Result<(usize, usize, bool), Malformed> {
         self.expect(b'"')?;
         let start = self.pos;
+        let strict = self.schema.is_some();
         let mut escaped = false;
+        let mut may_pair = false;
         loop {
-            // Raw control characters are not refused: this pass redacts, it does not validate.
-            let Some(k) = secrets::find2(&self.src[self.pos..], b'"', b'\\') else {
+            // Raw control characters are not refused unless strict: this pass redacts, it does not validate.
+            let (k, pairs) = scan_string(&self.src[self.pos..], strict);
+            may_pair |= pairs;
+            let Some(k) = k else {
                 return Err(Malformed(self.src.len()));
             };
-            if self.schema.is_some() && self.src[self.pos..self.pos + k].iter().any(|&b| b < 0x20) {
-                return Err(Malformed(self.pos)); // strict: raw control characters are not JSON
-            }
+            let at = self.pos;
             self.pos += k;
             match self.src[self.pos] {
                 b'"' => {
                     let end = self.pos;
                     self.pos += 1;
+                    // Escaped content is decoded before the search: an escape may stand for either byte.
+                    self.may_pair = may_pair || escaped;
                     return Ok((start, end, escaped));
                 }
-                _ => {
+                b'\\' => {
                     escaped = true;
                     match self.src.get(self.pos + 1) {
                         Some(b'u') => {
                             let hex = self.src.get(self.pos + 2..self.pos + 6);
-                            if self.schema.is_some() && !hex.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
+                            if strict && !hex.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
                                 return Err(Malformed(self.pos));
                             }
                             self.pos += 6
@@ -884,6 +957,8 @@ impl JsonPass<'_, '_, '_> {
                         return Err(Malformed(self.src.len()));
                     }
                 }
+                // A raw control character (strict only): not JSON.
+                _ => return Err(Malformed(at)),
             }
         }
     }
@@ -910,7 +985,7 @@ impl JsonPass<'_, '_, '_> {
             &self.src[start..end]
         };
         self.spans.clear();
-        self.r.find(text, &mut self.spans);
+        self.r.find_in(text, self.may_pair, &mut self.spans);
         if self.spans.is_empty() {
             return Ok(if is_secret_shape(text, self.r.enabled) { Leaf::AwsCandidate } else { Leaf::Keep });
         }
@@ -958,6 +1033,7 @@ impl JsonPass<'_, '_, '_> {
             spans: Vec::new(),
             depth: self.depth,
             last_array_len: 0,
+            may_pair: true,
             schema: None,
         };
         sub.value(level + 1, ANY)?;
@@ -981,10 +1057,10 @@ impl JsonPass<'_, '_, '_> {
             return Ok(Member::Declared(ANY));
         };
         let member = if escaped {
-            shapes.member(shape, &self.decode(ks, ke)?)
+            shapes.member(shape, self.decode(ks, ke)?.as_bytes())
         } else {
             // Valid UTF-8: checked for the whole body before a filtering pass starts.
-            shapes.member(shape, std::str::from_utf8(&self.src[ks..ke]).map_err(|_| Malformed(ks))?)
+            shapes.member(shape, &self.src[ks..ke])
         };
         match member {
             Member::WriteOnly => {
@@ -1322,6 +1398,54 @@ mod tests {
             assert!(!f.matches(no.as_bytes()), "{no}");
         }
         assert!(FieldNames::new(["*"]).is_err() && FieldNames::new(["a*b"]).is_err());
+    }
+
+    /// The prefiltered matcher answers what normalising every name and comparing it with every pattern
+    /// answers, for random names (separators, case, near misses of the defaults) and the defaults themselves.
+    #[test]
+    fn field_name_prefilter_agrees_with_plain_matching() {
+        let f = FieldNames::new(DEFAULT_FIELDS.iter().copied().chain(["internal*", "*x"])).unwrap();
+        let plain = |name: &[u8]| {
+            let mut buf = [0u8; MAX_NAME];
+            let Some(n) = normalize_into(name, &mut buf).filter(|&n| n > 0) else { return false };
+            let k = &buf[..n];
+            f.exact.iter().any(|e| **e == *k)
+                || f.suffix.iter().any(|s| k.ends_with(s))
+                || f.prefix.iter().any(|p| k.starts_with(p))
+        };
+        let mut rng = fastrand::Rng::with_seed(61);
+        let alphabet = b"pPaAsSwWoOrRdDtTkKeEnNiIxX_-. 1";
+        for _ in 0..20000 {
+            let mut name: Vec<u8> = match rng.u8(0..3) {
+                0 => DEFAULT_FIELDS[rng.usize(0..DEFAULT_FIELDS.len())].trim_start_matches('*').as_bytes().to_vec(),
+                _ => Vec::new(),
+            };
+            for _ in 0..rng.usize(0..14) {
+                let b = alphabet[rng.usize(0..alphabet.len())];
+                if rng.bool() {
+                    name.push(b);
+                } else {
+                    name.insert(0, b);
+                }
+            }
+            assert_eq!(f.matches(&name), plain(&name), "{:?}", String::from_utf8_lossy(&name));
+        }
+    }
+
+    /// The one-pass string scan stops where a plain search for the quote, the backslash and (strict) a control
+    /// character stops, and sees the same `=` / `:` before it.
+    #[test]
+    fn string_scan_agrees_with_a_plain_search() {
+        let mut rng = fastrand::Rng::with_seed(62);
+        let alphabet = b"ab\"\\=:\x01\x1f \x7f\xc3\xa9";
+        for _ in 0..20000 {
+            let s: Vec<u8> = (0..rng.usize(0..40)).map(|_| alphabet[rng.usize(0..alphabet.len())]).collect();
+            for strict in [false, true] {
+                let stop = s.iter().position(|&c| c == b'"' || c == b'\\' || (strict && c < 0x20));
+                let pairs = s[..stop.unwrap_or(s.len())].iter().any(|&c| c == b'=' || c == b':');
+                assert_eq!(scan_string(&s, strict), (stop, pairs), "{s:?} strict {strict}");
+            }
+        }
     }
 
     fn user_shapes() -> Shapes {
