@@ -17,8 +17,7 @@ export RAMPART_LOG=warn
 
 UP=18281 RED=18282 NOL=18283 MEM=18284 RDS=18285
 start_nginx_upstream $UP "location / { return 200 '{\"id\":1,\"name\":\"Ada Lovelace\",\"email\":\"ada@example.com\"}'; }"
-start_bg redis-server redis-server --port $RED --bind 127.0.0.1 --save '' --appendonly no --daemonize no
-on_exit "redis-cli -p $RED shutdown nosave"
+start_bg redis-server redis-server --port $RED --bind 127.0.0.1 --save '' --appendonly no --daemonize no --logfile $WORK/redis-server.log
 
 config() { # port state limits
   cat <<CONF
