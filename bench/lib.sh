@@ -32,7 +32,7 @@ bench_cleanup() {
   local c
   for c in "${BENCH_CLEANUP[@]}"; do eval "$c" >/dev/null 2>&1 || true; done
   local p
-  for p in "$WORK"/*.pid; do [ -e "$p" ] && kill "$(cat "$p")" 2>/dev/null; done
+  for p in "$WORK"/*.pid; do [ -e "$p" ] && kill "$(cat "$p")" 2>/dev/null || true; done
   [ -n "${NGINX:-}" ] && [ -e "$WORK/nginx.conf" ] && "$NGINX" -p "$WORK" -c "$WORK/nginx.conf" -s stop 2>/dev/null
   rm -rf "$WORK"
 }

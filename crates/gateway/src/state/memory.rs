@@ -78,8 +78,11 @@ pub struct MemoryStore {
     last_eviction_log: AtomicU64,
 }
 
+/// The shard from middle bits of the fingerprint: the shard's hash map indexes its buckets by the low bits and
+/// tags them with the top 7, so picking shards by the top bits (as before) left every key of a shard with the
+/// same tag and made each lookup compare keys that only looked alike.
 fn shard_of(fp: u64) -> usize {
-    (fp >> 58) as usize % SHARDS
+    (fp >> 32) as usize % SHARDS
 }
 
 /// A change a batch made under its locks, taken back when a later check refuses.
@@ -123,30 +126,36 @@ impl MemoryStore {
         }
     }
 
-    /// The keyed SipHash of `tag, scope, 0xff, subject, extra`. SipHash streams, so one write of the bytes laid
-    /// end to end gives the same value as five writes — and costs one call's overhead instead of five (this runs
-    /// on every limit check). Collisions: the key is random per process, so nobody can aim one, and among a
-    /// million live cells the chance that any two share a fingerprint is about 3 in 100 million.
+    /// The keyed SipHash of `tag, scope, 0xff, subject` and, for quotas only, `extra` (the window; every other
+    /// tag has none, and leaving its 8 bytes out saves a SipHash round per check). The scope is UTF-8, which has
+    /// no 0xff byte, and `extra` has a fixed width, so the encoding is unambiguous per tag. SipHash streams, so
+    /// one write of the bytes laid end to end gives the same value as several writes — and costs one call's
+    /// overhead instead of several (this runs on every limit check). Collisions: the key is random per process,
+    /// so nobody can aim one, and among a million live cells the chance that any two share a fingerprint is
+    /// about 3 in 100 million.
     #[inline]
     fn fp(&self, tag: Tag, scope: &[u8], subject: &[u8], extra: u64) -> u64 {
         let mut h = self.hasher.build_hasher();
-        let len = scope.len() + subject.len() + 10;
+        let tail = if matches!(tag, Tag::Quota) { 8 } else { 0 };
+        let len = scope.len() + subject.len() + 2 + tail;
         let mut buf = [0u8; 96];
         if len <= buf.len() {
+            buf[0] = tag as u8;
             let (s, rest) = buf[1..].split_at_mut(scope.len());
             s.copy_from_slice(scope);
             rest[0] = 0xff;
             let (j, rest) = rest[1..].split_at_mut(subject.len());
             j.copy_from_slice(subject);
-            rest[..8].copy_from_slice(&extra.to_ne_bytes());
-            buf[0] = tag as u8;
+            rest[..tail].copy_from_slice(&extra.to_ne_bytes()[..tail]);
             h.write(&buf[..len]);
         } else {
             h.write_u8(tag as u8);
             h.write(scope);
             h.write_u8(0xff);
             h.write(subject);
-            h.write_u64(extra);
+            if tail > 0 {
+                h.write_u64(extra);
+            }
         }
         h.finish()
     }

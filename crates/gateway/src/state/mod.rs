@@ -10,6 +10,7 @@
 pub mod batch;
 pub mod memory;
 mod redis_batch;
+mod redis_coalesce;
 pub mod redis_store;
 mod subject;
 

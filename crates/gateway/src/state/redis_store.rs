@@ -8,6 +8,7 @@
 //! without waiting, while the supervisor reconnects with exponential back-off and marks it up again.
 
 use super::memory::{now_ns, MemoryStore};
+use super::redis_coalesce::{Coalescer, Join, Lead};
 use super::{
     BlockEntry, Blocks, CellKey, Counters, DistinctDecision, FailureMode, Gcra, Limits, Nonces, Offences,
     QuotaDecision, RateDecision, RedisSpec, StateMetrics, Subject, Unavailable,
@@ -29,8 +30,13 @@ const PREFIX: &str = "rampart:";
 pub(super) const BLOCK_INDEX: &str = "rampart:blocks";
 
 /// KEYS: cell, block, offences. ARGV: interval µs, tolerance µs, cost, offences-before-block (0 = never),
-/// offence window ms, block ms. Returns {state, remaining, µs, newly_blocked}: state 1 allowed (µs = reset),
-/// 0 limited (µs = retry after), 2 blocked (µs = block left).
+/// offence window ms, block ms, N (requests charged together, see [`super::redis_coalesce`]). The N requests
+/// are decided in order at one instant: the first k pass (k = how many fit), the rest are refused, each refusal
+/// counting an offence. Returns {2, 0, block left µs, 0} when the subject is blocked (all N refused), else
+/// {1, k, tat − now µs (tat: the cell's arrival time before them, at least now), b}: b = 0, or the 1-based
+/// refusal that reached `after` and set the block (the refusals after it find the block).
+/// Time comes from Redis (`TIME`), not from the gateway: replicas whose clocks disagree by a few milliseconds
+/// would otherwise move one cell's arrival time back and forth and let more through than the limit.
 const GCRA: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -38,27 +44,36 @@ local bl = redis.call('PTTL', KEYS[2])
 if bl > 0 then return {2, 0, bl * 1000, 0} end
 local interval = tonumber(ARGV[1])
 local tol = tonumber(ARGV[2])
-local cost = tonumber(ARGV[3])
+local step = tonumber(ARGV[3]) * interval
+local n = tonumber(ARGV[7])
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
 if tat < now then tat = now end
-local new_tat = tat + cost * interval
-local allow_at = new_tat - tol - interval
-if allow_at <= now then
+local slack = now - tat + tol + interval
+local k = n
+if step > 0 then
+  k = math.floor(slack / step)
+  if k > n then k = n elseif k < 0 then k = 0 end
+end
+while k > 0 and k * step > slack do k = k - 1 end
+while k < n and (k + 1) * step <= slack do k = k + 1 end
+if k > 0 then
+  local new_tat = tat + k * step
   redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.floor((new_tat - now) / 1000) + 1)
-  return {1, math.floor((now - allow_at) / interval), new_tat - now, 0}
 end
 local blocked = 0
+local refused = n - k
 local after = tonumber(ARGV[4])
-if after > 0 then
-  local n = redis.call('INCR', KEYS[3])
-  if n == 1 then redis.call('PEXPIRE', KEYS[3], ARGV[5]) end
-  if n >= after then
+if refused > 0 and after > 0 then
+  local c = redis.call('INCRBY', KEYS[3], refused)
+  if c >= after then
     redis.call('SET', KEYS[2], '1', 'PX', ARGV[6])
     redis.call('DEL', KEYS[3])
-    blocked = 1
+    blocked = math.max(after - (c - refused), 1)
+  elseif c == refused then
+    redis.call('PEXPIRE', KEYS[3], ARGV[5])
   end
 end
-return {0, 0, allow_at - now, blocked}
+return {1, k, tat - now, blocked}
 ";
 
 /// KEYS: counter. ARGV: cost, max, window ms. Returns {allowed, remaining}.
@@ -107,7 +122,7 @@ struct Scripts {
     incr_window: Script,
 }
 
-struct Inner {
+pub(super) struct Inner {
     spec: RedisSpec,
     client: Client,
     conn: ArcSwapOption<Conn>,
@@ -117,6 +132,8 @@ struct Inner {
     local: MemoryStore,
     metrics: StateMetrics,
     scripts: Scripts,
+    /// Rate checks of one cell in flight at once, sharing a call.
+    pub(super) coalesce: Coalescer,
 }
 
 /// Shared state in Redis, with a declared behaviour while Redis is away.
@@ -124,6 +141,89 @@ pub struct RedisStore {
     inner: Arc<Inner>,
     /// Dropping it stops the supervisor thread and closes the connection.
     _stop: oneshot::Sender<()>,
+}
+
+/// What [`GCRA`] answers: state, admitted, arrival time offset µs, the refusal that blocked.
+pub(super) type GcraAnswer = (i64, i64, i64, i64);
+
+/// One cell's [`GCRA`] call, rendered once for every call made for it (a lead's, and the coalesced ones after).
+pub(super) struct RateCall {
+    cell: String,
+    blk: String,
+    off: String,
+    interval_us: u64,
+    tolerance_us: u64,
+    cost: u32,
+    after: u32,
+    within_ms: u64,
+    block_ms: u64,
+    /// What the call is for, so a check joins only a call for its own cell with its own parameters.
+    subject: Subject,
+    /// Where the scope starts in `cell`.
+    scope_at: usize,
+    gcra: Gcra,
+    offences: Option<Offences>,
+}
+
+impl RateCall {
+    pub(super) fn new(k: CellKey<'_>, gcra: Gcra, cost: u32, offences: Option<Offences>) -> RateCall {
+        let cell = key("rl", k);
+        let o = offences.unwrap_or(Offences { after: 0, within: Duration::ZERO, block_for: Duration::ZERO });
+        RateCall {
+            scope_at: cell.len() - k.scope.len(),
+            cell,
+            blk: block_key(k.subject),
+            off: key("off", k),
+            interval_us: (gcra.interval_ns / 1000).max(1),
+            tolerance_us: gcra.tolerance_ns / 1000,
+            cost,
+            after: o.after,
+            within_ms: ms(o.within),
+            block_ms: ms(o.block_for),
+            subject: *k.subject,
+            gcra,
+            offences,
+        }
+    }
+
+    pub(super) fn is_for(&self, k: CellKey<'_>, gcra: Gcra, cost: u32, offences: Option<Offences>) -> bool {
+        self.subject == *k.subject
+            && self.cell.get(self.scope_at..) == Some(k.scope)
+            && self.gcra == gcra
+            && self.cost == cost
+            && self.offences == offences
+    }
+
+    /// The decision of the `i`-th (0-based) of the requests a call charged, from the call's answer: the first
+    /// `k` passed, each taking one more step of the cell; the others were refused in order (see [`GCRA`]).
+    pub(super) fn decision(&self, answer: GcraAnswer, i: u64) -> Option<RateDecision> {
+        let us = |v: i128| Duration::from_micros(v.clamp(0, i128::from(u64::MAX)) as u64);
+        let (state, k, d, blocked) = answer;
+        match state {
+            2 => Some(RateDecision::Blocked { remaining: us(i128::from(d)) }),
+            1 => {
+                let (interval, tol) = (i128::from(self.interval_us), i128::from(self.tolerance_us));
+                let step = interval * i128::from(self.cost);
+                let (k, d, i) = (i128::from(k.max(0)), i128::from(d), i128::from(i));
+                if i < k {
+                    let taken = (i + 1) * step;
+                    let remaining = ((tol + interval - d - taken) / interval).max(0) as u64;
+                    return Some(RateDecision::Allowed { remaining, reset: us(d + taken) });
+                }
+                let retry_after = us(d + (k + 1) * step - tol - interval);
+                let refusal = i - k + 1;
+                let blocked = i128::from(blocked);
+                Some(if blocked == 0 || refusal < blocked {
+                    RateDecision::Limited { retry_after, newly_blocked: false }
+                } else if refusal == blocked {
+                    RateDecision::Limited { retry_after, newly_blocked: true }
+                } else {
+                    RateDecision::Blocked { remaining: Duration::from_millis(self.block_ms) }
+                })
+            }
+            _ => None,
+        }
+    }
 }
 
 pub(super) fn ms(d: Duration) -> u64 {
@@ -177,6 +277,7 @@ impl RedisStore {
                 distinct: Script::new(DISTINCT),
                 incr_window: Script::new(INCR_WINDOW),
             },
+            coalesce: Coalescer::default(),
         });
         let (stop, stopped) = oneshot::channel();
         let sup = inner.clone();
@@ -204,22 +305,7 @@ impl RedisStore {
         F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
-        let inner = &self.inner;
-        if !inner.up.load(Ordering::Acquire) {
-            return None;
-        }
-        let conn = inner.conn.load_full()?;
-        match tokio::time::timeout(inner.spec.timeout, f((*conn).clone())).await {
-            Ok(Ok(v)) => Some(v),
-            Ok(Err(e)) => {
-                inner.degrade(&e.to_string());
-                None
-            }
-            Err(_) => {
-                inner.degrade("no answer within the timeout");
-                None
-            }
-        }
+        self.inner.call(f).await
     }
 
     pub(super) fn fallback(&self, mode: FailureMode) -> FailureMode {
@@ -257,6 +343,48 @@ pub(super) async fn query<T: FromRedisValue>(mut conn: Conn, cmd: redis::Cmd) ->
 }
 
 impl Inner {
+    /// Runs one call within the timeout; `None` when Redis could not answer (and it is now marked down).
+    pub(super) async fn call<T, F, Fut>(&self, f: F) -> Option<T>
+    where
+        F: FnOnce(Conn) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        if !self.up.load(Ordering::Acquire) {
+            return None;
+        }
+        let conn = self.conn.load_full()?;
+        match tokio::time::timeout(self.spec.timeout, f((*conn).clone())).await {
+            Ok(Ok(v)) => Some(v),
+            Ok(Err(e)) => {
+                self.degrade(&e.to_string());
+                None
+            }
+            Err(_) => {
+                self.degrade("no answer within the timeout");
+                None
+            }
+        }
+    }
+
+    /// One [`GCRA`] call charging `n` requests of `c`'s cell.
+    pub(super) async fn rate_call(&self, c: &RateCall, n: u32) -> Option<GcraAnswer> {
+        let answer: (i64, i64, i64, i64) = self
+            .call(|conn| {
+                let mut inv = self.scripts.gcra.prepare_invoke();
+                inv.key(&c.cell).key(&c.blk).key(&c.off);
+                inv.arg(c.interval_us)
+                    .arg(c.tolerance_us)
+                    .arg(c.cost)
+                    .arg(c.after)
+                    .arg(c.within_ms)
+                    .arg(c.block_ms)
+                    .arg(n);
+                invoke(conn, inv)
+            })
+            .await?;
+        Some(answer)
+    }
+
     fn degrade(&self, why: &str) {
         if self.up.swap(false, Ordering::AcqRel) {
             self.conn.store(None);
@@ -344,32 +472,29 @@ impl Limits for RedisStore {
         offences: Option<Offences>,
         mode: FailureMode,
     ) -> Result<RateDecision, Unavailable> {
-        let cell = key("rl", k);
-        let off = key("off", k);
-        let blk = block_key(k.subject);
-        let o = offences.unwrap_or(Offences { after: 0, within: Duration::ZERO, block_for: Duration::ZERO });
-        let script = &self.inner.scripts.gcra;
-        let answer: Option<(i64, i64, i64, i64)> = self
-            .call(|conn| {
-                let mut inv = script.prepare_invoke();
-                inv.key(&cell).key(&blk).key(&off);
-                inv.arg((gcra.interval_ns / 1000).max(1))
-                    .arg(gcra.tolerance_ns / 1000)
-                    .arg(cost)
-                    .arg(o.after)
-                    .arg(ms(o.within))
-                    .arg(ms(o.block_for));
-                invoke(conn, inv)
-            })
-            .await;
-        let us = |v: i64| Duration::from_micros(v.max(0) as u64);
-        match answer {
-            Some((1, remaining, reset, _)) => {
-                Ok(RateDecision::Allowed { remaining: remaining.max(0) as u64, reset: us(reset) })
+        let inner = &self.inner;
+        let answer = if !inner.up.load(Ordering::Acquire) {
+            None
+        } else {
+            let call = || Arc::new(RateCall::new(k, gcra, cost, offences));
+            match inner.coalesce.join(k, gcra, cost, offences, call) {
+                Join::Lead(fp, call) => {
+                    let lead = Lead { inner: inner.clone(), fp, call };
+                    let answer = inner.rate_call(&lead.call, 1).await;
+                    answer.and_then(|a| lead.call.decision(a, 0))
+                    // `lead` drops here: the checks that queued meanwhile get their call.
+                }
+                Join::Alone(call) => inner.rate_call(&call, 1).await.and_then(|a| call.decision(a, 0)),
+                // The queue's call is bounded by the timeout too, but it may start only when the call in flight
+                // ends: the wait itself is bounded so that no request waits longer than the timeout.
+                Join::Wait(rx) => {
+                    tokio::time::timeout(inner.spec.timeout, rx).await.ok().and_then(Result::ok).flatten()
+                }
             }
-            Some((2, _, left, _)) => Ok(RateDecision::Blocked { remaining: us(left) }),
-            Some((_, _, retry, blocked)) => {
-                if blocked == 1 {
+        };
+        match answer {
+            Some(decision) => {
+                if let (RateDecision::Limited { newly_blocked: true, .. }, Some(o)) = (decision, offences) {
                     let expiry = epoch_ms() + ms(o.block_for);
                     let subject = k.subject.to_string();
                     self.call(|conn| {
@@ -377,7 +502,7 @@ impl Limits for RedisStore {
                     })
                     .await;
                 }
-                Ok(RateDecision::Limited { retry_after: us(retry), newly_blocked: blocked == 1 })
+                Ok(decision)
             }
             None => match self.fallback(mode) {
                 FailureMode::Local => {

@@ -2,7 +2,8 @@
 //! everyone. A subject lives on the stack, so keying a request allocates nothing.
 //!
 //! Two forms share one fixed buffer, told apart by the first byte:
-//! - an IP subject is binary — a marker byte (`1` IPv4, `2` IPv6), the masked address bytes, the prefix length —
+//! - an IP subject is binary — IPv4: a marker byte `1`, the masked address, the prefix length; IPv6: a marker
+//!   byte `2`, the prefix length, and only the address bytes the prefix covers (8 for a /64) —
 //!   because it is built on every request of a route limited by IP, and masking 4 or 16 bytes costs a few
 //!   nanoseconds where printing an address costs tens (IPv6 through `fmt` over a hundred);
 //! - every other subject is its printable label (`consumer:alice`, `header:x-tenant:#…`).
@@ -81,12 +82,14 @@ impl Subject {
                 s.len = 6;
             }
             IpAddr::V6(a) => {
+                // Only the bytes the prefix covers: a /64 is 10 bytes to hash, not 18.
                 let bits = v6.min(128);
                 let mask = u128::MAX.checked_shl(128 - u32::from(bits)).unwrap_or(0);
+                let n = usize::from(bits).div_ceil(8);
                 s.buf[0] = V6;
-                s.buf[1..17].copy_from_slice(&(u128::from(a) & mask).to_be_bytes());
-                s.buf[17] = bits;
-                s.len = 18;
+                s.buf[1] = bits;
+                s.buf[2..2 + n].copy_from_slice(&(u128::from(a) & mask).to_be_bytes()[..n]);
+                s.len = 2 + n as u8;
             }
         }
         s
@@ -154,10 +157,10 @@ impl Subject {
                 let a = Ipv4Addr::new(b[1], b[2], b[3], b[4]);
                 out.write(format_args!("ip:{a}/{}", b[5]));
             }
-            Some(&V6) if b.len() == 18 => {
+            Some(&V6) if b.len() >= 2 && b[1] <= 128 && b.len() == 2 + usize::from(b[1]).div_ceil(8) => {
                 let mut octets = [0u8; 16];
-                octets.copy_from_slice(&b[1..17]);
-                out.write(format_args!("ip:{}/{}", Ipv6Addr::from(octets), b[17]));
+                octets[..b.len() - 2].copy_from_slice(&b[2..]);
+                out.write(format_args!("ip:{}/{}", Ipv6Addr::from(octets), b[1]));
             }
             _ => out.write(format_args!("{}", std::str::from_utf8(b).unwrap_or(""))),
         }

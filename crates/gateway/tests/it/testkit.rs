@@ -1266,3 +1266,41 @@ impl HttpSigner {
         out
     }
 }
+
+/// Runs `futures` in the calling task, polling each in order on every wake, and returns their outputs in order.
+/// Every one is polled once before any can have been answered by a server, so they are in flight at once, in a
+/// known order (tests of what a backend does with concurrent calls).
+pub async fn join_in_order<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut futures: Vec<std::pin::Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, o) in futures.iter_mut().zip(out.iter_mut()) {
+            if o.is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *o = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter().map(|o| o.unwrap()).collect()
+}
+
+impl TestRedis {
+    /// How many times this server ran `command` (`INFO commandstats`, e.g. `evalsha`).
+    pub fn calls(&self, command: &str) -> u64 {
+        let info = self.command("INFO commandstats");
+        let tag = format!("cmdstat_{command}:calls=");
+        info.lines()
+            .find_map(|l| l.strip_prefix(tag.as_str()))
+            .and_then(|rest| rest.split(',').next())
+            .map_or(0, |n| n.parse().unwrap())
+    }
+}

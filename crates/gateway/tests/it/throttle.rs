@@ -572,3 +572,87 @@ async fn a_reload_keeps_the_limit_state() {
     assert_eq!(get(gw.addr(), "/a").await.code(), "throttle.rate_limited", "a reload must not reset limits");
     gw.handle.shutdown().await;
 }
+
+/// Checks of one Redis cell in flight at once share script calls — one call charges the queued requests
+/// together — and are decided exactly as one-by-one calls would be: the allowance and no more, each admitted
+/// request one step further into the burst, offences and the block counted per refusal. On one Redis and on a
+/// three-node cluster. A frozen Redis answers none of them within the timeout: each takes the failure mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_checks_of_one_cell_share_calls_and_are_decided_exactly() {
+    let redis = TestRedis::start();
+    let cluster = TestRedisCluster::start();
+    let metrics = gateway::metrics::Metrics::new();
+    let stores = [
+        ("redis", Store::build(&closed_redis(vec![redis.url()], false), metrics.state_metrics()).unwrap()),
+        ("cluster", Store::build(&closed_redis(vec![cluster.seed()], true), metrics.state_metrics()).unwrap()),
+    ];
+    let script_calls = |kind: &str| match kind {
+        "redis" => redis.calls("evalsha"),
+        _ => cluster.nodes.iter().map(|n| n.calls("evalsha")).sum(),
+    };
+    let m = FailureMode::Closed;
+    for (kind, s) in &stores {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !s.healthy() {
+            assert!(Instant::now() < deadline, "{kind}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // 100 per hour, all at once; 400 checks in flight together.
+        let ip = Subject::ip("192.0.2.7".parse().unwrap(), 32, 64);
+        let key = CellKey { scope: "hot", subject: &ip };
+        let g = Gcra::new(100, Duration::from_secs(3600), 99);
+        let before = script_calls(kind);
+        let decisions = join_in_order((0..400).map(|_| s.rate(key, g, 1, None, m)).collect()).await;
+        let calls = script_calls(kind) - before;
+        assert!(calls < 40, "{kind}: {calls} script calls for 400 concurrent checks of one cell");
+        let mut remaining: Vec<u64> = decisions
+            .iter()
+            .filter_map(|d| match d {
+                Ok(RateDecision::Allowed { remaining, .. }) => Some(*remaining),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(remaining.len(), 100, "{kind}: exactly the allowance passes");
+        assert!(decisions[..100].iter().all(|d| matches!(d, Ok(RateDecision::Allowed { .. }))), "{kind}: in order");
+        assert!(decisions[100..].iter().all(|d| matches!(d, Ok(RateDecision::Limited { newly_blocked: false, .. }))));
+        remaining.sort_unstable();
+        assert_eq!(remaining, (0..100).collect::<Vec<u64>>(), "{kind}: one step further each");
+
+        // Offences: the third refusal blocks; the refusals after it find the block — as on the memory store
+        // one by one.
+        let other = Subject::ip("192.0.2.8".parse().unwrap(), 32, 64);
+        let key = CellKey { scope: "strict", subject: &other };
+        let g = Gcra::new(1, Duration::from_secs(3600), 0);
+        let o = Some(Offences { after: 3, within: Duration::from_secs(60), block_for: Duration::from_secs(600) });
+        let kinds = |d: &Result<RateDecision, _>| match d {
+            Ok(RateDecision::Allowed { .. }) => "allowed",
+            Ok(RateDecision::Limited { newly_blocked: false, .. }) => "limited",
+            Ok(RateDecision::Limited { newly_blocked: true, .. }) => "newly blocked",
+            Ok(RateDecision::Blocked { .. }) => "blocked",
+            Err(_) => "unavailable",
+        };
+        let memory = Store::build(&StateSpec::Memory { max_entries: 10_000 }, metrics.state_metrics()).unwrap();
+        let mut one_by_one = Vec::new();
+        for _ in 0..10 {
+            one_by_one.push(kinds(&memory.rate(key, g, 1, o, m).await));
+        }
+        let together = join_in_order((0..10).map(|_| s.rate(key, g, 1, o, m)).collect()).await;
+        assert_eq!(together.iter().map(kinds).collect::<Vec<_>>(), one_by_one, "{kind}");
+        assert!(s.blocked(&other, m).await.unwrap().is_some(), "{kind}: the block is in Redis");
+        let listed = s.list_blocks().await.unwrap();
+        assert!(listed.iter().any(|b| b.subject == "ip:192.0.2.8/32"), "{kind}: {listed:?}");
+    }
+
+    // Frozen Redis: the call in flight times out, the checks queued behind it do not wait past the timeout.
+    let (_, s) = &stores[0];
+    let ip = Subject::ip("192.0.2.9".parse().unwrap(), 32, 64);
+    let key = CellKey { scope: "frozen", subject: &ip };
+    let g = Gcra::new(100, Duration::from_secs(3600), 99);
+    redis.signal("-STOP");
+    let t = Instant::now();
+    let decisions = join_in_order((0..50).map(|_| s.rate(key, g, 1, None, m)).collect()).await;
+    let took = t.elapsed();
+    redis.signal("-CONT");
+    assert!(decisions.iter().all(|d| d.is_err()), "closed: every check unavailable: {decisions:?}");
+    assert!(took < Duration::from_millis(500) + Duration::from_secs(1), "took {took:?}");
+}
