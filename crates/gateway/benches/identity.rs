@@ -1,12 +1,15 @@
 //! Cost of identifying a request: JWT verification with a cached key (RS256, ES256, EdDSA) — header read,
-//! signature, claims, identity built — API-key lookup (hash, map, constant-time confirm) among 10 000 keys, and
-//! an introspected token answered from the cache (hash, shard lookup, expiry check).
+//! signature, claims, identity built — without the verified-token cache, then with it: a token seen for the
+//! first time (hash, miss, full verification, insert) and the same token again (hash, shard lookup, time and key
+//! re-check); the bare aws-lc signature checks as the floor; API-key lookup (hash, map, constant-time confirm)
+//! among 10 000 keys, and an introspected token answered from the cache (hash, shard lookup, expiry check).
 //!
 //!     cargo bench -p rampart-gateway --bench identity
 
 use gateway::stages::identify::api_key::{self, ApiKeys};
 use gateway::stages::identify::jwks::KeySet;
 use gateway::stages::identify::jwt::{JwtIssuer, JwtVerifier, KeySource};
+use gateway::stages::identify::jwt_cache::{token_hash, CacheCounters, VerifiedCache};
 use http::header::HeaderName;
 use std::future::Future;
 use std::sync::Arc;
@@ -44,12 +47,24 @@ fn claims() -> String {
 /// A verifier with one issuer whose JWKS holds the three keys, and one token per algorithm.
 struct Setup {
     verifier: JwtVerifier,
+    jwks: serde_json::Value,
     rs256: String,
     es256: String,
     eddsa: String,
 }
 
-fn setup() -> Setup {
+impl Setup {
+    fn token(&self, alg: &str) -> String {
+        match alg {
+            "RS256" => self.rs256.clone(),
+            "ES256" => self.es256.clone(),
+            _ => self.eddsa.clone(),
+        }
+    }
+}
+
+/// `cache`: the verified-token cache's size (0: off).
+fn setup(cache: usize) -> Setup {
     use aws_lc_rs::signature::KeyPair;
     let rng = aws_lc_rs::rand::SystemRandom::new();
     let rsa = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
@@ -64,6 +79,7 @@ fn setup() -> Setup {
         { "kty": "OKP", "kid": "ed-1", "crv": "Ed25519", "alg": "EdDSA", "x": b64(ed.public_key().as_ref()) },
     ]});
     let (set, _) = KeySet::parse(jwks.to_string().as_bytes()).unwrap();
+    let jwks_doc = jwks.clone();
     let sign = |alg: &str, kid: &str, f: &dyn Fn(&[u8]) -> Vec<u8>| {
         let h = serde_json::json!({ "alg": alg, "typ": "JWT", "kid": kid }).to_string();
         let msg = format!("{}.{}", b64(h.as_bytes()), b64(claims().as_bytes()));
@@ -79,7 +95,8 @@ fn setup() -> Setup {
     let algorithms =
         vec![jsonwebtoken::Algorithm::RS256, jsonwebtoken::Algorithm::ES256, jsonwebtoken::Algorithm::EdDSA];
     let issuer = JwtIssuer {
-        validations: JwtIssuer::validations(ISS, &["orders-api".to_string()], &algorithms, 30),
+        audience: vec!["orders-api".into()],
+        cache: (cache > 0).then(|| VerifiedCache::new(cache)),
         issuer: ISS.into(),
         algorithms,
         keys: KeySource::File(Arc::new(set)),
@@ -89,7 +106,13 @@ fn setup() -> Setup {
         consumer_claim: "sub".into(),
         roles_claim: vec!["roles".into()],
     };
-    Setup { verifier: JwtVerifier { issuers: vec![issuer] }, rs256, es256, eddsa }
+    Setup {
+        verifier: JwtVerifier { issuers: vec![issuer], counters: CacheCounters::default() },
+        jwks: jwks_doc,
+        rs256,
+        es256,
+        eddsa,
+    }
 }
 
 /// Runs a future that never waits (a file-backed key set): the measured cost is the verification alone.
@@ -101,22 +124,77 @@ fn ready<F: Future>(f: F) -> F::Output {
     }
 }
 
+/// Full verification, verified-token cache off.
 #[divan::bench(args = ["RS256", "ES256", "EdDSA"])]
 fn jwt_verify_cached_key(bencher: divan::Bencher, alg: &str) {
-    let s = setup();
-    let token = match alg {
-        "RS256" => s.rs256.clone(),
-        "ES256" => s.es256.clone(),
-        _ => s.eddsa.clone(),
-    };
+    let s = setup(0);
+    let token = s.token(alg);
     let t = now();
     assert!(ready(s.verifier.verify_token(&token, t)).is_ok());
     bencher.bench_local(|| ready(s.verifier.verify_token(divan::black_box(&token), t)).is_ok());
 }
 
+/// The previous path, for a same-run comparison: the header and payload read into JSON maps, then
+/// `jsonwebtoken` 12 decoding both again and checking the signature with a key it re-parses on every call.
+#[divan::bench(args = ["RS256", "ES256"])]
+fn jwt_previous_path(bencher: divan::Bencher, alg: &str) {
+    use base64::Engine as _;
+    let s = setup(0);
+    let token = s.token(alg);
+    let kid = if alg == "RS256" { "rsa-1" } else { "ec-1" };
+    let set: jsonwebtoken::jwk::JwkSet = serde_json::from_value(s.jwks.clone()).unwrap();
+    let key = jsonwebtoken::DecodingKey::from_jwk(set.find(kid).unwrap()).unwrap();
+    let algorithm: jsonwebtoken::Algorithm = alg.parse().unwrap();
+    let mut v = jsonwebtoken::Validation::new(algorithm);
+    v.set_issuer(&[ISS]);
+    v.set_audience(&["orders-api"]);
+    v.set_required_spec_claims(&["exp", "iss", "aud"]);
+    v.validate_nbf = true;
+    v.leeway = 30;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    bencher.bench_local(|| {
+        let token = divan::black_box(&token);
+        let mut segs = token.split('.');
+        let (h, p) = (segs.next().unwrap(), segs.next().unwrap());
+        let header: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(&b64.decode(h).unwrap()).unwrap();
+        let payload: serde_json::Value = serde_json::from_slice(&b64.decode(p).unwrap()).unwrap();
+        divan::black_box((header, payload));
+        jsonwebtoken::decode::<serde_json::Value>(token, &key, &v).is_ok()
+    });
+}
+
+/// Cache on, a token it has not seen: hash, miss, full verification, insert (the entry is dropped again after
+/// each round, so every round is a first sight).
+#[divan::bench(args = ["RS256", "ES256"])]
+fn jwt_first_sight(bencher: divan::Bencher, alg: &str) {
+    let s = setup(10_000);
+    let token = s.token(alg);
+    let hash = token_hash(&token);
+    let cache = s.verifier.issuers[0].cache.as_ref().unwrap();
+    let t = now();
+    bencher.bench_local(|| {
+        let ok = ready(s.verifier.verify_token(divan::black_box(&token), t)).is_ok();
+        cache.remove(&hash);
+        ok
+    });
+    assert_eq!(s.verifier.counters.hits.get(), 0);
+}
+
+/// Cache on, the same token again: hash, shard lookup, time claims and key re-checked.
+#[divan::bench(args = ["RS256", "ES256"])]
+fn jwt_repeat(bencher: divan::Bencher, alg: &str) {
+    let s = setup(10_000);
+    let token = s.token(alg);
+    let t = now();
+    assert!(ready(s.verifier.verify_token(&token, t)).is_ok());
+    bencher.bench_local(|| ready(s.verifier.verify_token(divan::black_box(&token), t)).is_ok());
+    assert!(s.verifier.counters.hits.get() > 0 && s.verifier.counters.misses.get() == 1);
+}
+
 #[divan::bench]
 fn jwt_reject_alg_none(bencher: divan::Bencher) {
-    let s = setup();
+    let s = setup(10_000);
     let h = b64(br#"{"alg":"none","typ":"JWT"}"#);
     let token = format!("{h}.{}.", b64(claims().as_bytes()));
     let t = now();
@@ -165,6 +243,23 @@ fn raw_es256_verify(bencher: divan::Bencher, how: &str) {
             UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &point).verify(divan::black_box(msg), &sig).is_ok()
         });
     }
+}
+
+/// The floor for RS256: the bare aws-lc check with a pre-parsed 2048-bit key.
+#[divan::bench]
+fn raw_rs256_verify(bencher: divan::Bencher) {
+    use aws_lc_rs::signature::{KeyPair, RsaPublicKeyComponents, RSA_PKCS1_2048_8192_SHA256};
+    let rng = aws_lc_rs::rand::SystemRandom::new();
+    let rsa = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+    let msg = b"eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9";
+    let mut sig = vec![0; rsa.public_modulus_len()];
+    rsa.sign(&aws_lc_rs::signature::RSA_PKCS1_SHA256, &rng, msg, &mut sig).unwrap();
+    let (n, e) = (rsa.public_key().modulus(), rsa.public_key().exponent());
+    let parsed =
+        RsaPublicKeyComponents { n: n.big_endian_without_leading_zero(), e: e.big_endian_without_leading_zero() }
+            .to_parsed_public_key(&RSA_PKCS1_2048_8192_SHA256)
+            .unwrap();
+    bencher.bench_local(|| parsed.verify_sig(divan::black_box(msg), &sig).is_ok());
 }
 
 /// An introspector whose cache already holds `active` and `inactive` answers, filled through a real

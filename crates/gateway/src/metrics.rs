@@ -61,6 +61,7 @@ pub struct Metrics {
     pub state_redis_up: Gauge,
     pub state_transitions: Family<EventLabel, Counter>,
     pub state_fallbacks: Family<ModeLabel, Counter>,
+    pub jwt_cache: Family<ResultLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -123,6 +124,12 @@ impl Metrics {
             "Limit decisions made by a route's failure mode while Redis was unreachable",
             state_fallbacks.clone(),
         );
+        let jwt_cache = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "jwt_cache",
+            "JWT verifications answered from the verified-token cache (hit) or verified in full (miss)",
+            jwt_cache.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             requests,
@@ -136,7 +143,15 @@ impl Metrics {
             state_redis_up,
             state_transitions,
             state_fallbacks,
+            jwt_cache,
         }
+    }
+
+    /// The verified-token cache counters, resolved once per config load.
+    pub fn jwt_cache_counters(&self) -> crate::stages::identify::jwt_cache::CacheCounters {
+        let hits = self.jwt_cache.get_or_create(&ResultLabel { result: "hit" }).clone();
+        let misses = self.jwt_cache.get_or_create(&ResultLabel { result: "miss" }).clone();
+        crate::stages::identify::jwt_cache::CacheCounters { hits, misses }
     }
 
     /// The handles the state backends update.

@@ -405,7 +405,13 @@ pub fn compile(mut raw: RawConfig, ctx: &Ctx<'_>) -> Result<Runtime, ConfigError
     let global_inspect_policy = global_inspect.as_ref().and_then(|c| c.build(&[]));
 
     // Identity (before routes, which name its methods).
-    let identity = super::identity::compile_identity(&mut errs, base, &raw.identity, &mut watch_files);
+    let identity = super::identity::compile_identity(
+        &mut errs,
+        base,
+        &raw.identity,
+        &mut watch_files,
+        &ctx.metrics.jwt_cache_counters(),
+    );
     let global_policies =
         raw.policies.as_ref().and_then(|p| super::policies::compile(&mut errs, base, p, &mut watch_files));
     let mtls_listener = raw.listen.iter().any(|l| l.tls.as_ref().is_some_and(|t| t.client_auth.is_some()));

@@ -10,7 +10,13 @@ use crate::stages::identify::guard::Lockout;
 use crate::stages::identify::introspect::answer::Rules;
 use crate::stages::identify::introspect::{Introspector, Settings, Timing};
 use crate::stages::identify::jwks::{KeySet, RemoteJwks, RemotePolicy};
-use crate::stages::identify::jwt::{JwtIssuer, JwtVerifier, KeySource, MIN_HMAC_SECRET_BYTES};
+use crate::stages::identify::jwt::{
+    HmacKey, JwtIssuer, JwtVerifier, KeySource, DEFAULT_CACHE_ENTRIES, MIN_HMAC_SECRET_BYTES,
+};
+use crate::stages::identify::jwt_cache::{CacheCounters, VerifiedCache};
+
+/// Most verified tokens one issuer may cache.
+const MAX_CACHE_ENTRIES: usize = 10_000_000;
 use crate::stages::identify::lockout::{LockoutPolicy, LockoutSettings};
 use crate::stages::identify::mtls::{CertMatch, MtlsMap};
 use crate::stages::identify::signature::{
@@ -353,6 +359,16 @@ pub struct RawJwtIssuer {
     pub min_refetch: Option<Dur>,
     #[serde(default)]
     pub fetch_timeout: Option<Dur>,
+    /// The verified-token cache: `cache: { max_entries: 10000 }` (the default); `0` turns it off.
+    #[serde(default)]
+    pub cache: Option<RawJwtCache>,
+}
+
+/// `cache: { max_entries: N }` of a JWT issuer.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJwtCache {
+    pub max_entries: Spanned<usize>,
 }
 
 /// `introspection: { url: …, client_id_env: …, client_secret_env: …, audience: …, … }`.
@@ -454,6 +470,7 @@ pub(super) fn compile_identity(
     base: &Path,
     raw: &RawIdentity,
     watch: &mut Vec<PathBuf>,
+    jwt_counters: &CacheCounters,
 ) -> Identifier {
     let mut identifier = Identifier::default();
     if let Some(k) = &raw.api_keys {
@@ -491,7 +508,7 @@ pub(super) fn compile_identity(
                 issuers.push(issuer);
             }
         }
-        identifier.jwt = Some(JwtVerifier { issuers });
+        identifier.jwt = Some(JwtVerifier { issuers, counters: jwt_counters.clone() });
     }
     if !raw.mtls.is_empty() {
         let mut map = MtlsMap::default();
@@ -829,13 +846,7 @@ fn compile_issuer(errs: &mut Errs<'_>, base: &Path, i: &RawJwtIssuer, watch: &mu
             "use a long random secret, e.g. `openssl rand -base64 48`",
         );
         let secret = errs.env_secret(var, MIN_HMAC_SECRET_BYTES, too_short, "export it before starting rampart")?;
-        match jsonwebtoken::DecodingKey::from_secret(secret.as_bytes()) {
-            Ok(k) => Some(k),
-            Err(e) => {
-                errs.at(var, format!("unusable HMAC secret: {e}"), None);
-                None
-            }
-        }
+        Some(HmacKey::new(secret.as_bytes()))
     });
     if i.secret_env.is_some()
         && !algorithms.iter().any(|a| {
@@ -914,12 +925,23 @@ fn compile_issuer(errs: &mut Errs<'_>, base: &Path, i: &RawJwtIssuer, watch: &mu
             }
         }
     };
+    let cache_entries = i.cache.as_ref().map_or(DEFAULT_CACHE_ENTRIES, |c| c.max_entries.value);
+    if let Some(c) = &i.cache {
+        if c.max_entries.value > MAX_CACHE_ENTRIES {
+            errs.at(
+                &c.max_entries,
+                format!("max_entries above {MAX_CACHE_ENTRIES}"),
+                Some("each entry holds a verified identity; the default is 10000, 0 turns the cache off"),
+            );
+        }
+    }
     if errs.list.len() > before {
         return None;
     }
     let leeway = i.leeway.map_or(30, |d| d.0.as_secs());
     Some(JwtIssuer {
-        validations: JwtIssuer::validations(&issuer, &audience, &algorithms, leeway),
+        audience,
+        cache: (cache_entries > 0).then(|| VerifiedCache::new(cache_entries)),
         issuer,
         algorithms,
         keys,

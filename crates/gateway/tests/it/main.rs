@@ -6,6 +6,7 @@ mod cors;
 mod identity;
 mod inspect;
 mod introspection;
+mod jwt_cache;
 mod lockout;
 mod openapi;
 mod policies;

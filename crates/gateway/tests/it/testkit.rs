@@ -648,6 +648,14 @@ pub async fn rejections(admin: SocketAddr, code: &str) -> u64 {
     text.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|n| n.trim().parse().ok()).unwrap_or(0)
 }
 
+/// A counter from the gateway's admin `/metrics`: `series` is the name with its labels, e.g.
+/// `rampart_jwt_cache_total{result="hit"}`; 0 when absent.
+pub async fn metric(admin: SocketAddr, series: &str) -> u64 {
+    let text = get(admin, "/metrics").await.text();
+    let prefix = format!("{series} ");
+    text.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|n| n.trim().parse().ok()).unwrap_or(0)
+}
+
 /// Asserts a 401 with the generic body and a challenge, and that the gateway logged `code` for it.
 pub async fn expect_401(gw: &TestGateway, got: Got, code: &str, before: u64) {
     assert_eq!(got.status, 401, "{code}: {}", got.text());

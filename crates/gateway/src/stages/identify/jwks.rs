@@ -6,9 +6,10 @@
 
 use super::fetch;
 use arc_swap::ArcSwapOption;
+use aws_lc_rs::signature::{self as sig, ParsedPublicKey, RsaPublicKeyComponents};
 use http::Uri;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
-use jsonwebtoken::{Algorithm, DecodingKey};
+use jsonwebtoken::Algorithm;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -37,15 +38,56 @@ impl KeyKind {
             KeyKind::Ed25519 => alg == EdDSA,
         }
     }
+
+    /// The algorithms a key of this kind can check.
+    fn algorithms(self) -> &'static [Algorithm] {
+        use Algorithm::*;
+        match self {
+            KeyKind::Rsa => &[RS256, RS384, RS512, PS256, PS384, PS512],
+            KeyKind::P256 => &[ES256],
+            KeyKind::P384 => &[ES384],
+            KeyKind::Ed25519 => &[EdDSA],
+        }
+    }
 }
 
-/// One verification key, parsed once when the JWKS is loaded.
+fn rsa_params(alg: Algorithm) -> Option<&'static sig::RsaParameters> {
+    Some(match alg {
+        Algorithm::RS256 => &sig::RSA_PKCS1_2048_8192_SHA256,
+        Algorithm::RS384 => &sig::RSA_PKCS1_2048_8192_SHA384,
+        Algorithm::RS512 => &sig::RSA_PKCS1_2048_8192_SHA512,
+        Algorithm::PS256 => &sig::RSA_PSS_2048_8192_SHA256,
+        Algorithm::PS384 => &sig::RSA_PSS_2048_8192_SHA384,
+        Algorithm::PS512 => &sig::RSA_PSS_2048_8192_SHA512,
+        _ => return None,
+    })
+}
+
+/// One verification key, parsed once when the JWKS is loaded: into aws-lc's own form, once per algorithm it
+/// may check, so a verification never decodes or re-parses key material.
 pub struct VerifyKey {
     pub kid: Option<String>,
     /// The JWK's own `alg`, when it pins one.
     pub alg: Option<Algorithm>,
     pub kind: KeyKind,
-    pub key: DecodingKey,
+    prepared: Vec<(Algorithm, ParsedPublicKey)>,
+    /// SHA-256 of the JWK's JSON: a refreshed JWKS keeps the same `Arc` for an unchanged key, so tokens cached
+    /// under it stay valid across refreshes while a removed or changed key invalidates them.
+    fingerprint: [u8; 32],
+}
+
+impl VerifyKey {
+    /// Whether `signature` is this key's `alg` signature over `message` (false for an algorithm the key was
+    /// not prepared for). ECDSA signatures are fixed-size `r‖s`; aws-lc refuses r = 0 or s = 0.
+    pub fn verify(&self, alg: Algorithm, message: &[u8], signature: &[u8]) -> bool {
+        self.prepared.iter().find(|(a, _)| *a == alg).is_some_and(|(_, k)| k.verify_sig(message, signature).is_ok())
+    }
+}
+
+impl std::fmt::Debug for VerifyKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifyKey").field("kid", &self.kid).field("alg", &self.alg).field("kind", &self.kind).finish()
+    }
 }
 
 /// The result of looking a token's key up.
@@ -116,14 +158,58 @@ fn parse_key(v: &serde_json::Value) -> Result<VerifyKey, String> {
             return Err(format!("{name}: alg {a:?} does not match the key type"));
         }
     }
-    let key = DecodingKey::from_jwk(&jwk).map_err(|e| format!("{name}: {e}"))?;
-    Ok(VerifyKey { kid, alg, kind, key })
+    let prepared = prepare(&jwk.algorithm, kind, alg).map_err(|e| format!("{name}: {e}"))?;
+    let fingerprint = super::jwt_cache::token_hash(&v.to_string());
+    Ok(VerifyKey { kid, alg, kind, prepared, fingerprint })
+}
+
+/// Parses the key material once per algorithm the key may check (only its own `alg` when it pins one).
+fn prepare(
+    params: &AlgorithmParameters,
+    kind: KeyKind,
+    pinned: Option<Algorithm>,
+) -> Result<Vec<(Algorithm, ParsedPublicKey)>, String> {
+    let b64 = |field: &str, v: &str| super::jwt::b64url_decode(v).ok_or_else(|| format!("`{field}` is not base64url"));
+    let algs = kind.algorithms().iter().copied().filter(|a| pinned.is_none_or(|p| p == *a));
+    let bad = |e: aws_lc_rs::error::KeyRejected| format!("unusable key: {e}");
+    match params {
+        AlgorithmParameters::RSA(p) => {
+            let (n, e) = (b64("n", &p.n)?, b64("e", &p.e)?);
+            let components = RsaPublicKeyComponents { n: n.as_slice(), e: e.as_slice() };
+            algs.filter_map(|a| rsa_params(a).map(|params| (a, params)))
+                .map(|(a, params)| components.to_parsed_public_key(params).map(|k| (a, k)).map_err(bad))
+                .collect()
+        }
+        AlgorithmParameters::EllipticCurve(p) => {
+            let (x, y) = (b64("x", &p.x)?, b64("y", &p.y)?);
+            let (verifier, size): (&'static dyn sig::VerificationAlgorithm, usize) = match kind {
+                KeyKind::P256 => (&sig::ECDSA_P256_SHA256_FIXED, 32),
+                _ => (&sig::ECDSA_P384_SHA384_FIXED, 48),
+            };
+            if x.len() != size || y.len() != size {
+                return Err(format!("EC coordinates must be {size} bytes"));
+            }
+            let point: Vec<u8> = [&[0x04][..], &x, &y].concat();
+            algs.map(|a| ParsedPublicKey::new(verifier, &point).map(|k| (a, k)).map_err(bad)).collect()
+        }
+        AlgorithmParameters::OctetKeyPair(p) => {
+            let x = b64("x", &p.x)?;
+            algs.map(|a| ParsedPublicKey::new(&sig::ED25519, &x).map(|k| (a, k)).map_err(bad)).collect()
+        }
+        _ => Err("key type not accepted".into()),
+    }
 }
 
 impl KeySet {
     /// Parses a JWKS document. Keys that cannot be used are skipped and named in the second value, so one odd
     /// key (an encryption key, an unsupported curve) does not take the others down.
     pub fn parse(json: &[u8]) -> Result<(KeySet, Vec<String>), String> {
+        KeySet::parse_reusing(json, None)
+    }
+
+    /// Like [`KeySet::parse`], keeping `previous`'s `Arc` for every key whose JWK is unchanged, so the tokens
+    /// the verified-token cache holds for it survive a refresh.
+    pub fn parse_reusing(json: &[u8], previous: Option<&KeySet>) -> Result<(KeySet, Vec<String>), String> {
         let doc: serde_json::Value = serde_json::from_slice(json).map_err(|e| format!("not JSON: {e}"))?;
         let list = doc.get("keys").and_then(|k| k.as_array()).ok_or("no `keys` array")?;
         let mut set = KeySet::default();
@@ -131,7 +217,10 @@ impl KeySet {
         for v in list.iter().take(MAX_KEYS) {
             match parse_key(v) {
                 Ok(k) => {
-                    let k = Arc::new(k);
+                    let k = previous
+                        .and_then(|p| p.all.iter().find(|old| old.fingerprint == k.fingerprint))
+                        .cloned()
+                        .unwrap_or_else(|| Arc::new(k));
                     if let Some(kid) = &k.kid {
                         set.by_kid.entry(kid.clone()).or_default().push(k.clone());
                     }
@@ -155,6 +244,11 @@ impl KeySet {
 
     pub fn is_empty(&self) -> bool {
         self.all.is_empty()
+    }
+
+    /// Whether this set holds this very key (the one a cached token was verified with).
+    pub fn holds(&self, key: &Arc<VerifyKey>) -> bool {
+        self.all.iter().any(|k| Arc::ptr_eq(k, key))
     }
 
     pub fn contains_kid(&self, kid: &str) -> bool {
@@ -241,6 +335,11 @@ impl RemoteJwks {
         &self.url
     }
 
+    /// Whether the keys in use hold `key` (without taking a reference to the set).
+    pub fn holds(&self, key: &Arc<VerifyKey>) -> bool {
+        self.keys.load().as_ref().is_some_and(|set| set.holds(key))
+    }
+
     /// The keys in use, or `None` when none were ever loaded.
     pub fn current(&self) -> Option<Arc<KeySet>> {
         self.keys.load_full()
@@ -248,7 +347,7 @@ impl RemoteJwks {
 
     async fn fetch_and_store(&self) -> Result<usize, String> {
         let body = fetch::get(&self.url, &self.tls, self.policy.timeout).await.map_err(|e| e.to_string())?;
-        let (set, skipped) = KeySet::parse(&body)?;
+        let (set, skipped) = KeySet::parse_reusing(&body, self.current().as_deref())?;
         if !skipped.is_empty() {
             tracing::warn!(target: "rampart", jwks = %self.url, skipped = %skipped.join("; "), "JWKS keys skipped");
         }

@@ -5,15 +5,22 @@
 //! The header is read by us before anything else so every attack has its own code: `alg: none` in any casing
 //! and algorithms off the issuer's list (`auth.jwt.alg`, which is also what HMAC-with-the-RSA-public-key key
 //! confusion hits), `jku`/`x5u`/`jwk`/`x5c`/`crit` (`auth.jwt.header`, never fetched), `kid` values that are
-//! not plain identifiers (`auth.jwt.kid`). Signature and standard claims are then checked by `jsonwebtoken`
-//! (aws-lc), which also refuses ECDSA signatures with r = s = 0.
+//! not plain identifiers (`auth.jwt.kid`). The token is split, decoded and parsed once; the signature is
+//! then checked with the key aws-lc parsed when the JWKS was loaded (aws-lc also refuses ECDSA signatures with
+//! r = s = 0), and the registered claims by [`super::jwt_claims`] on the same parsed payload.
+//!
+//! A token that passed all of it is kept in the issuer's verified-token cache ([`super::jwt_cache`]), so a
+//! client presenting the same token again costs a SHA-256 and a map lookup, with its time claims and its key
+//! re-checked on every hit.
 
 use super::jwks::{KeySet, Lookup, RemoteJwks, VerifyKey};
+use super::jwt_cache::{self, CacheCounters, TokenHash, VerifiedBy, VerifiedCache};
+use super::jwt_claims;
 use super::{AuthFailure, AuthMethod, IdentifyCode, Identity};
+use aws_lc_rs::hmac;
 use http::header::AUTHORIZATION;
 use http::request::Parts;
-use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use jsonwebtoken::Algorithm;
 use serde_json::Value;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -26,6 +33,8 @@ const MAX_KID_BYTES: usize = 256;
 const FORBIDDEN_HEADERS: [&str; 5] = ["jku", "x5u", "jwk", "x5c", "crit"];
 /// Smallest HMAC secret accepted (bytes): RFC 7518 §3.2 requires a key at least as long as the hash.
 pub const MIN_HMAC_SECRET_BYTES: usize = 32;
+/// Verified tokens cached per issuer unless configured otherwise.
+pub const DEFAULT_CACHE_ENTRIES: usize = 10_000;
 
 /// Where an issuer's asymmetric keys come from.
 pub enum KeySource {
@@ -36,16 +45,54 @@ pub enum KeySource {
     Remote(Arc<RemoteJwks>),
 }
 
+impl KeySource {
+    /// Whether the current key set still holds `key` (a key a cached token was verified with).
+    fn holds(&self, key: &Arc<VerifyKey>) -> bool {
+        match self {
+            KeySource::None => false,
+            KeySource::File(set) => set.holds(key),
+            KeySource::Remote(remote) => remote.holds(key),
+        }
+    }
+}
+
+/// An issuer's HMAC secret, prepared once for each HS algorithm.
+pub struct HmacKey {
+    hs256: hmac::Key,
+    hs384: hmac::Key,
+    hs512: hmac::Key,
+}
+
+impl HmacKey {
+    pub fn new(secret: &[u8]) -> HmacKey {
+        HmacKey {
+            hs256: hmac::Key::new(hmac::HMAC_SHA256, secret),
+            hs384: hmac::Key::new(hmac::HMAC_SHA384, secret),
+            hs512: hmac::Key::new(hmac::HMAC_SHA512, secret),
+        }
+    }
+
+    /// Constant-time check of an HS256/384/512 tag.
+    fn verify(&self, alg: Algorithm, message: &[u8], tag: &[u8]) -> bool {
+        let key = match alg {
+            Algorithm::HS256 => &self.hs256,
+            Algorithm::HS384 => &self.hs384,
+            Algorithm::HS512 => &self.hs512,
+            _ => return false,
+        };
+        hmac::verify(key, message, tag).is_ok()
+    }
+}
+
 /// One trusted issuer, compiled.
 pub struct JwtIssuer {
     pub issuer: String,
+    /// Accepted `aud` values (a token must name one).
+    pub audience: Vec<String>,
     pub algorithms: Vec<Algorithm>,
     pub keys: KeySource,
     /// The HMAC key, only when an HS algorithm is allowed (and then from a secret of ≥ 32 bytes).
-    pub hmac: Option<DecodingKey>,
-    /// One validation per allowed algorithm: `jsonwebtoken` insists every algorithm of a validation belongs to
-    /// the verifying key's family.
-    pub validations: Vec<(Algorithm, Validation)>,
+    pub hmac: Option<HmacKey>,
     pub leeway: u64,
     /// Claims that must be present on top of `iss`, `aud` and `exp`.
     pub required_claims: Vec<String>,
@@ -53,43 +100,35 @@ pub struct JwtIssuer {
     pub consumer_claim: String,
     /// Dotted path of the roles claim (default `roles`; e.g. `realm_access.roles`).
     pub roles_claim: Vec<String>,
+    /// Tokens of this issuer already verified (`None`: `cache: { max_entries: 0 }`).
+    pub cache: Option<VerifiedCache>,
 }
 
 impl JwtIssuer {
-    /// The validations `jsonwebtoken` runs after the signature: issuer, audience, `exp`, `nbf`, leeway.
-    pub fn validations(
-        issuer: &str,
-        audience: &[String],
-        algorithms: &[Algorithm],
-        leeway: u64,
-    ) -> Vec<(Algorithm, Validation)> {
-        algorithms
-            .iter()
-            .map(|alg| {
-                let mut v = Validation::new(*alg);
-                v.set_issuer(&[issuer]);
-                v.set_audience(audience);
-                v.set_required_spec_claims(&["exp", "iss", "aud"]);
-                v.validate_exp = true;
-                v.validate_nbf = true;
-                v.validate_aud = true;
-                v.leeway = leeway;
-                (*alg, v)
-            })
-            .collect()
+    /// Whether a cached entry still stands: its time claims at `now` and the key that verified it.
+    fn still_valid(&self, e: &jwt_cache::Entry, now: u64) -> bool {
+        e.validity.holds(now, self.leeway)
+            && match &e.key {
+                VerifiedBy::Hmac => self.hmac.is_some(),
+                VerifiedBy::Key(k) => self.keys.holds(k),
+            }
     }
 }
 
 /// The compiled JWT verifier: one or more issuers, picked by the token's `iss`.
 pub struct JwtVerifier {
     pub issuers: Vec<JwtIssuer>,
+    /// Verified-token cache hits and misses (all issuers).
+    pub counters: CacheCounters,
 }
 
 fn fail(code: IdentifyCode, detail: impl Into<String>) -> AuthFailure {
     AuthFailure::new(code, detail)
 }
 
-fn b64url_decode(s: &str) -> Option<Vec<u8>> {
+/// Strict unpadded base64url (RFC 7515 §2): no padding, no whitespace, and the unused low bits of the last
+/// character must be zero, so one byte string has exactly one encoding.
+pub(super) fn b64url_decode(s: &str) -> Option<Vec<u8>> {
     fn val(c: u8) -> Option<u32> {
         Some(match c {
             b'A'..=b'Z' => c - b'A',
@@ -111,6 +150,11 @@ fn b64url_decode(s: &str) -> Option<Vec<u8>> {
             n |= val(*c)? << (18 - 6 * i);
         }
         out.push((n >> 16) as u8);
+        match chunk.len() {
+            2 if n & 0xffff != 0 => return None,
+            3 if n & 0xff != 0 => return None,
+            _ => {}
+        }
         if chunk.len() > 2 {
             out.push((n >> 8) as u8);
         }
@@ -143,33 +187,29 @@ fn strings(v: Option<&Value>, split: bool) -> Vec<Arc<str>> {
     }
 }
 
-fn map_error(e: &jsonwebtoken::errors::Error) -> IdentifyCode {
-    match e.kind() {
-        ErrorKind::InvalidSignature => IdentifyCode::JwtSignature,
-        ErrorKind::ExpiredSignature => IdentifyCode::JwtExpired,
-        ErrorKind::ImmatureSignature => IdentifyCode::JwtNotYetValid,
-        ErrorKind::InvalidIssuer => IdentifyCode::JwtIssuer,
-        ErrorKind::InvalidAudience => IdentifyCode::JwtAudience,
-        ErrorKind::MissingRequiredClaim(_) | ErrorKind::InvalidClaimFormat(_) | ErrorKind::InvalidSubject => {
-            IdentifyCode::JwtClaims
-        }
-        ErrorKind::InvalidAlgorithm
-        | ErrorKind::InvalidAlgorithmName
-        | ErrorKind::UnsupportedAlgorithm
-        | ErrorKind::MissingAlgorithm => IdentifyCode::JwtAlg,
-        ErrorKind::InvalidToken | ErrorKind::Base64(_) | ErrorKind::Json(_) | ErrorKind::Utf8(_) => {
-            IdentifyCode::JwtMalformed
-        }
-        _ => IdentifyCode::JwtSignature,
+/// A token split and read once, before verification: the header checked, the payload parsed.
+struct Unverified<'t> {
+    alg: Algorithm,
+    kid: Option<String>,
+    /// `header.payload`, the bytes the signature covers.
+    signed: &'t str,
+    signature: &'t str,
+    /// The payload, a JSON object.
+    claims: Value,
+}
+
+impl Unverified<'_> {
+    fn iss(&self) -> Option<&str> {
+        self.claims.get("iss").and_then(Value::as_str)
     }
 }
 
-/// The pieces of a token read before verification.
-struct Unverified<'t> {
-    token: &'t str,
-    alg: Algorithm,
-    kid: Option<String>,
-    iss: Option<String>,
+/// What a full verification yields.
+struct Verified<'i> {
+    issuer: &'i JwtIssuer,
+    identity: Arc<Identity>,
+    validity: jwt_cache::Validity,
+    by: VerifiedBy,
 }
 
 impl JwtVerifier {
@@ -186,26 +226,77 @@ impl JwtVerifier {
         self.verify_token(token, jsonwebtoken::get_current_timestamp()).await
     }
 
-    /// Verifies one token (without the `Bearer ` prefix) at time `now` (seconds since the epoch).
+    /// Verifies one token (without the `Bearer ` prefix) at time `now` (seconds since the epoch): from the
+    /// verified-token cache when an issuer holds it and it still stands, otherwise fully (and then cached).
     pub async fn verify_token(&self, token: &str, now: u64) -> Result<Arc<Identity>, AuthFailure> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(fail(IdentifyCode::JwtMalformed, format!("token of {} bytes", token.len())));
+        }
+        let hash = self.issuers.iter().any(|i| i.cache.is_some()).then(|| jwt_cache::token_hash(token));
+        if let Some(hash) = &hash {
+            if let Some(identity) = self.cached(hash, now) {
+                self.counters.hits.inc();
+                return Ok(identity);
+            }
+            self.counters.misses.inc();
+        }
+        let v = self.verify_fully(token, now).await?;
+        if let (Some(hash), Some(cache)) = (hash, &v.issuer.cache) {
+            cache.insert(hash, v.identity.clone(), v.validity, v.by, now, v.issuer.leeway);
+        }
+        Ok(v.identity)
+    }
+
+    /// The identity of an already verified token that still stands; a stale entry is dropped.
+    fn cached(&self, hash: &TokenHash, now: u64) -> Option<Arc<Identity>> {
+        for issuer in &self.issuers {
+            let Some(cache) = &issuer.cache else { continue };
+            match cache.lookup(hash, |e| issuer.still_valid(e, now)) {
+                jwt_cache::Lookup::Hit(identity) => return Some(identity),
+                jwt_cache::Lookup::Stale => cache.remove(hash),
+                jwt_cache::Lookup::Miss => {}
+            }
+        }
+        None
+    }
+
+    async fn verify_fully(&self, token: &str, now: u64) -> Result<Verified<'_>, AuthFailure> {
         let u = read_unverified(token)?;
-        let issuer = match (&u.iss, self.issuers.as_slice()) {
-            (Some(iss), list) => list
+        let issuer = match u.iss() {
+            Some(iss) => self
+                .issuers
                 .iter()
-                .find(|i| &i.issuer == iss)
+                .find(|i| i.issuer == iss)
                 .ok_or_else(|| fail(IdentifyCode::JwtIssuer, format!("untrusted issuer `{}`", truncate(iss))))?,
-            (None, _) => return Err(fail(IdentifyCode::JwtClaims, "no `iss` claim")),
+            None => return Err(fail(IdentifyCode::JwtClaims, "no `iss` claim")),
         };
-        let Some((_, validation)) = issuer.validations.iter().find(|(a, _)| *a == u.alg) else {
+        if !issuer.algorithms.contains(&u.alg) {
             return Err(fail(
                 IdentifyCode::JwtAlg,
                 format!("alg {:?} not allowed for issuer {}", u.alg, issuer.issuer),
             ));
-        };
+        }
         let key = self.key_for(issuer, &u).await?;
-        let data = jsonwebtoken::decode::<Value>(u.token, key.as_ref(), validation)
-            .map_err(|e| fail(map_error(&e), format!("{e} (issuer {}, kid {:?})", issuer.issuer, u.kid)))?;
-        identity(issuer, data.claims, now)
+        let signature =
+            b64url_decode(u.signature).ok_or_else(|| fail(IdentifyCode::JwtMalformed, "signature is not base64url"))?;
+        let good = match &key {
+            KeyRef::Hmac(k) => k.verify(u.alg, u.signed.as_bytes(), &signature),
+            KeyRef::Asymmetric(k) => k.verify(u.alg, u.signed.as_bytes(), &signature),
+        };
+        if !good {
+            return Err(fail(
+                IdentifyCode::JwtSignature,
+                format!("invalid signature (issuer {}, kid {:?})", issuer.issuer, u.kid),
+            ));
+        }
+        let mut validity = jwt_claims::check(&u.claims, &issuer.audience, now, issuer.leeway)?;
+        let (identity, iat) = identity(issuer, u.claims, now)?;
+        validity.from = validity.from.max(iat);
+        let by = match key {
+            KeyRef::Hmac(_) => VerifiedBy::Hmac,
+            KeyRef::Asymmetric(k) => VerifiedBy::Key(k),
+        };
+        Ok(Verified { issuer, identity, validity, by })
     }
 
     async fn key_for<'i>(&self, issuer: &'i JwtIssuer, u: &Unverified<'_>) -> Result<KeyRef<'i>, AuthFailure> {
@@ -258,19 +349,10 @@ impl JwtVerifier {
     }
 }
 
-/// A key borrowed for one verification.
+/// The key a token is checked with.
 enum KeyRef<'i> {
-    Hmac(&'i DecodingKey),
+    Hmac(&'i HmacKey),
     Asymmetric(Arc<VerifyKey>),
-}
-
-impl KeyRef<'_> {
-    fn as_ref(&self) -> &DecodingKey {
-        match self {
-            KeyRef::Hmac(k) => k,
-            KeyRef::Asymmetric(k) => &k.key,
-        }
-    }
 }
 
 fn truncate(s: &str) -> String {
@@ -309,10 +391,12 @@ fn read_unverified(token: &str) -> Result<Unverified<'_>, AuthFailure> {
     if token.len() > MAX_TOKEN_BYTES {
         return Err(fail(IdentifyCode::JwtMalformed, format!("token of {} bytes", token.len())));
     }
-    let mut segs = token.split('.');
-    let (Some(h), Some(p), Some(_s), None) = (segs.next(), segs.next(), segs.next(), segs.next()) else {
-        return Err(fail(IdentifyCode::JwtMalformed, "not three dot-separated parts (JWE is not accepted)"));
-    };
+    let malformed = || fail(IdentifyCode::JwtMalformed, "not three dot-separated parts (JWE is not accepted)");
+    let (signed, signature) = token.rsplit_once('.').ok_or_else(malformed)?;
+    let (h, p) = signed.split_once('.').ok_or_else(malformed)?;
+    if p.contains('.') {
+        return Err(malformed());
+    }
     let header: serde_json::Map<String, Value> = b64url_decode(h)
         .and_then(|b| serde_json::from_slice(&b).ok())
         .ok_or_else(|| fail(IdentifyCode::JwtMalformed, "header is not base64url JSON"))?;
@@ -333,30 +417,31 @@ fn read_unverified(token: &str) -> Result<Unverified<'_>, AuthFailure> {
             return Err(fail(IdentifyCode::JwtKid, format!("kid `{}` is not a plain identifier", truncate(&shown))));
         }
     };
-    let payload: Value = b64url_decode(p)
+    let claims: Value = b64url_decode(p)
         .and_then(|b| serde_json::from_slice(&b).ok())
         .filter(Value::is_object)
         .ok_or_else(|| fail(IdentifyCode::JwtMalformed, "payload is not a base64url JSON object"))?;
-    let iss = payload.get("iss").and_then(Value::as_str).map(str::to_string);
-    Ok(Unverified { token, alg, kid, iss })
+    Ok(Unverified { alg, kid, signed, signature, claims })
 }
 
-/// Checks what `jsonwebtoken` does not (`iat`, extra required claims, a usable consumer id) and builds the
-/// identity.
-fn identity(issuer: &JwtIssuer, claims: Value, now: u64) -> Result<Arc<Identity>, AuthFailure> {
-    match claims.get("iat") {
-        None => {}
+/// Checks what the registered-claim check does not (`iat`, extra required claims, a usable consumer id) and
+/// builds the identity; also returns `iat` (rounded up, 0 when absent) for the cache's validity window.
+fn identity(issuer: &JwtIssuer, claims: Value, now: u64) -> Result<(Arc<Identity>, u64), AuthFailure> {
+    let iat = match claims.get("iat") {
+        None => 0,
         Some(v) => match v.as_f64() {
-            Some(iat) if iat <= (now + issuer.leeway) as f64 => {}
+            Some(iat) if iat <= (now + issuer.leeway) as f64 => iat.max(0.0).ceil() as u64,
             Some(_) => return Err(fail(IdentifyCode::JwtNotYetValid, "iat in the future")),
             None => return Err(fail(IdentifyCode::JwtClaims, "iat is not a number")),
         },
-    }
+    };
     if let Some(missing) = issuer.required_claims.iter().find(|c| claims.get(c.as_str()).is_none_or(Value::is_null)) {
         return Err(fail(IdentifyCode::JwtClaims, format!("required claim `{missing}` missing")));
     }
-    let consumer = match claims.get(&issuer.consumer_claim) {
-        Some(Value::String(s)) if !s.is_empty() && s.len() <= 256 && !s.chars().any(char::is_control) => s.clone(),
+    let consumer: Arc<str> = match claims.get(&issuer.consumer_claim) {
+        Some(Value::String(s)) if !s.is_empty() && s.len() <= 256 && !s.chars().any(char::is_control) => {
+            Arc::from(s.as_str())
+        }
         _ => {
             return Err(fail(
                 IdentifyCode::JwtClaims,
@@ -371,7 +456,7 @@ fn identity(issuer: &JwtIssuer, claims: Value, now: u64) -> Result<Arc<Identity>
         }
     }
     let roles = strings(claim_path(&claims, &issuer.roles_claim), false);
-    Ok(Arc::new(Identity { consumer: Arc::from(consumer), method: AuthMethod::Jwt, scopes, roles, claims }))
+    Ok((Arc::new(Identity { consumer, method: AuthMethod::Jwt, scopes, roles, claims }), iat))
 }
 
 #[cfg(test)]

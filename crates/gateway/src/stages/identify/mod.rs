@@ -74,6 +74,8 @@ pub mod forward;
 pub mod introspect;
 pub mod jwks;
 pub mod jwt;
+pub mod jwt_cache;
+mod jwt_claims;
 pub mod mtls;
 
 use crate::pipeline::{Code, Rejection};
