@@ -6,6 +6,8 @@
 # Usage: bench/callgrind.sh [SECONDS] [CONFIG]   CONFIG: a rampart config for the proxy (default: serve --upstream);
 #        it must listen on 127.0.0.1:18483 and forward to http://127.0.0.1:18481.
 # ONLY=rampart skips nginx (for quick before/after comparisons). Set KEEP=DIR to keep the callgrind files (then: callgrind_annotate DIR/rampart.out | head -60).
+# RAMPART_BIN=path measures that binary without building. LUA=FILE drives the proxies with that wrk script (method, headers, body: e.g. the JSON POST of bench/inspect.sh)
+# instead of plain GETs; URLPATH=/path overrides the request path.
 set -euo pipefail
 SECS=${1:-10}
 CONFIG=${2:+$(realpath "$2")}
@@ -18,8 +20,12 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-cargo build --release -q -p rampart
-RAMPART=${CARGO_TARGET_DIR:-$PWD/target}/release/rampart
+if [ -n "${RAMPART_BIN:-}" ]; then
+  RAMPART=$(realpath "$RAMPART_BIN")   # a given build (e.g. a copy of an earlier one, for before/after)
+else
+  cargo build --release -q -p rampart
+  RAMPART=${CARGO_TARGET_DIR:-$PWD/target}/release/rampart
+fi
 W=$(mktemp -d)
 OUT=${KEEP:-$W}
 mkdir -p "$OUT"
@@ -56,7 +62,9 @@ http {
 CONF
 $NGINX -p $W -c $W/upstream.conf
 export RAMPART_LOG=warn
-URLPATH="/users/1?fields=name,email&expand=orders"
+URLPATH=${URLPATH:-"/users/1?fields=name,email&expand=orders"}
+WRK_SCRIPT=()
+[ -n "${LUA:-}" ] && WRK_SCRIPT=(-s "$(realpath "$LUA")")
 
 # measure NAME URL CMD... → prints "NAME instructions/request (requests)"
 measure() {
@@ -65,10 +73,10 @@ measure() {
   local vpid=$!
   echo $vpid > $W/$name.vpid
   for _ in $(seq 300); do curl -sf "$url" >/dev/null 2>&1 && break; sleep 0.2; done
-  wrk -t1 -c4 -d3s "$url" >/dev/null 2>&1     # warm-up: pools, caches, lazy statics
+  wrk -t1 -c4 -d3s "${WRK_SCRIPT[@]}" "$url" >/dev/null 2>&1     # warm-up: pools, caches, lazy statics
   callgrind_control -z $vpid >/dev/null
   local done
-  done=$(wrk -t1 -c4 -d${SECS}s "$url" 2>/dev/null | awk '/requests in/ {print $1}')
+  done=$(wrk -t1 -c4 -d${SECS}s "${WRK_SCRIPT[@]}" "$url" 2>/dev/null | awk '/requests in/ {print $1}')
   callgrind_control -d $vpid >/dev/null
   sleep 1
   kill $vpid 2>/dev/null || true
