@@ -7,7 +7,8 @@
 #        it must listen on 127.0.0.1:18483 and forward to http://127.0.0.1:18481.
 # ONLY=rampart skips nginx (for quick before/after comparisons). Set KEEP=DIR to keep the callgrind files (then: callgrind_annotate DIR/rampart.out | head -60).
 # BODY=FILE: the upstream answers with FILE (as application/json) instead of its small JSON object;
-# URLPATH=/path?query: the path requested (default below); RAMPART_BIN=path: that binary, without building.
+# URLPATH=/path?query: the path requested (default below); RAMPART_BIN=path: that binary, without building;
+# LUA=FILE: wrk drives the proxies with that script (method, headers, body: e.g. the JSON POST of bench/inspect.sh).
 set -euo pipefail
 SECS=${1:-10}
 CONFIG=${2:+$(realpath "$2")}
@@ -21,7 +22,7 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 if [ -n "${RAMPART_BIN:-}" ]; then
-  RAMPART=$RAMPART_BIN
+  RAMPART=$(realpath "$RAMPART_BIN")   # a given build (e.g. a copy of an earlier one, for before/after)
 else
   cargo build --release -q -p rampart
   RAMPART=${CARGO_TARGET_DIR:-$PWD/target}/release/rampart
@@ -69,6 +70,8 @@ CONF
 $NGINX -p $W -c $W/upstream.conf
 export RAMPART_LOG=warn
 URLPATH=${URLPATH:-"/users/1?fields=name,email&expand=orders"}
+WRK_SCRIPT=()
+[ -n "${LUA:-}" ] && WRK_SCRIPT=(-s "$(realpath "$LUA")")
 
 # measure NAME URL CMD... → prints "NAME instructions/request (requests)"
 measure() {
@@ -77,10 +80,10 @@ measure() {
   local vpid=$!
   echo $vpid > $W/$name.vpid
   for _ in $(seq 300); do curl -sf "$url" >/dev/null 2>&1 && break; sleep 0.2; done
-  wrk -t1 -c4 -d3s "$url" >/dev/null 2>&1     # warm-up: pools, caches, lazy statics
+  wrk -t1 -c4 -d3s "${WRK_SCRIPT[@]}" "$url" >/dev/null 2>&1     # warm-up: pools, caches, lazy statics
   callgrind_control -z $vpid >/dev/null
   local done
-  done=$(wrk -t1 -c4 -d${SECS}s "$url" 2>/dev/null | awk '/requests in/ {print $1}')
+  done=$(wrk -t1 -c4 -d${SECS}s "${WRK_SCRIPT[@]}" "$url" 2>/dev/null | awk '/requests in/ {print $1}')
   callgrind_control -d $vpid >/dev/null
   sleep 1
   kill $vpid 2>/dev/null || true

@@ -10,6 +10,8 @@ use detect::{form_decode, Context, Detector, Place};
 use http::header::{HeaderName, CONTENT_TYPE, COOKIE};
 use http::request::Parts;
 use serde::de::DeserializeSeed;
+use smallvec::SmallVec;
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -233,28 +235,53 @@ impl InspectPolicy {
     /// same limits, duplicate keys refused): the same keys and strings, with the same member names, go through
     /// the detector, and the body is not parsed a second time.
     pub fn scan_json_tree(&self, value: &serde_json::Value) -> Verdict {
-        self.walk_tree(value, "").unwrap_or(Verdict::Continue)
+        self.walk_tree(value, "", &mut SmallVec::new()).unwrap_or(Verdict::Continue)
     }
 
-    fn walk_tree(&self, value: &serde_json::Value, key: &str) -> Option<Verdict> {
+    /// `clean`: keys already passed in this body (see `Walk::clean_keys`).
+    fn walk_tree<'v>(
+        &self,
+        value: &'v serde_json::Value,
+        key: &str,
+        clean: &mut SmallVec<[&'v str; 16]>,
+    ) -> Option<Verdict> {
         use serde_json::Value;
         match value {
             Value::String(s) => self.scan(s.as_bytes(), Place::JsonString, Field::Json, key),
-            Value::Array(items) => items.iter().find_map(|v| self.walk_tree(v, key)),
-            Value::Object(members) => members.iter().find_map(|(k, v)| {
-                self.scan(k.as_bytes(), Place::JsonKey, Field::Json, "").or_else(|| self.walk_tree(v, k))
-            }),
+            Value::Array(items) => items.iter().find_map(|v| self.walk_tree(v, key, clean)),
+            Value::Object(members) => {
+                for (k, v) in members {
+                    if !clean.contains(&k.as_str()) {
+                        if let Some(verdict) = self.scan(k.as_bytes(), Place::JsonKey, Field::Json, "") {
+                            return Some(verdict);
+                        }
+                        if clean.len() < CLEAN_KEYS {
+                            clean.push(k);
+                        }
+                    }
+                    if let Some(verdict) = self.walk_tree(v, k, clean) {
+                        return Some(verdict);
+                    }
+                }
+                None
+            }
             Value::Null | Value::Bool(_) | Value::Number(_) => None,
         }
     }
 
     /// One pass over the JSON tokens (no tree is built): limits, duplicate keys and every string and key
-    /// through the detector. Trailing bytes after the value are refused too.
+    /// through the detector. Trailing bytes after the value are refused too. Keys and strings without escapes
+    /// are borrowed from the body, so a typical body is walked without an allocation per member.
     fn scan_json(&self, body: &[u8]) -> Verdict {
         if body.iter().all(u8::is_ascii_whitespace) {
             return Verdict::Continue;
         }
-        let walk = Walk { policy: self, verdict: RefCell::new(None) };
+        let walk = Walk {
+            policy: self,
+            verdict: RefCell::new(None),
+            open_keys: RefCell::new(SmallVec::new()),
+            clean_keys: RefCell::new(SmallVec::new()),
+        };
         let mut de = serde_json::Deserializer::from_slice(body);
         let parsed = Node { walk: &walk, depth: 0, key: "" }.deserialize(&mut de).and_then(|()| de.end());
         match (parsed, walk.verdict.into_inner()) {
@@ -265,20 +292,53 @@ impl InspectPolicy {
     }
 }
 
-struct Walk<'p> {
+/// Objects up to this many keys are checked for duplicates by comparing with the keys before (no hashing, no
+/// allocation); a bigger one moves its keys into a hash set, so a 1,000-key object costs no quadratic work.
+const SMALL_OBJECT: usize = 16;
+
+/// How many distinct clean keys a body remembers (see `Walk::clean_keys`); past that, keys are scanned anew.
+const CLEAN_KEYS: usize = 32;
+
+struct Walk<'p, 'de> {
     policy: &'p InspectPolicy,
     /// The verdict that stopped the walk (the deserializer only carries an error message out).
     verdict: RefCell<Option<Verdict>>,
+    /// The keys of the small objects open along the current path, each object's run after its parent's: one
+    /// buffer for the whole body instead of a set per object.
+    open_keys: RefCell<SmallVec<[Cow<'de, str>; 32]>>,
+    /// Keys the detector already passed in this body. A key is scanned with nothing but its own bytes (no
+    /// member name, same place), so its verdict cannot differ the second time: the member names every item
+    /// of an array of objects repeats are scanned once.
+    clean_keys: RefCell<SmallVec<[Cow<'de, str>; 16]>>,
 }
 
-struct Node<'w, 'p> {
-    walk: &'w Walk<'p>,
+impl<'de> Walk<'_, 'de> {
+    /// The detector's verdict on an object key, remembered when clean.
+    // The `Cow` itself is remembered (a borrowed key is copied as a pointer, not as text).
+    #[allow(clippy::ptr_arg)]
+    fn scan_key(&self, key: &Cow<'de, str>) -> Option<Verdict> {
+        if self.clean_keys.borrow().iter().any(|k| k.len() == key.len() && k == key) {
+            return None;
+        }
+        let verdict = self.policy.scan(key.as_bytes(), Place::JsonKey, Field::Json, "");
+        if verdict.is_none() {
+            let mut clean = self.clean_keys.borrow_mut();
+            if clean.len() < CLEAN_KEYS {
+                clean.push(key.clone());
+            }
+        }
+        verdict
+    }
+}
+
+struct Node<'a, 'p, 'de> {
+    walk: &'a Walk<'p, 'de>,
     depth: usize,
     /// The name of the member this value belongs to (the parent's, for array items).
-    key: &'w str,
+    key: &'a str,
 }
 
-impl Node<'_, '_> {
+impl Node<'_, '_, '_> {
     fn stop<E: serde::de::Error>(&self, v: Verdict) -> E {
         *self.walk.verdict.borrow_mut() = Some(v);
         E::custom("stopped by inspection")
@@ -293,14 +353,14 @@ impl Node<'_, '_> {
     }
 }
 
-impl<'de> serde::de::DeserializeSeed<'de> for Node<'_, '_> {
+impl<'de> serde::de::DeserializeSeed<'de> for Node<'_, '_, 'de> {
     type Value = ();
     fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         d.deserialize_any(self)
     }
 }
 
-impl<'de> serde::de::Visitor<'de> for Node<'_, '_> {
+impl<'de> serde::de::Visitor<'de> for Node<'_, '_, 'de> {
     type Value = ();
 
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -355,23 +415,68 @@ impl<'de> serde::de::Visitor<'de> for Node<'_, '_> {
         if self.depth >= self.limits().max_depth {
             return Err(self.malformed(format!("JSON nested deeper than {}", self.limits().max_depth)));
         }
-        let mut seen: HashSet<String> = HashSet::new();
-        while let Some(key) = map.next_key::<String>()? {
-            if seen.len() >= self.limits().max_object_keys {
+        let start = self.walk.open_keys.borrow().len();
+        let mut big: Option<HashSet<Cow<'de, str>>> = None;
+        let mut n = 0usize;
+        while let Some(key) = map.next_key_seed(KeySeed)? {
+            if n >= self.limits().max_object_keys {
                 return Err(self.malformed(format!("an object with more than {} keys", self.limits().max_object_keys)));
             }
-            if let Some(verdict) = self.walk.policy.scan(key.as_bytes(), Place::JsonKey, Field::Json, "") {
+            n += 1;
+            if let Some(verdict) = self.walk.scan_key(&key) {
                 return Err(self.stop(verdict));
             }
-            if !seen.insert(key.clone()) {
-                // Parsers disagree on which duplicate wins; a gateway that checked one and forwarded both
-                // would be bypassed.
+            // Parsers disagree on which duplicate wins; a gateway that checked one and forwarded both would be
+            // bypassed.
+            let duplicate = match &mut big {
+                Some(set) => !set.insert(key.clone()),
+                None => {
+                    let mut open = self.walk.open_keys.borrow_mut();
+                    let seen = open[start..].iter().any(|k| k.len() == key.len() && *k == key);
+                    if !seen && n > SMALL_OBJECT {
+                        let mut set: HashSet<Cow<'de, str>> = open.drain(start..).collect();
+                        set.insert(key.clone());
+                        big = Some(set);
+                    } else if !seen {
+                        open.push(key.clone());
+                    }
+                    seen
+                }
+            };
+            if duplicate {
                 return Err(self.malformed(format!("duplicate key `{}`", key.chars().take(64).collect::<String>())));
             }
-            let key_ref: &str = &key;
-            map.next_value_seed(Node { walk: self.walk, depth: self.depth + 1, key: key_ref })?;
+            map.next_value_seed(Node { walk: self.walk, depth: self.depth + 1, key: &key })?;
         }
+        self.walk.open_keys.borrow_mut().truncate(start);
         Ok(())
+    }
+}
+
+/// An object key, borrowed from the body unless it holds escapes.
+struct KeySeed;
+
+impl<'de> serde::de::DeserializeSeed<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Cow<'de, str>, D::Error> {
+        d.deserialize_str(KeySeed)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an object key")
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Borrowed(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Owned(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Owned(v))
     }
 }
 
@@ -512,6 +617,30 @@ mod tests {
         // Within the limits: fine, and the detector still sees strings nested in arrays under their member name.
         assert_eq!(malformed(&format!("[{}1]", "1,".repeat(100))), None);
         assert_eq!(malformed(r#"{"items":[{"note":"fine"},{"note":"' OR '1'='1' --"}]}"#), Some("inspect.sqli"));
+    }
+
+    /// Duplicate keys are found per object whatever its size (small objects compare in place, big ones hash),
+    /// the same names in sibling or nested objects are not duplicates, and an escaped spelling of a key is the
+    /// same key. Keys remembered as clean do not hide a later hostile one.
+    #[test]
+    fn duplicate_keys_per_object() {
+        let p = policy();
+        let scan = |s: &str| code(p.scan_body(BodyKind::Json, &Bytes::from(s.to_string())));
+        assert_eq!(scan(r#"{"items":[{"a":1,"b":"x"},{"a":2,"b":"y"}],"a":{"a":{"a":3}},"b":0}"#), None);
+        assert_eq!(scan(r#"{"a":1,"\u0061":2}"#), Some("inspect.malformed_body"));
+        assert_eq!(scan(r#"{"o":{"a":1,"b":2},"p":{"b":1,"b":2}}"#), Some("inspect.malformed_body"));
+        for n in [SMALL_OBJECT - 1, SMALL_OBJECT, SMALL_OBJECT + 1, 3 * SMALL_OBJECT] {
+            let keys: Vec<String> = (0..n).map(|i| format!("\"k{i}\":1")).collect();
+            let distinct = format!("{{{}}}", keys.join(","));
+            assert_eq!(scan(&distinct), None, "{n} keys");
+            for dup in [0, n / 2, n - 1] {
+                let body = format!("{{{},\"k{dup}\":2}}", keys.join(","));
+                assert_eq!(scan(&body), Some("inspect.malformed_body"), "{n} keys, k{dup} twice");
+            }
+            // Siblings with the same big key set are fine.
+            assert_eq!(scan(&format!("[{distinct},{distinct}]")), None);
+        }
+        assert_eq!(scan(r#"[{"x":1,"y":"a"},{"x":2,"y":"b","$where":"sleep(1)"}]"#), Some("inspect.nosqli"));
     }
 
     #[test]
