@@ -26,7 +26,7 @@ pub fn now_ns() -> u64 {
 
 /// Keys are already SipHash fingerprints with a per-process random key; hashing them again would be waste.
 #[derive(Default)]
-struct Passthrough(u64);
+pub(super) struct Passthrough(u64);
 
 impl Hasher for Passthrough {
     fn finish(&self) -> u64 {

@@ -40,25 +40,8 @@ struct Slot {
     queue: Vec<Reply>,
 }
 
-/// Keys are keyed SipHash fingerprints already.
-#[derive(Default)]
-struct Fingerprint(u64);
-
-impl Hasher for Fingerprint {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 << 8) | u64::from(b);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
-
-type Slots = HashMap<u64, Slot, BuildHasherDefault<Fingerprint>>;
+/// Keys are keyed SipHash fingerprints already: the memory store's pass-through hasher.
+type Slots = HashMap<u64, Slot, BuildHasherDefault<super::memory::Passthrough>>;
 
 /// The cells with a call in flight, sharded so that checks of different cells rarely share a lock.
 pub(super) struct Coalescer {
