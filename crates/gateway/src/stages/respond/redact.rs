@@ -233,6 +233,13 @@ impl FieldNames {
         if !exact_possible && !suffix_possible && !self.prefix_first[first as usize] {
             return false;
         }
+        self.matches_normalized(name)
+    }
+
+    /// The comparison proper, for the few names the prefilter lets through. Kept out of line so the common
+    /// rejection does not pay for this part's stack frame (the name buffer) on every member name.
+    #[inline(never)]
+    fn matches_normalized(&self, name: &[u8]) -> bool {
         let mut buf = [0u8; MAX_NAME];
         let Some(n) = normalize_into(name, &mut buf).filter(|&n| n > 0) else { return false };
         let k = &buf[..n];
