@@ -9,6 +9,7 @@
 # BODY=FILE: the upstream answers with FILE (as application/json) instead of its small JSON object;
 # URLPATH=/path?query: the path requested (default below); RAMPART_BIN=path: that binary, without building;
 # LUA=FILE: wrk drives the proxies with that script (method, headers, body: e.g. the JSON POST of bench/inspect.sh).
+# FLOOR=1: also count the bare hyper proxy with no protections (crates/gateway/examples/hyper_floor.rs).
 set -euo pipefail
 SECS=${1:-10}
 CONFIG=${2:+$(realpath "$2")}
@@ -97,6 +98,11 @@ measure() {
   awk -v n=$done -v ir=$ir -v name=$name 'BEGIN {printf "%-28s %8.0f instructions/request (%d requests)\n", name, ir/n, n}'
 }
 
+if [ -n "${FLOOR:-}" ]; then
+  cargo build --release -q -p rampart-gateway --example hyper_floor
+  measure floor "http://127.0.0.1:18484$URLPATH" ${CARGO_TARGET_DIR:-$PWD/target}/release/examples/hyper_floor \
+    127.0.0.1:18484 127.0.0.1:18481 1
+fi
 [ "${ONLY:-}" = rampart ] || measure nginx "http://127.0.0.1:18482$URLPATH" $NGINX -p $W -c $W/proxy.conf
 if [ -n "$CONFIG" ]; then
   measure rampart "http://127.0.0.1:18483$URLPATH" $RAMPART serve --no-watch --config "$CONFIG"
