@@ -130,3 +130,23 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
     assert_eq!(got.text(), "slow");
     assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "still accepting after shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_idle_keepalive_connections_without_waiting_for_the_drain_deadline() {
+    let up = TestUpstream::start().await;
+    // Idle timeout and drain deadline far beyond the guard below: only the shutdown signal can close it in time.
+    let extra = "shutdown_timeout: 60s\nlimits: { idle_timeout: 120s }";
+    let gw = TestGateway::start(&config(&one_upstream(&up.url()), all_routes(), extra)).await;
+    let mut s = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    s.write_all(b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let stopping = tokio::spawn(async move { gw.handle.shutdown().await });
+    let n = tokio::time::timeout(Duration::from_secs(20), s.read(&mut buf))
+        .await
+        .expect("idle keep-alive connection left open by shutdown")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "no more bytes, just the close");
+    tokio::time::timeout(Duration::from_secs(20), stopping).await.expect("shutdown waited for the deadline").unwrap();
+}
