@@ -186,15 +186,7 @@ pub fn set_forwarded(headers: &mut HeaderMap, conn: &ConnInfo, trusted: bool, ho
             headers.remove(n);
         }
     }
-    let mut fwd = Vec::with_capacity(conn.forwarded_for.len() + 48);
-    fwd.extend_from_slice(conn.forwarded_for.as_bytes());
-    if let Some(h) = host.and_then(|h| h.to_str().ok()) {
-        if h.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']')) {
-            fwd.extend_from_slice(b";host=\"");
-            fwd.extend_from_slice(h.as_bytes());
-            fwd.push(b'"');
-        }
-    }
+    let fwd = forwarded_element(conn, host);
     if !(present && trusted) {
         // None of them is in the map (there were none, or they were just removed): plain inserts, no lookups.
         headers.insert(X_FORWARDED_FOR, conn.peer_header.clone());
@@ -202,8 +194,7 @@ pub fn set_forwarded(headers: &mut HeaderMap, conn: &ConnInfo, trusted: bool, ho
         if let Some(h) = host {
             headers.insert(X_FORWARDED_HOST, h.clone());
         }
-        // Only visible ASCII went in (the peer's address, the scheme, a checked host name).
-        if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(fwd)) {
+        if let Some(v) = fwd {
             headers.insert(FORWARDED, v);
         }
         return;
@@ -227,10 +218,41 @@ pub fn set_forwarded(headers: &mut HeaderMap, conn: &ConnInfo, trusted: bool, ho
             headers.insert(X_FORWARDED_HOST, h.clone());
         }
     }
-    let fwd = appended(headers.get(&FORWARDED), &fwd).or_else(|| HeaderValue::from_bytes(&fwd).ok());
+    let fwd = match fwd {
+        Some(own) => appended(headers.get(&FORWARDED), own.as_bytes()).or(Some(own)),
+        None => None,
+    };
     if let Some(v) = fwd {
         headers.insert(FORWARDED, v);
     }
+}
+
+/// Our `Forwarded` element: `for=<peer>;proto=<scheme>`, plus `;host="<host>"` when the host is a plain name
+/// or address. Reused from the connection when its host is the one of the last request.
+fn forwarded_element(conn: &ConnInfo, host: Option<&HeaderValue>) -> Option<HeaderValue> {
+    let host = host.filter(|h| {
+        let h = h.as_bytes();
+        !h.is_empty() && h.iter().all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
+    });
+    let mut last = conn.forwarded_last.lock().ok();
+    if let Some(Some((h, v))) = last.as_deref() {
+        if host.is_some_and(|host| host == h) || (host.is_none() && h.is_empty()) {
+            return Some(v.clone());
+        }
+    }
+    let mut fwd = Vec::with_capacity(conn.forwarded_for.len() + 48);
+    fwd.extend_from_slice(conn.forwarded_for.as_bytes());
+    if let Some(h) = host {
+        fwd.extend_from_slice(b";host=\"");
+        fwd.extend_from_slice(h.as_bytes());
+        fwd.push(b'"');
+    }
+    // Only visible ASCII went in (the peer's address, the scheme, a checked host name).
+    let v = HeaderValue::from_maybe_shared(bytes::Bytes::from(fwd)).ok()?;
+    if let Some(last) = last.as_deref_mut() {
+        *last = Some((host.cloned().unwrap_or(HeaderValue::from_static("")), v.clone()));
+    }
+    Some(v)
 }
 
 /// Drops headers only the gateway may set, so a client cannot impersonate what later stages pass upstream.
@@ -283,6 +305,27 @@ mod tests {
         let mut v6 = HeaderMap::new();
         set_forwarded(&mut v6, &conn("[2001:db8::1]"), false, None);
         assert_eq!(v6[&FORWARDED], "for=\"[2001:db8::1]\";proto=http");
+    }
+
+    #[test]
+    fn the_forwarded_element_follows_the_host_of_each_request_on_one_connection() {
+        let c = conn("203.0.113.5");
+        let fwd = |host: Option<&'static str>| {
+            let mut h = HeaderMap::new();
+            set_forwarded(&mut h, &c, false, host.map(HeaderValue::from_static).as_ref());
+            h[&FORWARDED].to_str().unwrap().to_string()
+        };
+        assert_eq!(fwd(Some("a.example")), "for=203.0.113.5;proto=http;host=\"a.example\"");
+        assert_eq!(fwd(Some("a.example")), "for=203.0.113.5;proto=http;host=\"a.example\"");
+        assert_eq!(fwd(Some("b.example:8443")), "for=203.0.113.5;proto=http;host=\"b.example:8443\"");
+        assert_eq!(fwd(None), "for=203.0.113.5;proto=http");
+        assert_eq!(fwd(Some("evil\";for=1.2.3.4")), "for=203.0.113.5;proto=http", "a host needing quotes is left out");
+        assert_eq!(fwd(Some("a.example")), "for=203.0.113.5;proto=http;host=\"a.example\"");
+        // A trusted proxy's element comes first, ours is appended.
+        let mut t = HeaderMap::new();
+        t.insert(FORWARDED, HeaderValue::from_static("for=198.51.100.1"));
+        set_forwarded(&mut t, &c, true, Some(&HeaderValue::from_static("a.example")));
+        assert_eq!(t[&FORWARDED], "for=198.51.100.1, for=203.0.113.5;proto=http;host=\"a.example\"");
     }
 
     #[test]

@@ -56,6 +56,9 @@ pub struct ConnInfo {
     peer_header: HeaderValue,
     /// `for=<peer>;proto=<scheme>`, the start of our `Forwarded` element.
     forwarded_for: String,
+    /// The last `Forwarded` element built on this connection and the `Host` it was built for: a client sends
+    /// the same host on every request of a connection, so the element is made once, not per request.
+    forwarded_last: std::sync::Mutex<Option<(HeaderValue, HeaderValue)>>,
 }
 
 impl ConnInfo {
@@ -70,7 +73,17 @@ impl ConnInfo {
         let peer_text: Arc<str> = Arc::from(ip.to_string());
         let peer_header = HeaderValue::from_str(&peer_text).unwrap_or(HeaderValue::from_static("unknown"));
         let forwarded_for = format!("for={};proto={}", headers::forwarded_node(ip), if tls { "https" } else { "http" });
-        ConnInfo { peer, tls, client_cert, worker, listener, peer_text, peer_header, forwarded_for }
+        ConnInfo {
+            peer,
+            tls,
+            client_cert,
+            worker,
+            listener,
+            peer_text,
+            peer_header,
+            forwarded_for,
+            forwarded_last: std::sync::Mutex::new(None),
+        }
     }
 }
 

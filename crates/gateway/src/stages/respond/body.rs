@@ -44,20 +44,24 @@ impl BodyType {
     /// Server-sent events, binary types and unlabelled bodies (downloads, long polls) stream.
     /// Compared case-insensitively in place: this runs on every response.
     pub fn of(content_type: Option<&HeaderValue>) -> BodyType {
-        let Some(ct) = content_type.and_then(|v| v.to_str().ok()) else { return BodyType::Other };
-        let essence = ct.split(';').next().unwrap_or("").trim();
-        let (top, sub) = essence.split_once('/').unwrap_or((essence, ""));
-        let ends_with = |s: &str, suffix: &str| {
-            s.len() >= suffix.len() && s.as_bytes()[s.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
+        let Some(ct) = content_type.map(HeaderValue::as_bytes) else { return BodyType::Other };
+        // Byte scans, not `str::split`: its searcher costs more than the whole comparison on a 16-byte value.
+        let essence = ct.iter().position(|&b| b == b';').map_or(ct, |i| &ct[..i]).trim_ascii();
+        let (top, sub) = match essence.iter().position(|&b| b == b'/') {
+            Some(i) => (&essence[..i], &essence[i + 1..]),
+            None => (essence, &[][..]),
         };
-        if sub.eq_ignore_ascii_case("json") || ends_with(sub, "+json") {
+        let ends_with = |s: &[u8], suffix: &str| {
+            s.len() >= suffix.len() && s[s.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
+        };
+        if sub.eq_ignore_ascii_case(b"json") || ends_with(sub, "+json") {
             return BodyType::Json;
         }
-        if top.eq_ignore_ascii_case("text") {
-            return if sub.eq_ignore_ascii_case("event-stream") { BodyType::Other } else { BodyType::Text };
+        if top.eq_ignore_ascii_case(b"text") {
+            return if sub.eq_ignore_ascii_case(b"event-stream") { BodyType::Other } else { BodyType::Text };
         }
         let text_app = ["xml", "javascript", "x-www-form-urlencoded", "x-ndjson", "yaml", "x-yaml"];
-        if (top.eq_ignore_ascii_case("application") && text_app.iter().any(|t| sub.eq_ignore_ascii_case(t)))
+        if (top.eq_ignore_ascii_case(b"application") && text_app.iter().any(|t| sub.eq_ignore_ascii_case(t.as_bytes())))
             || ends_with(sub, "+xml")
         {
             return BodyType::Text;
