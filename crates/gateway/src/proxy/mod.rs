@@ -23,6 +23,7 @@ use crate::stages::record::{security_event, AccessLog, Outcome, RequestRecord};
 use crate::stages::route::RouteMatch;
 use crate::stages::throttle::{shed, Caller, RATELIMIT, RATELIMIT_POLICY};
 use crate::upstream::circuit::{Admission, Transition};
+use crate::upstream::deadline::Elapsed;
 use crate::upstream::Upstream;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -41,6 +42,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     pub access_log: Arc<AccessLog>,
     pub conns: Arc<crate::stages::admit::ConnTracker>,
+    /// Upstream response deadlines, one list per worker (each swept by a task of its worker).
+    pub deadlines: Vec<crate::upstream::deadline::Deadlines>,
 }
 
 /// What the request path knows about the connection a request came on. The peer's address is rendered once
@@ -537,7 +540,13 @@ pub async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) ->
         }
         let in_flight = upstream.begin(target);
         let sent = Instant::now();
-        let result = tokio::time::timeout(upstream.timeouts.response, upstream.send(conn.worker, idx, up_req)).await;
+        let exchange = upstream.send(conn.worker, idx, up_req);
+        let result = match shared.deadlines.get(conn.worker) {
+            Some(list) => {
+                list.within(tokio::time::Instant::from_std(sent) + upstream.timeouts.response, exchange).await
+            }
+            None => tokio::time::timeout(upstream.timeouts.response, exchange).await.map_err(|_| Elapsed),
+        };
         rec.upstream_us = Some(sent.elapsed().as_micros() as u64);
         let failed = match result {
             Ok(Ok(resp)) => {

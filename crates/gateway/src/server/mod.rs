@@ -149,6 +149,7 @@ impl Gateway {
             metrics,
             access_log: Arc::new(AccessLog::new(sink)),
             conns: Arc::new(ConnTracker::default()),
+            deadlines: (0..workers).map(|_| Default::default()).collect(),
         });
         for (u, tls) in &upstreams {
             crate::upstream::health::spawn(u, tls.clone());
@@ -207,6 +208,14 @@ fn worker(id: usize, shared: Arc<Shared>, listeners: Vec<std::net::TcpListener>,
             };
             loops.push(tokio::spawn(accept_loop(id, idx, listener, shared.clone(), shutdown.clone(), open.clone())));
         }
+        let sweeper = {
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                if let Some(list) = shared.deadlines.get(id) {
+                    list.sweep().await;
+                }
+            })
+        };
         let log = shared.access_log.clone();
         let flusher = tokio::spawn(async move {
             let mut t = tokio::time::interval(Duration::from_millis(100));
@@ -227,6 +236,7 @@ fn worker(id: usize, shared: Arc<Shared>, listeners: Vec<std::net::TcpListener>,
         })
         .await;
         flusher.abort();
+        sweeper.abort();
         shared.access_log.flush_thread();
     });
 }

@@ -4,6 +4,7 @@
 
 pub mod circuit;
 pub mod clock;
+pub mod deadline;
 pub mod health;
 pub mod pool;
 
