@@ -1,7 +1,8 @@
 //! Secret and PII detectors: one left-to-right pass over a string's bytes finds payment card numbers, IBANs, US
-//! SSNs, PEM private keys, cloud credentials, JWTs and password hashes. No regular expressions: a 256-entry table
-//! says which bytes can start a finding, so most bytes cost one lookup, and every detector that starts reading
-//! either matches or lets the scan jump past what it read — linear time on any input.
+//! SSNs, PEM private keys, cloud credentials, JWTs and password hashes. No regular expressions: the bytes are
+//! classified eight at a time, only the starts of words (and `$`, `-`) are looked up in a 256-entry table of
+//! the bytes that can start a finding, and every detector that starts reading either matches or lets the scan
+//! jump past what it read — linear time on any input.
 
 /// What a finding is. The names are the config's rule names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -122,20 +123,6 @@ static TRIGGER: [bool; 256] = {
     t
 };
 
-/// The scan's byte classes: bit 0 = a letter or digit, bit 1 = the byte may start a finding ([`TRIGGER`]).
-static CLASS: [u8; 256] = {
-    let mut t = [0u8; 256];
-    let mut b = 0usize;
-    while b < 256 {
-        let alnum = (b as u8).is_ascii_alphanumeric();
-        t[b] = (alnum as u8) | ((TRIGGER[b] as u8) << 1);
-        b += 1;
-    }
-    t
-};
-const ALNUM: u8 = 1;
-const STARTS: u8 = 2;
-
 fn is_alnum(b: u8) -> bool {
     b.is_ascii_alphanumeric()
 }
@@ -167,7 +154,7 @@ fn find_plain(s: &[u8], enabled: KindSet, out: &mut Vec<Span>) {
     let mut at = Scan::new(out);
     let mut i = 0;
     while i < s.len() {
-        i = if CLASS[s[i] as usize] & STARTS != 0 { at.try_at(s, i, enabled) } else { i + 1 };
+        i = if TRIGGER[s[i] as usize] { at.try_at(s, i, enabled) } else { i + 1 };
     }
     at.finish(s, enabled);
 }
@@ -277,7 +264,7 @@ fn next_candidate(s: &[u8], mut i: usize) -> Option<usize> {
         while cand != 0 {
             let k = cand.trailing_zeros() as usize / 8;
             let at = i + k;
-            if special & (0x80 << (k * 8)) != 0 || CLASS[s[at] as usize] & STARTS != 0 {
+            if special & (0x80 << (k * 8)) != 0 || TRIGGER[s[at] as usize] {
                 return Some(at);
             }
             cand &= cand - 1;
@@ -996,16 +983,14 @@ mod tests {
     #[test]
     fn candidate_search_agrees_with_the_plain_definition() {
         let plain = |s: &[u8], from: usize| {
-            (from..s.len()).find(|&j| {
-                matches!(s[j], b'$' | b'-') || (TRIGGER[s[j] as usize] && (j == 0 || !is_alnum(s[j - 1])))
-            })
+            (from..s.len())
+                .find(|&j| matches!(s[j], b'$' | b'-') || (TRIGGER[s[j] as usize] && (j == 0 || !is_alnum(s[j - 1]))))
         };
         let mut rng = fastrand::Rng::with_seed(7);
         for _ in 0..20000 {
             let len = rng.usize(0..40);
-            let s: Vec<u8> = (0..len)
-                .map(|_| if rng.bool() { rng.u8(..) } else { b"a0Z $-e x."[rng.usize(0..10)] })
-                .collect();
+            let s: Vec<u8> =
+                (0..len).map(|_| if rng.bool() { rng.u8(..) } else { b"a0Z $-e x."[rng.usize(0..10)] }).collect();
             let from = rng.usize(0..=len);
             assert_eq!(next_candidate(&s, from), plain(&s, from), "{s:?} from {from}");
         }
