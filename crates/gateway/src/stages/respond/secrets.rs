@@ -1,8 +1,7 @@
 //! Secret and PII detectors: one left-to-right pass over a string's bytes finds payment card numbers, IBANs, US
-//! SSNs, PEM private keys, cloud credentials, JWTs and password hashes. No regular expressions: the bytes are
-//! classified eight at a time, only the starts of words (and `$`, `-`) are looked up in a 256-entry table of
-//! the bytes that can start a finding, and every detector that starts reading either matches or lets the scan
-//! jump past what it read — linear time on any input.
+//! SSNs, PEM private keys, cloud credentials, JWTs and password hashes. No regular expressions: a 256-entry table
+//! says which bytes can start a finding, so most bytes cost one lookup, and every detector that starts reading
+//! either matches or lets the scan jump past what it read — linear time on any input.
 
 /// What a finding is. The names are the config's rule names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -123,8 +122,31 @@ static TRIGGER: [bool; 256] = {
     t
 };
 
+/// The scan's byte classes: bit 0 = a letter or digit, bit 1 = the byte may start a finding ([`TRIGGER`]).
+static CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0usize;
+    while b < 256 {
+        let alnum = (b as u8).is_ascii_alphanumeric();
+        t[b] = (alnum as u8) | ((TRIGGER[b] as u8) << 1);
+        b += 1;
+    }
+    t
+};
+const ALNUM: u8 = 1;
+const STARTS: u8 = 2;
+
 fn is_alnum(b: u8) -> bool {
     b.is_ascii_alphanumeric()
+}
+
+/// The end of the run of letters and digits from `j`.
+#[inline]
+fn word_end(s: &[u8], mut j: usize) -> usize {
+    while j < s.len() && CLASS[s[j] as usize] & ALNUM != 0 {
+        j += 1;
+    }
+    j
 }
 
 /// Whether a token may start at `i`: the byte before is not a letter or digit.
@@ -139,44 +161,32 @@ fn boundary_after(s: &[u8], end: usize) -> bool {
 /// Finds every secret of the `enabled` kinds in `s`, in order, without overlaps. `Field` is not found here (it
 /// needs a name; see [`super::redact`]).
 pub fn find(s: &[u8], enabled: KindSet, out: &mut Vec<Span>) {
-    let mut at = Scan::new(out);
+    scan_from_triggers(s, enabled, out, true)
+}
+
+/// The scan; `skip_words: false` tries the detectors at every trigger byte (the plain form the tests tie the
+/// word skipping to).
+#[inline(always)]
+fn scan_from_triggers(s: &[u8], enabled: KindSet, out: &mut Vec<Span>, skip_words: bool) {
     let mut i = 0;
-    while let Some(c) = next_candidate(s, i) {
-        i = at.try_at(s, c, enabled);
-    }
-    at.finish(s, enabled);
-}
-
-/// The plain form of [`find`]: the detectors tried at every byte that may start a finding, inside words too
-/// (what the tests tie the candidate search to).
-#[cfg(test)]
-fn find_plain(s: &[u8], enabled: KindSet, out: &mut Vec<Span>) {
-    let mut at = Scan::new(out);
-    let mut i = 0;
-    while i < s.len() {
-        i = if TRIGGER[s[i] as usize] { at.try_at(s, i, enabled) } else { i + 1 };
-    }
-    at.finish(s, enabled);
-}
-
-/// The state of one scan: the findings so far, and whether one of them is an AWS access key id (whose secret
-/// key is then looked for next to it).
-struct Scan<'o> {
-    out: &'o mut Vec<Span>,
-    first: usize,
-    aws_anchor: bool,
-}
-
-impl<'o> Scan<'o> {
-    fn new(out: &'o mut Vec<Span>) -> Scan<'o> {
-        let first = out.len();
-        Scan { out, first, aws_anchor: false }
-    }
-
-    /// Tries the detectors at `i` (a byte that may start a finding); returns where the scan resumes.
-    #[inline(always)]
-    fn try_at(&mut self, s: &[u8], i: usize, enabled: KindSet) -> usize {
+    let n = s.len();
+    let first_aws = out.len();
+    let mut aws_anchor = false;
+    while i < n {
         let b = s[i];
+        let class = CLASS[b as usize];
+        if skip_words && class & ALNUM != 0 && (class & STARTS == 0 || (i > 0 && CLASS[s[i - 1] as usize] & ALNUM != 0))
+        {
+            // Every finding that starts with a letter or digit starts a word (each detector checks the
+            // boundary before it first): a word without a trigger at its start, or the inside of a word, is
+            // passed whole.
+            i = word_end(s, i + 1);
+            continue;
+        }
+        if class & STARTS == 0 {
+            i += 1;
+            continue;
+        }
         // Lowercase triggers are common letters: the byte after them is checked here, before any call.
         let next = s.get(i + 1).copied().unwrap_or(0);
         let found = match b {
@@ -197,82 +207,18 @@ impl<'o> Scan<'o> {
         match found {
             Ok(span) => {
                 if is_aws_key_id_span(s, &span) {
-                    self.aws_anchor = true;
+                    aws_anchor = true;
                 }
-                self.out.push(span);
-                span.end.max(i + 1)
+                i = span.end.max(i + 1);
+                out.push(span);
             }
-            Err(next) => next.max(i + 1),
+            Err(next) => i = next.max(i + 1),
         }
     }
-
-    fn finish(self, s: &[u8], enabled: KindSet) {
-        // The words and a 40-character secret need at least 55 bytes together.
-        if enabled.has(Kind::CloudKey) && (self.aws_anchor || (s.len() >= 55 && mentions_aws_secret(s))) {
-            aws_secrets_near(s, self.first, self.out);
-        }
+    // The words and a 40-character secret need at least 55 bytes together.
+    if enabled.has(Kind::CloudKey) && (aws_anchor || (s.len() >= 55 && mentions_aws_secret(s))) {
+        aws_secrets_near(s, first_aws, out);
     }
-}
-
-const ONES: u64 = 0x0101_0101_0101_0101;
-const HIGHS: u64 = 0x8080_8080_8080_8080;
-
-/// High bit of each byte of `x` (bytes below 0x80) set where `lo <= byte <= hi`; the low bits are noise.
-/// No byte's sum carries into the next, so the lanes stay apart.
-#[inline(always)]
-fn in_range7(x: u64, lo: u8, hi: u8) -> u64 {
-    x.wrapping_add(ONES * (0x80 - lo as u64)) & !x.wrapping_add(ONES * (0x7f - hi as u64))
-}
-
-/// High bit of each byte of `x` (bytes below 0x80) set where the byte is `b` (below 0x80); low bits noise.
-#[inline(always)]
-fn eq7(x: u64, b: u8) -> u64 {
-    !(x ^ (ONES * b as u64)).wrapping_add(ONES * 0x7f)
-}
-
-/// Eight bytes at once: the high bit of each byte that is a letter or digit, and of each `$` or `-` (the
-/// bytes that start a finding without starting a word).
-#[inline(always)]
-fn classes8(w: u64) -> (u64, u64) {
-    let plain = !(w & HIGHS) & HIGHS; // bytes below 0x80 (no UTF-8 byte is a letter, digit, `$` or `-`)
-    let x = w & !HIGHS;
-    let digit = in_range7(x, b'0', b'9');
-    let letter = in_range7(x | ONES * 0x20, b'a', b'z');
-    let special = eq7(x, b'$') | eq7(x, b'-');
-    ((digit | letter) & plain, special & plain)
-}
-
-/// The next position from `i` where a detector can start: a `$` or `-`, or the first byte of a word (a run of
-/// letters and digits) when that byte may start a finding ([`TRIGGER`]). Every detector that starts on a
-/// letter or digit needs a word boundary before it, so the inside of a word is never a start. Eight bytes per
-/// step: the bytes are classified in one go and only word starts are looked up.
-#[inline]
-fn next_candidate(s: &[u8], mut i: usize) -> Option<usize> {
-    // The high bit of byte 0 of `carry`: whether the byte before the chunk is a letter or digit.
-    let mut carry = if i > 0 && is_alnum(s[i - 1]) { 0x80 } else { 0 };
-    while i < s.len() {
-        let mut chunk = [0u8; 8];
-        match s.get(i..i + 8) {
-            Some(c) => chunk.copy_from_slice(c),
-            // The last bytes; zeros after them, which start nothing.
-            None => chunk[..s.len() - i].copy_from_slice(&s[i..]),
-        }
-        let w = u64::from_le_bytes(chunk);
-        let (alnum, special) = classes8(w);
-        let word_starts = alnum & !((alnum << 8) | carry);
-        let mut cand = word_starts | special;
-        while cand != 0 {
-            let k = cand.trailing_zeros() as usize / 8;
-            let at = i + k;
-            if special & (0x80 << (k * 8)) != 0 || TRIGGER[s[at] as usize] {
-                return Some(at);
-            }
-            cand &= cand - 1;
-        }
-        carry = alnum >> 56;
-        i += 8;
-    }
-    None
 }
 
 /// Convenience: the findings of `s` as a new vector.
@@ -972,42 +918,13 @@ mod tests {
             }
             let (mut fast, mut plain) = (Vec::new(), Vec::new());
             find(&s, KindSet::all(), &mut fast);
-            find_plain(&s, KindSet::all(), &mut plain);
+            scan_from_triggers(&s, KindSet::all(), &mut plain, false);
             assert_eq!(fast, plain, "round {round}: {:?}", String::from_utf8_lossy(&s));
         }
     }
 
-    /// The eight-bytes-at-a-time candidate search stops exactly where the plain definition says a detector can
-    /// start (a `$` or `-`, or a trigger byte after a byte that is not a letter or digit), for every byte value
-    /// at every offset in a chunk.
-    #[test]
-    fn candidate_search_agrees_with_the_plain_definition() {
-        let plain = |s: &[u8], from: usize| {
-            (from..s.len())
-                .find(|&j| matches!(s[j], b'$' | b'-') || (TRIGGER[s[j] as usize] && (j == 0 || !is_alnum(s[j - 1]))))
-        };
-        let mut rng = fastrand::Rng::with_seed(7);
-        for _ in 0..20000 {
-            let len = rng.usize(0..40);
-            let s: Vec<u8> =
-                (0..len).map(|_| if rng.bool() { rng.u8(..) } else { b"a0Z $-e x."[rng.usize(0..10)] }).collect();
-            let from = rng.usize(0..=len);
-            assert_eq!(next_candidate(&s, from), plain(&s, from), "{s:?} from {from}");
-        }
-        for b in 0..=255u8 {
-            for pad in 0..17 {
-                for before in [b' ', b'a', b'0', 0x80] {
-                    let mut s = vec![before; pad];
-                    s.push(b);
-                    s.extend_from_slice(b"bc");
-                    assert_eq!(next_candidate(&s, 0), plain(&s, 0), "{s:?}");
-                }
-            }
-        }
-    }
-
-    /// Every detector's shapes are found wherever they sit relative to the eight-byte chunks, after any
-    /// delimiter a JSON string or a text body puts before them.
+    /// Every detector's shapes are found at any offset in a string (the word skipping starts anywhere), after
+    /// any delimiter a JSON string or a text body puts before them.
     #[test]
     fn every_shape_is_found_at_every_offset() {
         let shapes: &[(&str, Kind)] = &[
