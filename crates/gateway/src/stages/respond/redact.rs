@@ -63,11 +63,11 @@ pub struct FieldNames {
     exact: Vec<Box<[u8]>>,
     suffix: Vec<Box<[u8]>>,
     prefix: Vec<Box<[u8]>>,
-    /// Prefilter, read before a name is normalised: (first, last) byte pairs of the exact names (a 256×256
-    /// bitset), last bytes of the suffixes, first bytes of the prefixes. Most names fail all three.
-    pairs: Box<[u64; 1024]>,
-    /// Normalised lengths of the exact names (bit n = length n).
-    exact_lens: u64,
+    /// Prefilter, read before a name is normalised: per (first, last) byte pair of the exact names (folded to
+    /// their low five bits, so a 32×32 table; collisions only let more names through), the normalised lengths
+    /// of the exact names with that pair (bit n = length n, bit 31 = 31 or more); the last two bytes of the
+    /// suffixes; the first bytes of the prefixes. Most names fail all three.
+    pair_lens: Box<[u32; 1024]>,
     /// Last two bytes of the suffixes (a 256×256 bitset; a one-byte suffix sets its whole row).
     suffix_last2: Box<[u64; 1024]>,
     prefix_first: [bool; 256],
@@ -79,8 +79,7 @@ impl Default for FieldNames {
             exact: Vec::new(),
             suffix: Vec::new(),
             prefix: Vec::new(),
-            pairs: Box::new([0; 1024]),
-            exact_lens: 0,
+            pair_lens: Box::new([0; 1024]),
             suffix_last2: Box::new([0; 1024]),
             prefix_first: [false; 256],
         }
@@ -91,13 +90,18 @@ fn is_separator(b: u8) -> bool {
     matches!(b, b'_' | b'-' | b'.' | b' ')
 }
 
-/// Bits 0..=n set.
-fn mask_upto(n: usize) -> u64 {
-    if n >= 63 {
-        u64::MAX
+/// Bits 0..=n set (all of them from 31 on: bit 31 stands for every length from 31).
+fn lens_upto(n: usize) -> u32 {
+    if n >= 31 {
+        u32::MAX
     } else {
-        (1u64 << (n + 1)) - 1
+        (1u32 << (n + 1)) - 1
     }
+}
+
+/// The prefilter's slot of a (first, last) pair of lowercase bytes.
+fn pair_slot(first: u8, last: u8) -> usize {
+    ((first as usize & 31) << 5) | (last as usize & 31)
 }
 
 fn pair_bit(first: u8, last: u8) -> (usize, u64) {
@@ -180,9 +184,7 @@ impl FieldNames {
             }
         }
         for e in &f.exact {
-            let (w, bit) = pair_bit(e[0], e[e.len() - 1]);
-            f.pairs[w] |= bit;
-            f.exact_lens |= 1u64.checked_shl(e.len() as u32).unwrap_or(0);
+            f.pair_lens[pair_slot(e[0], e[e.len() - 1])] |= 1u32 << e.len().min(31);
         }
         for s in &f.suffix {
             if s.len() == 1 {
@@ -224,9 +226,8 @@ impl FieldNames {
             y -= 1;
         }
         let (first, last) = (name[a].to_ascii_lowercase(), name[z].to_ascii_lowercase());
-        let (w, bit) = pair_bit(first, last);
         // The separators dropped by normalising can only shorten a name: exact lengths up to the raw length.
-        let exact_possible = self.pairs[w] & bit != 0 && self.exact_lens & mask_upto(name.len()) != 0;
+        let exact_possible = self.pair_lens[pair_slot(first, last)] & lens_upto(z + 1 - a) != 0;
         let before_last = if y > a { name[y - 1].to_ascii_lowercase() } else { 0 };
         let (w2, bit2) = pair_bit(before_last, last);
         let suffix_possible = self.suffix_last2[w2] & bit2 != 0;

@@ -897,9 +897,17 @@ mod tests {
             b"xoxb-123456789012-abcdefGHIJKL",
             b"pbkdf2_sha256$260000$abcdefgh12345678$Zm9vYmFyYmF6cXV4Zm9vYmFyYmF6cXV4MTIzNDU2Nzg=",
             b"2024-01-15T12:30:00Z",
+            b"DE89 3704 0044 0532 0130 00",
+            b"AIzaSyDaGmWKa4JsXZ-HjGw7ISLn_3namBGewQe",
+            b"$argon2id$v=19$m=65536,t=3,p=4$c29tZXNhbHQ$RdescudvJCsgt3ub+b+dWRWJTmaaJObG",
+            b"$1$saltsalt$qjXMvbEw8oaL.CzflDugX/",
+            b"glpat-abcdefghij0123456789",
+            b"sk_live_abcdefghij0123456789",
+            b"3782 822463 10005",
         ];
-        let alphabet = b"aeEyJxsrpgkAKIZ0123456789 -_$./:=";
-        for round in 0..3000 {
+        // The detectors' bytes, and the bytes either side of the letter and digit ranges and of ASCII.
+        let alphabet = b"aeEyJxsrpgkAKIZ0123456789 -_$./:=\"'(\n@[`{\x7f\x80\xc3\xa9\xff";
+        for round in 0..6000 {
             let mut s = Vec::new();
             while s.len() < rng.usize(0..160) {
                 if rng.u8(0..4) == 0 {
@@ -912,6 +920,48 @@ mod tests {
             find(&s, KindSet::all(), &mut fast);
             scan_from_triggers(&s, KindSet::all(), &mut plain, false);
             assert_eq!(fast, plain, "round {round}: {:?}", String::from_utf8_lossy(&s));
+        }
+    }
+
+    /// Every detector's shapes are found at any offset in a string (the word skipping starts anywhere), after
+    /// any delimiter a JSON string or a text body puts before them.
+    #[test]
+    fn every_shape_is_found_at_every_offset() {
+        let shapes: &[(&str, Kind)] = &[
+            ("4111 1111 1111 1111", Kind::Card),
+            ("4111111111111111", Kind::Card),
+            ("3782 822463 10005", Kind::Card),
+            ("GB82WEST12345698765432", Kind::Iban),
+            ("DE89 3704 0044 0532 0130 00", Kind::Iban),
+            ("123-45-6789", Kind::Ssn),
+            ("-----BEGIN RSA PRIVATE KEY-----\nMIIB\n-----END RSA PRIVATE KEY-----", Kind::PrivateKey),
+            ("AKIAIOSFODNN7EXAMPLE", Kind::CloudKey),
+            ("AIzaSyDaGmWKa4JsXZ-HjGw7ISLn_3namBGewQe", Kind::CloudKey),
+            ("xoxb-123456789012-abcdefGHIJKL", Kind::CloudKey),
+            ("ghp_abcdefghijklmnopqrstuvwxyz0123456789", Kind::CloudKey),
+            ("github_pat_11ABCDEFG0123456789_abcdefghijkl", Kind::CloudKey),
+            ("glpat-abcdefghij0123456789", Kind::CloudKey),
+            ("sk_live_abcdefghij0123456789", Kind::CloudKey),
+            ("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl", Kind::Jwt),
+            ("$2b$12$KIXQeH0x9yG3.3rXbQp0yOkUq3O3kYQm0pWl1n6t3yqM4uVv6h9eW", Kind::PasswordHash),
+            ("$argon2id$v=19$m=65536,t=3,p=4$c29tZXNhbHQ$RdescudvJCsgt3ub+b+dWRWJTmaaJObG", Kind::PasswordHash),
+            ("$6$rounds=5000$saltsalt$IxDD3jeSOb5eB1CX5LBsqZFVkJdido3OUILO5Ifz5iwMuTS4XMS1", Kind::PasswordHash),
+            ("$1$saltsalt$qjXMvbEw8oaL.CzflDugX/", Kind::PasswordHash),
+            ("pbkdf2_sha256$260000$abcdefgh12345678$Zm9vYmFyYmF6cXV4Zm9vYmFyYmF6cXV4MTIzNDU2Nzg=", Kind::PasswordHash),
+        ];
+        for (secret, kind) in shapes {
+            for pad in 0..17 {
+                for before in ["", " ", "=", ":", "\"", "'", "(", "\n", "é", "_"] {
+                    if pad > 0 && before.is_empty() {
+                        continue; // glued to the word before: not a finding
+                    }
+                    for after in ["", " ", ";", "\"", "é"] {
+                        let s = format!("{}{before}{secret}{after}", "w".repeat(pad));
+                        let found = kinds(&s);
+                        assert!(found.contains(&(*kind, secret.to_string())), "{s:?}: {found:?}");
+                    }
+                }
+            }
         }
     }
 
