@@ -69,7 +69,7 @@ http {
 }
 CONF
 $NGINX -p $W -c $W/upstream.conf
-export RAMPART_LOG=warn
+export RAMPART_LOG=${RAMPART_LOG:-warn}  # RAMPART_LOG=error: without security events (as bench/respond.sh runs)
 URLPATH=${URLPATH:-"/users/1?fields=name,email&expand=orders"}
 WRK_SCRIPT=()
 [ -n "${LUA:-}" ] && WRK_SCRIPT=(-s "$(realpath "$LUA")")

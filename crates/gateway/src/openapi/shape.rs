@@ -77,6 +77,9 @@ pub struct Filtered {
     pub undeclared_count: usize,
     /// `writeOnly` properties removed.
     pub write_only_removed: usize,
+    /// Count undeclared properties without spelling out their pointers: nobody will read them (the event that
+    /// names them is filtered out), and building them is most of what a filtered response costs over a clean one.
+    pub skip_pointers: bool,
 }
 
 /// Pointers kept for the log; the count says how many more there were.
@@ -190,7 +193,7 @@ impl Shapes {
                     }
                     (None, Extra::Undeclared) => {
                         out.undeclared_count += 1;
-                        if out.undeclared.len() < MAX_REPORTED {
+                        if !out.skip_pointers && out.undeclared.len() < MAX_REPORTED {
                             let mut p = pointer.clone();
                             push(&mut p, k);
                             out.undeclared.push(p);

@@ -225,7 +225,11 @@ pub(super) async fn schema_filtered(
     let off = Redactor::none();
     let redactor = sx.body.map_or(off, |p| &p.redactor);
     let mut report = Report::default();
-    let mut filtered = Filtered::default();
+    // The pointers go into a rejection's detail (monitor, block) or the `respond.filtered` event (filter).
+    let pointers_read = mode == Mode::Monitor
+        || api.responses == ResponseMode::Block
+        || tracing::enabled!(target: "rampart::security", tracing::Level::INFO);
+    let mut filtered = Filtered { skip_pointers: !pointers_read, ..Filtered::default() };
     let pass = if mode == Mode::Enforce {
         let filter = ShapeFilter { shapes, drop_undeclared: api.responses == ResponseMode::Filter };
         redactor.filter_redact_json(&out.raw, filter, &mut report, &mut filtered)

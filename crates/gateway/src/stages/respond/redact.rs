@@ -1077,7 +1077,11 @@ impl JsonPass<'_, '_, '_> {
                 }
             }
             Member::Undeclared => {
-                let pointer = if self.schema.as_ref().is_some_and(|s| s.filtered.undeclared.len() < MAX_REPORTED) {
+                let pointer = if self
+                    .schema
+                    .as_ref()
+                    .is_some_and(|s| !s.filtered.skip_pointers && s.filtered.undeclared.len() < MAX_REPORTED)
+                {
                     Some(self.pointer(Some((ks, ke, escaped))))
                 } else {
                     None
@@ -1531,6 +1535,12 @@ mod tests {
         assert_eq!((f.undeclared_count, f.write_only_removed), (2, 1));
         assert_eq!(f.undeclared, vec!["/items/0/token".to_string(), "/items/1/leak".to_string()]);
         assert_eq!((rep.found[Kind::Card.index()], rep.records), (1, 2));
+        // Nobody reads the pointers: the same bytes and counts, no pointer built.
+        let mut quiet = Filtered { skip_pointers: true, ..Filtered::default() };
+        let filter = ShapeFilter { shapes: Some(&s), drop_undeclared: true };
+        let again = r.filter_redact_json(doc.as_bytes(), filter, &mut Report::default(), &mut quiet).unwrap().unwrap();
+        assert_eq!(String::from_utf8(again).unwrap(), out);
+        assert_eq!((quiet.undeclared_count, quiet.write_only_removed, quiet.undeclared.len()), (2, 1, 0));
         // Report-only (block mode): undeclared members stay and are redacted; `writeOnly` ones still go.
         let (out, _, f) = filter_redact(&r, &s, false, doc);
         assert!(out.contains(r#""token":"[redacted]""#) && out.contains("[redacted:jwt]") && !out.contains("password"));
