@@ -1516,7 +1516,7 @@ mod tests {
     /// `as_is_signal` is a necessary condition: every value the unquoted reading classifies at any level carries
     /// the signal — over the corpus lines (attacks and benign) and random strings over SQL syntax.
     #[test]
-    fn as_is_signal_is_necessary() {
+    fn as_is_signal_is_necessary() -> std::io::Result<()> {
         let check = |v: &[u8]| {
             let mut toks = Vec::new();
             if !tokenize(v, SqlContext::AsIs, &mut toks) {
@@ -1530,10 +1530,10 @@ mod tests {
         };
         let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
         let mut files = vec![corpus.join("benign-api.txt")];
-        files.extend(std::fs::read_dir(corpus.join("libinjection")).unwrap().flatten().map(|e| e.path()));
+        files.extend(std::fs::read_dir(corpus.join("libinjection"))?.flatten().map(|e| e.path()));
         let mut lines = 0;
         for f in files {
-            for line in std::fs::read(&f).unwrap().split(|&b| b == b'\n') {
+            for line in std::fs::read(&f)?.split(|&b| b == b'\n') {
                 check(line);
                 check(&crate::decode(line));
                 lines += 1;
@@ -1632,6 +1632,7 @@ mod tests {
             }
             check(&v);
         }
+        Ok(())
     }
 
     #[test]
