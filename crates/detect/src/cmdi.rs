@@ -4,7 +4,7 @@
 //! ("echo in the mirror", "read; copy should reach us") passes. Also Shellshock, SSI
 //! directives, Windows `cmd /c` / `powershell -enc`, and code-execution sinks.
 
-use crate::prefilter::{AMP, BACKTICK, DASH, DOLLAR, LT, NEWLINE, PAREN, PIPE, SEMI, SLASH};
+use crate::prefilter::{AMP, BACKTICK, BRACE, DASH, DOLLAR, LT, NEWLINE, PAREN, PIPE, SEMI, SLASH};
 use crate::text::{eq_ci, excerpt, find_ci, is_space, lower, starts_ci, Needles, Words};
 use crate::{Family, Finding, Level, Place, View};
 
@@ -314,7 +314,8 @@ pub(crate) fn scan(v: &View<'_>) -> Option<Finding> {
         }
     }
     // Shellshock
-    if let Some(p) = v.classes.any(PAREN).then(|| find_ci(s, b"() {")).flatten() {
+    let shellshock = v.classes.any(PAREN) && v.classes.any(BRACE);
+    if let Some(p) = shellshock.then(|| find_ci(s, b"() {")).flatten() {
         if s[p + 4..].iter().take(16).any(|&b| b == b';' || b == b':') {
             return f(p);
         }

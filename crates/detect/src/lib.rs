@@ -214,6 +214,8 @@ pub(crate) struct View<'v> {
     pub groups: u32,
     pub ctx: Context<'v>,
     pub level: Level,
+    /// The key names a URL or host (`ssrf::host_key`), worked out once per scanned value.
+    pub host_key: bool,
 }
 
 impl Detector {
@@ -237,7 +239,8 @@ impl Detector {
     pub fn scan(&self, value: &[u8], ctx: Context<'_>) -> Option<Finding> {
         let value = &value[..value.len().min(self.limits.max_input)];
         let classes = classify(value);
-        if let Some(f) = self.scan_view(value, classes, ctx) {
+        let host = ssrf::host_key(ctx);
+        if let Some(f) = self.scan_view(value, classes, ctx, host) {
             return Some(f);
         }
         let mut decoded = Vec::new();
@@ -245,7 +248,7 @@ impl Detector {
             let layers = decode_into(value, &self.limits, &mut decoded);
             if layers > 0 && decoded != value {
                 let dc = classify(&decoded);
-                if let Some(f) = self.scan_view(&decoded, dc, ctx) {
+                if let Some(f) = self.scan_view(&decoded, dc, ctx, host) {
                     return Some(f);
                 }
             }
@@ -264,7 +267,7 @@ impl Detector {
             && classes.any(prefilter::NOT_HEX | prefilter::PLUS | prefilter::SLASH);
         if let Some(text) = maybe_b64.then(|| decode_base64_text(value, &self.limits)).flatten() {
             let tc = classify(&text);
-            if let Some(f) = self.scan_view(&text, tc, ctx) {
+            if let Some(f) = self.scan_view(&text, tc, ctx, host) {
                 return Some(f);
             }
             let mut d2 = Vec::new();
@@ -272,14 +275,14 @@ impl Detector {
                 let layers = decode_into(&text, &self.limits, &mut d2);
                 if layers > 0 && d2 != text {
                     let dc = classify(&d2);
-                    return self.scan_view(&d2, dc, ctx);
+                    return self.scan_view(&d2, dc, ctx, host);
                 }
             }
         }
         None
     }
 
-    fn scan_view(&self, bytes: &[u8], classes: ByteClasses, ctx: Context<'_>) -> Option<Finding> {
+    fn scan_view(&self, bytes: &[u8], classes: ByteClasses, ctx: Context<'_>, host: bool) -> Option<Finding> {
         if classes.is_clean() && !ctx.place.is_key() {
             // keyword-only SQL ("1 union select a from b", "1 --") is the one attack family
             // without trigger punctuation; a host-like key makes a bare host worth a look
@@ -288,7 +291,6 @@ impl Detector {
                 && bytes.len() >= 8
                 && (text::find_any_ci(bytes, &sqli::SQL_WORDS, false).is_some()
                     || classes.any(prefilter::DIGIT) && text::contains_ci(bytes, b"union"));
-            let host = ssrf::host_key(ctx);
             if !(dashes || words || host) {
                 return None;
             }
@@ -298,6 +300,7 @@ impl Detector {
                 groups: prefilter::keyword_groups(bytes, prefilter::wanted_groups(classes) | prefilter::G_SQL),
                 ctx,
                 level: self.level,
+                host_key: host,
             };
             if sqli::has_bare_keyword_attack(bytes, v.groups) {
                 return sqli::scan(&v).or_else(|| cmdi::scan(&v));
@@ -310,6 +313,7 @@ impl Detector {
             groups: prefilter::keyword_groups(bytes, prefilter::wanted_groups(classes)),
             ctx,
             level: self.level,
+            host_key: host,
         };
         markers::scan_keys(&v)
             .or_else(|| markers::scan_deserialization(&v))

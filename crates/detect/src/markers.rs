@@ -2,7 +2,7 @@
 //! CR/LF header and mail-command injection, LDAP filter and XPath injection.
 
 use crate::prefilter::{
-    BACKSLASH, BRACE, BRACKET, COLON, CTRL, DOLLAR, DOT, DQUOTE, EQ, HIGH, NEWLINE, PAREN, SLASH, SQUOTE,
+    AMP, BACKSLASH, BRACE, BRACKET, COLON, CTRL, DOLLAR, DOT, DQUOTE, EQ, HIGH, NEWLINE, PAREN, PIPE, SLASH, SQUOTE,
 };
 use crate::text::{contains_ci, eq_ci, excerpt, find_ci, find_ci_from, is_space, is_word, starts_ci};
 use crate::{Family, Finding, Level, Place, View};
@@ -267,6 +267,10 @@ fn name_end(s: &[u8], mut i: usize) -> usize {
 /// LDAP search-filter injection: `)(attr=`, `(|(`, `(&(`, `*)(`, extensible matches.
 pub(crate) fn scan_ldap(v: &View<'_>) -> Option<Finding> {
     if !v.classes.any(PAREN) && !v.classes.any(COLON) {
+        return None;
+    }
+    // every shape below holds an `=` (an attribute test, `:=`) except the absolute `)(&)` / `)(|)`
+    if !v.classes.any(EQ | AMP | PIPE) {
         return None;
     }
     let s = v.bytes;

@@ -1317,6 +1317,75 @@ pub(crate) fn has_bare_keyword_attack(s: &[u8], groups: u32) -> bool {
     crate::text::find_any_ci(s, &SQL_WORDS, false).is_some()
 }
 
+/// A necessary condition for the unquoted reading to be classified, checked without tokenizing. In the as-is
+/// context every reason `analyze` gives needs a keyword token (`K::Kw`), a logical or comparison operator, a
+/// comment, or a call of a dangerous function; anything else ("Mechanical keyboard (rev. 1)", "KB-101/US") is
+/// words, numbers and punctuation that no rule reads as SQL. Those tokens come from the bytes `= < > # |`, the
+/// pairs `&&`, `--`, `/*`, or a word the keyword table or [`DANGER_FUNCS`] knows. Such a word is a whole run of
+/// letters and `_` that no other word character follows (the tokenizer's word is the run up to its end, and
+/// every keyword is letters and `_`), except after a hexadecimal or binary number (`0xfaor` splits inside the
+/// run), which counts as a signal by itself.
+fn as_is_signal(s: &[u8]) -> bool {
+    let n = s.len();
+    let mut i = 0;
+    while i < n {
+        let b = s[i];
+        match SIGNAL_BYTES[b as usize] {
+            NONE => i += 1,
+            SIGNAL => return true,
+            PAIR => {
+                let next = s.get(i + 1).copied();
+                let pair = match b {
+                    b'&' | b'-' => next == Some(b),
+                    b'/' => next == Some(b'*'),
+                    _ => matches!(next, Some(b'x' | b'X' | b'b' | b'B')),
+                };
+                if pair {
+                    return true;
+                }
+                i += 1;
+            }
+            _ => {
+                let start = i;
+                while i < n && SIGNAL_BYTES[s[i] as usize] == LETTER {
+                    i += 1;
+                }
+                if i < n && is_word_char(s[i]) {
+                    continue;
+                }
+                let w = &s[start..i];
+                if matches!(keyword(w), Some(K::Kw(_) | K::Logic | K::Cmp)) || DANGER_FUNCS.contains(w) {
+                    return true;
+                }
+            }
+        }
+    }
+    false
+}
+
+/// Byte kinds for [`as_is_signal`].
+const NONE: u8 = 0;
+const SIGNAL: u8 = 1;
+const PAIR: u8 = 2;
+const LETTER: u8 = 3;
+
+static SIGNAL_BYTES: [u8; 256] = {
+    let mut t = [NONE; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = match c {
+            b'=' | b'<' | b'>' | b'#' | b'|' => SIGNAL,
+            b'&' | b'-' | b'/' | b'0' => PAIR,
+            b'_' => LETTER,
+            _ if c.is_ascii_alphabetic() => LETTER,
+            _ => NONE,
+        };
+        b += 1;
+    }
+    t
+};
+
 fn classify_one(
     s: &[u8],
     level: Level,
@@ -1325,8 +1394,9 @@ fn classify_one(
     groups: u32,
 ) -> Option<(&'static str, SqlContext)> {
     // unquoted SQL needs an operator, a comment or a clause keyword; quotes alone are prose
-    let as_is = classes.any(EQ | LT | GT | PAREN | SEMI | HASH | STAR | AT | PIPE | AMP | BACKTICK | BRACKET | SLASH)
-        || has_bare_keyword_attack(s, groups | crate::prefilter::G_SQL);
+    let as_is = as_is_signal(s)
+        && (classes.any(EQ | LT | GT | PAREN | SEMI | HASH | STAR | AT | PIPE | AMP | BACKTICK | BRACKET | SLASH)
+            || has_bare_keyword_attack(s, groups | crate::prefilter::G_SQL));
     for ctx in [SqlContext::AsIs, SqlContext::Single, SqlContext::Double] {
         match ctx {
             SqlContext::AsIs if !as_is => continue,
@@ -1359,6 +1429,10 @@ pub(crate) fn scan(v: &View<'_>) -> Option<Finding> {
     let s = v.bytes;
     let hit = TOKENS.with_borrow_mut(|toks| {
         classify_one(s, v.level, toks, v.classes, v.groups).or_else(|| {
+            // a comment needs a `/`
+            if !v.classes.any(SLASH) {
+                return None;
+            }
             let stripped = strip_inline_comments(s)?;
             let c = crate::classify(&stripped);
             classify_one(&stripped, v.level, toks, c, crate::prefilter::G_SQL)
@@ -1437,6 +1511,128 @@ mod tests {
     fn fingerprint_shape() {
         assert_eq!(sql_fingerprint(b"1' or 1=1--", SqlContext::Single), "s&1o1c");
         assert_eq!(sql_fingerprint(b"abc", SqlContext::Single), "");
+    }
+
+    /// `as_is_signal` is a necessary condition: every value the unquoted reading classifies at any level carries
+    /// the signal — over the corpus lines (attacks and benign) and random strings over SQL syntax.
+    #[test]
+    fn as_is_signal_is_necessary() -> std::io::Result<()> {
+        let check = |v: &[u8]| {
+            let mut toks = Vec::new();
+            if !tokenize(v, SqlContext::AsIs, &mut toks) {
+                return;
+            }
+            for level in [Level::L1, Level::L2, Level::L3] {
+                if analyze(v, &toks, SqlContext::AsIs, level).is_some() {
+                    assert!(as_is_signal(v), "{:?}", String::from_utf8_lossy(v));
+                }
+            }
+        };
+        let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
+        let mut files = vec![corpus.join("benign-api.txt")];
+        files.extend(std::fs::read_dir(corpus.join("libinjection"))?.flatten().map(|e| e.path()));
+        let mut lines = 0;
+        for f in files {
+            for line in std::fs::read(&f)?.split(|&b| b == b'\n') {
+                check(line);
+                check(&crate::decode(line));
+                lines += 1;
+            }
+        }
+        assert!(lines > 10_000, "{lines} lines");
+        const ALPHABET: &[&[u8]] = &[
+            b"'",
+            b"\"",
+            b"(",
+            b")",
+            b" ",
+            b"1",
+            b"0x1f",
+            b"0b1",
+            b"1e5",
+            b".5",
+            b"a",
+            b"or",
+            b"AND",
+            b"xor",
+            b"union",
+            b"select",
+            b"from",
+            b"sleep",
+            b"pg_sleep",
+            b"version",
+            b"=",
+            b"<",
+            b">",
+            b"!",
+            b"|",
+            b"&",
+            b"-",
+            b"--",
+            b"#",
+            b"/*",
+            b"*/",
+            b"/*!50000",
+            b";",
+            b",",
+            b"*",
+            b"+",
+            b"@",
+            b"@@",
+            b"$",
+            b"_",
+            b"`",
+            b"[",
+            b"]",
+            b"\xc3\xa9",
+            b".",
+            b":",
+            b"=",
+            b"is",
+            b"null",
+            b"like",
+            b"in",
+            b"between",
+            b"order",
+            b"by",
+            b"limit",
+            b"having",
+            b"into",
+            b"outfile",
+            b"case",
+            b"end",
+            b"exec",
+            b"xp_cmdshell",
+            b"waitfor",
+            b"delay",
+            b"N",
+            b"x",
+            b"e",
+            b"not",
+            b"div",
+            b"true",
+            b"information_schema",
+            b"sys",
+            b"\n",
+            b"\t",
+            b"\\",
+        ];
+        let mut seed: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..200_000 {
+            let parts = 1 + (next() % 12) as usize;
+            let mut v = Vec::new();
+            for _ in 0..parts {
+                v.extend_from_slice(ALPHABET[(next() % ALPHABET.len() as u64) as usize]);
+            }
+            check(&v);
+        }
+        Ok(())
     }
 
     #[test]

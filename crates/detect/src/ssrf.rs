@@ -22,9 +22,9 @@ const INTERNAL_NAMES: &[&str] = &[
 ];
 
 /// Key names under which a value is a host or URL (a key containing one of them, in any case). The detector reads
-/// them grouped by first letter ([`host_keys_starting`]): the check runs for every keyed value, and most keys are
-/// short words that fail on their first letters. The test holds the two spellings of the list together.
-#[cfg(test)]
+/// them grouped by first letter ([`host_keys_starting`]) behind a table of their first two letters
+/// ([`HOST_BIGRAMS`]): the check runs for every keyed value, and most positions of a key start none of these
+/// pairs. The test holds the spellings of the list together.
 const HOST_KEYS: &[&str] = &[
     "url", "uri", "host", "callback", "webhook", "endpoint", "redirect", "link", "src", "dest", "target", "proxy",
     "server", "domain", "feed", "image", "avatar",
@@ -50,16 +50,36 @@ fn host_keys_starting(c: u8) -> &'static [&'static [u8]] {
     }
 }
 
+/// For each lowercase first letter (`a` = 0), the bit set of second letters that begin a name of [`HOST_KEYS`].
+const HOST_BIGRAMS: [u32; 26] = {
+    let mut t = [0u32; 26];
+    let mut i = 0;
+    while i < HOST_KEYS.len() {
+        let h = HOST_KEYS[i].as_bytes();
+        assert!(h.len() >= 3 && h[0].is_ascii_lowercase() && h[1].is_ascii_lowercase(), "host key spelling");
+        t[(h[0] - b'a') as usize] |= 1 << (h[1] - b'a');
+        i += 1;
+    }
+    t
+};
+
 /// True when the key name says the value is a URL or host.
 pub(crate) fn host_key(ctx: crate::Context<'_>) -> bool {
     let Some(k) = ctx.key.map(str::as_bytes) else { return false };
-    (0..k.len()).any(|i| host_keys_starting(lower(k[i])).iter().any(|h| starts_ci(k, i, h)))
+    // every name is at least three letters long, so the last two positions start none
+    (0..k.len().saturating_sub(2)).any(|i| {
+        let (a, b) = (lower(k[i]).wrapping_sub(b'a'), lower(k[i + 1]).wrapping_sub(b'a'));
+        a < 26
+            && b < 26
+            && HOST_BIGRAMS[usize::from(a)] & (1 << b) != 0
+            && host_keys_starting(lower(k[i])).iter().any(|h| starts_ci(k, i, h))
+    })
 }
 
 /// Detector entry point.
 pub(crate) fn scan(v: &View<'_>) -> Option<Finding> {
     let s = v.bytes;
-    let keyed = host_key(v.ctx);
+    let keyed = v.host_key;
     if !v.classes.any(COLON | SLASH) && !keyed {
         return None;
     }
@@ -297,7 +317,30 @@ mod host_key_tests {
         for h in HOST_KEYS {
             assert_eq!(host_keys_starting(h.as_bytes()[0]).iter().filter(|k| **k == h.as_bytes()).count(), 1, "{h}");
         }
-        let keys = ["fields", "expand", "callbackUrl", "IMAGE_src", "q", "", "redirect_to", "Host", "destination", "x"];
+        let keys = [
+            "fields",
+            "expand",
+            "callbackUrl",
+            "IMAGE_src",
+            "q",
+            "",
+            "redirect_to",
+            "Host",
+            "destination",
+            "x",
+            "unit_price",
+            "ur",
+            "uri",
+            "xurl",
+            "URL",
+            "a_FeeD_",
+            "ava",
+            "avatar",
+            "src",
+            "sr",
+            "web_hook",
+            "webhook",
+        ];
         for k in keys {
             let ctx = crate::Context::with_key(crate::Place::Query, k);
             let naive = HOST_KEYS.iter().any(|h| contains_ci(k.as_bytes(), h.as_bytes()));

@@ -122,13 +122,18 @@ pub(crate) struct Words {
     /// bit `n` set when a word of length `n` is in the list (lengths ≥ 64 share bit 63)
     lens: u64,
     first: [bool; 256],
+    /// Bit `k` of entry `b & 31` set when word `k` starts with byte `b`: a word is compared only with the entries
+    /// that share its first letter (bytes 32 apart share an entry; the comparison tells them apart).
+    by_first: [u128; 32],
 }
 
 impl Words {
     /// Builds the tables at compile time.
     pub(crate) const fn new(list: &'static [&'static str]) -> Self {
+        assert!(list.len() <= 128, "at most 128 words per list");
         let mut lens = 0u64;
         let mut first = [false; 256];
+        let mut by_first = [0u128; 32];
         let mut i = 0;
         while i < list.len() {
             let b = list[i].as_bytes();
@@ -136,9 +141,10 @@ impl Words {
             let n = if b.len() < 63 { b.len() } else { 63 };
             lens |= 1 << n;
             first[b[0] as usize] = true;
+            by_first[(b[0] & 31) as usize] |= 1 << i;
             i += 1;
         }
-        Words { list, lens, first }
+        Words { list, lens, first, by_first }
     }
 
     /// True if `word` equals (ignoring ASCII case) one of the words.
@@ -147,7 +153,19 @@ impl Words {
         let Some(&b) = word.first() else {
             return false;
         };
-        self.lens & (1 << word.len().min(63)) != 0 && self.first[lower(b) as usize] && in_list(word, self.list)
+        let c = lower(b);
+        if self.lens & (1 << word.len().min(63)) == 0 || !self.first[c as usize] {
+            return false;
+        }
+        let mut bits = self.by_first[(c & 31) as usize];
+        while bits != 0 {
+            let k = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            if eq_ci(word, self.list[k].as_bytes()) {
+                return true;
+            }
+        }
+        false
     }
 }
 
@@ -272,7 +290,20 @@ mod tests {
         const LIST: &[&str] =
             &["sleep", "pg_sleep", "@@version", "a_very_long_name_that_is_longer_than_sixty_four_bytes_in_total_x"];
         const SET: Words = Words::new(LIST);
-        for w in ["SLEEP", "sleep", "pg_sleep", "@@VERSION", "sleeps", "slee", "", "x", "PG_SLEEP", "Sleep"] {
+        for w in [
+            "SLEEP",
+            "sleep",
+            "pg_sleep",
+            "@@VERSION",
+            "sleeps",
+            "slee",
+            "",
+            "x",
+            "PG_SLEEP",
+            "Sleep",
+            "`leep",
+            "3leep",
+        ] {
             assert_eq!(SET.contains(w.as_bytes()), in_list(w.as_bytes(), LIST), "{w}");
         }
         assert!(SET.contains(LIST[3].to_uppercase().as_bytes()));

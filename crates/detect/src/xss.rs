@@ -2,7 +2,7 @@
 //! handlers, script-bearing URLs and styles), plus the attribute-breakout and JavaScript
 //! sink forms that work without a new tag (`" onfocus=…`, `javascript:…`, `alert(1)`).
 
-use crate::prefilter::{BACKTICK, BRACKET, COLON, EQ, LT, PAREN};
+use crate::prefilter::{BACKSLASH, BACKTICK, BRACKET, COLON, EQ, LT, PAREN};
 use crate::text::{eq_ci, excerpt, in_list, is_space, lower, starts_ci, Words};
 use crate::{Family, Finding, Level, Place, View};
 
@@ -94,7 +94,8 @@ pub(crate) fn scan(v: &View<'_>) -> Option<Finding> {
             }
         }
     }
-    if v.classes.any(PAREN) {
+    // `expression(` counts after a `:`, literal or CSS-escaped
+    if v.classes.any(PAREN) && v.classes.any(COLON | BACKSLASH) {
         let unescaped;
         let css = if s.contains(&b'\\') && crate::text::contains_ci(s, b"expression") {
             unescaped = css_unescape(s);
@@ -431,15 +432,18 @@ fn sink_call(s: &[u8]) -> Option<usize> {
     let n = s.len();
     let mut i = 0;
     while i < n {
-        if !s[i].is_ascii_alphabetic()
-            || (i > 0 && (s[i - 1].is_ascii_alphanumeric() || s[i - 1] == b'_' || s[i - 1] == b'.'))
-        {
+        if !s[i].is_ascii_alphabetic() {
             i += 1;
             continue;
         }
         let mut e = i;
         while e < n && (s[e].is_ascii_alphanumeric() || s[e] == b'_') {
             e += 1;
+        }
+        // no word starts inside a run of word characters or right after a `.`: skip the run
+        if i > 0 && (s[i - 1].is_ascii_alphanumeric() || s[i - 1] == b'_' || s[i - 1] == b'.') {
+            i = e;
+            continue;
         }
         let w = &s[i..e];
         if SINKS.contains(w) {

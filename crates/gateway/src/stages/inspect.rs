@@ -282,7 +282,18 @@ impl InspectPolicy {
             open_keys: RefCell::new(SmallVec::new()),
             clean_keys: RefCell::new(SmallVec::new()),
         };
-        let mut de = serde_json::Deserializer::from_slice(body);
+        // One UTF-8 check over the whole body (JSON text is UTF-8, RFC 8259 §8.1) lets the parser borrow every
+        // string without checking each again: bytes that are not UTF-8 are refused either way.
+        let text = match std::str::from_utf8(body) {
+            Ok(text) => text,
+            Err(e) => {
+                return Verdict::reject(
+                    Code::InspectMalformedBody,
+                    format!("JSON body: not UTF-8 at byte {}", e.valid_up_to()),
+                )
+            }
+        };
+        let mut de = serde_json::Deserializer::from_str(text);
         let parsed = Node { walk: &walk, depth: 0, key: "" }.deserialize(&mut de).and_then(|()| de.end());
         match (parsed, walk.verdict.into_inner()) {
             (_, Some(v)) => v,
