@@ -159,13 +159,19 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
-    #[tokio::test(flavor = "current_thread", start_paused = true)]
-    async fn a_slow_future_is_cut_off_and_a_quick_one_is_not() {
+    /// A list and its sweeper task, as a worker has them.
+    fn swept() -> (Arc<Deadlines>, tokio::task::JoinHandle<()>) {
         let list = Arc::new(Deadlines::default());
         let sweeper = tokio::spawn({
             let list = list.clone();
             async move { list.sweep().await }
         });
+        (list, sweeper)
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn a_slow_future_is_cut_off_and_a_quick_one_is_not() {
+        let (list, sweeper) = swept();
         let quick = list.within(Instant::now() + Duration::from_millis(200), async { 7 }).await;
         assert_eq!(quick, Ok(7));
         let slow =
@@ -186,11 +192,7 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread", start_paused = true)]
     async fn many_deadlines_fire_each_at_its_own_time() {
-        let list = Arc::new(Deadlines::default());
-        let sweeper = tokio::spawn({
-            let list = list.clone();
-            async move { list.sweep().await }
-        });
+        let (list, sweeper) = swept();
         let start = Instant::now();
         let mut tasks = Vec::new();
         for i in 0..20u64 {
