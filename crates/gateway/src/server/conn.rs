@@ -187,6 +187,8 @@ async fn drive<C: Future>(
             task_waker = Some(cx.waker().clone());
             side.set_task(cx.waker());
         }
+        // Set once a graceful shutdown began, so the connection is polled again in this same wake.
+        let mut repoll = false;
         while side.take() {
             let mut scx = Context::from_waker(&side_waker);
             if let Some(f) = stop.as_mut() {
@@ -196,7 +198,7 @@ async fn drive<C: Future>(
                         closing = true;
                         graceful_shutdown(conn.as_mut());
                         // Graceful shutdown may end an idle connection at once: poll it again.
-                        side.fire();
+                        repoll = true;
                     }
                 }
             }
@@ -207,10 +209,10 @@ async fn drive<C: Future>(
                 if !closing && watch.is_idle(&activity) {
                     closing = true;
                     graceful_shutdown(conn.as_mut());
-                    side.fire();
+                    repoll = true;
                 }
             }
-            if side.take_pending_conn() && conn.as_mut().poll(cx).is_ready() {
+            if std::mem::take(&mut repoll) && conn.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(());
             }
         }
@@ -224,14 +226,12 @@ async fn drive<C: Future>(
 struct SideWaker {
     /// Starts true so the first poll registers the timer and the signal.
     fired: AtomicBool,
-    /// Set after a graceful shutdown began, so the connection is polled once more in the same wake.
-    poll_conn: AtomicBool,
     task: std::sync::Mutex<Option<Waker>>,
 }
 
 impl SideWaker {
     fn new() -> Self {
-        SideWaker { fired: AtomicBool::new(true), poll_conn: AtomicBool::new(false), task: std::sync::Mutex::new(None) }
+        SideWaker { fired: AtomicBool::new(true), task: std::sync::Mutex::new(None) }
     }
 
     fn set_task(&self, w: &Waker) {
@@ -242,14 +242,6 @@ impl SideWaker {
 
     fn take(&self) -> bool {
         self.fired.swap(false, Ordering::AcqRel)
-    }
-
-    fn fire(&self) {
-        self.poll_conn.store(true, Ordering::Release);
-    }
-
-    fn take_pending_conn(&self) -> bool {
-        self.poll_conn.swap(false, Ordering::AcqRel)
     }
 }
 

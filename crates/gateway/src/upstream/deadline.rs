@@ -85,6 +85,7 @@ impl Deadlines {
         let mut s = self.lock();
         if let Some(e) = s.entries.get_mut(id) {
             e.waker = None;
+            // A free slot reads as expired, so the sweeper passes over it.
             e.expired = true;
             s.free.push(id);
             s.live -= 1;
