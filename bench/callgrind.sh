@@ -4,13 +4,16 @@
 # (an nginx outside valgrind); the counters are zeroed after warm-up, `wrk` drives the proxy for SECONDS, and the
 # counters are dumped and divided by the requests wrk completed. Kernel time is not counted (callgrind sees user space only).
 # Usage: bench/callgrind.sh [SECONDS] [CONFIG]   CONFIG: a rampart config for the proxy (default: serve --upstream);
-#        it must listen on 127.0.0.1:18483 and forward to http://127.0.0.1:18481.
+#        it must listen on 127.0.0.1:18483 and forward to http://127.0.0.1:18481 (with CG_PORT=N: N+2 and N).
+# CG_PORT=N: the four ports N..N+3 (upstream, nginx, rampart, floor) instead of 18481..18484, so two copies can run.
 # ONLY=rampart skips nginx (for quick before/after comparisons). Set KEEP=DIR to keep the callgrind files (then: callgrind_annotate DIR/rampart.out | head -60).
 # BODY=FILE: the upstream answers with FILE (as application/json) instead of its small JSON object;
 # URLPATH=/path?query: the path requested (default below); RAMPART_BIN=path: that binary, without building;
 # LUA=FILE: wrk drives the proxies with that script (method, headers, body: e.g. the JSON POST of bench/inspect.sh).
 # FLOOR=1: also count the bare hyper proxy with no protections (crates/gateway/examples/hyper_floor.rs).
 set -euo pipefail
+UP=${CG_PORT:-18481}
+NGX=$((UP + 1)) RMP=$((UP + 2)) FLR=$((UP + 3))
 SECS=${1:-10}
 CONFIG=${2:+$(realpath "$2")}
 cd "$(dirname "$0")/.."
@@ -51,7 +54,7 @@ error_log $W/upstream-error.log warn;
 events { worker_connections 1024; }
 http {
   access_log off;
-  server { listen 127.0.0.1:18481; root $W; location / { default_type application/json; $UPSTREAM_ANSWER } }
+  server { listen 127.0.0.1:$UP; root $W; location / { default_type application/json; $UPSTREAM_ANSWER } }
 }
 CONF
 # The reference proxy: one process (no master), so one callgrind run sees all of its work.
@@ -64,8 +67,8 @@ error_log $W/proxy-error.log warn;
 events { worker_connections 1024; }
 http {
   access_log $W/nginx-access.log;
-  upstream app { server 127.0.0.1:18481; keepalive 64; }
-  server { listen 127.0.0.1:18482; location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; } }
+  upstream app { server 127.0.0.1:$UP; keepalive 64; }
+  server { listen 127.0.0.1:$NGX; location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; } }
 }
 CONF
 $NGINX -p $W -c $W/upstream.conf
@@ -100,13 +103,13 @@ measure() {
 
 if [ -n "${FLOOR:-}" ]; then
   cargo build --release -q -p rampart-gateway --example hyper_floor
-  measure floor "http://127.0.0.1:18484$URLPATH" ${CARGO_TARGET_DIR:-$PWD/target}/release/examples/hyper_floor \
-    127.0.0.1:18484 127.0.0.1:18481 1
+  measure floor "http://127.0.0.1:$FLR$URLPATH" ${CARGO_TARGET_DIR:-$PWD/target}/release/examples/hyper_floor \
+    127.0.0.1:$FLR 127.0.0.1:$UP 1
 fi
-[ "${ONLY:-}" = rampart ] || measure nginx "http://127.0.0.1:18482$URLPATH" $NGINX -p $W -c $W/proxy.conf
+[ "${ONLY:-}" = rampart ] || measure nginx "http://127.0.0.1:$NGX$URLPATH" $NGINX -p $W -c $W/proxy.conf
 if [ -n "$CONFIG" ]; then
-  measure rampart "http://127.0.0.1:18483$URLPATH" $RAMPART serve --no-watch --config "$CONFIG"
+  measure rampart "http://127.0.0.1:$RMP$URLPATH" $RAMPART serve --no-watch --config "$CONFIG"
 else
-  measure rampart "http://127.0.0.1:18483$URLPATH" $RAMPART serve \
-    --upstream http://127.0.0.1:18481 --listen 127.0.0.1:18483
+  measure rampart "http://127.0.0.1:$RMP$URLPATH" $RAMPART serve \
+    --upstream http://127.0.0.1:$UP --listen 127.0.0.1:$RMP
 fi
