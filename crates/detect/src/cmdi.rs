@@ -358,7 +358,8 @@ pub(crate) fn scan(v: &View<'_>) -> Option<Finding> {
     }
     let free_text = matches!(v.ctx.place, Place::JsonString | Place::Body | Place::Form);
     let n = s.len();
-    let mut i = 0;
+    // a `(` alone starts no separator (`$(` needs the `$`): such values skip the walk
+    let mut i = if v.classes.any(SEMI | PIPE | AMP | NEWLINE | BACKTICK | DOLLAR) { 0 } else { n };
     let mut checked = 0;
     while i < n {
         let b = s[i];

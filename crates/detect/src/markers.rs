@@ -8,12 +8,19 @@ use crate::text::{contains_ci, eq_ci, excerpt, find_ci, find_ci_from, is_space, 
 use crate::{Family, Finding, Level, Place, View};
 
 /// `__proto__`, `constructor.prototype` / `constructor[prototype]` in keys or key paths.
+#[inline]
 pub(crate) fn scan_keys(v: &View<'_>) -> Option<Finding> {
-    let s = v.bytes;
-    let keyish = v.ctx.place.is_key();
-    if !keyish && !v.classes.any(BRACKET | DOT | DQUOTE | EQ) {
+    // the gate stays in the caller's frame: most values leave here without a call
+    if !(v.ctx.place.is_key() || v.classes.any(BRACKET | DOT | DQUOTE | EQ)) {
         return None;
     }
+    scan_keys_gated(v)
+}
+
+#[inline(never)]
+fn scan_keys_gated(v: &View<'_>) -> Option<Finding> {
+    let s = v.bytes;
+    let keyish = v.ctx.place.is_key();
     if let Some(p) = find_ci(s, b"__proto__") {
         let after = s.get(p + 9).copied();
         let before = if p == 0 { None } else { Some(s[p - 1]) };
@@ -193,10 +200,17 @@ const MAIL_COMMANDS: &[&str] = &[
 ];
 
 /// CR/LF followed by a header line, an HTTP status line or a mail command.
+#[inline]
 pub(crate) fn scan_crlf(v: &View<'_>) -> Option<Finding> {
-    if !v.classes.any(NEWLINE | HIGH | CTRL) {
+    // the gate stays in the caller's frame: most values leave here without a call
+    if !(v.classes.any(NEWLINE | HIGH | CTRL)) {
         return None;
     }
+    scan_crlf_gated(v)
+}
+
+#[inline(never)]
+fn scan_crlf_gated(v: &View<'_>) -> Option<Finding> {
     let s = v.bytes;
     let strict_place = matches!(v.ctx.place, Place::Path | Place::Header | Place::Cookie | Place::QueryKey);
     let mut i = 0;
@@ -265,14 +279,18 @@ fn name_end(s: &[u8], mut i: usize) -> usize {
 }
 
 /// LDAP search-filter injection: `)(attr=`, `(|(`, `(&(`, `*)(`, extensible matches.
+#[inline]
 pub(crate) fn scan_ldap(v: &View<'_>) -> Option<Finding> {
-    if !v.classes.any(PAREN) && !v.classes.any(COLON) {
+    // the gate stays in the caller's frame: most values leave here without a call
+    // every shape holds an `=` (an attribute test, `:=`), `&` or `|` (the absolute `)(&)` / `)(|)`)
+    if !(v.classes.any(PAREN | COLON) && v.classes.any(EQ | AMP | PIPE)) {
         return None;
     }
-    // every shape below holds an `=` (an attribute test, `:=`) except the absolute `)(&)` / `)(|)`
-    if !v.classes.any(EQ | AMP | PIPE) {
-        return None;
-    }
+    scan_ldap_gated(v)
+}
+
+#[inline(never)]
+fn scan_ldap_gated(v: &View<'_>) -> Option<Finding> {
     let s = v.bytes;
     let n = s.len();
     for i in 0..n {
@@ -341,10 +359,17 @@ fn filter_item(s: &[u8], i: usize) -> Option<usize> {
 }
 
 /// XPath injection: location paths with predicates and node-set functions on paths.
+#[inline]
 pub(crate) fn scan_xpath(v: &View<'_>) -> Option<Finding> {
-    if !v.classes.any(SLASH) || !v.classes.any(PAREN | BRACKET) {
+    // the gate stays in the caller's frame: most values leave here without a call
+    if !(v.classes.any(SLASH) && v.classes.any(PAREN | BRACKET)) {
         return None;
     }
+    scan_xpath_gated(v)
+}
+
+#[inline(never)]
+fn scan_xpath_gated(v: &View<'_>) -> Option<Finding> {
     let s = v.bytes;
     for f in [
         &b"count(/"[..],

@@ -64,14 +64,22 @@ pub(crate) const SENSITIVE_NAME_SET: Needles = Needles::new(SENSITIVE_NAMES);
 pub(crate) const WRAPPER_SET: Needles = Needles::new(WRAPPERS);
 
 /// Detector entry point.
+#[inline]
 pub(crate) fn scan(v: &View<'_>) -> Option<Finding> {
-    if !v.classes.any(SLASH | BACKSLASH | DOT | COLON) {
+    // the gate stays in the caller's frame: most values leave here without a call
+    if !(v.classes.any(SLASH | BACKSLASH | DOT | COLON)) {
         return None;
     }
+    scan_gated(v)
+}
+
+#[inline(never)]
+fn scan_gated(v: &View<'_>) -> Option<Finding> {
     let s = v.bytes;
     let f = |at: usize| Some(Finding::new(Family::PathTraversal, excerpt(s, at)));
     // separators fold to `/` and letters to lowercase; only traversal needs a copy
-    let needs_copy = v.classes.any(BACKSLASH) || s.windows(2).any(|w| w == b"..");
+    let dotdot = v.classes.any(DOT) && s.windows(2).any(|w| w == b"..");
+    let needs_copy = v.classes.any(BACKSLASH) || dotdot;
     let owned: Vec<u8>;
     let norm: &[u8] = if needs_copy {
         owned = s.iter().take(1 << 16).map(|&b| if b == b'\\' { b'/' } else { lower(b) }).collect();
@@ -82,7 +90,8 @@ pub(crate) fn scan(v: &View<'_>) -> Option<Finding> {
     // traversal runs: ../ ..\ ....// ..;/
     let mut depth = 0u32;
     let mut first = None;
-    let mut i = 0;
+    // every run starts with `..`, which folding neither makes nor breaks
+    let mut i = if dotdot { 0 } else { norm.len() };
     while i + 2 < norm.len() + 1 {
         if norm[i] == b'.' && norm.get(i + 1) == Some(&b'.') {
             let mut j = i + 2;

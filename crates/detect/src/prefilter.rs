@@ -188,10 +188,12 @@ pub(crate) const G_YAML: u32 = 1 << 5;
 
 /// Keyword group: sensitive file names that need no path separator.
 pub(crate) const G_SENSITIVE_NAME: u32 = 1 << 6;
+/// Keyword group: the words an XSS sink call starts with (`xss::SINK_STARTS`).
+pub(crate) const G_XSS_SINK: u32 = 1 << 7;
 
 type Group = (&'static crate::text::Needles, u32);
 
-const GROUPS: [Group; 7] = [
+const GROUPS: [Group; 8] = [
     (&crate::sqli::SQL_WORDS, G_SQL),
     (&crate::paths::SENSITIVE_SET, G_SENSITIVE),
     (&crate::paths::SENSITIVE_NAME_SET, G_SENSITIVE_NAME),
@@ -199,6 +201,7 @@ const GROUPS: [Group; 7] = [
     (&crate::cmdi::CODE_SINK_SET, G_SINK),
     (&crate::cmdi::INTERPRETERS, G_INTERP),
     (&crate::markers::YAML_TAGS, G_YAML),
+    (&crate::xss::SINK_STARTS, G_XSS_SINK),
 ];
 
 /// For each input byte, the groups that have a needle starting with it.
@@ -259,6 +262,9 @@ pub(crate) fn wanted_groups(c: ByteClasses) -> u32 {
     }
     if c.any(PAREN | LT) {
         w |= G_SINK;
+    }
+    if c.any(PAREN | BACKTICK | BRACKET) {
+        w |= G_XSS_SINK;
     }
     if c.any(DASH) {
         w |= G_INTERP;

@@ -77,12 +77,19 @@ pub(crate) fn host_key(ctx: crate::Context<'_>) -> bool {
 }
 
 /// Detector entry point.
+#[inline]
 pub(crate) fn scan(v: &View<'_>) -> Option<Finding> {
-    let s = v.bytes;
-    let keyed = v.host_key;
-    if !v.classes.any(COLON | SLASH) && !keyed {
+    // the gate stays in the caller's frame: most values leave here without a call
+    if !(v.classes.any(COLON | SLASH) || v.host_key) {
         return None;
     }
+    scan_gated(v)
+}
+
+#[inline(never)]
+fn scan_gated(v: &View<'_>) -> Option<Finding> {
+    let s = v.bytes;
+    let keyed = v.host_key;
     let f = |at: usize| Some(Finding::new(Family::Ssrf, excerpt(s, at)));
     // every "scheme://" occurrence (URLs can be embedded: url=http://…)
     let mut from = 0;

@@ -79,10 +79,17 @@ fn lookup(s: &[u8], mut i: usize, depth: u32, hits: &mut bool) -> (usize, Vec<u8
 }
 
 /// JNDI / Log4Shell lookups.
+#[inline]
 pub(crate) fn scan_jndi(v: &View<'_>) -> Option<Finding> {
-    if !v.classes.any(DOLLAR) || !v.classes.any(BRACE) {
+    // the gate stays in the caller's frame: most values leave here without a call
+    if !(v.classes.any(DOLLAR) && v.classes.any(BRACE)) {
         return None;
     }
+    scan_jndi_gated(v)
+}
+
+#[inline(never)]
+fn scan_jndi_gated(v: &View<'_>) -> Option<Finding> {
     let s = v.bytes;
     let mut i = 0;
     while i + 1 < s.len() {
@@ -197,10 +204,17 @@ fn dynamic_expr(e: &[u8]) -> bool {
 }
 
 /// Server-side template injection.
+#[inline]
 pub(crate) fn scan_ssti(v: &View<'_>) -> Option<Finding> {
-    if !v.classes.any(BRACE | LT | PERCENT | DOLLAR) {
+    // the gate stays in the caller's frame: most values leave here without a call
+    if !(v.classes.any(BRACE | LT | PERCENT | DOLLAR)) {
         return None;
     }
+    scan_ssti_gated(v)
+}
+
+#[inline(never)]
+fn scan_ssti_gated(v: &View<'_>) -> Option<Finding> {
     let s = v.bytes;
     let f = |at: usize| Some(Finding::new(Family::Ssti, excerpt(s, at)));
     const DELIMS: &[(&[u8], &[u8])] = &[
