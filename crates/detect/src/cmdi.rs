@@ -155,6 +155,18 @@ const CODE_SINKS: &[&str] = &[
 pub(crate) const CODE_SINK_SET: Needles = Needles::new(CODE_SINKS);
 pub(crate) const INTERPRETERS: Needles = Needles::new(&["cmd", "powershell", "pwsh"]);
 
+/// The bytes a separator in [`scan`]'s walk starts with.
+static SEPARATOR_START: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut k = 0;
+    let starts = b";|&`\n\r$";
+    while k < starts.len() {
+        t[starts[k] as usize] = true;
+        k += 1;
+    }
+    t
+};
+
 fn is_sep(b: u8) -> bool {
     matches!(b, b';' | b'|' | b'&' | b'\n' | b'\r' | b'`')
 }
@@ -362,6 +374,11 @@ pub(crate) fn scan(v: &View<'_>) -> Option<Finding> {
     let mut i = if v.classes.any(SEMI | PIPE | AMP | NEWLINE | BACKTICK | DOLLAR) { 0 } else { n };
     let mut checked = 0;
     while i < n {
+        // straight to the next byte that can open a separator
+        match s[i..].iter().position(|&b| SEPARATOR_START[usize::from(b)]) {
+            Some(p) => i += p,
+            None => break,
+        }
         let b = s[i];
         let sep_len = match b {
             b';' | b'|' | b'&' | b'`' => 1 + usize::from(s.get(i + 1) == Some(&b) && b != b'`'),

@@ -363,6 +363,39 @@ fn b64(b: u8) -> Option<u8> {
     }
 }
 
+const B64_VALID: u8 = 1;
+const B64_NOT_HEX: u8 = 2;
+const B64_DIGITISH: u8 = 4;
+const B64_UPPER: u8 = 8;
+const B64_LOWER: u8 = 16;
+
+/// What [`decode_base64_text`] needs to know of each byte, in one lookup.
+static B64_INFO: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        let valid = c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'/' | b'_');
+        if valid {
+            t[b] = B64_VALID;
+            if !(c.is_ascii_hexdigit() || c == b'-') {
+                t[b] |= B64_NOT_HEX;
+            }
+            if c.is_ascii_digit() || matches!(c, b'+' | b'/') {
+                t[b] |= B64_DIGITISH;
+            }
+            if c.is_ascii_uppercase() {
+                t[b] |= B64_UPPER;
+            }
+            if c.is_ascii_lowercase() {
+                t[b] |= B64_LOWER;
+            }
+        }
+        b += 1;
+    }
+    t
+};
+
 /// Decodes a value that is entirely base64 (standard or URL alphabet) into text.
 ///
 /// Returns `None` unless the value is 8..=`max_base64` base64 characters and the result is
@@ -377,46 +410,201 @@ pub fn decode_base64_text(value: &[u8], limits: &DecodeLimits) -> Option<Vec<u8>
     if n - body.len() > 2 || body.len() % 4 == 1 {
         return None;
     }
-    // hex identifiers (UUIDs, hashes) are not base64 text
-    if body.iter().all(|b| b.is_ascii_hexdigit() || *b == b'-') {
+    // one pass over the characters: all base64, not all hex (UUIDs and hashes are not base64 text), and
+    // digits or both cases (a plain word is not base64 text either)
+    let mut seen = 0u8;
+    for &b in body {
+        let info = B64_INFO[usize::from(b)];
+        if info & B64_VALID == 0 {
+            return None;
+        }
+        seen |= info;
+    }
+    if seen & B64_NOT_HEX == 0 || !(seen & B64_DIGITISH != 0 || seen & (B64_UPPER | B64_LOWER) == B64_UPPER | B64_LOWER)
+    {
         return None;
     }
-    let mut digits = false;
-    let mut upper = false;
-    let mut lower_seen = false;
-    for &b in body {
-        b64(b)?;
-        digits |= b.is_ascii_digit() || matches!(b, b'+' | b'/' | b'=');
-        upper |= b.is_ascii_uppercase();
-        lower_seen |= b.is_ascii_lowercase();
-    }
-    if !(digits || upper && lower_seen) {
-        return None;
-    }
-    let mut out = Vec::with_capacity(body.len() * 3 / 4);
-    let mut acc = 0u32;
-    let mut bits = 0u32;
-    for &b in body {
-        acc = (acc << 6) | u32::from(b64(b)?);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
+    // Most candidates are random tokens (`cus_9f3a…`, session ids) that decode to binary: a first pass
+    // without a buffer gives up as soon as more bytes are unprintable than text allows, and only a value
+    // that can pass is decoded again into the result.
+    let out_len = body.len() * 6 / 8;
+    let allowed_unprintable = out_len - (out_len * 95).div_ceil(100);
+    let head_len = out_len.min(6);
+    let mut head = [0u8; 6];
+    let mut unprintable = 0usize;
+    let mut magic = false;
+    let mut ascii = true;
+    let mut pending = 0u8;
+    let mut not_utf8 = false;
+    for (k, byte) in Base64Bytes::new(body).enumerate() {
+        if k < head_len {
+            head[k] = byte;
+            if k + 1 == head_len {
+                magic = base64_magic(&head[..head_len]);
+            }
+        }
+        let printable = (0x20..0x7f).contains(&byte) || matches!(byte, b'\t' | b'\r' | b'\n') || byte >= 0x80;
+        unprintable += usize::from(!printable);
+        ascii &= byte < 0x80;
+        // a byte that cannot stand where it is in UTF-8 (a coarse check: `from_utf8` has the last word)
+        not_utf8 |= match byte {
+            0x80..=0xBF => pending == 0,
+            _ if pending > 0 => true,
+            0xC2..=0xDF => {
+                pending = 2;
+                false
+            }
+            0xE0..=0xEF => {
+                pending = 3;
+                false
+            }
+            0xF0..=0xF4 => {
+                pending = 4;
+                false
+            }
+            0xC0 | 0xC1 | 0xF5..=0xFF => true,
+            _ => false,
+        };
+        pending = pending.saturating_sub(1);
+        if (not_utf8 || unprintable > allowed_unprintable) && k + 1 >= head_len && !magic {
+            return None;
         }
     }
-    let magic = out.starts_with(&[0xAC, 0xED, 0x00, 0x05])
-        || out.starts_with(&[0x00, 0x01, 0x00, 0x00, 0x00, 0xFF])
-        || (out.first() == Some(&0x80) && out.get(1).is_some_and(|v| (2..=5).contains(v)));
-    let printable =
-        out.iter().filter(|&&b| (0x20..0x7f).contains(&b) || matches!(b, b'\t' | b'\r' | b'\n') || b >= 0x80).count();
-    let text_like = printable * 100 >= out.len() * 95 && std::str::from_utf8(&out).is_ok();
-    (magic || text_like).then_some(out)
+    let out: Vec<u8> = Base64Bytes::new(body).collect();
+    (magic || ascii || std::str::from_utf8(&out).is_ok()).then_some(out)
+}
+
+/// A serialized-object magic number at the start of decoded bytes (`head`: the first six, or all of them).
+fn base64_magic(head: &[u8]) -> bool {
+    head.starts_with(&[0xAC, 0xED, 0x00, 0x05])
+        || head.starts_with(&[0x00, 0x01, 0x00, 0x00, 0x00, 0xFF])
+        || (head.first() == Some(&0x80) && head.get(1).is_some_and(|v| (2..=5).contains(v)))
+}
+
+/// The bytes of base64 text whose every character is already checked with [`b64`].
+struct Base64Bytes<'a> {
+    body: std::slice::Iter<'a, u8>,
+    acc: u32,
+    bits: u32,
+}
+
+impl<'a> Base64Bytes<'a> {
+    fn new(body: &'a [u8]) -> Self {
+        Base64Bytes { body: body.iter(), acc: 0, bits: 0 }
+    }
+}
+
+impl Iterator for Base64Bytes<'_> {
+    type Item = u8;
+    fn next(&mut self) -> Option<u8> {
+        loop {
+            let b = *self.body.next()?;
+            self.acc = (self.acc << 6) | u32::from(b64(b).unwrap_or(0));
+            self.bits += 6;
+            if self.bits >= 8 {
+                self.bits -= 8;
+                let byte = (self.acc >> self.bits) as u8;
+                self.acc &= (1 << self.bits) - 1;
+                return Some(byte);
+            }
+        }
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = (self.body.len() * 6 + self.bits as usize) / 8;
+        (n, Some(n))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The decoder as it was before the one-pass checks and the early exits: the reference.
+    fn plain_base64_text(value: &[u8], limits: &DecodeLimits) -> Option<Vec<u8>> {
+        let n = value.len();
+        if !(8..=limits.max_base64).contains(&n) {
+            return None;
+        }
+        let body = value.iter().rposition(|&b| b != b'=').map_or(&value[..0], |p| &value[..=p]);
+        if n - body.len() > 2 || body.len() % 4 == 1 || body.iter().all(|b| b.is_ascii_hexdigit() || *b == b'-') {
+            return None;
+        }
+        let (mut digits, mut upper, mut lower_seen) = (false, false, false);
+        for &b in body {
+            b64(b)?;
+            digits |= b.is_ascii_digit() || matches!(b, b'+' | b'/');
+            upper |= b.is_ascii_uppercase();
+            lower_seen |= b.is_ascii_lowercase();
+        }
+        if !(digits || upper && lower_seen) {
+            return None;
+        }
+        let (mut out, mut acc, mut bits) = (Vec::new(), 0u32, 0u32);
+        for &b in body {
+            acc = (acc << 6) | u32::from(b64(b)?);
+            bits += 6;
+            if bits >= 8 {
+                bits -= 8;
+                out.push((acc >> bits) as u8);
+                acc &= (1 << bits) - 1;
+            }
+        }
+        let magic = base64_magic(&out[..out.len().min(6)]);
+        let printable = out
+            .iter()
+            .filter(|&&b| (0x20..0x7f).contains(&b) || matches!(b, b'\t' | b'\r' | b'\n') || b >= 0x80)
+            .count();
+        let text_like = printable * 100 >= out.len() * 95 && std::str::from_utf8(&out).is_ok();
+        (magic || text_like).then_some(out)
+    }
+
+    #[test]
+    fn base64_text_agrees_with_the_plain_decoder() {
+        const STD: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let encode = |raw: &[u8]| -> Vec<u8> {
+            let mut out = Vec::new();
+            for c in raw.chunks(3) {
+                let n = c.iter().enumerate().fold(0u32, |a, (k, &b)| a | u32::from(b) << (16 - 8 * k));
+                for k in 0..=c.len() {
+                    out.push(STD[(n >> (18 - 6 * k) & 63) as usize]);
+                }
+            }
+            while out.len() % 4 != 0 {
+                out.push(b'=');
+            }
+            out
+        };
+        let limits = DecodeLimits::default();
+        let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let texts: [&[u8]; 6] =
+            [b"' or 1=1--", "Zoë 東京 café".as_bytes(), b"\xac\xed\x00\x05sr", b"\x80\x04K.", b"", b"\xff\xfe"];
+        for round in 0..60_000 {
+            let value: Vec<u8> = match round % 3 {
+                // raw base64-alphabet tokens (ids, keys)
+                0 => (0..8 + next() % 40).map(|_| b"AZaz09+/-_fF="[(next() % 13) as usize]).collect(),
+                // encodings of text, binary and magic numbers, with a random tail
+                1 => {
+                    let mut raw = texts[(next() % 6) as usize].to_vec();
+                    raw.extend((0..next() % 12).map(|_| {
+                        if next() % 4 == 0 {
+                            next() as u8
+                        } else {
+                            b'a' + (next() % 26) as u8
+                        }
+                    }));
+                    encode(&raw)
+                }
+                _ => (0..8 + next() % 24).map(|_| STD[(next() % 64) as usize]).collect(),
+            };
+            assert_eq!(decode_base64_text(&value, &limits), plain_base64_text(&value, &limits), "{value:?}");
+        }
+    }
 
     fn d(s: &str) -> String {
         String::from_utf8_lossy(&decode(s.as_bytes())).into_owned()

@@ -306,7 +306,7 @@ impl Detector {
         if classes.is_clean() && !ctx.place.is_key() {
             // keyword-only SQL ("1 union select a from b", "1 --") is the one attack family
             // without trigger punctuation; a host-like key makes a bare host worth a look
-            let dashes = classes.any(prefilter::DASH) && bytes.windows(2).any(|w| w == b"--");
+            let dashes = classes.any(prefilter::DASH) && text::has_double(bytes, b'-');
             let words = classes.any(prefilter::SPACE)
                 && bytes.len() >= 8
                 && (text::find_any_ci(bytes, &sqli::SQL_WORDS, false).is_some()

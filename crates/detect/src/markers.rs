@@ -66,6 +66,10 @@ pub(crate) fn scan_deserialization(v: &View<'_>) -> Option<Finding> {
     let s = v.bytes;
     let t = trim_start(s);
     let found = |at: &[u8]| Some(Finding::new(Family::Deserialization, excerpt(at, 0)));
+    // the magic prefixes below start with one of these bytes; any other value skips them
+    if !matches!(t.first(), Some(b'r' | b'a' | b'A' | b'g' | 0xAC | 0x00 | 0x80)) {
+        return scan_deserialization_text(v);
+    }
     if t.starts_with(b"rO0AB") || t.starts_with(&[0xAC, 0xED, 0x00, 0x05]) || starts_ci(t, 0, b"aced0005") {
         return found(t);
     }
@@ -78,6 +82,14 @@ pub(crate) fn scan_deserialization(v: &View<'_>) -> Option<Finding> {
     if t.starts_with(b"gASV") || t.starts_with(b"gAJj") || t.starts_with(b"gANj") {
         return found(t);
     }
+    scan_deserialization_text(v)
+}
+
+/// The markers of [`scan_deserialization`] that are not a magic prefix: pickle protocol 0, YAML tags, PHP.
+fn scan_deserialization_text(v: &View<'_>) -> Option<Finding> {
+    let s = v.bytes;
+    let t = trim_start(s);
+    let found = |at: &[u8]| Some(Finding::new(Family::Deserialization, excerpt(at, 0)));
     if !v.classes.any(COLON | NEWLINE | BACKSLASH | PAREN) {
         return None;
     }

@@ -78,7 +78,7 @@ fn scan_gated(v: &View<'_>) -> Option<Finding> {
     let s = v.bytes;
     let f = |at: usize| Some(Finding::new(Family::PathTraversal, excerpt(s, at)));
     // separators fold to `/` and letters to lowercase; only traversal needs a copy
-    let dotdot = v.classes.any(DOT) && s.windows(2).any(|w| w == b"..");
+    let dotdot = v.classes.any(DOT) && crate::text::has_double(s, b'.');
     let needs_copy = v.classes.any(BACKSLASH) || dotdot;
     let owned: Vec<u8>;
     let norm: &[u8] = if needs_copy {

@@ -96,8 +96,105 @@ struct Tok {
 const MAX_TOKENS: usize = 1024;
 const MAX_DEPTH: u32 = 24;
 
+/// Every word [`keyword`] knows, for [`KEYWORD_SHAPES`]: a word added to the match goes here too
+/// (`keyword_shapes_agree_with_the_keyword_match` checks the two agree).
+const KEYWORDS: &[&str] = &[
+    "and",
+    "or",
+    "xor",
+    "not",
+    "div",
+    "mod",
+    "rlike",
+    "regexp",
+    "glob",
+    "ilike",
+    "like",
+    "sounds",
+    "is",
+    "in",
+    "between",
+    "null",
+    "true",
+    "false",
+    "unknown",
+    "union",
+    "except",
+    "intersect",
+    "minus",
+    "select",
+    "from",
+    "where",
+    "order",
+    "group",
+    "by",
+    "having",
+    "limit",
+    "offset",
+    "into",
+    "insert",
+    "replace",
+    "update",
+    "delete",
+    "drop",
+    "create",
+    "alter",
+    "truncate",
+    "exec",
+    "execute",
+    "declare",
+    "waitfor",
+    "shutdown",
+    "case",
+    "end",
+    "all",
+    "any",
+    "some",
+    "distinct",
+    "top",
+    "set",
+    "procedure",
+    "exists",
+    "outfile",
+    "dumpfile",
+    "when",
+    "then",
+    "else",
+    "as",
+    "on",
+    "join",
+    "values",
+    "table",
+    "asc",
+    "desc",
+    "using",
+    "with",
+    "for",
+    "to",
+    "delay",
+    "binary",
+    "collate",
+    "escape",
+    "interval",
+    "if",
+    "begin",
+];
+
+/// Bit `n` of entry `c & 31` set when a keyword of length `n` starts with letter `c`: most words of
+/// prose leave [`keyword`] on this one lookup, before any lowercasing or comparing.
+static KEYWORD_SHAPES: [u16; 32] = {
+    let mut t = [0u16; 32];
+    let mut i = 0;
+    while i < KEYWORDS.len() {
+        let w = KEYWORDS[i].as_bytes();
+        t[(w[0] & 31) as usize] |= 1 << w.len();
+        i += 1;
+    }
+    t
+};
+
 fn keyword(w: &[u8]) -> Option<K> {
-    if w.len() > 10 || w.len() < 2 {
+    if w.len() > 10 || w.len() < 2 || KEYWORD_SHAPES[(w[0] & 31) as usize] & (1 << w.len()) == 0 {
         return None;
     }
     let mut b = [0u8; 10];
@@ -283,11 +380,30 @@ const SQL_SYSTEM_NAMES: Words = Words::new(&[
     "master",
 ]);
 
+/// Bit 0: a word may start with the byte; bit 1: a word may continue with it (one lookup per byte
+/// in the tokenizer's hottest loop).
+static WORD_BYTES: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        if c.is_ascii_alphabetic() || c == b'_' || c == b'$' || c >= 0x80 {
+            t[b] = 3;
+        } else if c.is_ascii_digit() {
+            t[b] = 2;
+        }
+        b += 1;
+    }
+    t
+};
+
+#[inline]
 fn is_word_start(b: u8) -> bool {
-    b.is_ascii_alphabetic() || b == b'_' || b == b'$' || b >= 0x80
+    WORD_BYTES[b as usize] & 1 != 0
 }
+#[inline]
 fn is_word_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80
+    WORD_BYTES[b as usize] & 2 != 0
 }
 
 fn tokenize(s: &[u8], ctx: SqlContext, out: &mut Vec<Tok>) -> bool {
@@ -1302,7 +1418,7 @@ pub(crate) const SQL_WORDS: crate::text::Needles = crate::text::Needles::new(&[
 /// True when a value names SQL verbs that can attack without punctuation
 /// (`groups` comes from [`crate::prefilter::keyword_groups`]).
 pub(crate) fn has_bare_keyword_attack(s: &[u8], groups: u32) -> bool {
-    if s.windows(2).any(|w| w == b"--") {
+    if crate::text::has_double(s, b'-') {
         return true;
     }
     if groups & crate::prefilter::G_SQL == 0 {
@@ -1448,6 +1564,39 @@ pub(crate) fn scan(v: &View<'_>) -> Option<Finding> {
 mod tests {
     use super::*;
     use crate::{Context, Detector, Place};
+
+    #[test]
+    fn keyword_shapes_agree_with_the_keyword_match() {
+        for w in KEYWORDS {
+            assert!(keyword(w.as_bytes()).is_some(), "{w}");
+            assert!(keyword(w.to_uppercase().as_bytes()).is_some(), "{w}");
+        }
+        // every word the match knows is listed: all letter words up to four bytes, random longer ones
+        let letters = b"abcdefghijklmnopqrstuvwxyz_";
+        let check = |w: &[u8]| {
+            let listed = KEYWORDS.iter().any(|k| k.as_bytes().eq_ignore_ascii_case(w));
+            assert_eq!(keyword(w).is_some(), listed, "{}", String::from_utf8_lossy(w));
+        };
+        let mut w = Vec::new();
+        for n in 0..27usize.pow(4) {
+            w.clear();
+            let mut k = n;
+            while k > 0 {
+                w.push(letters[k % 27]);
+                k /= 27;
+            }
+            check(&w);
+        }
+        let mut seed: u64 = 0x2545_F491_4F6C_DD1D;
+        for _ in 0..400_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let len = 5 + (seed % 6) as usize;
+            let w: Vec<u8> = (0..len).map(|k| letters[((seed >> (5 * k + 8)) % 27) as usize]).collect();
+            check(&w);
+        }
+    }
 
     fn sqli(s: &str) -> bool {
         let d = Detector::new(Level::L1);

@@ -67,6 +67,21 @@ pub(crate) fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
     find_ci(hay, needle).is_some()
 }
 
+/// True when `s` holds `c` twice in a row (`..`, `--`): one compare per byte, where
+/// `windows(2)` compares slices.
+#[inline]
+pub(crate) fn has_double(s: &[u8], c: u8) -> bool {
+    let mut prev = false;
+    for &b in s {
+        let cur = b == c;
+        if cur & prev {
+            return true;
+        }
+        prev = cur;
+    }
+    false
+}
+
 /// Word characters for identifiers and commands.
 #[inline]
 pub(crate) fn is_word(b: u8) -> bool {
