@@ -68,13 +68,25 @@ pub(crate) fn host_key(ctx: crate::Context<'_>) -> bool {
     let Some(k) = ctx.key.map(str::as_bytes) else { return false };
     // every name is at least three letters long, so the last two positions start none
     (0..k.len().saturating_sub(2)).any(|i| {
-        let (a, b) = (lower(k[i]).wrapping_sub(b'a'), lower(k[i + 1]).wrapping_sub(b'a'));
+        let (a, b) = (LETTER_INDEX[usize::from(k[i])], LETTER_INDEX[usize::from(k[i + 1])]);
         a < 26
             && b < 26
             && HOST_BIGRAMS[usize::from(a)] & (1 << b) != 0
             && host_keys_starting(lower(k[i])).iter().any(|h| starts_ci(k, i, h))
     })
 }
+
+/// A letter's place in the alphabet (either case), 26 or more for any other byte.
+static LETTER_INDEX: [u8; 256] = {
+    let mut t = [0xFFu8; 256];
+    let mut b = 0u8;
+    while b < 26 {
+        t[(b'a' + b) as usize] = b;
+        t[(b'A' + b) as usize] = b;
+        b += 1;
+    }
+    t
+};
 
 /// Detector entry point.
 #[inline]
