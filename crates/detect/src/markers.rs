@@ -61,6 +61,19 @@ pub(crate) const YAML_TAGS: crate::text::Needles = crate::text::Needles::new(&[
     "tag:yaml.org,2002:python/",
 ]);
 
+/// The tags of [`YAML_TAGS`] written with `!`, and the one written as a URI: two keyword groups, so the
+/// prefilter looks for each only when the value holds its punctuation (a test keeps the lists together).
+pub(crate) const YAML_BANG_TAGS: crate::text::Needles = crate::text::Needles::new(&[
+    "!!python/",
+    "!!javax.",
+    "!!java.",
+    "!!com.sun.",
+    "!ruby/object",
+    "!ruby/hash",
+    "!!ruby/",
+]);
+pub(crate) const YAML_URI_TAGS: crate::text::Needles = crate::text::Needles::new(&["tag:yaml.org,2002:python/"]);
+
 /// Java, PHP, .NET, Python pickle and YAML gadget markers.
 pub(crate) fn scan_deserialization(v: &View<'_>) -> Option<Finding> {
     let s = v.bytes;
@@ -103,7 +116,7 @@ fn scan_deserialization_text(v: &View<'_>) -> Option<Finding> {
         return found(t);
     }
     // YAML language-specific tags
-    if v.groups & crate::prefilter::G_YAML != 0 {
+    if v.groups & (crate::prefilter::G_YAML | crate::prefilter::G_YAML_URI) != 0 {
         if let Some((p, _)) = crate::text::find_any_ci(s, &YAML_TAGS, false) {
             return Some(Finding::new(Family::Deserialization, excerpt(s, p)));
         }
@@ -429,6 +442,22 @@ fn name_star_end(s: &[u8], mut i: usize) -> usize {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn yaml_tag_groups_cover_the_tags() {
+        let mut split: Vec<&str> =
+            super::YAML_BANG_TAGS.list.iter().chain(super::YAML_URI_TAGS.list).copied().collect();
+        let mut all = super::YAML_TAGS.list.to_vec();
+        split.sort_unstable();
+        all.sort_unstable();
+        assert_eq!(split, all);
+        for t in super::YAML_BANG_TAGS.list {
+            assert!(t.starts_with('!') && (t.contains('/') || t.contains('.')), "{t}");
+        }
+        for t in super::YAML_URI_TAGS.list {
+            assert!(t.contains(':') && t.contains('/'), "{t}");
+        }
+    }
+
     use crate::{Context, Detector, Family, Level, Place};
 
     fn fam(s: &str, place: Place) -> Option<Family> {

@@ -151,7 +151,7 @@ fn scan_gated(v: &View<'_>) -> Option<Finding> {
         }
     }
     // UNC administrative share: \\host\c$\…
-    if let Some(p) = find_ci(s, b"\\\\") {
+    if let Some(p) = v.classes.any(BACKSLASH).then(|| find_ci(s, b"\\\\")).flatten() {
         let rest = &s[p + 2..];
         if let Some(q) = rest.iter().position(|&b| b == b'\\') {
             let share = &rest[q + 1..];

@@ -183,8 +183,10 @@ pub(crate) const G_WRAPPER: u32 = 1 << 2;
 pub(crate) const G_SINK: u32 = 1 << 3;
 /// Keyword group: Windows interpreters.
 pub(crate) const G_INTERP: u32 = 1 << 4;
-/// Keyword group: YAML object tags.
+/// Keyword group: YAML object tags written with `!`.
 pub(crate) const G_YAML: u32 = 1 << 5;
+/// Keyword group: YAML object tags written as a `tag:yaml.org` URI.
+pub(crate) const G_YAML_URI: u32 = 1 << 8;
 
 /// Keyword group: sensitive file names that need no path separator.
 pub(crate) const G_SENSITIVE_NAME: u32 = 1 << 6;
@@ -193,14 +195,15 @@ pub(crate) const G_XSS_SINK: u32 = 1 << 7;
 
 type Group = (&'static crate::text::Needles, u32);
 
-const GROUPS: [Group; 8] = [
+const GROUPS: [Group; 9] = [
     (&crate::sqli::SQL_WORDS, G_SQL),
     (&crate::paths::SENSITIVE_SET, G_SENSITIVE),
     (&crate::paths::SENSITIVE_NAME_SET, G_SENSITIVE_NAME),
     (&crate::paths::WRAPPER_SET, G_WRAPPER),
     (&crate::cmdi::CODE_SINK_SET, G_SINK),
     (&crate::cmdi::INTERPRETERS, G_INTERP),
-    (&crate::markers::YAML_TAGS, G_YAML),
+    (&crate::markers::YAML_BANG_TAGS, G_YAML),
+    (&crate::markers::YAML_URI_TAGS, G_YAML_URI),
     (&crate::xss::SINK_STARTS, G_XSS_SINK),
 ];
 
@@ -258,7 +261,14 @@ pub(crate) fn wanted_groups(c: ByteClasses) -> u32 {
         w |= G_SENSITIVE_NAME;
     }
     if c.any(COLON) {
-        w |= G_WRAPPER | G_YAML;
+        w |= G_WRAPPER;
+    }
+    // the `!` tags each hold a `/` or a `.`; the `tag:` URI a `:` and a `/`
+    if c.any(MISC) && c.any(SLASH | DOT) {
+        w |= G_YAML;
+    }
+    if c.any(COLON) && c.any(SLASH) {
+        w |= G_YAML_URI;
     }
     if c.any(PAREN | LT) {
         w |= G_SINK;
@@ -269,9 +279,7 @@ pub(crate) fn wanted_groups(c: ByteClasses) -> u32 {
     if c.any(DASH) {
         w |= G_INTERP;
     }
-    if c.any(MISC) {
-        w |= G_YAML;
-    }
+
     w
 }
 
