@@ -2,16 +2,23 @@
 //! CR/LF header and mail-command injection, LDAP filter and XPath injection.
 
 use crate::prefilter::{
-    AMP, BACKSLASH, BRACE, BRACKET, COLON, CTRL, DOLLAR, DOT, DQUOTE, EQ, HIGH, NEWLINE, PAREN, PIPE, SLASH, SQUOTE,
+    AMP, BACKSLASH, BRACE, BRACKET, COLON, CTRL, DOLLAR, DOT, DQUOTE, EQ, G_PROTO, HIGH, NEWLINE, PAREN, PIPE, SLASH,
+    SQUOTE,
 };
 use crate::text::{contains_ci, eq_ci, excerpt, find_ci, find_ci_from, is_space, is_word, starts_ci};
 use crate::{Family, Finding, Level, Place, View};
+
+/// Every finding of [`scan_keys`] holds one of these where a word starts (`prototype` follows the
+/// `.`, `[` or quote after `constructor`), so without them (`prefilter::G_PROTO`) it has nothing to read.
+pub(crate) const PROTO_WORDS: crate::text::Needles = crate::text::Needles::new(&["__proto__", "prototype"]);
 
 /// `__proto__`, `constructor.prototype` / `constructor[prototype]` in keys or key paths.
 #[inline]
 pub(crate) fn scan_keys(v: &View<'_>) -> Option<Finding> {
     // the gate stays in the caller's frame: most values leave here without a call
-    if !(v.ctx.place.is_key() || v.classes.any(BRACKET | DOT | DQUOTE | EQ)) {
+    // keys are searched directly (short, and the prefilter pass would cost more); other values only
+    // when the prefilter saw a word of the path
+    if !(v.ctx.place.is_key() || v.classes.any(BRACKET | DOT | DQUOTE | EQ) && v.groups & G_PROTO != 0) {
         return None;
     }
     scan_keys_gated(v)

@@ -187,6 +187,8 @@ pub(crate) const G_INTERP: u32 = 1 << 4;
 pub(crate) const G_YAML: u32 = 1 << 5;
 /// Keyword group: YAML object tags written as a `tag:yaml.org` URI.
 pub(crate) const G_YAML_URI: u32 = 1 << 8;
+/// Keyword group: the words of a prototype-pollution path (`markers::PROTO_WORDS`).
+pub(crate) const G_PROTO: u32 = 1 << 9;
 
 /// Keyword group: sensitive file names that need no path separator.
 pub(crate) const G_SENSITIVE_NAME: u32 = 1 << 6;
@@ -195,7 +197,7 @@ pub(crate) const G_XSS_SINK: u32 = 1 << 7;
 
 type Group = (&'static crate::text::Needles, u32);
 
-const GROUPS: [Group; 9] = [
+const GROUPS: [Group; 10] = [
     (&crate::sqli::SQL_WORDS, G_SQL),
     (&crate::paths::SENSITIVE_SET, G_SENSITIVE),
     (&crate::paths::SENSITIVE_NAME_SET, G_SENSITIVE_NAME),
@@ -205,6 +207,7 @@ const GROUPS: [Group; 9] = [
     (&crate::markers::YAML_BANG_TAGS, G_YAML),
     (&crate::markers::YAML_URI_TAGS, G_YAML_URI),
     (&crate::xss::SINK_STARTS, G_XSS_SINK),
+    (&crate::markers::PROTO_WORDS, G_PROTO),
 ];
 
 /// For each input byte, the groups that have a needle starting with it.
@@ -275,6 +278,9 @@ pub(crate) fn wanted_groups(c: ByteClasses) -> u32 {
     }
     if c.any(PAREN | BACKTICK | BRACKET) {
         w |= G_XSS_SINK;
+    }
+    if c.any(BRACKET | DOT | DQUOTE | EQ) {
+        w |= G_PROTO;
     }
     if c.any(DASH) {
         w |= G_INTERP;

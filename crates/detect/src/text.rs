@@ -67,12 +67,26 @@ pub(crate) fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
     find_ci(hay, needle).is_some()
 }
 
-/// True when `s` holds `c` twice in a row (`..`, `--`): one compare per byte, where
-/// `windows(2)` compares slices.
-#[inline]
+/// True when `s` holds `c` twice in a row (`..`, `--`), eight bytes at a time.
 pub(crate) fn has_double(s: &[u8], c: u8) -> bool {
-    let mut prev = false;
-    for &b in s {
+    const LOW7: u64 = 0x7F7F_7F7F_7F7F_7F7F;
+    let pattern = ONES * u64::from(c);
+    // bit 7 set when the byte before the current eight was `c`
+    let mut carry = 0u64;
+    let mut chunks = s.chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(w) ^ pattern;
+        // 0x80 in exactly the bytes equal to `c` (no borrow between bytes, so no false flags)
+        let hits = !((((x & LOW7) + LOW7) | x) | LOW7);
+        if hits & ((hits << 8) | carry) != 0 {
+            return true;
+        }
+        carry = (hits >> 56) & 0x80;
+    }
+    let mut prev = carry != 0;
+    for &b in chunks.remainder() {
         let cur = b == c;
         if cur & prev {
             return true;
@@ -304,6 +318,21 @@ pub(crate) fn needle_at(hay: &[u8], i: usize, c: u8, needles: &Needles) -> bool 
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn has_double_agrees_with_windows() {
+        let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..100_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let len = (seed % 40) as usize;
+            let s: Vec<u8> = (0..len).map(|k| b"..-a.\xff\x2e\xae"[((seed >> (k + 7)) % 8) as usize]).collect();
+            for c in [b'.', b'-'] {
+                assert_eq!(super::has_double(&s, c), s.windows(2).any(|w| w == [c, c]), "{s:?}");
+            }
+        }
+    }
+
     use super::*;
 
     #[test]
