@@ -210,6 +210,22 @@ const GROUPS: [Group; 10] = [
     (&crate::markers::PROTO_WORDS, G_PROTO),
 ];
 
+/// The needles of each group, indexed by the group's bit.
+static BY_BIT: [&crate::text::Needles; GROUPS.len()] = {
+    let mut t = [GROUPS[0].0; GROUPS.len()];
+    let mut seen = 0u32;
+    let mut g = 0;
+    while g < GROUPS.len() {
+        let k = GROUPS[g].1.trailing_zeros() as usize;
+        assert!(GROUPS[g].1 == 1 << k && k < GROUPS.len(), "group bits are 1 << 0 .. 1 << (groups - 1)");
+        assert!(seen & GROUPS[g].1 == 0, "one group per bit");
+        seen |= GROUPS[g].1;
+        t[k] = GROUPS[g].0;
+        g += 1;
+    }
+    t
+};
+
 /// For each input byte, the groups that have a needle starting with it.
 const fn first_groups() -> [u32; 256] {
     let mut t = [0u32; 256];
@@ -307,9 +323,13 @@ pub(crate) fn keyword_groups(s: &[u8], wanted: u32) -> u32 {
             continue;
         }
         let c = if b == b'\\' { b'/' } else { b.to_ascii_lowercase() };
-        for (set, bit) in GROUPS {
-            if m & bit != 0 && crate::text::needle_at(s, i, c, set) {
-                found |= bit;
+        // only the groups with a needle starting here
+        let mut bits = m;
+        while bits != 0 {
+            let k = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            if crate::text::needle_at(s, i, c, BY_BIT[k]) {
+                found |= 1 << k;
             }
         }
         if found == wanted {

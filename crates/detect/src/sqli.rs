@@ -1502,17 +1502,22 @@ static SIGNAL_BYTES: [u8; 256] = {
     t
 };
 
+/// Whether the value is worth reading as unquoted SQL: it needs an operator, a comment or a clause
+/// keyword; quotes alone are prose.
+fn as_is_reading(s: &[u8], classes: crate::ByteClasses, groups: u32) -> bool {
+    as_is_signal(s)
+        && (classes.any(EQ | LT | GT | PAREN | SEMI | HASH | STAR | AT | PIPE | AMP | BACKTICK | BRACKET | SLASH)
+            || has_bare_keyword_attack(s, groups | crate::prefilter::G_SQL))
+}
+
+/// The three readings of a value (`as_is` from [`as_is_reading`]); the first that `analyze` calls SQL wins.
 fn classify_one(
     s: &[u8],
     level: Level,
     toks: &mut Vec<Tok>,
     classes: crate::ByteClasses,
-    groups: u32,
+    as_is: bool,
 ) -> Option<(&'static str, SqlContext)> {
-    // unquoted SQL needs an operator, a comment or a clause keyword; quotes alone are prose
-    let as_is = as_is_signal(s)
-        && (classes.any(EQ | LT | GT | PAREN | SEMI | HASH | STAR | AT | PIPE | AMP | BACKTICK | BRACKET | SLASH)
-            || has_bare_keyword_attack(s, groups | crate::prefilter::G_SQL));
     for ctx in [SqlContext::AsIs, SqlContext::Single, SqlContext::Double] {
         match ctx {
             SqlContext::AsIs if !as_is => continue,
@@ -1543,15 +1548,22 @@ pub(crate) fn scan(v: &View<'_>) -> Option<Finding> {
         return None;
     }
     let s = v.bytes;
+    let as_is = as_is_reading(s, v.classes, v.groups);
+    // an inline comment needs a `/` and a `*`
+    let comments = v.classes.any(SLASH) && v.classes.any(STAR);
+    if !as_is && !comments && !v.classes.any(SQUOTE | DQUOTE) {
+        // no reading to tokenize: the token buffer is not even fetched
+        return None;
+    }
     let hit = TOKENS.with_borrow_mut(|toks| {
-        classify_one(s, v.level, toks, v.classes, v.groups).or_else(|| {
-            // a comment needs a `/`
-            if !v.classes.any(SLASH) {
+        classify_one(s, v.level, toks, v.classes, as_is).or_else(|| {
+            if !comments {
                 return None;
             }
             let stripped = strip_inline_comments(s)?;
             let c = crate::classify(&stripped);
-            classify_one(&stripped, v.level, toks, c, crate::prefilter::G_SQL)
+            let as_is = as_is_reading(&stripped, c, crate::prefilter::G_SQL);
+            classify_one(&stripped, v.level, toks, c, as_is)
         })
     });
     hit.map(|(reason, ctx)| {
