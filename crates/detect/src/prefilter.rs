@@ -312,19 +312,24 @@ pub(crate) fn keyword_groups(s: &[u8], wanted: u32) -> u32 {
     if wanted == 0 {
         return 0;
     }
+    // `pending`: the wanted groups not found yet. A tight search skips to the next byte that starts a
+    // word (a letter or digit after a letter or digit continues one: no needle starts there) and a
+    // needle of a pending group.
+    let mut pending = wanted;
+    let mut from = 0;
     let mut prev = 0u32;
-    for (i, &b) in s.iter().enumerate() {
+    while let Some(p) = s[from..].iter().position(|&b| {
         let e = WORD_STARTS[b as usize];
-        // a letter or digit after a letter or digit continues a word: no needle starts there
         let continues = e & prev & ALNUM_BIT != 0;
         prev = e;
-        let m = e & wanted & !found;
-        if continues || m == 0 {
-            continue;
-        }
+        !continues && e & pending != 0
+    }) {
+        let i = from + p;
+        from = i + 1;
+        let b = s[i];
         let c = if b == b'\\' { b'/' } else { b.to_ascii_lowercase() };
         // only the groups with a needle starting here
-        let mut bits = m;
+        let mut bits = WORD_STARTS[b as usize] & pending;
         while bits != 0 {
             let k = bits.trailing_zeros() as usize;
             bits &= bits - 1;
@@ -332,7 +337,8 @@ pub(crate) fn keyword_groups(s: &[u8], wanted: u32) -> u32 {
                 found |= 1 << k;
             }
         }
-        if found == wanted {
+        pending = wanted & !found;
+        if pending == 0 {
             break;
         }
     }
