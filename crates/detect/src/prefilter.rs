@@ -349,6 +349,70 @@ pub(crate) fn keyword_groups(s: &[u8], wanted: u32) -> u32 {
 mod tests {
     use super::*;
 
+    /// The plain form of `keyword_groups`: every wanted group, every word start, every needle.
+    fn plain_groups(s: &[u8], wanted: u32) -> u32 {
+        let mut found = 0;
+        for (k, set) in BY_BIT.iter().enumerate() {
+            let bit = 1u32 << k;
+            if wanted & bit == 0 {
+                continue;
+            }
+            for i in 0..s.len() {
+                let continues = i > 0 && s[i].is_ascii_alphanumeric() && s[i - 1].is_ascii_alphanumeric();
+                let c = if s[i] == b'\\' { b'/' } else { s[i].to_ascii_lowercase() };
+                if !continues && set.first[c as usize] && crate::text::needle_at(s, i, c, set) {
+                    found |= bit;
+                }
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn keyword_groups_agree_with_the_plain_search() {
+        let words: &[&[u8]] = &[
+            b"union",
+            b"prototype",
+            b"__proto__",
+            b"etc/passwd",
+            b"win.ini",
+            b"php://input",
+            b"cmd",
+            b"alert",
+            b"document",
+            b"!!python/",
+            b"tag:yaml.org,2002:python/",
+            b"eval(",
+            b"x",
+            b"1",
+            b" ",
+            b"\\",
+            b"/",
+            b".",
+            b"(",
+            b"UNION",
+            b"Alert",
+            b"pRoTo",
+        ];
+        let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..50_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let mut s = Vec::new();
+            for k in 0..(seed % 8) {
+                s.extend_from_slice(words[((seed >> (6 * k + 3)) % words.len() as u64) as usize]);
+            }
+            let wanted = (seed >> 40) as u32 & ((1 << GROUPS.len()) - 1);
+            assert_eq!(
+                keyword_groups(&s, wanted),
+                plain_groups(&s, wanted),
+                "{:?} {wanted:b}",
+                String::from_utf8_lossy(&s)
+            );
+        }
+    }
+
     #[test]
     fn prose_is_clean() {
         assert!(classify(b"John Smith, 42 Main St. - apt 4").is_clean());
