@@ -305,6 +305,22 @@ pub(crate) fn wanted_groups(c: ByteClasses) -> u32 {
     w
 }
 
+/// The next position from `from` where a word starts (a letter or digit after a letter or digit
+/// continues one: no needle starts there) with a byte that begins a needle of `pending`. Its own
+/// function, so the loop keeps everything in registers.
+#[inline(never)]
+fn next_word_start(s: &[u8], from: usize, pending: u32) -> Option<usize> {
+    let mut prev = if from == 0 { 0 } else { WORD_STARTS[s[from - 1] as usize] };
+    for (k, &b) in s.get(from..)?.iter().enumerate() {
+        let e = WORD_STARTS[b as usize];
+        if e & pending != 0 && e & prev & ALNUM_BIT == 0 {
+            return Some(from + k);
+        }
+        prev = e;
+    }
+    None
+}
+
 /// One pass over word starts that reports which of the `wanted` keyword groups occur in
 /// `s`, so each detector searches its own list only when its group is present.
 pub(crate) fn keyword_groups(s: &[u8], wanted: u32) -> u32 {
@@ -312,19 +328,10 @@ pub(crate) fn keyword_groups(s: &[u8], wanted: u32) -> u32 {
     if wanted == 0 {
         return 0;
     }
-    // `pending`: the wanted groups not found yet. A tight search skips to the next byte that starts a
-    // word (a letter or digit after a letter or digit continues one: no needle starts there) and a
-    // needle of a pending group.
+    // `pending`: the wanted groups not found yet
     let mut pending = wanted;
     let mut from = 0;
-    let mut prev = 0u32;
-    while let Some(p) = s[from..].iter().position(|&b| {
-        let e = WORD_STARTS[b as usize];
-        let continues = e & prev & ALNUM_BIT != 0;
-        prev = e;
-        !continues && e & pending != 0
-    }) {
-        let i = from + p;
+    while let Some(i) = next_word_start(s, from, pending) {
         from = i + 1;
         let b = s[i];
         let c = if b == b'\\' { b'/' } else { b.to_ascii_lowercase() };

@@ -154,6 +154,9 @@ pub(crate) struct Words {
     /// Bit `k` of entry `b & 31` set when word `k` starts with byte `b`: a word is compared only with the entries
     /// that share its first letter (bytes 32 apart share an entry; the comparison tells them apart).
     by_first: [u128; 32],
+    /// Bit `k` of entry `n` set when word `k` is `n` bytes long (63 for longer): with `by_first`, a word is
+    /// compared only with the entries of its first letter and its length — mostly none.
+    by_len: [u128; 64],
 }
 
 impl Words {
@@ -169,6 +172,7 @@ impl Words {
         let mut lens = 0u64;
         let mut first = [false; 256];
         let mut by_first = [0u128; 32];
+        let mut by_len = [0u128; 64];
         let mut i = 0;
         while i < list.len() {
             let b = list[i].as_bytes();
@@ -177,9 +181,10 @@ impl Words {
             lens |= 1 << n;
             first[b[0] as usize] = true;
             by_first[(b[0] & 31) as usize] |= 1 << i;
+            by_len[n] |= 1 << i;
             i += 1;
         }
-        Words { list, lens, first, by_first }
+        Words { list, lens, first, by_first, by_len }
     }
 
     /// True if `word` equals (ignoring ASCII case) one of the words.
@@ -192,7 +197,7 @@ impl Words {
         if self.lens & (1 << word.len().min(63)) == 0 || !self.first[c as usize] {
             return false;
         }
-        let mut bits = self.by_first[(c & 31) as usize];
+        let mut bits = self.by_first[(c & 31) as usize] & self.by_len[word.len().min(63)];
         while bits != 0 {
             let k = bits.trailing_zeros() as usize;
             bits &= bits - 1;
