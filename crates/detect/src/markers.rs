@@ -247,6 +247,11 @@ fn scan_crlf_gated(v: &View<'_>) -> Option<Finding> {
     let strict_place = matches!(v.ctx.place, Place::Path | Place::Header | Place::Cookie | Place::QueryKey);
     let mut i = 0;
     while i < s.len() {
+        // straight to the next byte that can start a line break
+        match s[i..].iter().position(|&b| matches!(b, b'\r' | b'\n' | 0xE5 | 0xC4)) {
+            Some(p) => i += p,
+            None => break,
+        }
         let b = s[i];
         let brk = match b {
             b'\r' | b'\n' => 1,
