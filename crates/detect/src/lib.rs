@@ -362,6 +362,98 @@ impl Default for Detector {
 mod tests {
     use super::*;
 
+    /// Every detector in order, with no shortcut: what the clean-key path must agree with.
+    fn whole_chain(v: &View<'_>) -> Option<Finding> {
+        markers::scan_keys(v)
+            .or_else(|| markers::scan_deserialization(v))
+            .or_else(|| template::scan_jndi(v))
+            .or_else(|| xml::scan_xxe(v))
+            .or_else(|| markers::scan_crlf(v))
+            .or_else(|| nosql::scan(v))
+            .or_else(|| template::scan_ssti(v))
+            .or_else(|| sqli::scan(v))
+            .or_else(|| cmdi::scan(v))
+            .or_else(|| xss::scan(v))
+            .or_else(|| paths::scan(v))
+            .or_else(|| ssrf::scan(v))
+            .or_else(|| markers::scan_ldap(v))
+            .or_else(|| markers::scan_xpath(v))
+    }
+
+    #[test]
+    fn clean_json_keys_get_the_verdict_of_the_whole_chain() {
+        let parts: &[&str] = &[
+            "__proto__",
+            "constructor",
+            ".",
+            "prototype",
+            "rO0AB",
+            "aced0005",
+            "gASV",
+            "win.ini",
+            "boot.ini",
+            "+ADw-",
+            "utf-7",
+            "xi:include",
+            "localhost",
+            "127.0.0.1",
+            "169.254.169.254",
+            "http:",
+            "file:",
+            "etc",
+            "passwd",
+            "a",
+            "Z",
+            "9",
+            "_",
+            "-",
+            " ",
+            "@",
+            ":",
+            "é",
+            "\u{560a}",
+            "!",
+            "?",
+            "union",
+            "select",
+            "1",
+            "url",
+            "src",
+        ];
+        let dets = [Detector::new(Level::L1), Detector::new(Level::L2), Detector::new(Level::L3)];
+        let mut seed: u64 = 0x2545_F491_4F6C_DD1D;
+        let (mut checked, mut findings) = (0, 0);
+        for round in 0..40_000usize {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let value: String =
+                (0..1 + seed % 5).map(|k| parts[((seed >> (6 * k + 5)) % parts.len() as u64) as usize]).collect();
+            let bytes = value.as_bytes();
+            let classes = classify(bytes);
+            if !classes.is_clean() {
+                continue;
+            }
+            let d = &dets[round % 3];
+            let key = [None, Some("constructor"), Some("callback_url")][round % 3];
+            let ctx = Context { place: Place::JsonKey, key };
+            let host = ssrf::host_key(ctx);
+            let v = View {
+                bytes,
+                classes,
+                groups: prefilter::keyword_groups(bytes, prefilter::wanted_groups(classes)),
+                ctx,
+                level: d.level,
+                host_key: host,
+            };
+            let verdict = d.scan_view(bytes, classes, ctx, host);
+            assert_eq!(verdict, whole_chain(&v), "{value:?} {key:?}");
+            checked += 1;
+            findings += usize::from(verdict.is_some());
+        }
+        assert!(checked > 10_000 && findings > 500, "{checked} keys, {findings} findings");
+    }
+
     #[test]
     fn detector_is_send_sync() {
         fn assert_send_sync<T: Send + Sync>() {}
