@@ -70,14 +70,19 @@ impl BodyKind {
         let Some(ct) = parts.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
             return BodyKind::Opaque;
         };
-        let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-        if mime == "application/json" || mime.ends_with("+json") {
+        // Compared without case and without a lower-cased copy: this runs on every request.
+        let mime = ct.split(';').next().unwrap_or("").trim();
+        let is = |name: &str| mime.eq_ignore_ascii_case(name);
+        let suffix = |s: &str| {
+            mime.len() >= s.len() && mime.as_bytes()[mime.len() - s.len()..].eq_ignore_ascii_case(s.as_bytes())
+        };
+        if is("application/json") || suffix("+json") {
             BodyKind::Json
-        } else if mime == "application/x-www-form-urlencoded" {
+        } else if is("application/x-www-form-urlencoded") {
             BodyKind::Form
-        } else if mime == "application/xml" || mime == "text/xml" || mime.ends_with("+xml") {
+        } else if is("application/xml") || is("text/xml") || suffix("+xml") {
             BodyKind::Xml
-        } else if mime == "multipart/form-data" {
+        } else if is("multipart/form-data") {
             // Without a usable boundary the body cannot be read the way the application will read it, so it is
             // refused later rather than let through uninspected.
             BodyKind::Multipart(crate::multipart::boundary(ct))
@@ -121,13 +126,14 @@ fn finding_verdict(f: detect::Finding, field: Field, name: &str) -> Verdict {
 }
 
 impl InspectPolicy {
+    /// Callers test `exclude.is_empty()` first, inline: most policies exclude nothing.
     fn excluded(&self, field: Field, name: &str) -> bool {
-        !self.exclude.is_empty() && self.exclude.contains(&(field, name.to_string()))
+        self.exclude.contains(&(field, name.to_string()))
     }
 
     #[inline]
     fn scan(&self, value: &[u8], place: Place, field: Field, name: &str) -> Option<Verdict> {
-        if value.is_empty() || self.excluded(field, name) {
+        if value.is_empty() || (!self.exclude.is_empty() && self.excluded(field, name)) {
             return None;
         }
         let ctx = if name.is_empty() { Context::new(place) } else { Context::with_key(place, name) };

@@ -101,6 +101,18 @@ impl<'k> CleanKeys<'k> {
                 }
             }
         }
+        self.scan_new(policy, key, free, keep)
+    }
+
+    /// A key not remembered yet: scanned, and remembered in `free` when clean.
+    #[inline(never)]
+    fn scan_new(
+        &mut self,
+        policy: &InspectPolicy,
+        key: &str,
+        free: Option<usize>,
+        keep: Option<&'k str>,
+    ) -> Option<Verdict> {
         let verdict = policy.scan(key.as_bytes(), Place::JsonKey, Field::Json, "");
         if verdict.is_none() {
             if let (Some(i), Some(k)) = (free, keep) {

@@ -19,8 +19,9 @@ pub(in crate::stages::inspect) enum Outcome {
     GaveUp,
 }
 
+/// Why the walk stopped early; a finding's verdict waits in `Fast::found` (a small `Err` travels in a register).
 enum Stop {
-    Found(Verdict),
+    Found,
     GiveUp,
 }
 
@@ -42,6 +43,7 @@ pub(super) fn walk<'de>(policy: &InspectPolicy, text: &'de str, clean: &mut Clea
         clean,
         open: SmallVec::new(),
         scratch: Vec::new(),
+        found: None,
     };
     match w.value(0, "") {
         Ok(()) => {
@@ -52,7 +54,7 @@ pub(super) fn walk<'de>(policy: &InspectPolicy, text: &'de str, clean: &mut Clea
                 Outcome::GaveUp
             }
         }
-        Err(Stop::Found(v)) => Outcome::Found(v),
+        Err(Stop::Found) => w.found.map_or(Outcome::GaveUp, Outcome::Found),
         Err(Stop::GiveUp) => Outcome::GaveUp,
     }
 }
@@ -71,6 +73,8 @@ struct Fast<'p, 'c, 'de> {
     open: SmallVec<[(u32, &'de str); 32]>,
     /// The last string decoded from escapes.
     scratch: Vec<u8>,
+    /// The detector's finding that stopped the walk.
+    found: Option<Verdict>,
 }
 
 impl<'de> Fast<'_, '_, 'de> {
@@ -79,10 +83,25 @@ impl<'de> Fast<'_, '_, 'de> {
         self.b.get(self.i).copied().unwrap_or(0)
     }
 
+    /// Skips JSON whitespace. Bodies are mostly compact: one comparison leaves at once on a byte above space.
     #[inline]
     fn ws(&mut self) {
-        while let Some(b' ' | b'\n' | b'\t' | b'\r') = self.b.get(self.i) {
+        while let Some(&c) = self.b.get(self.i) {
+            if c > b' ' || !matches!(c, b' ' | b'\n' | b'\t' | b'\r') {
+                return;
+            }
             self.i += 1;
+        }
+    }
+
+    #[inline]
+    fn stop(&mut self, verdict: Option<Verdict>) -> Step {
+        match verdict {
+            None => Ok(()),
+            Some(v) => {
+                self.found = Some(v);
+                Err(Stop::Found)
+            }
         }
     }
 
@@ -90,18 +109,13 @@ impl<'de> Fast<'_, '_, 'de> {
         self.ws();
         match self.peek() {
             b'"' => {
-                let s = self.string()?;
-                let value = match s {
-                    Some(s) => s.as_bytes(),
-                    None => &self.scratch[..],
-                };
+                let start = self.i + 1;
+                let value = if self.string()? { &self.b[start..self.i - 1] } else { &self.scratch[..] };
                 if value.len() > self.limits.max_string_bytes {
                     return Err(Stop::GiveUp);
                 }
-                match self.policy.scan(value, Place::JsonString, Field::Json, key) {
-                    Some(v) => Err(Stop::Found(v)),
-                    None => Ok(()),
-                }
+                let verdict = self.policy.scan(value, Place::JsonString, Field::Json, key);
+                self.stop(verdict)
             }
             b'{' => self.object(depth),
             b'[' => self.array(depth, key),
@@ -193,13 +207,20 @@ impl<'de> Fast<'_, '_, 'de> {
         }
         let start = self.open.len();
         let mut big: Option<HashSet<&'de str>> = None;
+        // One bit per fingerprint hash of this object's keys: a key whose bit is clear cannot be a duplicate.
+        let mut bits = 0u64;
         let mut n = 0usize;
         loop {
             if self.peek() != b'"' {
                 return Err(Stop::GiveUp);
             }
             // A key with escapes has more than one spelling; the serde walk compares it decoded.
-            let Some(key) = self.string()? else {
+            let from = self.i + 1;
+            if !self.string()? {
+                return Err(Stop::GiveUp);
+            }
+            // Both ends sit next to an ASCII quote in text already checked as UTF-8.
+            let Some(key) = self.text.get(from..self.i - 1) else {
                 return Err(Stop::GiveUp);
             };
             if n >= self.limits.max_object_keys {
@@ -207,9 +228,8 @@ impl<'de> Fast<'_, '_, 'de> {
             }
             n += 1;
             let fp = fingerprint(key.as_bytes());
-            if let Some(v) = self.clean.scan(self.policy, key, fp, Some(key)) {
-                return Err(Stop::Found(v));
-            }
+            let verdict = self.clean.scan(self.policy, key, fp, Some(key));
+            self.stop(verdict)?;
             match &mut big {
                 Some(set) => {
                     if !set.insert(key) {
@@ -217,9 +237,11 @@ impl<'de> Fast<'_, '_, 'de> {
                     }
                 }
                 None => {
-                    if self.open[start..].iter().any(|&(f, k)| f == fp && k == key) {
+                    let bit = 1u64 << (fp.wrapping_mul(0x9E37_79B1) >> 26);
+                    if bits & bit != 0 && self.open[start..].iter().any(|&(f, k)| f == fp && k == key) {
                         return Err(Stop::GiveUp);
                     }
+                    bits |= bit;
                     if n > SMALL_OBJECT {
                         let mut set: HashSet<&'de str> = self.open.drain(start..).map(|(_, k)| k).collect();
                         set.insert(key);
@@ -252,26 +274,32 @@ impl<'de> Fast<'_, '_, 'de> {
         Ok(())
     }
 
-    /// The string whose opening quote is at `self.i`: borrowed from the body when it has no escapes (`Some`),
-    /// else decoded into `self.scratch` (`None`).
-    fn string(&mut self) -> Result<Option<&'de str>, Stop> {
+    /// The string whose opening quote is at `self.i`, read up to past its closing quote: `true` when it has no
+    /// escapes (it is the bytes between the quotes), `false` when it was decoded into `self.scratch`.
+    #[inline(always)]
+    fn string(&mut self) -> Result<bool, Stop> {
         let start = self.i + 1;
         let end = plain_run(self.b, start);
-        match self.b.get(end) {
-            Some(b'"') => {
-                self.i = end + 1;
-                // Both ends sit next to an ASCII quote in text already checked as UTF-8.
-                self.text.get(start..end).map(Some).ok_or(Stop::GiveUp)
-            }
-            Some(b'\\') => {
-                self.scratch.clear();
-                self.scratch.extend_from_slice(&self.b[start..end]);
-                self.unescape(end)?;
-                Ok(None)
-            }
-            // A control character (JSON wants it escaped) or the end of the body.
-            _ => Err(Stop::GiveUp),
+        if self.b.get(end) == Some(&b'"') {
+            self.i = end + 1;
+            Ok(true)
+        } else {
+            self.escaped(start, end)
         }
+    }
+
+    /// The rest of [`Self::string`], out of line: a string with escapes, or one cut by a control character or
+    /// the end of the body.
+    #[cold]
+    #[inline(never)]
+    fn escaped(&mut self, start: usize, end: usize) -> Result<bool, Stop> {
+        if self.b.get(end) != Some(&b'\\') {
+            return Err(Stop::GiveUp);
+        }
+        self.scratch.clear();
+        self.scratch.extend_from_slice(&self.b[start..end]);
+        self.unescape(end)?;
+        Ok(false)
     }
 
     /// Decodes the rest of a string from the backslash at `at` into `self.scratch`, up to its closing quote.
