@@ -34,6 +34,8 @@ struct Walk<'p, 'c, 'de> {
 
 impl<'de> Walk<'_, '_, 'de> {
     /// The detector's verdict on an object key, remembered when clean and borrowed from the body.
+    // The `Cow` itself is needed: only a borrowed key can be remembered.
+    #[allow(clippy::ptr_arg)]
     fn scan_key(&mut self, key: &Cow<'de, str>) -> Option<Verdict> {
         let keep = match key {
             Cow::Borrowed(k) => Some(*k),
