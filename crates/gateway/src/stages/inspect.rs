@@ -9,12 +9,10 @@ use bytes::Bytes;
 use detect::{form_decode, Context, Detector, Place};
 use http::header::{HeaderName, CONTENT_TYPE, COOKIE};
 use http::request::Parts;
-use serde::de::DeserializeSeed;
-use smallvec::SmallVec;
-use std::borrow::Cow;
-use std::cell::RefCell;
 use std::collections::HashSet;
 use std::sync::Arc;
+
+mod json;
 
 /// Where in the request a value sat, as exclusions name it (`query:q`, `json:bio`, `header:referer`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -72,14 +70,19 @@ impl BodyKind {
         let Some(ct) = parts.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
             return BodyKind::Opaque;
         };
-        let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-        if mime == "application/json" || mime.ends_with("+json") {
+        // Compared without case and without a lower-cased copy: this runs on every request.
+        let mime = ct.split(';').next().unwrap_or("").trim();
+        let is = |name: &str| mime.eq_ignore_ascii_case(name);
+        let suffix = |s: &str| {
+            mime.len() >= s.len() && mime.as_bytes()[mime.len() - s.len()..].eq_ignore_ascii_case(s.as_bytes())
+        };
+        if is("application/json") || suffix("+json") {
             BodyKind::Json
-        } else if mime == "application/x-www-form-urlencoded" {
+        } else if is("application/x-www-form-urlencoded") {
             BodyKind::Form
-        } else if mime == "application/xml" || mime == "text/xml" || mime.ends_with("+xml") {
+        } else if is("application/xml") || is("text/xml") || suffix("+xml") {
             BodyKind::Xml
-        } else if mime == "multipart/form-data" {
+        } else if is("multipart/form-data") {
             // Without a usable boundary the body cannot be read the way the application will read it, so it is
             // refused later rather than let through uninspected.
             BodyKind::Multipart(crate::multipart::boundary(ct))
@@ -123,12 +126,14 @@ fn finding_verdict(f: detect::Finding, field: Field, name: &str) -> Verdict {
 }
 
 impl InspectPolicy {
+    /// Callers test `exclude.is_empty()` first, inline: most policies exclude nothing.
     fn excluded(&self, field: Field, name: &str) -> bool {
-        !self.exclude.is_empty() && self.exclude.contains(&(field, name.to_string()))
+        self.exclude.contains(&(field, name.to_string()))
     }
 
+    #[inline]
     fn scan(&self, value: &[u8], place: Place, field: Field, name: &str) -> Option<Verdict> {
-        if value.is_empty() || self.excluded(field, name) {
+        if value.is_empty() || (!self.exclude.is_empty() && self.excluded(field, name)) {
             return None;
         }
         let ctx = if name.is_empty() { Context::new(place) } else { Context::with_key(place, name) };
@@ -235,15 +240,15 @@ impl InspectPolicy {
     /// same limits, duplicate keys refused): the same keys and strings, with the same member names, go through
     /// the detector, and the body is not parsed a second time.
     pub fn scan_json_tree(&self, value: &serde_json::Value) -> Verdict {
-        self.walk_tree(value, "", &mut SmallVec::new()).unwrap_or(Verdict::Continue)
+        self.walk_tree(value, "", &mut json::CleanKeys::new()).unwrap_or(Verdict::Continue)
     }
 
-    /// `clean`: keys already passed in this body (see `Walk::clean_keys`).
+    /// `clean`: keys already passed in this body.
     fn walk_tree<'v>(
         &self,
         value: &'v serde_json::Value,
         key: &str,
-        clean: &mut SmallVec<[&'v str; 16]>,
+        clean: &mut json::CleanKeys<'v>,
     ) -> Option<Verdict> {
         use serde_json::Value;
         match value {
@@ -251,13 +256,8 @@ impl InspectPolicy {
             Value::Array(items) => items.iter().find_map(|v| self.walk_tree(v, key, clean)),
             Value::Object(members) => {
                 for (k, v) in members {
-                    if !clean.contains(&k.as_str()) {
-                        if let Some(verdict) = self.scan(k.as_bytes(), Place::JsonKey, Field::Json, "") {
-                            return Some(verdict);
-                        }
-                        if clean.len() < CLEAN_KEYS {
-                            clean.push(k);
-                        }
+                    if let Some(verdict) = clean.scan(self, k, json::fingerprint(k.as_bytes()), Some(k)) {
+                        return Some(verdict);
                     }
                     if let Some(verdict) = self.walk_tree(v, k, clean) {
                         return Some(verdict);
@@ -270,224 +270,12 @@ impl InspectPolicy {
     }
 
     /// One pass over the JSON tokens (no tree is built): limits, duplicate keys and every string and key
-    /// through the detector. Trailing bytes after the value are refused too. Keys and strings without escapes
-    /// are borrowed from the body, so a typical body is walked without an allocation per member.
+    /// through the detector (see the `json` module). Trailing bytes after the value are refused too.
     fn scan_json(&self, body: &[u8]) -> Verdict {
         if body.iter().all(u8::is_ascii_whitespace) {
             return Verdict::Continue;
         }
-        let walk = Walk {
-            policy: self,
-            verdict: RefCell::new(None),
-            open_keys: RefCell::new(SmallVec::new()),
-            clean_keys: RefCell::new(SmallVec::new()),
-        };
-        // One UTF-8 check over the whole body (JSON text is UTF-8, RFC 8259 §8.1) lets the parser borrow every
-        // string without checking each again: bytes that are not UTF-8 are refused either way.
-        let text = match std::str::from_utf8(body) {
-            Ok(text) => text,
-            Err(e) => {
-                return Verdict::reject(
-                    Code::InspectMalformedBody,
-                    format!("JSON body: not UTF-8 at byte {}", e.valid_up_to()),
-                )
-            }
-        };
-        let mut de = serde_json::Deserializer::from_str(text);
-        let parsed = Node { walk: &walk, depth: 0, key: "" }.deserialize(&mut de).and_then(|()| de.end());
-        match (parsed, walk.verdict.into_inner()) {
-            (_, Some(v)) => v,
-            (Ok(()), None) => Verdict::Continue,
-            (Err(e), None) => Verdict::reject(Code::InspectMalformedBody, format!("JSON body: {e}")),
-        }
-    }
-}
-
-/// Objects up to this many keys are checked for duplicates by comparing with the keys before (no hashing, no
-/// allocation); a bigger one moves its keys into a hash set, so a 1,000-key object costs no quadratic work.
-const SMALL_OBJECT: usize = 16;
-
-/// How many distinct clean keys a body remembers (see `Walk::clean_keys`); past that, keys are scanned anew.
-const CLEAN_KEYS: usize = 32;
-
-struct Walk<'p, 'de> {
-    policy: &'p InspectPolicy,
-    /// The verdict that stopped the walk (the deserializer only carries an error message out).
-    verdict: RefCell<Option<Verdict>>,
-    /// The keys of the small objects open along the current path, each object's run after its parent's: one
-    /// buffer for the whole body instead of a set per object.
-    open_keys: RefCell<SmallVec<[Cow<'de, str>; 32]>>,
-    /// Keys the detector already passed in this body. A key is scanned with nothing but its own bytes (no
-    /// member name, same place), so its verdict cannot differ the second time: the member names every item
-    /// of an array of objects repeats are scanned once.
-    clean_keys: RefCell<SmallVec<[Cow<'de, str>; 16]>>,
-}
-
-impl<'de> Walk<'_, 'de> {
-    /// The detector's verdict on an object key, remembered when clean.
-    // The `Cow` itself is remembered (a borrowed key is copied as a pointer, not as text).
-    #[allow(clippy::ptr_arg)]
-    fn scan_key(&self, key: &Cow<'de, str>) -> Option<Verdict> {
-        if self.clean_keys.borrow().iter().any(|k| k.len() == key.len() && k == key) {
-            return None;
-        }
-        let verdict = self.policy.scan(key.as_bytes(), Place::JsonKey, Field::Json, "");
-        if verdict.is_none() {
-            let mut clean = self.clean_keys.borrow_mut();
-            if clean.len() < CLEAN_KEYS {
-                clean.push(key.clone());
-            }
-        }
-        verdict
-    }
-}
-
-struct Node<'a, 'p, 'de> {
-    walk: &'a Walk<'p, 'de>,
-    depth: usize,
-    /// The name of the member this value belongs to (the parent's, for array items).
-    key: &'a str,
-}
-
-impl Node<'_, '_, '_> {
-    fn stop<E: serde::de::Error>(&self, v: Verdict) -> E {
-        *self.walk.verdict.borrow_mut() = Some(v);
-        E::custom("stopped by inspection")
-    }
-
-    fn malformed<E: serde::de::Error>(&self, detail: String) -> E {
-        self.stop(Verdict::reject(Code::InspectMalformedBody, detail))
-    }
-
-    fn limits(&self) -> JsonLimits {
-        self.walk.policy.json
-    }
-}
-
-impl<'de> serde::de::DeserializeSeed<'de> for Node<'_, '_, 'de> {
-    type Value = ();
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> serde::de::Visitor<'de> for Node<'_, '_, 'de> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a JSON value")
-    }
-
-    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<(), E> {
-        if v.len() > self.limits().max_string_bytes {
-            return Err(self.malformed(format!("a string of {} bytes under `{}`", v.len(), self.key)));
-        }
-        match self.walk.policy.scan(v.as_bytes(), Place::JsonString, Field::Json, self.key) {
-            Some(verdict) => Err(self.stop(verdict)),
-            None => Ok(()),
-        }
-    }
-
-    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<(), E> {
-        if v.is_finite() {
-            Ok(())
-        } else {
-            Err(self.malformed(format!("a number out of range under `{}`", self.key)))
-        }
-    }
-    fn visit_unit<E>(self) -> Result<(), E> {
-        Ok(())
-    }
-
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        if self.depth >= self.limits().max_depth {
-            return Err(self.malformed(format!("JSON nested deeper than {}", self.limits().max_depth)));
-        }
-        let mut n = 0usize;
-        while seq.next_element_seed(Node { walk: self.walk, depth: self.depth + 1, key: self.key })?.is_some() {
-            n += 1;
-            if n > self.limits().max_array_items {
-                return Err(self.malformed(format!("an array of more than {} items", self.limits().max_array_items)));
-            }
-        }
-        Ok(())
-    }
-
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        if self.depth >= self.limits().max_depth {
-            return Err(self.malformed(format!("JSON nested deeper than {}", self.limits().max_depth)));
-        }
-        let start = self.walk.open_keys.borrow().len();
-        let mut big: Option<HashSet<Cow<'de, str>>> = None;
-        let mut n = 0usize;
-        while let Some(key) = map.next_key_seed(KeySeed)? {
-            if n >= self.limits().max_object_keys {
-                return Err(self.malformed(format!("an object with more than {} keys", self.limits().max_object_keys)));
-            }
-            n += 1;
-            if let Some(verdict) = self.walk.scan_key(&key) {
-                return Err(self.stop(verdict));
-            }
-            // Parsers disagree on which duplicate wins; a gateway that checked one and forwarded both would be
-            // bypassed.
-            let duplicate = match &mut big {
-                Some(set) => !set.insert(key.clone()),
-                None => {
-                    let mut open = self.walk.open_keys.borrow_mut();
-                    let seen = open[start..].iter().any(|k| k.len() == key.len() && *k == key);
-                    if !seen && n > SMALL_OBJECT {
-                        let mut set: HashSet<Cow<'de, str>> = open.drain(start..).collect();
-                        set.insert(key.clone());
-                        big = Some(set);
-                    } else if !seen {
-                        open.push(key.clone());
-                    }
-                    seen
-                }
-            };
-            if duplicate {
-                return Err(self.malformed(format!("duplicate key `{}`", key.chars().take(64).collect::<String>())));
-            }
-            map.next_value_seed(Node { walk: self.walk, depth: self.depth + 1, key: &key })?;
-        }
-        self.walk.open_keys.borrow_mut().truncate(start);
-        Ok(())
-    }
-}
-
-/// An object key, borrowed from the body unless it holds escapes.
-struct KeySeed;
-
-impl<'de> serde::de::DeserializeSeed<'de> for KeySeed {
-    type Value = Cow<'de, str>;
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Cow<'de, str>, D::Error> {
-        d.deserialize_str(KeySeed)
-    }
-}
-
-impl<'de> serde::de::Visitor<'de> for KeySeed {
-    type Value = Cow<'de, str>;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("an object key")
-    }
-    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Cow<'de, str>, E> {
-        Ok(Cow::Borrowed(v))
-    }
-    fn visit_str<E>(self, v: &str) -> Result<Cow<'de, str>, E> {
-        Ok(Cow::Owned(v.to_owned()))
-    }
-    fn visit_string<E>(self, v: String) -> Result<Cow<'de, str>, E> {
-        Ok(Cow::Owned(v))
+        json::scan(self, body)
     }
 }
 
@@ -505,6 +293,7 @@ fn form_value(raw: &[u8]) -> std::borrow::Cow<'_, [u8]> {
 
 #[cfg(test)]
 mod tests {
+    use super::json::SMALL_OBJECT;
     use super::*;
 
     fn policy() -> InspectPolicy {
