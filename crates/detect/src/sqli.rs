@@ -1463,9 +1463,7 @@ fn as_is_signal(s: &[u8]) -> bool {
             }
             _ => {
                 let start = i;
-                while i < n && SIGNAL_BYTES[s[i] as usize] == LETTER {
-                    i += 1;
-                }
+                i += s[i..].iter().position(|&b| SIGNAL_BYTES[b as usize] != LETTER).unwrap_or(n - i);
                 if i < n && is_word_char(s[i]) {
                     continue;
                 }
