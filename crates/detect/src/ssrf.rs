@@ -67,13 +67,22 @@ const HOST_BIGRAMS: [u32; 26] = {
 pub(crate) fn host_key(ctx: crate::Context<'_>) -> bool {
     let Some(k) = ctx.key.map(str::as_bytes) else { return false };
     // every name is at least three letters long, so the last two positions start none
-    (0..k.len().saturating_sub(2)).any(|i| {
-        let (a, b) = (LETTER_INDEX[usize::from(k[i])], LETTER_INDEX[usize::from(k[i + 1])]);
-        a < 26
+    if k.len() < 3 {
+        return false;
+    }
+    let mut a = LETTER_INDEX[usize::from(k[0])];
+    for i in 0..k.len() - 2 {
+        let b = LETTER_INDEX[usize::from(k[i + 1])];
+        if a < 26
             && b < 26
             && HOST_BIGRAMS[usize::from(a)] & (1 << b) != 0
-            && host_keys_starting(lower(k[i])).iter().any(|h| starts_ci(k, i, h))
-    })
+            && host_keys_starting(b'a' + a).iter().any(|h| starts_ci(k, i, h))
+        {
+            return true;
+        }
+        a = b;
+    }
+    false
 }
 
 /// A letter's place in the alphabet (either case), 26 or more for any other byte.
