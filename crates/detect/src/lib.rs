@@ -283,26 +283,6 @@ impl Detector {
     }
 
     fn scan_view(&self, bytes: &[u8], classes: ByteClasses, ctx: Context<'_>, host: bool) -> Option<Finding> {
-        if classes.is_clean() && ctx.place == Place::JsonKey {
-            // Member names are mostly plain words and a body has dozens. The SQL, command and XSS
-            // detectors never read a JSON key, NoSQL needs a `$`, and JNDI, template, LDAP and XPath
-            // shapes each need a trigger byte, so the chain reduces to the detectors that can still
-            // fire on this value — the same verdict as the whole chain, without its fixed cost.
-            let v = View {
-                bytes,
-                classes,
-                groups: prefilter::keyword_groups(bytes, prefilter::wanted_groups(classes)),
-                ctx,
-                level: self.level,
-                host_key: host,
-            };
-            return markers::scan_keys(&v)
-                .or_else(|| markers::scan_deserialization(&v))
-                .or_else(|| xml::scan_xxe(&v))
-                .or_else(|| markers::scan_crlf(&v))
-                .or_else(|| paths::scan(&v))
-                .or_else(|| ssrf::scan(&v));
-        }
         if classes.is_clean() && !ctx.place.is_key() {
             // keyword-only SQL ("1 union select a from b", "1 --") is the one attack family
             // without trigger punctuation; a host-like key makes a bare host worth a look
@@ -335,6 +315,18 @@ impl Detector {
             level: self.level,
             host_key: host,
         };
+        if classes.is_clean() && ctx.place == Place::JsonKey {
+            // Member names are mostly plain words and a body has dozens. The SQL, command and XSS
+            // detectors never read a JSON key, NoSQL needs a `$`, and JNDI, template, LDAP and XPath
+            // shapes each need a trigger byte, so the chain reduces to the detectors that can still
+            // fire on this value — the same verdict as the whole chain, without its fixed cost.
+            return markers::scan_keys(&v)
+                .or_else(|| markers::scan_deserialization(&v))
+                .or_else(|| xml::scan_xxe(&v))
+                .or_else(|| markers::scan_crlf(&v))
+                .or_else(|| paths::scan(&v))
+                .or_else(|| ssrf::scan(&v));
+        }
         markers::scan_keys(&v)
             .or_else(|| markers::scan_deserialization(&v))
             .or_else(|| template::scan_jndi(&v))

@@ -160,12 +160,6 @@ pub(crate) struct Words {
 }
 
 impl Words {
-    /// The words, for tests that tie a prefilter to this list.
-    #[cfg(test)]
-    pub(crate) fn entries(&self) -> &'static [&'static str] {
-        self.list
-    }
-
     /// Builds the tables at compile time.
     pub(crate) const fn new(list: &'static [&'static str]) -> Self {
         assert!(list.len() <= 128, "at most 128 words per list");

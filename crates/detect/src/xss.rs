@@ -45,9 +45,9 @@ const SCRIPT_SCHEMES: &[&str] = &[
     "data:text/javascript",
 ];
 
-/// Every word [`sink_call`] can report starts with one of these: a sink's name or the start of
-/// `document.…` / `String.fromCharCode(`. Their absence (`prefilter::G_XSS_SINK`) skips its walk.
-pub(crate) const SINK_STARTS: crate::text::Needles = crate::text::Needles::new(&[
+/// Functions whose call is the usual proof of an XSS, then the starts of `document.…` and
+/// `String.fromCharCode(`: every word [`sink_call`] can report starts with one of these.
+const SINK_START_LIST: &[&str] = &[
     "alert",
     "prompt",
     "confirm",
@@ -62,23 +62,14 @@ pub(crate) const SINK_STARTS: crate::text::Needles = crate::text::Needles::new(&
     "open",
     "document",
     "string.fromcharcode(",
-]);
+];
 
-/// Functions whose call is the usual proof of an XSS.
-const SINKS: Words = Words::new(&[
-    "alert",
-    "prompt",
-    "confirm",
-    "eval",
-    "settimeout",
-    "setinterval",
-    "function",
-    "fetch",
-    "atob",
-    "execscript",
-    "print",
-    "open",
-]);
+/// The sinks themselves: [`SINK_START_LIST`] without its last two entries.
+const SINKS: Words = Words::new(SINK_START_LIST.split_at(SINK_START_LIST.len() - 2).0);
+
+/// [`SINK_START_LIST`] as a keyword group: without one at a word start (`prefilter::G_XSS_SINK`) the
+/// sink-call walk is skipped.
+pub(crate) const SINK_STARTS: crate::text::Needles = crate::text::Needles::new(SINK_START_LIST);
 
 /// Detector entry point.
 #[inline]
@@ -524,13 +515,6 @@ mod tests {
 
     fn xss(s: &str) -> bool {
         Detector::new(Level::L1).scan(s.as_bytes(), Context::new(Place::Query)).is_some_and(|f| f.family == Family::Xss)
-    }
-
-    #[test]
-    fn sink_starts_cover_every_sink() {
-        for w in super::SINKS.entries() {
-            assert!(super::SINK_STARTS.list.contains(w), "{w} missing from SINK_STARTS");
-        }
     }
 
     #[test]
