@@ -575,13 +575,7 @@ mod tests {
             out
         };
         let limits = DecodeLimits::default();
-        let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = crate::xorshift(0x9E37_79B9_7F4A_7C15);
         let texts: [&[u8]; 6] =
             [b"' or 1=1--", "Zoë 東京 café".as_bytes(), b"\xac\xed\x00\x05sr", b"\x80\x04K.", b"", b"\xff\xfe"];
         for round in 0..60_000 {
@@ -592,7 +586,7 @@ mod tests {
                 1 => {
                     let mut raw = texts[(next() % 6) as usize].to_vec();
                     raw.extend((0..next() % 12).map(|_| {
-                        if next() % 4 == 0 {
+                        if next().is_multiple_of(4) {
                             next() as u8
                         } else {
                             b'a' + (next() % 26) as u8

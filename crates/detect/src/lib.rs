@@ -350,6 +350,17 @@ impl Default for Detector {
     }
 }
 
+/// A xorshift generator for the randomized tests: deterministic, so a failure repeats.
+#[cfg(test)]
+pub(crate) fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
+    move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -413,12 +424,10 @@ mod tests {
             "src",
         ];
         let dets = [Detector::new(Level::L1), Detector::new(Level::L2), Detector::new(Level::L3)];
-        let mut seed: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut next = crate::xorshift(0x2545_F491_4F6C_DD1D);
         let (mut checked, mut findings) = (0, 0);
         for round in 0..40_000usize {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
+            let seed = next();
             let value: String =
                 (0..1 + seed % 5).map(|k| parts[((seed >> (6 * k + 5)) % parts.len() as u64) as usize]).collect();
             let bytes = value.as_bytes();
@@ -547,13 +556,7 @@ mod tests {
     #[test]
     fn random_inputs_never_panic() {
         const ALPHABET: &[u8] = b"'\"`;|&<>(){}[]$%#*=:/\\\r\n\0.-+@!~^?,_ aAzZ09orunselctjdiq\xc0\xaf\xef\xbc\x80\xe5";
-        let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = crate::xorshift(0x9E37_79B9_7F4A_7C15);
         let places = Place::ALL;
         let dets = [Detector::new(Level::L1), Detector::new(Level::L2), Detector::new(Level::L3)];
         for round in 0..6000usize {

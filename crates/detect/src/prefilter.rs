@@ -401,11 +401,9 @@ mod tests {
             b"Alert",
             b"pRoTo",
         ];
-        let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = crate::xorshift(0x9E37_79B9_7F4A_7C15);
         for _ in 0..50_000 {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
+            let seed = next();
             let mut s = Vec::new();
             for k in 0..(seed % 8) {
                 s.extend_from_slice(words[((seed >> (6 * k + 3)) % words.len() as u64) as usize]);

@@ -1597,11 +1597,9 @@ mod tests {
             }
             check(&w);
         }
-        let mut seed: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut next = crate::xorshift(0x2545_F491_4F6C_DD1D);
         for _ in 0..400_000 {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
+            let seed = next();
             let len = 5 + (seed % 6) as usize;
             let w: Vec<u8> = (0..len).map(|k| letters[((seed >> (5 * k + 8)) % 27) as usize]).collect();
             check(&w);
@@ -1776,13 +1774,7 @@ mod tests {
             b"\t",
             b"\\",
         ];
-        let mut seed: u64 = 0x2545_F491_4F6C_DD1D;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = crate::xorshift(0x2545_F491_4F6C_DD1D);
         for _ in 0..200_000 {
             let parts = 1 + (next() % 12) as usize;
             let mut v = Vec::new();

@@ -319,11 +319,9 @@ pub(crate) fn needle_at(hay: &[u8], i: usize, c: u8, needles: &Needles) -> bool 
 mod tests {
     #[test]
     fn has_double_agrees_with_windows() {
-        let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = crate::xorshift(0x9E37_79B9_7F4A_7C15);
         for _ in 0..100_000 {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
+            let seed = next();
             let len = (seed % 40) as usize;
             let s: Vec<u8> = (0..len).map(|k| b"..-a.\xff\x2e\xae"[((seed >> (k + 7)) % 8) as usize]).collect();
             for c in [b'.', b'-'] {

@@ -340,7 +340,7 @@ impl<'de> Fast<'_, '_, 'de> {
         }
     }
 
-    /// `\uXXXX` at `at` (or a surrogate pair `\uXXXX\uXXXX`): the character and the bytes it took.
+    /// A `\u` escape of four hex digits at `at` (or a surrogate pair of two): the character and the bytes it took.
     fn unicode_escape(&self, at: usize) -> Result<(char, usize), Stop> {
         let hex = |from: usize| -> Option<u32> {
             let digits = self.b.get(from..from + 4)?;
