@@ -327,21 +327,28 @@ impl Detector {
                 .or_else(|| paths::scan(&v))
                 .or_else(|| ssrf::scan(&v));
         }
-        markers::scan_keys(&v)
-            .or_else(|| markers::scan_deserialization(&v))
-            .or_else(|| template::scan_jndi(&v))
-            .or_else(|| xml::scan_xxe(&v))
-            .or_else(|| markers::scan_crlf(&v))
-            .or_else(|| nosql::scan(&v))
-            .or_else(|| template::scan_ssti(&v))
-            .or_else(|| sqli::scan(&v))
-            .or_else(|| cmdi::scan(&v))
-            .or_else(|| xss::scan(&v))
-            .or_else(|| paths::scan(&v))
-            .or_else(|| ssrf::scan(&v))
-            .or_else(|| markers::scan_ldap(&v))
-            .or_else(|| markers::scan_xpath(&v))
+        whole_chain(&v)
     }
+}
+
+/// Every detector in the order its findings win, with no shortcut: the chain for a value with trigger
+/// bytes, and what the clean-key shortcut in `scan_view` is tested against.
+#[inline]
+fn whole_chain(v: &View<'_>) -> Option<Finding> {
+    markers::scan_keys(v)
+        .or_else(|| markers::scan_deserialization(v))
+        .or_else(|| template::scan_jndi(v))
+        .or_else(|| xml::scan_xxe(v))
+        .or_else(|| markers::scan_crlf(v))
+        .or_else(|| nosql::scan(v))
+        .or_else(|| template::scan_ssti(v))
+        .or_else(|| sqli::scan(v))
+        .or_else(|| cmdi::scan(v))
+        .or_else(|| xss::scan(v))
+        .or_else(|| paths::scan(v))
+        .or_else(|| ssrf::scan(v))
+        .or_else(|| markers::scan_ldap(v))
+        .or_else(|| markers::scan_xpath(v))
 }
 
 impl Default for Detector {
@@ -364,24 +371,6 @@ pub(crate) fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Every detector in order, with no shortcut: what the clean-key path must agree with.
-    fn whole_chain(v: &View<'_>) -> Option<Finding> {
-        markers::scan_keys(v)
-            .or_else(|| markers::scan_deserialization(v))
-            .or_else(|| template::scan_jndi(v))
-            .or_else(|| xml::scan_xxe(v))
-            .or_else(|| markers::scan_crlf(v))
-            .or_else(|| nosql::scan(v))
-            .or_else(|| template::scan_ssti(v))
-            .or_else(|| sqli::scan(v))
-            .or_else(|| cmdi::scan(v))
-            .or_else(|| xss::scan(v))
-            .or_else(|| paths::scan(v))
-            .or_else(|| ssrf::scan(v))
-            .or_else(|| markers::scan_ldap(v))
-            .or_else(|| markers::scan_xpath(v))
-    }
 
     #[test]
     fn clean_json_keys_get_the_verdict_of_the_whole_chain() {
@@ -448,7 +437,7 @@ mod tests {
                 host_key: host,
             };
             let verdict = d.scan_view(bytes, classes, ctx, host);
-            assert_eq!(verdict, whole_chain(&v), "{value:?} {key:?}");
+            assert_eq!(verdict, super::whole_chain(&v), "{value:?} {key:?}");
             checked += 1;
             findings += usize::from(verdict.is_some());
         }
