@@ -24,7 +24,7 @@ use hyper::body::Incoming;
 
 impl Exit<'_> {
     /// Records a response-stage finding that does not stop the response: security event, metric, `flagged`.
-    fn note(&self, code: Code, mode: Mode, detail: &str, rec: &mut RequestRecord) {
+    fn note(&self, code: Code, mode: Mode, detail: &dyn std::fmt::Display, rec: &mut RequestRecord) {
         let mode_label = match mode {
             Mode::Enforce => "enforce",
             Mode::Monitor => "monitor",
@@ -38,7 +38,7 @@ impl Exit<'_> {
             request_id = self.request_id,
             client_ip = %rec.client_ip,
             route = rec.route.as_deref().unwrap_or(""),
-            detail,
+            detail = %detail,
             "response finding"
         );
         self.shared.metrics.rejections.get_or_create(&CodeLabel { code: code.as_str(), mode: mode_label }).inc();
@@ -133,7 +133,7 @@ async fn deliver(
     identity: Option<&Identity>,
 ) -> Response<ResponseBody> {
     if out.report.total() > 0 {
-        exit.note(Code::RespondRedacted, mode, &out.report.summary(), &mut rec);
+        exit.note(Code::RespondRedacted, mode, &out.report, &mut rec);
     }
     if let (Some(guard), true) = (policy.and_then(|p| p.exfiltration), out.report.records > 0) {
         let key = exfil_key(rec.route.as_deref().unwrap_or(""), identity, &rec);
@@ -155,7 +155,7 @@ async fn deliver(
                 if guard.action == ExfilAction::Block && mode == Mode::Enforce {
                     return exit.reject(Rejection::new(Code::ThrottleStateUnavailable, detail), rec);
                 }
-                exit.note(Code::ThrottleStateUnavailable, Mode::Monitor, detail, &mut rec);
+                exit.note(Code::ThrottleStateUnavailable, Mode::Monitor, &detail, &mut rec);
             }
         }
     }
@@ -328,7 +328,7 @@ fn uninspected(
     if cx.policy.over_limit == OverLimit::Block && cx.mode == Mode::Enforce {
         return exit.reject(Rejection::new(Code::RespondUninspected, detail), rec);
     }
-    exit.note(Code::RespondUninspected, Mode::Monitor, detail, &mut rec);
+    exit.note(Code::RespondUninspected, Mode::Monitor, &detail, &mut rec);
     rec.outcome = Outcome::Pass;
     exit.finish(Response::from_parts(parts, body), rec)
 }
