@@ -69,6 +69,10 @@ pub struct FieldNames {
     /// Last two bytes of the suffixes (a 256×256 bitset; a one-byte suffix sets its whole row).
     suffix_last2: Box<[u64; 1024]>,
     prefix_first: [bool; 256],
+    /// For the pair search in text, read before the name is even delimited: per pair of last two bytes
+    /// (folded to their low five bits, as in `pair_lens`), whether some exact name or suffix ends with them
+    /// (every pair when there is a prefix pattern, which can end with anything).
+    ends: [u64; 16],
 }
 
 impl Default for FieldNames {
@@ -80,6 +84,7 @@ impl Default for FieldNames {
             pair_lens: Box::new([0; 1024]),
             suffix_last2: Box::new([0; 1024]),
             prefix_first: [false; 256],
+            ends: [0; 16],
         }
     }
 }
@@ -198,11 +203,32 @@ impl FieldNames {
         for p in &f.prefix {
             f.prefix_first[p[0] as usize] = true;
         }
+        for e in f.exact.iter().chain(&f.suffix) {
+            let last = e[e.len() - 1];
+            if e.len() == 1 {
+                for before in 0..32u8 {
+                    f.ends[pair_slot(before, last) / 64] |= 1 << (pair_slot(before, last) % 64);
+                }
+            } else {
+                let slot = pair_slot(e[e.len() - 2], last);
+                f.ends[slot / 64] |= 1 << (slot % 64);
+            }
+        }
+        if !f.prefix.is_empty() {
+            f.ends = [u64::MAX; 16];
+        }
         Ok(f)
     }
 
     pub fn is_empty(&self) -> bool {
         self.exact.is_empty() && self.suffix.is_empty() && self.prefix.is_empty()
+    }
+
+    /// Whether a name whose last two bytes (letters or digits, so neither is dropped by normalising) are
+    /// `before_last`, `last` may match: `false` means [`matches`](Self::matches) is `false` for it.
+    fn may_end_with(&self, before_last: u8, last: u8) -> bool {
+        let slot = pair_slot(before_last.to_ascii_lowercase(), last.to_ascii_lowercase());
+        self.ends[slot / 64] & (1 << (slot % 64)) != 0
     }
 
     pub fn matches(&self, name: &[u8]) -> bool {
@@ -373,6 +399,15 @@ impl Redactor {
             }
             if e > 0 && (s[e - 1] == b'"' || s[e - 1] == b'\'') {
                 e -= 1;
+            }
+            // Most `:` and `=` in values (times, URLs, base64 padding) follow a name no pattern ends like:
+            // rejected from its last two bytes, before the walk back over it.
+            if e >= 2
+                && s[e - 1].is_ascii_alphanumeric()
+                && s[e - 2].is_ascii_alphanumeric()
+                && !self.fields.may_end_with(s[e - 2], s[e - 1])
+            {
+                continue;
             }
             let mut b = e;
             while b > 0 && e - b <= MAX_NAME && (s[b - 1].is_ascii_alphanumeric() || matches!(s[b - 1], b'_' | b'-')) {
@@ -1543,6 +1578,55 @@ mod tests {
             }
             assert_eq!(f.matches(&name), plain(&name), "{:?}", String::from_utf8_lossy(&name));
         }
+    }
+
+    /// The pair search's rejection by the last two bytes never turns away a name that matches: on random
+    /// names, for the defaults, with one-byte patterns, and with a prefix pattern (which lets every ending in).
+    #[test]
+    fn name_ending_rejection_never_drops_a_match() {
+        let configs: [Vec<&str>; 3] = [
+            DEFAULT_FIELDS.to_vec(),
+            DEFAULT_FIELDS.iter().copied().chain(["q", "*z", "cvv2", "*a_1"]).collect(),
+            DEFAULT_FIELDS.iter().copied().chain(["internal*"]).collect(),
+        ];
+        let mut rng = fastrand::Rng::with_seed(64);
+        let alphabet = b"pPaAsSwWoOrRdDtTkKeEnNiIxXqQzZvVcC_-. 0123";
+        for (c, config) in configs.iter().enumerate() {
+            let f = FieldNames::new(config.iter().copied()).unwrap();
+            let mut matched = 0;
+            for _ in 0..30000 {
+                let mut name: Vec<u8> = match rng.u8(0..3) {
+                    0 => config[rng.usize(0..config.len())].trim_matches('*').as_bytes().to_vec(),
+                    _ => Vec::new(),
+                };
+                for _ in 0..rng.usize(0..6) {
+                    let b = alphabet[rng.usize(0..alphabet.len())];
+                    if rng.bool() {
+                        name.push(b);
+                    } else {
+                        name.insert(0, b);
+                    }
+                }
+                let n = name.len();
+                if f.matches(&name) {
+                    matched += 1;
+                    if n >= 2 && name[n - 1].is_ascii_alphanumeric() && name[n - 2].is_ascii_alphanumeric() {
+                        assert!(
+                            f.may_end_with(name[n - 2], name[n - 1]),
+                            "config {c}: {:?}",
+                            String::from_utf8_lossy(&name)
+                        );
+                    }
+                }
+            }
+            assert!(matched > 1000, "config {c}: the names must match often enough to test anything");
+        }
+        // And through the text pair search: a time's colons are not pairs, a name ending like a pattern is.
+        let r = Redactor::default();
+        let mut out = Vec::new();
+        r.find(b"at 2024-01-15T12:30:00Z cvv2=123 x.cvv2 = 456", &mut out);
+        let fields: Vec<_> = out.iter().filter(|sp| sp.kind == Kind::Field).map(|sp| (sp.start, sp.end)).collect();
+        assert_eq!(fields, vec![(29, 32), (42, 45)]);
     }
 
     /// The one-pass string scan stops where a plain search for the quote, the backslash and (strict) a control
