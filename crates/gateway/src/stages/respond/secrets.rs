@@ -815,10 +815,19 @@ fn is_aws_key_id_span(s: &[u8], sp: &Span) -> bool {
 }
 
 fn mentions_aws_secret(s: &[u8]) -> bool {
-    // Cheap check first: the words always contain "ecret" in some case.
-    static ECRET: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
-        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"ecret"));
-    ECRET.find(s).is_some() && {
+    // Cheap check first: the words always contain "ecret", in any case (`SecretAccessKey`, the environment's
+    // `AWS_SECRET_ACCESS_KEY`); found from its `c`, a byte rare enough in text for a vectorised search.
+    let mut from = 0;
+    let mut ecret = false;
+    while let Some(p) = memchr::memchr2(b'c', b'C', &s[from..]) {
+        let c = from + p;
+        if c >= 1 && s.get(c - 1..c + 4).is_some_and(|w| w.eq_ignore_ascii_case(b"ecret")) {
+            ecret = true;
+            break;
+        }
+        from = c + 1;
+    }
+    ecret && {
         let lower: Vec<u8> = s.iter().filter(|b| is_alnum(**b)).map(|b| b.to_ascii_lowercase()).collect();
         find_sub(&lower, b"secretaccesskey").is_some()
     }
@@ -951,6 +960,12 @@ mod tests {
                 (Kind::CloudKey, "AKIAIOSFODNN7EXAMPLE".into()),
                 (Kind::CloudKey, "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY".into())
             ]
+        );
+        // The environment's spelling, in capitals, as a config dump or a debug page shows it.
+        one(
+            "export AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+            Kind::CloudKey,
+            "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
         );
         one(
             "SecretAccessKey: wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
