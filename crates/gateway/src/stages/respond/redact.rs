@@ -681,28 +681,26 @@ fn card_number(digits: &[u8]) -> Option<Vec<u8>> {
 const ONES: u64 = 0x0101_0101_0101_0101;
 const HIGHS: u64 = 0x8080_8080_8080_8080;
 
-/// High bit set in every byte of `w` equal to `b` (exact up to the first one, which is all that is read).
-#[inline]
-fn bytes_eq(w: u64, b: u8) -> u64 {
-    let x = w ^ (ONES * b as u64);
-    x.wrapping_sub(ONES) & !x & HIGHS
-}
-
 /// Where a string's content stops being plain — the closing quote, a backslash or, when `strict`, a raw
 /// control character — and whether a `=` or `:` comes before that. Eight bytes per step (SWAR): one pass
 /// instead of a quote search, a control-character check and the pair search's own scan.
 #[inline]
 fn scan_string(s: &[u8], strict: bool) -> (Option<usize>, bool) {
+    // Every byte looked for is below 0x80, so `!(w ^ c) & HIGHS` is `!w & HIGHS` for all of them: the zero-byte
+    // tests share that mask, and each one is a subtraction (exact up to the first hit, which is all that is
+    // read: a borrow only marks bytes above a true hit). `w - 0` masked by `!w` is nothing: not strict, no test.
     let ctrl_sub = if strict { ONES * 0x20 } else { 0 };
     let mut i = 0;
     let mut pairs = 0u64;
     while let Some(chunk) = s.get(i..).and_then(|r| r.first_chunk::<8>()) {
         let w = u64::from_le_bytes(*chunk);
+        let low = !w & HIGHS;
         // Bytes below 0x20 (strict), the quote and the backslash.
-        let stop = (w.wrapping_sub(ctrl_sub) & !w & HIGHS & if strict { u64::MAX } else { 0 })
-            | bytes_eq(w, b'"')
-            | bytes_eq(w, b'\\');
-        let pair = bytes_eq(w, b'=') | bytes_eq(w, b':');
+        let stop = ((w ^ (ONES * b'"' as u64)).wrapping_sub(ONES)
+            | (w ^ (ONES * b'\\' as u64)).wrapping_sub(ONES)
+            | w.wrapping_sub(ctrl_sub))
+            & low;
+        let pair = ((w ^ (ONES * b'=' as u64)).wrapping_sub(ONES) | (w ^ (ONES * b':' as u64)).wrapping_sub(ONES)) & low;
         if stop != 0 {
             let k = stop.trailing_zeros() as usize / 8;
             // Pair bytes before the stop only (bits below its byte).
@@ -1044,6 +1042,7 @@ impl JsonPass<'_, '_, '_> {
         serde_json::from_slice::<String>(&quoted).map_err(|_| Malformed(start))
     }
 
+    #[inline(never)]
     fn string_leaf(&mut self) -> Result<Leaf, Malformed> {
         let quote = self.pos;
         let (start, end, escaped) = self.string_raw()?;
@@ -1315,6 +1314,13 @@ impl JsonPass<'_, '_, '_> {
     /// Reads a value with the shape the schema gives it, keeping the pointer path while the shape says
     /// anything (values of shape `ANY` are walked without it).
     fn shaped_value(&mut self, level: usize, shape: ShapeId, seg: Seg) -> Result<Leaf, Malformed> {
+        // Strings and numbers, most values, neither read the shape nor the path: read straight away, without
+        // the recursive `value` (and its frame) in between.
+        match self.peek() {
+            Some(b'"') => return self.string_leaf(),
+            Some(b'-' | b'0'..=b'9') => return self.number(),
+            _ => {}
+        }
         if shape == ANY {
             return self.value(level, ANY);
         }
@@ -1353,8 +1359,13 @@ impl JsonPass<'_, '_, '_> {
                 }
                 None => self.string_raw()?,
             };
-            self.ws();
-            self.expect(b':')?;
+            // Compact JSON: the colon right after the name.
+            if self.peek() == Some(b':') {
+                self.pos += 1;
+            } else {
+                self.ws();
+                self.expect(b':')?;
+            }
             self.ws();
             let mark = self.edits.len();
             let value_start = self.pos;
