@@ -1045,7 +1045,21 @@ impl JsonPass<'_, '_, '_> {
     #[inline(never)]
     fn string_leaf(&mut self) -> Result<Leaf, Malformed> {
         let quote = self.pos;
-        let (start, end, escaped) = self.string_raw()?;
+        // Most values are plain strings: one scan up to the closing quote, here, without the call to the
+        // general reader (which reads the token again from its quote when the scan stops anywhere else).
+        let start = quote + 1;
+        let scan = match self.src.get(start..) {
+            Some(rest) if self.src[quote] == b'"' => scan_string(rest, self.schema.is_some()),
+            _ => (None, false),
+        };
+        let (start, end, escaped) = match scan {
+            (Some(k), pairs) if self.src.get(start + k) == Some(&b'"') => {
+                self.pos = start + k + 1;
+                self.may_pair = pairs;
+                (start, start + k, false)
+            }
+            _ => self.string_raw()?,
+        };
         if self.r.is_off() {
             return Ok(Leaf::Keep);
         }
