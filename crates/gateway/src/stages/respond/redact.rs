@@ -686,26 +686,23 @@ const HIGHS: u64 = 0x8080_8080_8080_8080;
 /// instead of a quote search, a control-character check and the pair search's own scan.
 #[inline]
 fn scan_string(s: &[u8], strict: bool) -> (Option<usize>, bool) {
-    // Every byte looked for is below 0x80, so `!(w ^ c) & HIGHS` is `!w & HIGHS` for all of them: the zero-byte
-    // tests share that mask, and each one is a subtraction (exact up to the first hit, which is all that is
-    // read: a borrow only marks bytes above a true hit). `w - 0` masked by `!w` is nothing: not strict, no test.
-    let ctrl_sub = if strict { ONES * 0x20 } else { 0 };
+    // Every byte looked for is below 0x80, so `!(w ^ c) & HIGHS` is `!w & HIGHS` for all of them: the byte
+    // tests share that mask, and each one is a subtraction, exact up to the first hit, which is all that is
+    // read (a borrow only marks bytes above a true hit). Strict, one test takes the control characters and the
+    // quote: `^ 0x02` maps the quote to 0x20 and 0x00..=0x1f onto themselves, and nothing else below 0x21.
+    let (flip, below) = if strict { (ONES * 0x02, ONES * 0x21) } else { (ONES * b'"' as u64, ONES) };
     let mut i = 0;
     let mut pairs = 0u64;
     while let Some(chunk) = s.get(i..).and_then(|r| r.first_chunk::<8>()) {
         let w = u64::from_le_bytes(*chunk);
         let low = !w & HIGHS;
-        // Bytes below 0x20 (strict), the quote and the backslash.
-        let stop = ((w ^ (ONES * b'"' as u64)).wrapping_sub(ONES)
-            | (w ^ (ONES * b'\\' as u64)).wrapping_sub(ONES)
-            | w.wrapping_sub(ctrl_sub))
-            & low;
-        let pair = ((w ^ (ONES * b'=' as u64)).wrapping_sub(ONES) | (w ^ (ONES * b':' as u64)).wrapping_sub(ONES)) & low;
+        let stop = ((w ^ flip).wrapping_sub(below) | (w ^ (ONES * b'\\' as u64)).wrapping_sub(ONES)) & low;
+        let pair =
+            ((w ^ (ONES * b'=' as u64)).wrapping_sub(ONES) | (w ^ (ONES * b':' as u64)).wrapping_sub(ONES)) & low;
         if stop != 0 {
-            let k = stop.trailing_zeros() as usize / 8;
-            // Pair bytes before the stop only (bits below its byte).
-            pairs |= pair & ((1u64 << (k * 8)) - 1);
-            return (Some(i + k), pairs != 0);
+            // Pair bytes before the stop only: the bits below its lowest.
+            pairs |= pair & !stop & stop.wrapping_sub(1);
+            return (Some(i + stop.trailing_zeros() as usize / 8), pairs != 0);
         }
         pairs |= pair;
         i += 8;
