@@ -714,48 +714,47 @@ fn card_number(digits: &[u8]) -> Option<Vec<u8>> {
 const ONES: u64 = 0x0101_0101_0101_0101;
 const HIGHS: u64 = 0x8080_8080_8080_8080;
 
-/// High bit set in every byte of `w` equal to `b` (exact up to the first one, which is all that is read).
-#[inline]
-fn bytes_eq(w: u64, b: u8) -> u64 {
-    let x = w ^ (ONES * b as u64);
-    x.wrapping_sub(ONES) & !x & HIGHS
-}
-
 /// Where a string's content stops being plain — the closing quote, a backslash or, when `strict`, a raw
 /// control character — and whether a `=` or `:` comes before that. Eight bytes per step (SWAR): one pass
 /// instead of a quote search, a control-character check and the pair search's own scan.
 #[inline]
 fn scan_string(s: &[u8], strict: bool) -> (Option<usize>, bool) {
-    let ctrl_sub = if strict { ONES * 0x20 } else { 0 };
+    // Every byte looked for is below 0x80, so `!(w ^ c) & HIGHS` is `!w & HIGHS` for all of them: the byte
+    // tests share that mask, and each one is a subtraction, exact up to the first hit, which is all that is
+    // read (a borrow only marks bytes above a true hit). Strict, one test takes the control characters and the
+    // quote: `^ 0x02` maps the quote to 0x20 and 0x00..=0x1f onto themselves, and nothing else below 0x21.
+    let (flip, below) = if strict { (ONES * 0x02, ONES * 0x21) } else { (ONES * b'"' as u64, ONES) };
     let mut i = 0;
     let mut pairs = 0u64;
-    while let Some(chunk) = s.get(i..i + 8) {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(chunk);
-        let w = u64::from_le_bytes(b);
-        // Bytes below 0x20 (strict), the quote and the backslash.
-        let stop = (w.wrapping_sub(ctrl_sub) & !w & HIGHS & if strict { u64::MAX } else { 0 })
-            | bytes_eq(w, b'"')
-            | bytes_eq(w, b'\\');
-        let pair = bytes_eq(w, b'=') | bytes_eq(w, b':');
+    while let Some(chunk) = s.get(i..).and_then(|r| r.first_chunk::<8>()) {
+        let w = u64::from_le_bytes(*chunk);
+        let low = !w & HIGHS;
+        let stop = ((w ^ flip).wrapping_sub(below) | (w ^ (ONES * b'\\' as u64)).wrapping_sub(ONES)) & low;
+        let pair =
+            ((w ^ (ONES * b'=' as u64)).wrapping_sub(ONES) | (w ^ (ONES * b':' as u64)).wrapping_sub(ONES)) & low;
         if stop != 0 {
-            let k = stop.trailing_zeros() as usize / 8;
-            // Pair bytes before the stop only (bits below its byte).
-            pairs |= pair & ((1u64 << (k * 8)) - 1);
-            return (Some(i + k), pairs != 0);
+            // Pair bytes before the stop only: the bits below its lowest.
+            pairs |= pair & !stop & stop.wrapping_sub(1);
+            return (Some(i + stop.trailing_zeros() as usize / 8), pairs != 0);
         }
         pairs |= pair;
         i += 8;
     }
+    scan_bytes(s, i, strict, pairs != 0)
+}
+
+/// The byte-by-byte end of a scan, from `i`.
+#[inline]
+fn scan_bytes(s: &[u8], i: usize, strict: bool, mut pairs: bool) -> (Option<usize>, bool) {
     for (j, &c) in s[i..].iter().enumerate() {
         if c == b'"' || c == b'\\' || (strict && c < 0x20) {
-            return (Some(i + j), pairs != 0);
+            return (Some(i + j), pairs);
         }
         if c == b'=' || c == b':' {
-            pairs = 1;
+            pairs = true;
         }
     }
-    (None, pairs != 0)
+    (None, pairs)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1073,9 +1072,24 @@ impl JsonPass<'_, '_, '_> {
         serde_json::from_slice::<String>(&quoted).map_err(|_| Malformed(start))
     }
 
+    #[inline(never)]
     fn string_leaf(&mut self) -> Result<Leaf, Malformed> {
         let quote = self.pos;
-        let (start, end, escaped) = self.string_raw()?;
+        // Most values are plain strings: one scan up to the closing quote, here, without the call to the
+        // general reader (which reads the token again from its quote when the scan stops anywhere else).
+        let start = quote + 1;
+        let scan = match self.src.get(start..) {
+            Some(rest) if self.src[quote] == b'"' => scan_string(rest, self.schema.is_some()),
+            _ => (None, false),
+        };
+        let (start, end, escaped) = match scan {
+            (Some(k), pairs) if self.src.get(start + k) == Some(&b'"') => {
+                self.pos = start + k + 1;
+                self.may_pair = pairs;
+                (start, start + k, false)
+            }
+            _ => self.string_raw()?,
+        };
         if self.r.is_off() {
             return Ok(Leaf::Keep);
         }
@@ -1123,24 +1137,133 @@ impl JsonPass<'_, '_, '_> {
         Ok(if anchor { Leaf::AwsAnchor } else { Leaf::Keep })
     }
 
-    /// Parses a value without looking into it (the value of a masked field).
-    fn skip(&mut self, level: usize) -> Result<(), Malformed> {
-        let mut scratch = Report::default();
-        let mut sub = JsonPass {
-            src: self.src,
-            pos: self.pos,
-            r: Redactor::none(),
-            edits: Vec::new(),
-            report: &mut scratch,
-            spans: Vec::new(),
-            depth: self.depth,
-            last_array_len: 0,
-            may_pair: true,
-            schema: None,
-            memo: &mut [],
+    /// Parses a value without looking into it (the value of a masked field, or of a dropped member). It is
+    /// read as the lenient pass reads values — raw control characters, any `\u` escape and leading zeros pass —
+    /// with nothing recorded, and fails where that pass would fail, at the same byte.
+    fn skip(&mut self, _level: usize) -> Result<(), Malformed> {
+        match self.peek() {
+            Some(b'{') => {
+                self.enter()?;
+                if self.peek() == Some(b'}') {
+                    self.pos += 1;
+                } else {
+                    loop {
+                        self.skip_string()?;
+                        self.ws();
+                        self.expect(b':')?;
+                        self.ws();
+                        self.skip(0)?;
+                        self.ws();
+                        match self.peek() {
+                            Some(b',') => {
+                                self.pos += 1;
+                                self.ws();
+                            }
+                            Some(b'}') => {
+                                self.pos += 1;
+                                break;
+                            }
+                            _ => return Err(Malformed(self.pos)),
+                        }
+                    }
+                }
+                self.depth -= 1;
+                Ok(())
+            }
+            Some(b'[') => {
+                self.enter()?;
+                if self.peek() == Some(b']') {
+                    self.pos += 1;
+                } else {
+                    loop {
+                        self.skip(0)?;
+                        self.ws();
+                        match self.peek() {
+                            Some(b',') => {
+                                self.pos += 1;
+                                self.ws();
+                            }
+                            Some(b']') => {
+                                self.pos += 1;
+                                break;
+                            }
+                            _ => return Err(Malformed(self.pos)),
+                        }
+                    }
+                }
+                self.depth -= 1;
+                Ok(())
+            }
+            Some(b'"') => self.skip_string(),
+            Some(b't') => self.literal(b"true").map(drop),
+            Some(b'f') => self.literal(b"false").map(drop),
+            Some(b'n') => self.literal(b"null").map(drop),
+            Some(b'-' | b'0'..=b'9') => self.skip_number(),
+            _ => Err(Malformed(self.pos)),
+        }
+    }
+
+    /// A string token as the lenient pass reads it (see [`JsonPass::string_raw`]).
+    fn skip_string(&mut self) -> Result<(), Malformed> {
+        self.expect(b'"')?;
+        loop {
+            let Some(k) = scan_string(&self.src[self.pos..], false).0 else {
+                return Err(Malformed(self.src.len()));
+            };
+            self.pos += k;
+            if self.src[self.pos] == b'"' {
+                self.pos += 1;
+                return Ok(());
+            }
+            // A backslash (nothing else stops a lenient scan).
+            match self.src.get(self.pos + 1) {
+                Some(b'u') => self.pos += 6,
+                Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => self.pos += 2,
+                _ => return Err(Malformed(self.pos)),
+            }
+            if self.pos > self.src.len() {
+                return Err(Malformed(self.src.len()));
+            }
+        }
+    }
+
+    /// A number as the lenient pass reads it (leading zeros pass), without the card check.
+    fn skip_number(&mut self) -> Result<(), Malformed> {
+        let src = self.src;
+        let digits = |mut i: usize| {
+            while src.get(i).is_some_and(u8::is_ascii_digit) {
+                i += 1;
+            }
+            i
         };
-        sub.value(level + 1, ANY)?;
-        self.pos = sub.pos;
+        let mut i = self.pos + usize::from(src[self.pos] == b'-');
+        let int_start = i;
+        i = digits(i);
+        if i == int_start {
+            self.pos = i;
+            return Err(Malformed(i));
+        }
+        if src.get(i) == Some(&b'.') {
+            let f = i + 1;
+            i = digits(f);
+            if i == f {
+                self.pos = i;
+                return Err(Malformed(i));
+            }
+        }
+        if matches!(src.get(i), Some(b'e' | b'E')) {
+            i += 1;
+            if matches!(src.get(i), Some(b'+' | b'-')) {
+                i += 1;
+            }
+            let e = i;
+            i = digits(e);
+            if i == e {
+                self.pos = i;
+                return Err(Malformed(i));
+            }
+        }
+        self.pos = i;
         Ok(())
     }
 
@@ -1235,12 +1358,21 @@ impl JsonPass<'_, '_, '_> {
     /// Reads a value with the shape the schema gives it, keeping the pointer path while the shape says
     /// anything (values of shape `ANY` are walked without it).
     fn shaped_value(&mut self, level: usize, shape: ShapeId, seg: Seg) -> Result<Leaf, Malformed> {
+        // Strings and numbers, most values, neither read the shape nor the path: read straight away, without
+        // the recursive `value` (and its frame) in between.
+        match self.peek() {
+            Some(b'"') => return self.string_leaf(),
+            Some(b'-' | b'0'..=b'9') => return self.number(),
+            _ => {}
+        }
         if shape == ANY {
             return self.value(level, ANY);
         }
-        if let Some(s) = self.schema.as_mut() {
-            s.path.push(seg);
-        }
+        // The path only serves pointers; without them (nobody reads them) it is not kept.
+        let Some(s) = self.schema.as_mut().filter(|s| !s.filtered.skip_pointers) else {
+            return self.value(level, shape);
+        };
+        s.path.push(seg);
         let leaf = self.value(level, shape);
         if let Some(s) = self.schema.as_mut() {
             s.path.pop();
@@ -1271,8 +1403,13 @@ impl JsonPass<'_, '_, '_> {
                 }
                 None => self.string_raw()?,
             };
-            self.ws();
-            self.expect(b':')?;
+            // Compact JSON: the colon right after the name.
+            if self.peek() == Some(b':') {
+                self.pos += 1;
+            } else {
+                self.ws();
+                self.expect(b':')?;
+            }
             self.ws();
             let mark = self.edits.len();
             let value_start = self.pos;
@@ -1287,16 +1424,18 @@ impl JsonPass<'_, '_, '_> {
                 Member::Undeclared => (self.schema.as_ref().is_some_and(|s| s.drop), ANY),
             };
             let mut field = hit.and_then(|m| m.field);
-            let is_field = !dropped && self.r.enabled.has(Kind::Field) && self.has_content() && {
-                match field {
-                    Some(f) => f,
-                    None if kesc => {
-                        let k = self.decode(ks, ke)?;
-                        self.r.fields.matches(k.as_bytes())
+            // A name known not to be sensitive decides it before the value is looked at.
+            let is_field =
+                !dropped && field != Some(false) && self.r.enabled.has(Kind::Field) && self.has_content() && {
+                    match field {
+                        Some(f) => f,
+                        None if kesc => {
+                            let k = self.decode(ks, ke)?;
+                            self.r.fields.matches(k.as_bytes())
+                        }
+                        None => *field.insert(self.r.fields.matches(&self.src[ks..ke])),
                     }
-                    None => *field.insert(self.r.fields.matches(&self.src[ks..ke])),
-                }
-            };
+                };
             // Remember a new name, or what the field-name check said of a remembered one.
             let learned = hit.is_none_or(|m| m.field.is_none() && field.is_some());
             if let Some(i) = slot.filter(|_| learned && !kesc) {
@@ -1366,10 +1505,13 @@ impl JsonPass<'_, '_, '_> {
     /// Whether the value at `pos` is one a sensitive field would hide (not `null`, a boolean or `""`).
     fn has_content(&self) -> bool {
         let rest = &self.src[self.pos..];
-        !(rest.starts_with(b"null")
-            || rest.starts_with(b"true")
-            || rest.starts_with(b"false")
-            || rest.starts_with(b"\"\""))
+        match rest.first() {
+            Some(b'n') => !rest.starts_with(b"null"),
+            Some(b't') => !rest.starts_with(b"true"),
+            Some(b'f') => !rest.starts_with(b"false"),
+            Some(b'"') => rest.get(1) != Some(&b'"'),
+            _ => true,
+        }
     }
 
     fn array(&mut self, level: usize, shape: ShapeId) -> Result<Leaf, Malformed> {
@@ -1635,8 +1777,18 @@ mod tests {
     fn string_scan_agrees_with_a_plain_search() {
         let mut rng = fastrand::Rng::with_seed(62);
         let alphabet = b"ab\"\\=:\x01\x1f \x7f\xc3\xa9";
-        for _ in 0..20000 {
-            let s: Vec<u8> = (0..rng.usize(0..40)).map(|_| alphabet[rng.usize(0..alphabet.len())]).collect();
+        for _ in 0..40000 {
+            // Mostly plain bytes, so that stops fall in every position of a vector and past several of them.
+            let plain = rng.u8(0..4) != 0;
+            let s: Vec<u8> = (0..rng.usize(0..80))
+                .map(|_| {
+                    if plain && rng.u8(0..24) != 0 {
+                        b'a' + rng.u8(0..26)
+                    } else {
+                        alphabet[rng.usize(0..alphabet.len())]
+                    }
+                })
+                .collect();
             for strict in [false, true] {
                 let stop = s.iter().position(|&c| c == b'"' || c == b'\\' || (strict && c < 0x20));
                 let pairs = s[..stop.unwrap_or(s.len())].iter().any(|&c| c == b'=' || c == b':');
@@ -1753,6 +1905,98 @@ mod tests {
                     (r.json_pass(doc.as_bytes(), None, ANY, &mut report, use_memo).0, report)
                 };
                 assert_eq!(run(true), run(false), "{doc}");
+            }
+        }
+    }
+
+    /// The skip over a dropped or masked value ends where (and fails where) the lenient pass's plain reading of
+    /// that value does — a pass with the redactor off, no schema and no memo, as `skip` was first written —
+    /// on random, often broken, JSON-like bytes: control characters, bad escapes, leading zeros, cut numbers,
+    /// deep nesting.
+    #[test]
+    fn skipping_a_value_agrees_with_reading_it() {
+        fn read_plain(src: &[u8], depth: usize) -> (Result<(), Malformed>, usize) {
+            let mut scratch = Report::default();
+            let mut p = JsonPass {
+                src,
+                pos: 0,
+                r: Redactor::none(),
+                edits: Vec::new(),
+                report: &mut scratch,
+                spans: Vec::new(),
+                depth,
+                last_array_len: 0,
+                may_pair: true,
+                schema: None,
+                memo: &mut [],
+            };
+            let res = p.value(1, ANY).map(drop);
+            (res, p.pos)
+        }
+        let units: &[&[u8]] = &[
+            b"{",
+            b"}",
+            b"[",
+            b"]",
+            b",",
+            b":",
+            b" ",
+            b"\"",
+            b"\"a\"",
+            b"\"k\":",
+            b"\\",
+            b"\\u00e9",
+            b"\\u0",
+            b"\\q",
+            b"\\\"",
+            b"\x01",
+            b"0",
+            b"01",
+            b"-",
+            b"1.",
+            b"1.5",
+            b"2e",
+            b"2e+3",
+            b"E",
+            b".",
+            b"true",
+            b"tru",
+            b"null",
+            b"false",
+            b"x",
+            b"\"plain text, long enough to take several words\"",
+            b"\xc3\xa9",
+            b"=",
+        ];
+        let mut rng = fastrand::Rng::with_seed(64);
+        for _ in 0..30000 {
+            let mut doc = Vec::new();
+            for _ in 0..rng.usize(1..24) {
+                doc.extend_from_slice(units[rng.usize(0..units.len())]);
+            }
+            if rng.u8(0..8) == 0 {
+                doc = [b"[".repeat(rng.usize(100..140)), doc].concat();
+            }
+            let depth = rng.usize(0..4);
+            let mut scratch = Report::default();
+            let mut p = JsonPass {
+                src: &doc,
+                pos: 0,
+                r: Redactor::none(),
+                edits: Vec::new(),
+                report: &mut scratch,
+                spans: Vec::new(),
+                depth,
+                last_array_len: 0,
+                may_pair: true,
+                schema: None,
+                memo: &mut [],
+            };
+            let got = p.skip(0);
+            let (want, want_pos) = read_plain(&doc, depth);
+            assert_eq!(got, want, "{:?}", String::from_utf8_lossy(&doc));
+            if got.is_ok() {
+                assert_eq!((p.pos, p.depth), (want_pos, depth), "{:?}", String::from_utf8_lossy(&doc));
             }
         }
     }
