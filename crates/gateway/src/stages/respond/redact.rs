@@ -1137,10 +1137,29 @@ impl JsonPass<'_, '_, '_> {
         Ok(if anchor { Leaf::AwsAnchor } else { Leaf::Keep })
     }
 
+    /// After an item of an object or array: past a comma (and the whitespace after it), `false`; past the
+    /// closing byte, `true`; anything else is not JSON.
+    #[inline]
+    fn after_item(&mut self, close: u8) -> Result<bool, Malformed> {
+        self.ws();
+        match self.peek() {
+            Some(b',') => {
+                self.pos += 1;
+                self.ws();
+                Ok(false)
+            }
+            Some(b) if b == close => {
+                self.pos += 1;
+                Ok(true)
+            }
+            _ => Err(Malformed(self.pos)),
+        }
+    }
+
     /// Parses a value without looking into it (the value of a masked field, or of a dropped member). It is
     /// read as the lenient pass reads values — raw control characters, any `\u` escape and leading zeros pass —
     /// with nothing recorded, and fails where that pass would fail, at the same byte.
-    fn skip(&mut self, _level: usize) -> Result<(), Malformed> {
+    fn skip(&mut self) -> Result<(), Malformed> {
         match self.peek() {
             Some(b'{') => {
                 self.enter()?;
@@ -1152,18 +1171,9 @@ impl JsonPass<'_, '_, '_> {
                         self.ws();
                         self.expect(b':')?;
                         self.ws();
-                        self.skip(0)?;
-                        self.ws();
-                        match self.peek() {
-                            Some(b',') => {
-                                self.pos += 1;
-                                self.ws();
-                            }
-                            Some(b'}') => {
-                                self.pos += 1;
-                                break;
-                            }
-                            _ => return Err(Malformed(self.pos)),
+                        self.skip()?;
+                        if self.after_item(b'}')? {
+                            break;
                         }
                     }
                 }
@@ -1176,18 +1186,9 @@ impl JsonPass<'_, '_, '_> {
                     self.pos += 1;
                 } else {
                     loop {
-                        self.skip(0)?;
-                        self.ws();
-                        match self.peek() {
-                            Some(b',') => {
-                                self.pos += 1;
-                                self.ws();
-                            }
-                            Some(b']') => {
-                                self.pos += 1;
-                                break;
-                            }
-                            _ => return Err(Malformed(self.pos)),
+                        self.skip()?;
+                        if self.after_item(b']')? {
+                            break;
                         }
                     }
                 }
@@ -1443,10 +1444,10 @@ impl JsonPass<'_, '_, '_> {
             }
             let leaf = if dropped {
                 // Not the client's to see (undeclared, or `writeOnly`): dropped whole, unread.
-                self.skip(level)?;
+                self.skip()?;
                 Leaf::Remove
             } else if is_field {
-                self.skip(level)?;
+                self.skip()?;
                 self.report.add(Kind::Field);
                 match self.r.action(Kind::Field) {
                     Action::Remove => Leaf::Remove,
@@ -1473,17 +1474,8 @@ impl JsonPass<'_, '_, '_> {
                 candidates.push((value_start, self.pos));
             }
             removals.item(key_start, self.pos, leaf.removed(), &mut self.edits);
-            self.ws();
-            match self.peek() {
-                Some(b',') => {
-                    self.pos += 1;
-                    self.ws();
-                }
-                Some(b'}') => {
-                    self.pos += 1;
-                    break;
-                }
-                _ => return Err(Malformed(self.pos)),
+            if self.after_item(b'}')? {
+                break;
             }
         }
         self.depth -= 1;
@@ -1531,17 +1523,8 @@ impl JsonPass<'_, '_, '_> {
                     self.edits.truncate(mark);
                 }
                 removals.item(start, self.pos, leaf.removed(), &mut self.edits);
-                self.ws();
-                match self.peek() {
-                    Some(b',') => {
-                        self.pos += 1;
-                        self.ws();
-                    }
-                    Some(b']') => {
-                        self.pos += 1;
-                        break;
-                    }
-                    _ => return Err(Malformed(self.pos)),
+                if self.after_item(b']')? {
+                    break;
                 }
             }
         }
@@ -1992,7 +1975,7 @@ mod tests {
                 schema: None,
                 memo: &mut [],
             };
-            let got = p.skip(0);
+            let got = p.skip();
             let (want, want_pos) = read_plain(&doc, depth);
             assert_eq!(got, want, "{:?}", String::from_utf8_lossy(&doc));
             if got.is_ok() {
