@@ -877,6 +877,34 @@ fn aws_secrets_near(s: &[u8], first: usize, out: &mut Vec<Span>) {
 mod tests {
     use super::*;
 
+    /// Secrets of every kind and near-misses, glued into the randomized scans' strings.
+    const PIECES: &[&[u8]] = &[
+        b"4111 1111 1111 1111",
+        b"123-45-6789",
+        b"GB82WEST12345698765432",
+        b"AKIAIOSFODNN7EXAMPLE",
+        b"wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        b"aws_secret_access_key",
+        b"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2ln",
+        b"$2b$12$KIXQeH0x9yG3.3rXbQp0yOkUq3O3kYQm0pWl1n6t3yqM4uVv6h9eW",
+        b"-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----",
+        b"ghp_abcdefghijklmnopqrstuvwxyz0123456789",
+        b"xoxb-123456789012-abcdefGHIJKL",
+        b"pbkdf2_sha256$260000$abcdefgh12345678$Zm9vYmFyYmF6cXV4Zm9vYmFyYmF6cXV4MTIzNDU2Nzg=",
+        b"2024-01-15T12:30:00Z",
+        b"DE89 3704 0044 0532 0130 00",
+        b"AIzaSyDaGmWKa4JsXZ-HjGw7ISLn_3namBGewQe",
+        b"$argon2id$v=19$m=65536,t=3,p=4$c29tZXNhbHQ$RdescudvJCsgt3ub+b+dWRWJTmaaJObG",
+        b"$1$saltsalt$qjXMvbEw8oaL.CzflDugX/",
+        b"glpat-abcdefghij0123456789",
+        b"sk_live_abcdefghij0123456789",
+        b"3782 822463 10005",
+        b"4111-1111-1111-1111",
+        b"SecretAccessKey",
+        b"$6$rounds=5000$saltsalt$IxDD3jeSOb5eB1CX5LBsqZFVkJdido3OUILO5Ifz5iwMuTS4XMS1",
+        b"rk_live_abcdefghij0123456789",
+    ];
+
     fn kinds(s: &str) -> Vec<(Kind, String)> {
         scan(s.as_bytes(), KindSet::all()).into_iter().map(|sp| (sp.kind, s[sp.start..sp.end].to_string())).collect()
     }
@@ -1016,28 +1044,7 @@ mod tests {
     #[test]
     fn word_skipping_finds_what_the_plain_scan_finds() {
         let mut rng = fastrand::Rng::with_seed(6);
-        let pieces: &[&[u8]] = &[
-            b"4111 1111 1111 1111",
-            b"123-45-6789",
-            b"GB82WEST12345698765432",
-            b"AKIAIOSFODNN7EXAMPLE",
-            b"wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
-            b"aws_secret_access_key",
-            b"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2ln",
-            b"$2b$12$KIXQeH0x9yG3.3rXbQp0yOkUq3O3kYQm0pWl1n6t3yqM4uVv6h9eW",
-            b"-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----",
-            b"ghp_abcdefghijklmnopqrstuvwxyz0123456789",
-            b"xoxb-123456789012-abcdefGHIJKL",
-            b"pbkdf2_sha256$260000$abcdefgh12345678$Zm9vYmFyYmF6cXV4Zm9vYmFyYmF6cXV4MTIzNDU2Nzg=",
-            b"2024-01-15T12:30:00Z",
-            b"DE89 3704 0044 0532 0130 00",
-            b"AIzaSyDaGmWKa4JsXZ-HjGw7ISLn_3namBGewQe",
-            b"$argon2id$v=19$m=65536,t=3,p=4$c29tZXNhbHQ$RdescudvJCsgt3ub+b+dWRWJTmaaJObG",
-            b"$1$saltsalt$qjXMvbEw8oaL.CzflDugX/",
-            b"glpat-abcdefghij0123456789",
-            b"sk_live_abcdefghij0123456789",
-            b"3782 822463 10005",
-        ];
+        let pieces = PIECES;
         // The detectors' bytes, and the bytes either side of the letter and digit ranges and of ASCII.
         let alphabet = b"aeEyJxsrpgkAKIZ0123456789 -_$./:=\"'(\n@[`{\x7f\x80\xc3\xa9\xff";
         for round in 0..6000 {
@@ -1062,28 +1069,7 @@ mod tests {
     #[test]
     fn chunked_scan_finds_what_the_plain_scan_finds() {
         let mut rng = fastrand::Rng::with_seed(61);
-        let pieces: &[&[u8]] = &[
-            b"4111 1111 1111 1111",
-            b"4111-1111-1111-1111",
-            b"123-45-6789",
-            b"GB82WEST12345698765432",
-            b"DE89 3704 0044 0532 0130 00",
-            b"AKIAIOSFODNN7EXAMPLE",
-            b"wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
-            b"SecretAccessKey",
-            b"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2ln",
-            b"$2b$12$KIXQeH0x9yG3.3rXbQp0yOkUq3O3kYQm0pWl1n6t3yqM4uVv6h9eW",
-            b"$6$rounds=5000$saltsalt$IxDD3jeSOb5eB1CX5LBsqZFVkJdido3OUILO5Ifz5iwMuTS4XMS1",
-            b"-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----",
-            b"ghp_abcdefghijklmnopqrstuvwxyz0123456789",
-            b"xoxb-123456789012-abcdefGHIJKL",
-            b"pbkdf2_sha256$260000$abcdefgh12345678$Zm9vYmFyYmF6cXV4Zm9vYmFyYmF6cXV4MTIzNDU2Nzg=",
-            b"2024-01-15T12:30:00Z",
-            b"AIzaSyDaGmWKa4JsXZ-HjGw7ISLn_3namBGewQe",
-            b"glpat-abcdefghij0123456789",
-            b"rk_live_abcdefghij0123456789",
-            b"3782 822463 10005",
-        ];
+        let pieces = PIECES;
         // Every byte value can come up, with the detectors' bytes and the range edges more often.
         let alphabet = b"aeEyJxsrpgkblohAKIZz09123456789 -_$./:=\"'(\n@[`{\x7f\x80\xc3\xa9\xff/+";
         let kinds =
