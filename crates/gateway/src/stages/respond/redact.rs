@@ -1689,20 +1689,27 @@ mod tests {
         let mut rng = fastrand::Rng::with_seed(61);
         let alphabet = b"pPaAsSwWoOrRdDtTkKeEnNiIxX_-. 1";
         for _ in 0..20000 {
-            let mut name: Vec<u8> = match rng.u8(0..3) {
-                0 => DEFAULT_FIELDS[rng.usize(0..DEFAULT_FIELDS.len())].trim_start_matches('*').as_bytes().to_vec(),
-                _ => Vec::new(),
-            };
-            for _ in 0..rng.usize(0..14) {
-                let b = alphabet[rng.usize(0..alphabet.len())];
-                if rng.bool() {
-                    name.push(b);
-                } else {
-                    name.insert(0, b);
-                }
-            }
+            let name = random_name(&mut rng, DEFAULT_FIELDS, alphabet, 14);
             assert_eq!(f.matches(&name), plain(&name), "{:?}", String::from_utf8_lossy(&name));
         }
+    }
+
+    /// A name for the field-name tests: one time in three a pattern (without its `*`), grown by up to `extra`
+    /// random bytes on either side.
+    fn random_name(rng: &mut fastrand::Rng, patterns: &[&str], alphabet: &[u8], extra: usize) -> Vec<u8> {
+        let mut name: Vec<u8> = match rng.u8(0..3) {
+            0 => patterns[rng.usize(0..patterns.len())].trim_matches('*').as_bytes().to_vec(),
+            _ => Vec::new(),
+        };
+        for _ in 0..rng.usize(0..extra) {
+            let b = alphabet[rng.usize(0..alphabet.len())];
+            if rng.bool() {
+                name.push(b);
+            } else {
+                name.insert(0, b);
+            }
+        }
+        name
     }
 
     /// The pair search's rejection by the last two bytes never turns away a name that matches: on random
@@ -1720,18 +1727,7 @@ mod tests {
             let f = FieldNames::new(config.iter().copied()).unwrap();
             let mut matched = 0;
             for _ in 0..30000 {
-                let mut name: Vec<u8> = match rng.u8(0..3) {
-                    0 => config[rng.usize(0..config.len())].trim_matches('*').as_bytes().to_vec(),
-                    _ => Vec::new(),
-                };
-                for _ in 0..rng.usize(0..6) {
-                    let b = alphabet[rng.usize(0..alphabet.len())];
-                    if rng.bool() {
-                        name.push(b);
-                    } else {
-                        name.insert(0, b);
-                    }
-                }
+                let name = random_name(&mut rng, config, alphabet, 6);
                 let n = name.len();
                 if f.matches(&name) {
                     matched += 1;
