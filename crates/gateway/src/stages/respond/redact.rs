@@ -1894,21 +1894,25 @@ mod tests {
     /// deep nesting.
     #[test]
     fn skipping_a_value_agrees_with_reading_it() {
-        fn read_plain(src: &[u8], depth: usize) -> (Result<(), Malformed>, usize) {
-            let mut scratch = Report::default();
-            let mut p = JsonPass {
+        /// A pass with the redactor off, no schema and no memo, at `depth`.
+        fn bare<'a, 'r>(src: &'a [u8], depth: usize, report: &'r mut Report) -> JsonPass<'a, 'r, 'static> {
+            JsonPass {
                 src,
                 pos: 0,
                 r: Redactor::none(),
                 edits: Vec::new(),
-                report: &mut scratch,
+                report,
                 spans: Vec::new(),
                 depth,
                 last_array_len: 0,
                 may_pair: true,
                 schema: None,
                 memo: &mut [],
-            };
+            }
+        }
+        fn read_plain(src: &[u8], depth: usize) -> (Result<(), Malformed>, usize) {
+            let mut scratch = Report::default();
+            let mut p = bare(src, depth, &mut scratch);
             let res = p.value(1, ANY).map(drop);
             (res, p.pos)
         }
@@ -1958,19 +1962,7 @@ mod tests {
             }
             let depth = rng.usize(0..4);
             let mut scratch = Report::default();
-            let mut p = JsonPass {
-                src: &doc,
-                pos: 0,
-                r: Redactor::none(),
-                edits: Vec::new(),
-                report: &mut scratch,
-                spans: Vec::new(),
-                depth,
-                last_array_len: 0,
-                may_pair: true,
-                schema: None,
-                memo: &mut [],
-            };
+            let mut p = bare(&doc, depth, &mut scratch);
             let got = p.skip();
             let (want, want_pos) = read_plain(&doc, depth);
             assert_eq!(got, want, "{:?}", String::from_utf8_lossy(&doc));
